@@ -1,0 +1,28 @@
+"""The cloud boundary: object storage and Dask cluster connectors.
+
+Only modules in this package import cloud SDKs (boto3, google.cloud). Their
+errors are translated into the neutral errors of :mod:`adapters.base`.
+"""
+
+from adapters.base import (
+    AdapterError,
+    ClusterConnector,
+    NotFound,
+    ObjectStore,
+    PermissionDenied,
+    QuotaExceeded,
+    Transient,
+)
+from adapters.registry import make_cluster, make_store
+
+__all__ = [
+    "AdapterError",
+    "ClusterConnector",
+    "NotFound",
+    "ObjectStore",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "Transient",
+    "make_cluster",
+    "make_store",
+]

@@ -1,0 +1,1 @@
+"""Dask cluster connectors: ``local`` (owned by the daemon) and ``address`` (existing scheduler)."""

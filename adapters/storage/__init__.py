@@ -1,0 +1,1 @@
+"""Object storage backends. ``local`` is built in; S3 and GCS are optional extras."""

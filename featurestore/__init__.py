@@ -1,0 +1,1 @@
+"""Everything that touches Feast: repo access, online writes, registry bookkeeping."""

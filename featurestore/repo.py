@@ -1,0 +1,142 @@
+"""Read-only access to a Feast feature repo, and registry bookkeeping.
+
+:class:`FeastRepo` wraps ``feast.FeatureStore`` for the daemon process.
+:class:`WriteTarget` is the small, picklable description of one feature view
+that Dask workers need to write rows (see :mod:`featurestore.online`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+
+class FeastRepoError(Exception):
+    """The Feast repo cannot be loaded or lacks an object; message is user-facing."""
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Feast prints deprecation chatter on import/load; keep the CLI output clean."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prev = logging.getLogger("feast").level
+        logging.getLogger("feast").setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.getLogger("feast").setLevel(prev)
+
+
+def load_store(repo: Path):
+    with _quiet():
+        try:
+            from feast import FeatureStore
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                return FeatureStore(repo_path=str(repo))
+        except Exception as exc:  # feast raises many unrelated types for a bad repo
+            raise FeastRepoError(f"cannot load Feast repo {repo}: {type(exc).__name__}: {exc}") from None
+
+
+def feature_view_names(repo: Path) -> set[str]:
+    store = load_store(repo)
+    with _quiet():
+        try:
+            return {fv.name for fv in store.list_feature_views()}
+        except Exception as exc:
+            raise FeastRepoError(f"cannot read the Feast registry of {repo}: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """What a worker needs to write one feature view: picklable, no live connections.
+
+    ``repo_config`` is Feast's ``RepoConfig`` (pydantic, pickles by value);
+    ``view_proto`` the serialised ``FeatureViewProto`` as registered.
+    """
+
+    repo_config: Any
+    view_proto: bytes
+    join_keys: tuple[str, ...]
+    features: tuple[str, ...]
+    timestamp_field: str
+
+    @cached_property
+    def feature_view(self):
+        from feast import FeatureView
+        from feast.protos.feast.core.FeatureView_pb2 import FeatureView as FeatureViewProto
+
+        proto = FeatureViewProto()
+        proto.ParseFromString(self.view_proto)
+        return FeatureView.from_proto(proto)
+
+    @property
+    def name(self) -> str:
+        return self.feature_view.name
+
+
+class FeastRepo:
+    """The daemon's handle on one Feast repo."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.store = load_store(path)
+
+    @property
+    def project(self) -> str:
+        return self.store.config.project
+
+    def feature_view(self, name: str):
+        with _quiet():
+            try:
+                return self.store.get_feature_view(name)
+            except Exception as exc:
+                raise FeastRepoError(f"feature view {name!r} not found in {self.path}: {exc}") from None
+
+    def write_target(self, name: str) -> WriteTarget:
+        fv = self.feature_view(name)
+        join_keys = tuple(ec.name for ec in fv.entity_columns)
+        return WriteTarget(
+            repo_config=self.store.config,
+            view_proto=fv.to_proto().SerializeToString(),
+            join_keys=join_keys,
+            features=tuple(f.name for f in fv.features),
+            timestamp_field=fv.batch_source.timestamp_field or "event_timestamp",
+        )
+
+    def record_materialization(self, name: str, start: datetime, end: datetime) -> None:
+        """Tell Feast the interval is materialised. Never leaves the view in a blocking state:
+        ``apply_materialization`` moves it to AVAILABLE_ONLINE."""
+        fv = self.feature_view(name)
+        with _quiet():
+            self.store.registry.apply_materialization(fv, self.project, start, end, commit=True)
+
+    def freshness(self) -> list[dict[str, Any]]:
+        """Per feature view: last materialised interval end and its age in seconds."""
+        now = datetime.now(timezone.utc)
+        out = []
+        with _quiet():
+            self.store.registry.refresh(self.project)
+            views = self.store.list_feature_views()
+        for fv in sorted(views, key=lambda v: v.name):
+            ends = [e for _, e in fv.materialization_intervals]
+            last = max(ends) if ends else None
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=timezone.utc)
+            out.append(
+                {
+                    "feature_view": fv.name,
+                    "materialized_until": last.isoformat() if last else None,
+                    "age_seconds": round((now - last).total_seconds(), 1) if last else None,
+                    "intervals": len(ends),
+                }
+            )
+        return out

@@ -1,0 +1,86 @@
+"""Semantic checks that pydantic cannot do alone.
+
+Each check yields :class:`~scheduler.errors.Problem` located through the
+config's :class:`~scheduler.yamlsrc.SourceMap`: unknown providers, duplicate
+job names, dangling or cyclic job sources, user code that cannot be imported,
+a Feast repo or feature view that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scheduler.errors import Problem
+from scheduler.usercode import ImportProblem, import_callable
+from scheduler.yamlsrc import SourceMap
+
+if TYPE_CHECKING:
+    from scheduler.config import Config
+
+
+def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, check_feast: bool) -> list[Problem]:
+    problems: list[Problem] = []
+    names: dict[str, int] = {}
+    for i, job in enumerate(cfg.jobs):
+        if job.name in names:
+            problems.append(smap.problem(("jobs", i, "name"), f"duplicate job name {job.name!r} (first at jobs[{names[job.name]}])"))
+        names.setdefault(job.name, i)
+        for k, prov in enumerate(job.providers or []):
+            if prov not in cfg.providers:
+                problems.append(
+                    smap.problem(("jobs", i, "providers", k), f"unknown provider {prov!r}; defined: {sorted(cfg.providers)}")
+                )
+    for i, job in enumerate(cfg.jobs):
+        src = job.source
+        if src.type == "job":
+            if src.job == job.name:
+                problems.append(smap.problem(("jobs", i, "source", "job"), "a job cannot read its own output"))
+            elif src.job not in names:
+                problems.append(smap.problem(("jobs", i, "source", "job"), f"unknown job {src.job!r}; defined: {sorted(names)}"))
+    problems += _cycle_problems(cfg, smap, names)
+    if check_imports:
+        for i, job in enumerate(cfg.jobs):
+            spec, key = (job.transform, "transform") if job.kind == "feature" else (job.model.scorer, ("model", "scorer"))
+            try:
+                import_callable(spec, cfg.base_dir)
+            except ImportProblem as exc:
+                loc = ("jobs", i, *(key if isinstance(key, tuple) else (key,)))
+                problems.append(smap.problem(loc, str(exc)))
+    if check_feast:
+        problems += _feast_problems(cfg, smap)
+    return problems
+
+
+def _cycle_problems(cfg: "Config", smap: SourceMap, names: dict[str, int]) -> list[Problem]:
+    deps = {j.name: j.source.job for j in cfg.jobs if j.source.type == "job"}
+    out = []
+    for start in deps:
+        seen = [start]
+        cur = deps.get(start)
+        while cur is not None and cur in deps:
+            if cur == start:
+                out.append(smap.problem(("jobs", names[start], "source", "job"), f"job sources form a cycle: {' -> '.join([*seen, start])}"))
+                break
+            if cur in seen:
+                break
+            seen.append(cur)
+            cur = deps.get(cur)
+    return out
+
+
+def _feast_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    repo = cfg.feast_repo
+    if not (repo / "feature_store.yaml").is_file():
+        return [smap.problem(("feast", "repo"), f"no feature_store.yaml in {repo}")]
+    from featurestore.repo import FeastRepoError, feature_view_names
+
+    try:
+        fvs = feature_view_names(repo)
+    except FeastRepoError as exc:
+        return [smap.problem(("feast", "repo"), str(exc))]
+    out = []
+    for i, job in enumerate(cfg.jobs):
+        if job.feature_view not in fvs:
+            hint = f"; known: {sorted(fvs)}" if fvs else "; the registry is empty, did you run `feast apply`?"
+            out.append(smap.problem(("jobs", i, "feature_view"), f"feature view {job.feature_view!r} not found in Feast repo {repo}{hint}"))
+    return out

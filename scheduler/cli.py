@@ -1,0 +1,148 @@
+"""``skyfeast`` command line.
+
+Exit status: 0 success; 1 a run failed; 2 bad config, data or arguments
+(one readable message, never a traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from scheduler import __version__
+from scheduler.errors import UsageError, UserError
+
+UTC = timezone.utc
+EPILOG = """exit status: 0 ok, 1 a run failed, 2 bad config/data/arguments.
+docs: README.md and docs/config.md"""
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=os.environ.get("SKYFEAST_CONFIG", "skyfeast.yaml"),
+                   help="path of skyfeast.yaml (default: $SKYFEAST_CONFIG or ./skyfeast.yaml)")
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="skyfeast", description="Schedule feature and model jobs on Dask "
+                                 "clusters across clouds and materialise them into Feast.", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"skyfeast {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for Dask logs)")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a config file (and the Feast repo it names)")
+    _add_config(p)
+
+    sub.add_parser("schema", help="print the JSON Schema of skyfeast.yaml")
+
+    p = sub.add_parser("plan", help="next fire times, windows and placement of each job")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("-n", "--count", type=int, default=3, help="fire times per job (default 3)")
+    p.add_argument("--at", help="pretend the time is this ISO-8601 instant (default: now)")
+
+    p = sub.add_parser("run", help="run jobs now for their latest complete window, wait, summarise")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("--job", action="append", default=[], metavar="NAME",
+                   help="job to run (repeatable; default: all). Upstream jobs are not added implicitly")
+    p.add_argument("--once", action="store_true",
+                   help="run one window per job and exit (the default; accepted for scripts)")
+    p.add_argument("--at", help="run the window that is latest at this ISO-8601 instant (default: now)")
+    p.add_argument("--force", action="store_true", help="re-run windows that already succeeded")
+
+    p = sub.add_parser("daemon", help="run jobs on schedule until SIGINT/SIGTERM")
+    _add_config(p)
+    p.add_argument("--ticks", type=int, help="exit after dispatching this many ticks (for drills and demos)")
+    p.add_argument("--max-parallel", type=int, default=4, help="concurrent runs (default 4)")
+    p.add_argument("--grace", type=float, default=60.0, help="seconds running work gets at shutdown (default 60)")
+
+    p = sub.add_parser("status", help="providers, latest runs and feature view freshness")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("--limit", type=int, default=10, help="latest runs to show (default 10)")
+    p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers "
+                   "(starts local clusters)")
+
+    p = sub.add_parser("runs", help="list runs from the ledger")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("--job")
+    p.add_argument("--status", choices=["running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=50)
+    return ap
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    import distributed  # noqa: F401  (configures its loggers on import; override them below)
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if verbose < 2 else logging.INFO)
+    logging.getLogger("skyfeast").setLevel(level)
+
+
+def _parse_at(value: str | None) -> datetime:
+    from scheduler.windows import parse_time
+
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageError(f"--at: {value!r} is not an ISO-8601 time (e.g. 2026-11-28T09:00:00Z)") from None
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from scheduler import commands
+
+    try:
+        return commands.dispatch(args)
+    except UserError as exc:
+        sys.stderr.write(f"skyfeast: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("skyfeast: interrupted\n")
+        return 130
+    except Exception as exc:
+        from featurestore.repo import FeastRepoError
+
+        if isinstance(exc, FeastRepoError):
+            sys.stderr.write(f"skyfeast: error: {exc}\n")
+            return 2
+        if args.debug:
+            raise
+        sys.stderr.write(f"skyfeast: internal error: {type(exc).__name__}: {exc}\n"
+                         "(re-run with --debug for a traceback, and please report it)\n")
+        return 70
+
+
+def install_signal_handlers(on_stop) -> None:
+    def handler(signum, _frame):
+        on_stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The ``skyfeast.yaml`` model.
+
+Pydantic v2 models with ``extra="forbid"`` everywhere and discriminated unions
+on ``type`` (clusters, storage, schedules, sources) and on ``kind`` (jobs).
+:func:`load_config` is the only entry point: it parses YAML with line
+tracking, expands ``${ENV}``, validates, runs semantic checks (see
+:mod:`scheduler.checks`) and raises :class:`~scheduler.errors.ConfigError`
+naming file, key path and line for every problem.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from scheduler.errors import ConfigError, Problem
+from scheduler.yamlsrc import SourceMap, load_yaml, register_tags
+
+_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+NAME_RE = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
+IMPORT_RE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"`` → timedelta. Bare numbers are seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '15m', '1h' or '7d'")
+    if isinstance(value, (int, float)):
+        secs = float(value)
+    elif isinstance(value, str) and (m := _DUR_RE.match(value)):
+        secs = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; use e.g. '30s', '15m', '1h' or '7d'")
+    if secs <= 0:
+        raise ValueError("duration must be positive")
+    return timedelta(seconds=secs)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------- clusters
+class LocalCluster(_Strict):
+    """A ``distributed.LocalCluster`` the daemon starts and owns (worker processes)."""
+
+    type: Literal["local"]
+    workers: int = Field(2, ge=1, le=256, description="number of worker processes")
+    threads: int = Field(1, ge=1, le=64, description="threads per worker")
+    memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB'")
+
+
+class AddressCluster(_Strict):
+    """An existing Dask scheduler reached at ``address`` (``tcp://host:8786``)."""
+
+    type: Literal["address"]
+    address: str = Field(pattern=r"^(tcp|tls|ws|wss|inproc|ucx)://.+")
+    connect_timeout: Duration = Field(default=timedelta(seconds=10))
+
+
+Cluster = Annotated[Union[LocalCluster, AddressCluster], Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- storage
+class LocalStorage(_Strict):
+    """A directory on a filesystem every worker can see. ``root`` is relative to the config file."""
+
+    type: Literal["local"]
+    root: str
+
+
+Storage = Annotated[Union[LocalStorage], Field(discriminator="type")]
+
+
+class Provider(_Strict):
+    cluster: Cluster
+    storage: Storage
+    priority: int = Field(100, ge=0, description="lower runs first")
+
+
+# --------------------------------------------------------------------------- schedules
+class CronSchedule(_Strict):
+    """A crontab expression (5 fields). Each fire processes [previous fire, this fire)."""
+
+    type: Literal["cron"]
+    expr: str
+    timezone: str = "UTC"
+
+    @field_validator("expr")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"cron expression {v!r} must have 5 fields (minute hour day month weekday)")
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}") from None
+        return v
+
+
+class IntervalSchedule(_Strict):
+    """Fires every ``every``; each fire processes [fire - every, fire). Aligned to ``anchor``."""
+
+    type: Literal["interval"]
+    every: Duration
+    anchor: str = Field("1970-01-01T00:00:00Z", description="ISO time the grid is aligned to")
+
+
+Schedule = Annotated[Union[CronSchedule, IntervalSchedule], Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- sources
+class ParquetSource(_Strict):
+    """Parquet files under the provider's storage root.
+
+    ``path`` may be a glob and may hold ``{start}``/``{end}`` (formatted with a
+    strftime spec, e.g. ``{start:%Y-%m-%d}``) or ``{date}`` which expands to
+    one path per UTC day the read range touches.
+    """
+
+    type: Literal["parquet"]
+    path: str
+    timestamp_field: str = "event_timestamp"
+    lookback: Duration | None = Field(
+        None, description="read [window end - lookback, window end) instead of the window alone"
+    )
+
+
+class JobOutputSource(_Strict):
+    """The offline output another job wrote for the same window."""
+
+    type: Literal["job"]
+    job: str
+
+
+Source = Annotated[Union[ParquetSource, JobOutputSource], Field(discriminator="type")]
+
+
+class ModelSpec(_Strict):
+    artifact: str = Field(description="path under the provider's storage root, e.g. models/risk.joblib")
+    scorer: str = Field(pattern=IMPORT_RE, description="module:function(model, frame, window) -> frame")
+
+
+# --------------------------------------------------------------------------- jobs
+class _JobBase(_Strict):
+    name: str = Field(pattern=NAME_RE)
+    schedule: Schedule
+    source: Source
+    feature_view: str
+    providers: list[str] | None = Field(None, description="allowed providers; default: all")
+    retries: int = Field(0, ge=0, le=100)
+    timeout: Duration = Field(default=timedelta(hours=1))
+    partitions: int | None = Field(None, ge=1, le=100_000, description="partitions after entity shuffle")
+
+
+class FeatureJob(_JobBase):
+    kind: Literal["feature"]
+    transform: str = Field(pattern=IMPORT_RE, description="module:function(frame, window) -> frame")
+
+
+class ModelJob(_JobBase):
+    kind: Literal["model"]
+    model: ModelSpec
+
+
+Job = Annotated[Union[FeatureJob, ModelJob], Field(discriminator="kind")]
+
+
+class FeastSettings(_Strict):
+    repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
+
+
+class Config(_Strict):
+    project: str = Field(pattern=NAME_RE)
+    state: str | None = Field(None, description="SQLAlchemy URL or file path of the run ledger")
+    feast: FeastSettings
+    providers: dict[str, Provider] = Field(min_length=1)
+    jobs: list[Job] = Field(default_factory=list)
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+    _file: str = PrivateAttr(default="skyfeast.yaml")
+    _smap: SourceMap | None = PrivateAttr(default=None)
+
+    @field_validator("feast", mode="before")
+    @classmethod
+    def _feast_shorthand(cls, v: Any) -> Any:
+        return {"repo": v} if isinstance(v, str) else v
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, v: dict[str, Provider]) -> dict[str, Provider]:
+        for name in v:
+            if not re.match(NAME_RE, name):
+                raise ValueError(f"provider name {name!r} must match {NAME_RE}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> "Config":
+        # cross references are checked in scheduler.checks so that each
+        # problem gets its own location; nothing to do here.
+        return self
+
+    # ---- resolved locations -------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def file(self) -> str:
+        return self._file
+
+    @property
+    def source_map(self) -> SourceMap | None:
+        return self._smap
+
+    def resolve(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self._base_dir / path).resolve()
+
+    @property
+    def feast_repo(self) -> Path:
+        return self.resolve(self.feast.repo)
+
+    @property
+    def state_url(self) -> str:
+        if self.state is None:
+            return f"sqlite:///{self._base_dir / '.skyfeast' / 'state.db'}"
+        if "://" in self.state:
+            return self.state
+        return f"sqlite:///{self.resolve(self.state)}"
+
+    def job(self, name: str) -> FeatureJob | ModelJob:
+        for j in self.jobs:
+            if j.name == name:
+                return j
+        raise KeyError(name)
+
+    def allowed_providers(self, job: FeatureJob | ModelJob) -> list[str]:
+        return list(job.providers) if job.providers else list(self.providers)
+
+
+register_tags("local", "address", "cron", "interval", "parquet", "job", "feature", "model")
+
+
+def _pydantic_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        msg = err["msg"]
+        etype = err["type"]
+        if etype == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif etype == "missing":
+            msg = f"required key {loc[-1]!r} is missing"
+        elif etype == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            msg = f"{ctx.get('discriminator', 'type')} must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+        elif etype == "union_tag_not_found":
+            ctx = err.get("ctx", {})
+            msg = f"missing discriminator key {ctx.get('discriminator', 'type')}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        out.append(smap.problem(loc, msg))
+    return out
+
+
+def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bool = True) -> Config:
+    """Load, validate and cross-check a config file.
+
+    Raises :class:`ConfigError` with every problem found (never a traceback).
+    ``check_imports``/``check_feast`` can be disabled by callers that only
+    need the shape (for example ``skyfeast schema``).
+    """
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(file, None, "", "config file not found")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(file, None, "", "is a directory, expected a YAML file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read: {exc}")]) from None
+    data, smap = load_yaml(text, file)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(exc, smap)) from None
+    cfg._base_dir = p.resolve().parent
+    cfg._file = file
+    cfg._smap = smap
+
+    from scheduler.checks import semantic_problems
+
+    problems = semantic_problems(cfg, smap, check_imports=check_imports, check_feast=check_feast)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def json_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

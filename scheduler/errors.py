@@ -1,0 +1,66 @@
+"""Errors a user can act on.
+
+Every error that should end the CLI with exit status 2 and *no traceback*
+derives from :class:`UserError`.  The tree::
+
+    UserError                 exit 2, message printed as-is
+    ├── ConfigError           one or more problems in skyfeast.yaml (file:line: key: why)
+    ├── DataError             source data is missing or malformed for a window
+    └── UsageError            bad CLI argument (unknown job, bad time string, ...)
+
+    JobFailed                 a run failed; CLI exits 1 (summary already printed)
+
+Infrastructure errors from clouds live in :mod:`adapters.base`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class UserError(Exception):
+    """An error caused by input the user controls. Printed without a traceback."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem, located as precisely as the loader could."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigError(UserError):
+    """The config file is invalid. Carries every problem found, each with file/line/key."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        n = len(self.problems)
+        head = f"invalid config ({n} problem{'s' if n != 1 else ''}):"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+class DataError(UserError):
+    """Source data for a window is missing or does not have the expected shape."""
+
+
+class UsageError(UserError):
+    """A command-line argument is wrong."""
+
+
+class JobFailed(Exception):
+    """Raised by the CLI layer when at least one run did not succeed."""
+
+    exit_code = 1

@@ -1,0 +1,255 @@
+"""Run one job window on one provider's Dask cluster.
+
+The daemon process only builds the graph and watches futures; rows are read,
+transformed, written offline (parquet) and online (Feast) *on the workers*,
+one task per partition. Exceptions are classified by :func:`classify`:
+
+* :class:`UserCodeError` – the transform/scorer raised or returned bad output;
+* :class:`~scheduler.errors.DataError` – the window's input is missing;
+* :class:`TimeoutExpired` – the job's ``timeout`` passed; futures are cancelled;
+* anything else from the cluster, storage or online store – infrastructure.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from adapters.base import AdapterError, ObjectStore
+from featurestore.online import OutputSchemaError, check_columns, write_latest
+from featurestore.repo import WriteTarget
+from scheduler.errors import DataError
+from scheduler.policy import FailureClass
+from scheduler.windows import Window
+
+
+class UserCodeError(Exception):
+    """User code raised, or returned something unusable. Message includes the cause."""
+
+
+class TimeoutExpired(Exception):
+    """The job's timeout passed before all partitions finished."""
+
+
+class Cancelled(Exception):
+    """The run was cancelled (shutdown or operator)."""
+
+
+@dataclass
+class ExecResult:
+    partitions: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_online: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """Everything a partition task needs; picklable."""
+
+    window: Window
+    target: WriteTarget
+    out_url: str
+    storage_options: dict
+    user_fn: Callable[..., Any]
+    user_fn_name: str
+    ts_field: str | None = None
+    read_start: Any = None
+    read_end: Any = None
+    model_url: str | None = None
+
+
+def classify(exc: BaseException) -> FailureClass:
+    if isinstance(exc, (UserCodeError, OutputSchemaError)):
+        return FailureClass.USER_CODE
+    if isinstance(exc, DataError):
+        return FailureClass.DATA
+    if isinstance(exc, TimeoutExpired):
+        return FailureClass.TIMEOUT
+    if isinstance(exc, Cancelled):
+        return FailureClass.CANCELLED
+    if isinstance(exc, AdapterError) and not exc.infrastructure:
+        return FailureClass.DATA
+    return FailureClass.INFRASTRUCTURE
+
+
+def describe(exc: BaseException) -> str:
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, (UserCodeError, DataError, TimeoutExpired, Cancelled)):
+        return msg
+    return f"{type(exc).__name__}: {msg}"
+
+
+# --------------------------------------------------------------------------- worker side
+def _write_offline(frame: pd.DataFrame, url: str, storage_options: dict) -> None:
+    import fsspec
+
+    with fsspec.open(url, "wb", **storage_options) as fh:
+        frame.to_parquet(fh, index=False)
+
+
+def _call_user(spec: PartitionSpec, *args: Any) -> pd.DataFrame:
+    try:
+        out = spec.user_fn(*args)
+    except Exception as exc:
+        raise UserCodeError(f"{spec.user_fn_name} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(out, pd.DataFrame):
+        raise UserCodeError(f"{spec.user_fn_name} returned {type(out).__name__}, expected a pandas DataFrame")
+    if spec.target.timestamp_field not in out.columns:
+        out = out.assign(**{spec.target.timestamp_field: pd.Timestamp(spec.window.end)})
+    try:
+        check_columns(out, spec.target)
+    except OutputSchemaError as exc:
+        raise UserCodeError(f"{spec.user_fn_name}: {exc}") from None
+    return out
+
+
+def _finish_partition(out: pd.DataFrame, index: int, spec: PartitionSpec, rows_in: int) -> dict:
+    cols = [*spec.target.join_keys, *spec.target.features, spec.target.timestamp_field]
+    out = out[cols + [c for c in out.columns if c not in cols]]
+    url = f"{spec.out_url}-part{index:05d}.parquet"
+    if len(out):
+        _write_offline(out, url, spec.storage_options)
+    online = write_latest(out, spec.target)
+    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": online, "file": url if len(out) else None}
+
+
+def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
+    ts = spec.ts_field
+    pdf = pdf[(pdf[ts] >= spec.read_start) & (pdf[ts] < spec.read_end)]
+    if pdf.empty:
+        return {"rows_in": 0, "rows_out": 0, "rows_online": 0, "file": None}
+    out = _call_user(spec, pdf.reset_index(drop=True), spec.window)
+    return _finish_partition(out, index, spec, len(pdf))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_model(url: str, storage_options_items: tuple) -> Any:
+    import fsspec
+    import joblib
+
+    with fsspec.open(url, "rb", **dict(storage_options_items)) as fh:
+        return joblib.load(fh)
+
+
+def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
+    if pdf.empty:
+        return {"rows_in": 0, "rows_out": 0, "rows_online": 0, "file": None}
+    try:
+        model = _load_model(spec.model_url, tuple(sorted(spec.storage_options.items())))
+    except Exception as exc:
+        raise UserCodeError(f"cannot load model artifact {spec.model_url}: {type(exc).__name__}: {exc}") from None
+    out = _call_user(spec, model, pdf.reset_index(drop=True), spec.window)
+    return _finish_partition(out, index, spec, len(pdf))
+
+
+# --------------------------------------------------------------------------- client side
+ProgressFn = Callable[[int, int], None]
+
+
+def _watch(client, tasks: list, deadline: float, progress: ProgressFn | None, cancelled: Callable[[], bool]) -> list[dict]:
+    from distributed import as_completed
+
+    with client.as_current():
+        futures = client.compute(tasks)
+    total = len(futures)
+    if progress:
+        progress(0, total)
+    results: list[dict] = []
+    try:
+        ac = as_completed(futures, with_results=False, loop=client.loop)
+        pending = set(futures)
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutExpired(f"timed out with {len(pending)} of {total} partitions unfinished")
+            if cancelled():
+                raise Cancelled("cancelled while running")
+            try:
+                batch = ac.next_batch(block=False)
+            except StopIteration:
+                break
+            if not batch:
+                time.sleep(min(0.1, remaining))
+                continue
+            for fut in batch:
+                pending.discard(fut)
+                results.append(fut.result())
+                if progress:
+                    progress(len(results), total)
+        return results
+    except BaseException:
+        client.cancel(futures, force=True)
+        raise
+
+
+def _n_workers(client) -> int:
+    try:
+        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    except Exception:
+        return 1
+
+
+def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget, transform: Callable,
+                    keys: list[str], deadline: float, progress: ProgressFn | None = None,
+                    cancelled: Callable[[], bool] = lambda: False) -> ExecResult:
+    import dask
+    import dask.dataframe as dd
+
+    src = job.source
+    read_start, read_end = window.read_range(src)
+    urls = [store.url(k) for k in keys]
+    rs, re_ = pd.Timestamp(read_start), pd.Timestamp(read_end)
+    with dask.config.set({"dataframe.convert-string": False}):
+        ddf = dd.read_parquet(urls, storage_options=store.storage_options or None,
+                              filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
+    missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
+    if missing:
+        raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
+    nparts = job.partitions or max(2, 2 * _n_workers(client))
+    with client.as_current():  # lets dask pick the p2p shuffle of this cluster
+        ddf = ddf.shuffle(on=list(target.join_keys), npartitions=nparts)
+    out_key = f"offline/{target.name}/{window.tag}"
+    store.delete([k for k in store.list(out_key)])
+    spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
+                         user_fn=transform, user_fn_name=job.transform, ts_field=src.timestamp_field,
+                         read_start=rs, read_end=re_)
+    with client.as_current():
+        parts = ddf.to_delayed()
+    tasks = [dask.delayed(feature_partition, pure=False)(p, i, spec) for i, p in enumerate(parts)]
+    return _collect(_watch(client, tasks, deadline, progress, cancelled))
+
+
+def run_model_job(*, client, store: ObjectStore, input_store: ObjectStore, job, window: Window, target: WriteTarget,
+                  scorer: Callable, input_keys: list[str], deadline: float, progress: ProgressFn | None = None,
+                  cancelled: Callable[[], bool] = lambda: False) -> ExecResult:
+    import dask
+    import dask.dataframe as dd
+
+    if not store.exists(job.model.artifact):
+        raise DataError(f"model artifact {job.model.artifact!r} not found under {store.url()}")
+    with dask.config.set({"dataframe.convert-string": False}):
+        ddf = dd.read_parquet([input_store.url(k) for k in input_keys], storage_options=input_store.storage_options or None)
+    out_key = f"offline/{target.name}/{window.tag}"
+    store.delete([k for k in store.list(out_key)])
+    spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
+                         user_fn=scorer, user_fn_name=job.model.scorer, model_url=store.url(job.model.artifact))
+    tasks = [dask.delayed(model_partition, pure=False)(p, i, spec) for i, p in enumerate(ddf.to_delayed())]
+    return _collect(_watch(client, tasks, deadline, progress, cancelled))
+
+
+def _collect(results: list[dict]) -> ExecResult:
+    r = ExecResult(partitions=len(results))
+    for d in results:
+        r.rows_in += d["rows_in"]
+        r.rows_out += d["rows_out"]
+        r.rows_online += d["rows_online"]
+        if d["file"]:
+            r.files.append(d["file"])
+    return r

@@ -1,0 +1,204 @@
+"""Run a (job, window): claim it in the ledger, place it, execute, fail over, record.
+
+One :class:`Runner` per daemon or CLI invocation; ``run_window`` is
+thread-safe and may be called concurrently for different windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from featurestore.repo import FeastRepo
+from scheduler.config import Config, FeatureJob, ModelJob
+from scheduler.errors import DataError
+from scheduler.executor import classify, describe, run_feature_job, run_model_job
+from scheduler.ledger import Ledger
+from scheduler.policy import FailureClass, ProviderState, Step, backoff, next_step, place
+from scheduler.providers import ProviderPool
+from scheduler.sources import resolve
+from scheduler.usercode import import_callable
+from scheduler.windows import Window
+
+log = logging.getLogger("skyfeast.runner")
+
+
+@dataclass
+class Outcome:
+    job: str
+    window: Window
+    status: str  # succeeded | failed | skipped
+    run_id: int | None = None
+    provider: str | None = None
+    attempts: int = 0
+    rows: int = 0
+    rows_online: int = 0
+    partitions: int = 0
+    seconds: float = 0.0
+    failure_class: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["window"] = {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()}
+        return d
+
+
+class Reporter(Protocol):
+    def attempt(self, job: str, window: Window, provider: str, number: int) -> None: ...
+    def progress(self, job: str, window: Window, done: int, total: int) -> None: ...
+    def finished(self, outcome: Outcome) -> None: ...
+
+
+class NullReporter:
+    def attempt(self, job, window, provider, number):  # noqa: D401 - protocol impl
+        pass
+
+    def progress(self, job, window, done, total):
+        pass
+
+    def finished(self, outcome):
+        pass
+
+
+class Runner:
+    def __init__(self, cfg: Config, ledger: Ledger, repo: FeastRepo, pool: ProviderPool,
+                 reporter: Reporter | None = None, stop: threading.Event | None = None):
+        self.cfg = cfg
+        self.ledger = ledger
+        self.repo = repo
+        self.pool = pool
+        self.reporter = reporter or NullReporter()
+        self.stop = stop or threading.Event()
+        self._registry_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+    def run_window(self, job: FeatureJob | ModelJob, window: Window, *, trigger: str = "manual",
+                   force: bool = False) -> Outcome:
+        t0 = time.monotonic()
+        lease = job.timeout + timedelta(minutes=5)
+        run_id, why = self.ledger.claim(job.name, window.start, window.end, trigger=trigger, lease=lease, force=force)
+        if run_id is None:
+            out = Outcome(job.name, window, "skipped", reason=f"already {why}")
+            self.reporter.finished(out)
+            return out
+        out = self._execute(job, window, run_id)
+        out.seconds = round(time.monotonic() - t0, 3)
+        self.reporter.finished(out)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _execute(self, job, window: Window, run_id: int) -> Outcome:
+        locality = self._locality(job, window)
+        candidates = place(self.cfg.allowed_providers(job), self.pool.views(), locality)
+        out = Outcome(job.name, window, "failed", run_id=run_id)
+        if not candidates:
+            return self._fail(out, FailureClass.INFRASTRUCTURE, "no provider is available for this job")
+        user_failures = 0
+        idx = 0
+        while idx < len(candidates):
+            provider = candidates[idx]
+            aid = self.ledger.start_attempt(run_id, provider)
+            out.attempts += 1
+            out.provider = provider
+            self.reporter.attempt(job.name, window, provider, out.attempts)
+            try:
+                res = self._attempt(job, window, provider)
+            except Exception as exc:  # classified below; nothing escapes a run
+                fclass = classify(exc)
+                err = describe(exc)
+                log.warning("%s %s on %s: %s failure: %s", job.name, window, provider, fclass.value, err)
+                self.ledger.finish_attempt(aid, outcome="failed", failure_class=fclass.value, error=err)
+                if fclass is FailureClass.INFRASTRUCTURE:
+                    self.pool.mark(provider, ProviderState.DEGRADED)
+                if fclass is FailureClass.USER_CODE:
+                    user_failures += 1
+                step = next_step(fclass, user_failures=user_failures, retries=job.retries,
+                                 providers_left=len(candidates) - idx - 1)
+                if step is Step.RETRY_SAME and not self.stop.is_set():
+                    if self.stop.wait(backoff(user_failures)):
+                        return self._fail(out, FailureClass.CANCELLED, "shutdown during retry backoff")
+                    continue
+                if step is Step.FAIL_OVER and not self.stop.is_set():
+                    idx += 1
+                    continue
+                return self._fail(out, fclass, err)
+            self.ledger.finish_attempt(aid, outcome="succeeded", rows=res.rows_out)
+            with self._registry_lock:
+                self.repo.record_materialization(job.feature_view, window.start, window.end)
+            self.ledger.finish_run(run_id, status="succeeded", rows=res.rows_out)
+            out.status = "succeeded"
+            out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
+            return out
+        return out  # unreachable: the loop returns
+
+    def _fail(self, out: Outcome, fclass: FailureClass, err: str) -> Outcome:
+        status = "cancelled" if fclass is FailureClass.CANCELLED else "failed"
+        self.ledger.finish_run(out.run_id, status=status, failure_class=fclass.value, error=err)
+        out.status, out.failure_class, out.error = status, fclass.value, err
+        return out
+
+    def _locality(self, job, window: Window) -> str | None:
+        if job.source.type == "job":
+            up = self.ledger.find_run(job.source.job, window.start, window.end)
+            return up.provider if up and up.status == "succeeded" else None
+        return None
+
+    def _attempt(self, job, window: Window, provider: str):
+        deadline = time.monotonic() + job.timeout.total_seconds()
+        target = self.repo.write_target(job.feature_view)
+        store = self.pool.store(provider)
+
+        def progress(done: int, total: int) -> None:
+            self.reporter.progress(job.name, window, done, total)
+
+        if isinstance(job, FeatureJob):
+            start, end = window.read_range(job.source)
+            keys = resolve(store, job.source.path, start, end)
+            fn = import_callable(job.transform, self.cfg.base_dir)
+            client = self.pool.client(provider)
+            return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
+                                   keys=keys, deadline=deadline, progress=progress, cancelled=self.stop.is_set)
+        upstream = self.cfg.job(job.source.job)
+        up_run = self.ledger.find_run(upstream.name, window.start, window.end)
+        if up_run is None or up_run.status != "succeeded":
+            raise DataError(
+                f"upstream job {upstream.name!r} has no successful run for window {window}; run it first"
+            )
+        input_store = self.pool.store(up_run.provider or provider)
+        keys = input_store.glob(f"offline/{upstream.feature_view}/{window.tag}-part*.parquet")
+        if not keys:
+            raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
+        fn = import_callable(job.model.scorer, self.cfg.base_dir)
+        client = self.pool.client(provider)
+        return run_model_job(client=client, store=store, input_store=input_store, job=job, window=window,
+                             target=target, scorer=fn, input_keys=keys, deadline=deadline, progress=progress,
+                             cancelled=self.stop.is_set)
+
+
+def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]:
+    """Upstream jobs before the jobs that read their output (config checks exclude cycles)."""
+    by_name = {j.name: j for j in jobs}
+    done: dict[str, None] = {}
+
+    def visit(j) -> None:
+        if j.name in done:
+            return
+        if j.source.type == "job" and j.source.job in by_name:
+            visit(by_name[j.source.job])
+        done[j.name] = None
+
+    for j in jobs:
+        visit(j)
+    return [by_name[n] for n in done]
+
+
+def now_utc() -> datetime:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc)

@@ -1,0 +1,48 @@
+"""Importing user code (transforms, scorers) named as ``module:function``.
+
+Modules are looked up first in the config file's directory, then on
+``sys.path``.  Modules that live under the config directory are registered
+with cloudpickle *by value*, so Dask workers on any cluster can run them
+without the project being installed there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class ImportProblem(Exception):
+    """``module:function`` could not be imported; message says why."""
+
+
+def import_callable(spec: str, base_dir: Path) -> Callable[..., Any]:
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise ImportProblem(f"{spec!r} is not of the form 'module:function'")
+    base = str(base_dir)
+    if base not in sys.path:
+        sys.path.insert(0, base)
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        raise ImportProblem(f"cannot import module {mod_name!r}: {exc.msg} (searched {base} and sys.path)") from None
+    except Exception as exc:  # user module raised at import time
+        raise ImportProblem(f"importing module {mod_name!r} failed: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ImportProblem(f"module {mod_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ImportProblem(f"{spec!r} is not callable")
+    mod_file = getattr(module, "__file__", None)
+    if mod_file and Path(mod_file).resolve().is_relative_to(base_dir.resolve()):
+        import cloudpickle
+
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except ValueError:
+            pass  # already registered
+    return fn
