@@ -1,0 +1,71 @@
+"""Shared fixtures.
+
+Servers (PostgreSQL, Redis) are real. A test that needs one and cannot reach
+it is *skipped* with the reason, unless ``SKYFEAST_REQUIRE_SERVICES=1`` (set
+by ``.ci/run``), in which case it *fails*.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRE_SERVICES = os.environ.get("SKYFEAST_REQUIRE_SERVICES") == "1"
+PG_URL = os.environ.get("SKYFEAST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SKYFEAST_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip (or fail under SKYFEAST_REQUIRE_SERVICES=1) when ``host:port`` is closed."""
+    if _reachable(host, port):
+        return
+    msg = f"{name} is not reachable at {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{msg} and SKYFEAST_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(f"{msg}; start it or set SKYFEAST_TEST_PG/SKYFEAST_TEST_REDIS")
+
+
+@pytest.fixture
+def pg_url():
+    """URL of a fresh PostgreSQL schema-less database namespace: a new database per test."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"skyfeast_t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+        ), {"n": name})
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """Parametrises a test over every ledger backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("pg_url")

@@ -1,0 +1,61 @@
+"""Fixtures that build a real quickstart project (events, Feast repo, config) in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+QUICKSTART = ROOT / "examples" / "quickstart"
+BIN = Path(sys.executable).parent
+END = "2026-03-02T12:00:00Z"  # data ends here; the hourly window [11:00, 12:00) is "current" at 12:30
+AT = "2026-03-02T12:30:00Z"
+
+
+def skyfeast(*args: str, cwd: Path, timeout: float = 300, check: bool = False, env: dict | None = None):
+    """Run the installed ``skyfeast`` console script; returns CompletedProcess (text)."""
+    proc = subprocess.run([str(BIN / "skyfeast"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"skyfeast {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def skyfeast_json(*args: str, cwd: Path, **kw) -> tuple[int, dict]:
+    proc = skyfeast(*args, "--json", cwd=cwd, **kw)
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
+
+
+def make_project(dest: Path, *, end: str = END, users: int = 1500, per_day: int = 15000, days: int = 8,
+                 edit=None) -> Path:
+    """Copy the quickstart to ``dest``, seed deterministic events, ``feast apply``. Returns the config path."""
+    shutil.copytree(QUICKSTART, dest, ignore=shutil.ignore_patterns("data", "__pycache__", ".skyfeast"))
+    subprocess.run([sys.executable, "seed.py", "--users", str(users), "--events-per-day", str(per_day),
+                    "--days", str(days), "--end", end], cwd=dest, check=True, capture_output=True, timeout=120)
+    subprocess.run([str(BIN / "feast"), "apply"], cwd=dest / "feature_repo", check=True, capture_output=True, timeout=180)
+    cfg = dest / "skyfeast.yaml"
+    if edit is not None:
+        data = yaml.safe_load(cfg.read_text())
+        edit(data)
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """A quickstart project where both jobs already ran for [11:00, 12:00) via ``skyfeast run --json``."""
+    dest = tmp_path_factory.mktemp("qs") / "quickstart"
+    cfg = make_project(dest)
+    code, report = skyfeast_json("run", "-c", str(cfg), "--at", AT, cwd=dest)
+    return {"dir": dest, "config": cfg, "exit": code, "report": report}
