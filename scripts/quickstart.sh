@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The embedded default, end to end, no servers: venv + install, synthetic events,
+# `feast apply`, one `skyfeast run --once` on two local Dask clusters, then
+# online reads through the plain Feast SDK in a separate process.
+set -euo pipefail
+source "$(dirname "$0")/_venv.sh"
+cd "$ROOT/examples/quickstart"
+echo "==> generating synthetic user-behaviour events" >&2
+python seed.py "$@"
+echo "==> feast apply" >&2
+(cd feature_repo && feast apply >/dev/null)
+skyfeast validate -c skyfeast.yaml
+echo "==> skyfeast run --once (user_features, then risk_score)" >&2
+skyfeast run -c skyfeast.yaml --once
+echo "==> online reads through the plain Feast SDK" >&2
+python read_online.py --users 5
