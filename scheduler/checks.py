@@ -52,7 +52,8 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
 
 
 def _cycle_problems(cfg: "Config", smap: SourceMap, names: dict[str, int]) -> list[Problem]:
-    deps = {j.name: j.source.job for j in cfg.jobs if j.source.type == "job"}
+    # self references are reported on their own ("a job cannot read its own output")
+    deps = {j.name: j.source.job for j in cfg.jobs if j.source.type == "job" and j.source.job != j.name}
     out = []
     for start in deps:
         seen = [start]

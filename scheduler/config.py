@@ -287,9 +287,11 @@ def _pydantic_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:
         elif etype == "union_tag_invalid":
             ctx = err.get("ctx", {})
             msg = f"{ctx.get('discriminator', 'type')} must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+            loc = (*loc, str(ctx.get("discriminator", "type")).strip("'\""))  # point at the `type`/`kind` key
         elif etype == "union_tag_not_found":
             ctx = err.get("ctx", {})
             msg = f"missing discriminator key {ctx.get('discriminator', 'type')}"
+            loc = (*loc, str(ctx.get("discriminator", "type")).strip("'\""))
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         out.append(smap.problem(loc, msg))

@@ -29,22 +29,40 @@ class SourceMap:
 
     file: str
     lines: dict[Path_, int] = field(default_factory=dict)
+    # scalar values held directly by each mapping (tells discriminator tags from keys)
+    scalars: dict[Path_, set[str]] = field(default_factory=dict)
 
     def line_for(self, loc: Sequence[Any]) -> tuple[int | None, str]:
         """Best line for a (possibly pydantic) location, and the cleaned key path.
 
         Elements of ``loc`` that do not exist in the document (pydantic inserts
         discriminator tags and validator names) are skipped, so the result is
-        the deepest real key that the location goes through.
+        the deepest real key that the location goes through.  A registered tag
+        that is also a real key (``model`` in a ``kind: model`` job, ``job`` in
+        a ``type: job`` source) is taken as the tag when the mapping holds that
+        discriminator value and the rest of ``loc`` does not go through the key;
+        at most one tag is skipped per mapping, as pydantic inserts one.
         """
         real: list[str | int] = []
         line = self.lines.get((), None)
-        for elem in loc:
-            candidate = (*real, elem)
-            if candidate in self.lines:
+        tagged: set[Path_] = set()
+        for i, elem in enumerate(loc):
+            here = tuple(real)
+            candidate = (*here, elem)
+            exists = candidate in self.lines
+            if isinstance(elem, str) and _looks_like_tag(elem):
+                if "[" in elem:
+                    continue
+                if here not in tagged:
+                    nxt = loc[i + 1] if i + 1 < len(loc) else None
+                    through = nxt is None or (*candidate, nxt) in self.lines
+                    if not exists or (elem in self.scalars.get(here, ()) and not through):
+                        tagged.add(here)
+                        continue
+            if exists:
                 real.append(elem)
                 line = self.lines[candidate]
-            elif isinstance(elem, str) and not _looks_like_tag(elem):
+            elif isinstance(elem, str):
                 # a missing key: report it under its parent's line
                 real.append(elem)
         return line, format_path(real)
@@ -112,9 +130,16 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     return data, smap
 
 
-def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem]) -> None:
+def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem],
+           _active: set[int] | None = None) -> None:
+    active = set() if _active is None else _active
+    if id(node) in active:  # an alias to one of its own ancestors
+        problems.append(Problem(smap.file, node.start_mark.line + 1, _fmt(path),
+                                "recursive YAML alias: a node cannot contain itself"))
+        return
     smap.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        active.add(id(node))
         seen: set[Any] = set()
         for knode, vnode in node.value:
             key = knode.value if isinstance(knode, yaml.ScalarNode) else str(knode.value)
@@ -125,13 +150,18 @@ def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem
             seen.add(key)
             child = (*path, key)
             smap.lines[child] = knode.start_mark.line + 1
-            _index(vnode, child, smap, problems)
+            if isinstance(vnode, yaml.ScalarNode):
+                smap.scalars.setdefault(path, set()).add(vnode.value)
+            _index(vnode, child, smap, problems, active)
             # a scalar value on its own line (e.g. block style) is reported at the key
+        active.discard(id(node))
     elif isinstance(node, yaml.SequenceNode):
+        active.add(id(node))
         for i, item in enumerate(node.value):
             child = (*path, i)
             smap.lines[child] = item.start_mark.line + 1
-            _index(item, child, smap, problems)
+            _index(item, child, smap, problems, active)
+        active.discard(id(node))
 
 
 def _fmt(path: Path_) -> str:
@@ -142,10 +172,11 @@ def _expand_env(value: Any, path: Path_, smap: SourceMap, problems: list[Problem
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
+            value = os.environ.get(name)
+            if default is not None and not value:
+                return default  # shell semantics: ${VAR:-d} also replaces an empty VAR
+            if value is not None:
+                return value
             problems.append(smap.problem(path, f"environment variable ${{{name}}} is not set"))
             return m.group(0)
 

@@ -8,7 +8,9 @@ cd "$ROOT/examples/quickstart"
 echo "==> generating synthetic user-behaviour events" >&2
 python seed.py "$@"
 echo "==> feast apply" >&2
-(cd feature_repo && feast apply >/dev/null)
+log="$(mktemp)"
+(cd feature_repo && feast apply >"$log" 2>&1) || { cat "$log" >&2; exit 1; }
+rm -f "$log"
 skyfeast validate -c skyfeast.yaml
 echo "==> skyfeast run --once (user_features, then risk_score)" >&2
 skyfeast run -c skyfeast.yaml --once
