@@ -37,6 +37,10 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
                 problems.append(smap.problem(("jobs", i, "source", "job"), "a job cannot read its own output"))
             elif src.job not in names:
                 problems.append(smap.problem(("jobs", i, "source", "job"), f"unknown job {src.job!r}; defined: {sorted(names)}"))
+            elif cfg.jobs[names[src.job]].schedule != job.schedule:
+                # the job reads its upstream's output *for the same window*
+                problems.append(smap.problem(("jobs", i, "schedule"),
+                                             f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
     problems += _cycle_problems(cfg, smap, names)
     if check_imports:
         for i, job in enumerate(cfg.jobs):

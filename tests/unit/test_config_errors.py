@@ -121,8 +121,9 @@ BASE_TWO_JOBS = y(f"""
       - name: b
         kind: model
         schedule:
-          type: interval
-          every: 1h
+          type: cron
+          expr: "*/15 * * * *"
+          timezone: Europe/Berlin
         source: {{type: job, job: a}}
         model:
           artifact: models/m.joblib
@@ -750,6 +751,30 @@ CASES: list[Case] = [
               scorer: transforms:score
             feature_view: fv
     """), "jobs[0].source.job", 14, "job sources form a cycle: a -> b -> a", problems=2),  # one per job in it
+    Case("model-schedule-differs-from-upstream", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+          - name: b
+            kind: model
+            schedule: {type: interval, every: 1h}  # <-
+            source: {type: job, job: a}
+            model:
+              artifact: models/m.joblib
+              scorer: transforms:score
+            feature_view: fv
+    """), "jobs[1].schedule", 17, "must equal the schedule of job 'a'"),
     # ------------------------------------------------------------------ user code
     Case("unimportable-transform", y("""
         project: t
