@@ -75,11 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers "
                    "(starts local clusters)")
 
+    p = sub.add_parser("trigger", help="ask the daemon to run one window of a job (queued in the ledger)")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("job")
+    p.add_argument("--window", metavar="START/END", help="ISO-8601 bounds (default: the job's latest complete window)")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for the run to finish")
+
+    p = sub.add_parser("backfill", help="run every window of a job between two times (resumable)")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("job")
+    p.add_argument("--start", required=True, help="ISO-8601; windows starting at or after this")
+    p.add_argument("--end", required=True, help="ISO-8601; windows ending at or before this")
+    p.add_argument("--parallel", type=int, default=1, help="windows at once (default 1)")
+    p.add_argument("--force", action="store_true", help="re-run windows that already succeeded")
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run")
+    _add_config(p)
+    p.add_argument("run_id", type=int)
+
     p = sub.add_parser("runs", help="list runs from the ledger")
     _add_config(p)
     _add_json(p)
     p.add_argument("--job")
-    p.add_argument("--status", choices=["running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
     return ap
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import sys
-import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,7 +25,18 @@ def dispatch(args: argparse.Namespace) -> int:
         "daemon": cmd_daemon,
         "status": cmd_status,
         "runs": cmd_runs,
+        "trigger": _ops("cmd_trigger"),
+        "backfill": _ops("cmd_backfill"),
+        "cancel": _ops("cmd_cancel"),
     }[args.command](args)
+
+
+def _ops(name: str):
+    def call(args: argparse.Namespace) -> int:
+        from scheduler import commands_ops
+
+        return getattr(commands_ops, name)(args)
+    return call
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -97,9 +105,11 @@ def _runtime(cfg: Config, reporter=None):
     ledger = Ledger(cfg.state_url)
     repo = FeastRepo(cfg.feast_repo)
     pool = ProviderPool(cfg)
+    runner = Runner(cfg, ledger, repo, pool, reporter=reporter)
     try:
-        yield Runner(cfg, ledger, repo, pool, reporter=reporter)
+        yield runner
     finally:
+        runner.close()
         pool.close()
         ledger.close()
 
@@ -145,10 +155,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.ticks is not None and args.ticks < 1:
         raise UsageError("--ticks must be at least 1")
-    if args.max_parallel < 1:
+    if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
     with ProgressReporter() as reporter, _runtime(cfg, reporter) as runner:
-        daemon = Daemon(cfg, runner, max_parallel=args.max_parallel, grace=args.grace)
+        daemon = Daemon(cfg, runner.ledger, runner.execute_claimed, cancel=runner.stop,
+                        max_parallel=args.max_parallel, grace=args.grace)
 
         def on_stop(sig: str) -> None:
             if daemon.stop.is_set():
@@ -157,10 +168,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             daemon.stop.set()
 
         install_signal_handlers(on_stop)
-        err.print(f"skyfeast daemon: {len(cfg.jobs)} job(s), ledger {cfg.state_url}")
+        err.print(f"skyfeast daemon {runner.ledger.owner}: {len(cfg.jobs)} job(s), ledger {_safe_url(cfg.state_url)}")
         daemon.serve(max_ticks=args.ticks)
     failed = [o for o in daemon.outcomes if o.status == "failed"]
     err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
+    if daemon.deposed:
+        err.print("skyfeast daemon: lost leadership to another daemon; exiting so a supervisor restarts it as standby")
+        return 1
     return 1 if failed else 0
 
 
@@ -195,12 +209,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                     entry["state"], entry["probe_error"] = "down", str(exc)
             providers.append(entry)
         runs = [r.as_dict() for r in ledger.runs(limit=args.limit)]
+        leader = ledger.leader()
         freshness = FeastRepo(cfg.feast_repo).freshness()
     finally:
         pool.close()
         ledger.close()
     status = {"project": cfg.project, "at": datetime.now(UTC).isoformat(), "ledger": _safe_url(cfg.state_url),
-              "providers": providers, "runs": runs, "feature_views": freshness}
+              "leader": leader, "providers": providers, "runs": runs, "feature_views": freshness}
     if args.json:
         _print_json(status)
         return 0

@@ -183,6 +183,9 @@ class _JobBase(_Strict):
     retries: int = Field(0, ge=0, le=100)
     timeout: Duration = Field(default=timedelta(hours=1))
     partitions: int | None = Field(None, ge=1, le=100_000, description="partitions after entity shuffle")
+    catchup: Literal["none", "latest", "all"] = Field(
+        "all", description="windows missed while no daemon ran: none, only the latest, or all")
+    max_catchup: Duration = Field(default=timedelta(hours=24), description="never catch up windows older than this")
 
 
 class FeatureJob(_JobBase):
@@ -198,6 +201,24 @@ class ModelJob(_JobBase):
 Job = Annotated[Union[FeatureJob, ModelJob], Field(discriminator="kind")]
 
 
+class DaemonSettings(_Strict):
+    """How daemons coordinate through the ledger."""
+
+    run_lease: Duration = Field(default=timedelta(seconds=30),
+                                description="a running run not heartbeated for this long is resumed by another daemon")
+    leader_lease: Duration = Field(default=timedelta(seconds=10),
+                                   description="leader lease; a standby takes over this long after the leader dies")
+    poll: Duration = Field(default=timedelta(seconds=1), description="how often queued and orphaned runs are picked up")
+    max_parallel: int = Field(4, ge=1, le=1024, description="runs executing at once")
+    grace: Duration = Field(default=timedelta(seconds=60), description="SIGTERM: time running work gets before it is cancelled")
+
+    @model_validator(mode="after")
+    def _lease_vs_poll(self) -> "DaemonSettings":
+        if self.leader_lease < 3 * self.poll:
+            raise ValueError("leader_lease must be at least 3 x poll, so the leader can renew it in time")
+        return self
+
+
 class FeastSettings(_Strict):
     repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
 
@@ -206,6 +227,7 @@ class Config(_Strict):
     project: str = Field(pattern=NAME_RE)
     state: str | None = Field(None, description="SQLAlchemy URL or file path of the run ledger")
     feast: FeastSettings
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     providers: dict[str, Provider] = Field(min_length=1)
     jobs: list[Job] = Field(default_factory=list)
 

@@ -149,19 +149,45 @@ def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
     return _finish_partition(out, index, spec, len(pdf))
 
 
+def model_partition_from_file(url: str, storage_options: dict, index: int, spec: PartitionSpec) -> dict:
+    import fsspec
+
+    with fsspec.open(url, "rb", **storage_options) as fh:
+        pdf = pd.read_parquet(fh)
+    return model_partition(pdf, index, spec)
+
+
 # --------------------------------------------------------------------------- client side
 ProgressFn = Callable[[int, int], None]
 
 
-def _watch(client, tasks: list, deadline: float, progress: ProgressFn | None, cancelled: Callable[[], bool]) -> list[dict]:
+@dataclass
+class ChunkBook:
+    """Resume state of a run: which partitions (chunks) are already written.
+
+    ``partitions`` is fixed at a run's first attempt and reused by every later
+    attempt, on any provider, so that chunk ``i`` always holds the same
+    entities. ``record`` is called once per chunk as soon as it is written.
+    """
+
+    partitions: int | None = None
+    done: dict[int, dict] = field(default_factory=dict)
+    record: Callable[[int, dict], None] = lambda i, stats: None
+
+
+def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn | None,
+           cancelled: Callable[[], bool], book: ChunkBook) -> None:
     from distributed import as_completed
 
-    with client.as_current():
-        futures = client.compute(tasks)
-    total = len(futures)
+    total = len(tasks) + len(book.done)
     if progress:
-        progress(0, total)
-    results: list[dict] = []
+        progress(len(book.done), total)
+    if not tasks:
+        return
+    with client.as_current():
+        futures = client.compute(list(tasks.values()))
+    index = {f.key: i for f, i in zip(futures, tasks)}
+    finished = len(book.done)
     try:
         ac = as_completed(futures, with_results=False, loop=client.loop)
         pending = set(futures)
@@ -176,14 +202,17 @@ def _watch(client, tasks: list, deadline: float, progress: ProgressFn | None, ca
             except StopIteration:
                 break
             if not batch:
-                time.sleep(min(0.1, remaining))
+                time.sleep(min(0.05, remaining))
                 continue
             for fut in batch:
                 pending.discard(fut)
-                results.append(fut.result())
+                stats = fut.result()
+                i = index[fut.key]
+                book.record(i, stats)
+                book.done[i] = stats
+                finished += 1
                 if progress:
-                    progress(len(results), total)
-        return results
+                    progress(finished, total)
     except BaseException:
         client.cancel(futures, force=True)
         raise
@@ -196,12 +225,19 @@ def _n_workers(client) -> int:
         return 1
 
 
+def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> None:
+    """A run starting from scratch removes files a previous run of the window left behind."""
+    if not book.done:
+        store.delete(store.list(out_key))
+
+
 def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget, transform: Callable,
                     keys: list[str], deadline: float, progress: ProgressFn | None = None,
-                    cancelled: Callable[[], bool] = lambda: False) -> ExecResult:
+                    cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None) -> ExecResult:
     import dask
     import dask.dataframe as dd
 
+    book = book or ChunkBook()
     src = job.source
     read_start, read_end = window.read_range(src)
     urls = [store.url(k) for k in keys]
@@ -212,44 +248,49 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:
         raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
-    nparts = job.partitions or max(2, 2 * _n_workers(client))
+    if book.partitions is None:
+        book.partitions = job.partitions or max(2, 2 * _n_workers(client))
     with client.as_current():  # lets dask pick the p2p shuffle of this cluster
-        ddf = ddf.shuffle(on=list(target.join_keys), npartitions=nparts)
+        ddf = ddf.shuffle(on=list(target.join_keys), npartitions=book.partitions)
+        parts = ddf.to_delayed()
     out_key = f"offline/{target.name}/{window.tag}"
-    store.delete([k for k in store.list(out_key)])
+    _clear_stale_outputs(store, out_key, book)
     spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
                          user_fn=transform, user_fn_name=job.transform, ts_field=src.timestamp_field,
                          read_start=rs, read_end=re_)
-    with client.as_current():
-        parts = ddf.to_delayed()
-    tasks = [dask.delayed(feature_partition, pure=False)(p, i, spec) for i, p in enumerate(parts)]
-    return _collect(_watch(client, tasks, deadline, progress, cancelled))
+    tasks = {i: dask.delayed(feature_partition, pure=False)(p, i, spec)
+             for i, p in enumerate(parts) if i not in book.done}
+    _watch(client, tasks, deadline, progress, cancelled, book)
+    return _collect(book)
 
 
 def run_model_job(*, client, store: ObjectStore, input_store: ObjectStore, job, window: Window, target: WriteTarget,
                   scorer: Callable, input_keys: list[str], deadline: float, progress: ProgressFn | None = None,
-                  cancelled: Callable[[], bool] = lambda: False) -> ExecResult:
+                  cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None) -> ExecResult:
     import dask
-    import dask.dataframe as dd
 
+    book = book or ChunkBook()
     if not store.exists(job.model.artifact):
         raise DataError(f"model artifact {job.model.artifact!r} not found under {store.url()}")
-    with dask.config.set({"dataframe.convert-string": False}):
-        ddf = dd.read_parquet([input_store.url(k) for k in input_keys], storage_options=input_store.storage_options or None)
+    # one chunk per upstream file: the upstream's partitioning is already by entity
+    book.partitions = len(input_keys)
     out_key = f"offline/{target.name}/{window.tag}"
-    store.delete([k for k in store.list(out_key)])
+    _clear_stale_outputs(store, out_key, book)
     spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
                          user_fn=scorer, user_fn_name=job.model.scorer, model_url=store.url(job.model.artifact))
-    tasks = [dask.delayed(model_partition, pure=False)(p, i, spec) for i, p in enumerate(ddf.to_delayed())]
-    return _collect(_watch(client, tasks, deadline, progress, cancelled))
+    opts = input_store.storage_options
+    tasks = {i: dask.delayed(model_partition_from_file, pure=False)(input_store.url(key), opts, i, spec)
+             for i, key in enumerate(input_keys) if i not in book.done}
+    _watch(client, tasks, deadline, progress, cancelled, book)
+    return _collect(book)
 
 
-def _collect(results: list[dict]) -> ExecResult:
-    r = ExecResult(partitions=len(results))
-    for d in results:
-        r.rows_in += d["rows_in"]
-        r.rows_out += d["rows_out"]
-        r.rows_online += d["rows_online"]
-        if d["file"]:
+def _collect(book: ChunkBook) -> ExecResult:
+    r = ExecResult(partitions=len(book.done))
+    for d in book.done.values():
+        r.rows_in += d.get("rows_in", 0)
+        r.rows_out += d.get("rows_out", 0)
+        r.rows_online += d.get("rows_online", 0)
+        if d.get("file"):
             r.files.append(d["file"])
     return r

@@ -1,102 +1,62 @@
-"""The run ledger: one row per (job, window), with attempts.
+"""The run ledger: one row per (job, window), with attempts, chunks and leases.
 
-SQLAlchemy 2 Core over SQLite (default) or PostgreSQL. The unique key
-``(job, window_start, window_end)`` is the run's idempotency key: a window
-can be claimed by one runner at a time and, once succeeded, never again.
+SQLAlchemy 2 Core over SQLite (default) or PostgreSQL (for HA). The unique
+key ``(job, window_start, window_end)`` is the run's idempotency key: a
+window is claimed by one runner at a time and, once succeeded, never again.
 
-Schema version lives in ``skyfeast_meta``; a ledger written by a newer
-skyfeast is refused with a clear message instead of being touched.
+Run states: ``queued`` → ``running`` → ``succeeded | failed | cancelled``.
+A ``running`` run carries an owner and a lease; a run whose lease expired
+(its process died) can be re-claimed and resumed from its recorded chunks.
+
+Leadership: :meth:`Ledger.acquire_leader` takes or renews the leader lease
+and returns its fencing token. From then on every write of this ``Ledger``
+first checks, in the same transaction, that the token is still current, and
+raises :class:`Fenced` otherwise — a deposed leader cannot commit.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
 from scheduler.errors import UserError
+from scheduler.ledger_schema import (
+    SCHEMA_VERSION,
+    SchemaTooNew,
+    UTCDateTime,
+    attempts_t,
+    chunks_t,
+    job_state_t,
+    leader_t,
+    meta_t,
+    migrate,
+    runs_t,
+)
 
-SCHEMA_VERSION = 1
 UTC = timezone.utc
-
-RUN_STATES = ("running", "succeeded", "failed", "cancelled")
+LEADER = "daemon"
+RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FAILURE_CLASSES = ("user_code", "data", "infrastructure", "timeout", "cancelled")
+__all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime"]
 
 
 class LedgerError(UserError):
     """The ledger cannot be opened or belongs to an incompatible version."""
 
 
-class UTCDateTime(sa.types.TypeDecorator):
-    """Stores naive UTC, returns aware UTC (SQLite has no time zones)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-metadata = sa.MetaData()
-
-meta_t = sa.Table(
-    "skyfeast_meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(256), nullable=False),
-)
-
-runs_t = sa.Table(
-    "skyfeast_runs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("job", sa.String(128), nullable=False),
-    sa.Column("window_start", UTCDateTime, nullable=False),
-    sa.Column("window_end", UTCDateTime, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("trigger", sa.String(16), nullable=False),
-    sa.Column("provider", sa.String(64)),
-    sa.Column("owner", sa.String(128)),
-    sa.Column("lease_until", UTCDateTime),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("started_at", UTCDateTime),
-    sa.Column("ended_at", UTCDateTime),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("rows_written", sa.BigInteger),
-    sa.Column("failure_class", sa.String(32)),
-    sa.Column("error", sa.Text),
-    sa.UniqueConstraint("job", "window_start", "window_end", name="uq_run_window"),
-)
-sa.Index("ix_runs_job_end", runs_t.c.job, runs_t.c.window_end)
-
-attempts_t = sa.Table(
-    "skyfeast_attempts",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("skyfeast_runs.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("number", sa.Integer, nullable=False),
-    sa.Column("provider", sa.String(64), nullable=False),
-    sa.Column("started_at", UTCDateTime, nullable=False),
-    sa.Column("ended_at", UTCDateTime),
-    sa.Column("outcome", sa.String(16)),
-    sa.Column("failure_class", sa.String(32)),
-    sa.Column("error", sa.Text),
-    sa.Column("rows_written", sa.BigInteger),
-)
+class Fenced(Exception):
+    """This process's leader token is stale: a newer leader exists; the write was rolled back."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +68,10 @@ class RunRow:
     status: str
     trigger: str
     provider: str | None
+    owner: str | None
     attempts: int
     rows_written: int | None
+    partitions: int | None
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
@@ -117,34 +79,43 @@ class RunRow:
     error: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        for k, v in d.items():
-            if isinstance(v, datetime):
-                d[k] = v.isoformat()
-        return d
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _row(r: Any) -> RunRow:
+    m = r._mapping
+    return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
 
 
 class Ledger:
-    """Thread-safe (one engine, short transactions)."""
+    """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, owner: str | None = None):
         self.url = url
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.token: int | None = None  # fencing token while leader
+        self._local = threading.local()
         try:
-            if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            if url.startswith("sqlite:"):
+                path = url.split("sqlite:///", 1)[-1]
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.engine = sa.create_engine(url, connect_args={"timeout": 30})
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                sa.event.listen(self.engine, "connect", _sqlite_connect)
+                sa.event.listen(self.engine, "begin", _sqlite_begin)
             else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
-            self._init_schema()
+                self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.is_pg = self.engine.dialect.name == "postgresql"
+            with self.engine.begin() as conn:
+                if self.is_pg:  # serialise concurrent first starts
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7707001)"))
+                migrate(conn)
+        except SchemaTooNew as exc:
+            raise LedgerError(f"ledger {_safe(url)} has {exc}; upgrade skyfeast instead of downgrading the ledger") from None
         except (ArgumentError, NoSuchModuleError) as exc:
             raise LedgerError(f"state: {url!r} is not a usable SQLAlchemy URL: {exc}") from None
         except OperationalError as exc:
@@ -153,103 +124,277 @@ class Ledger:
     def close(self) -> None:
         self.engine.dispose()
 
-    # ------------------------------------------------------------------ schema
-    def _init_schema(self) -> None:
-        with self.engine.begin() as conn:
-            metadata.create_all(conn)
-            row = conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
-            if row is None:
-                try:
-                    conn.execute(meta_t.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                except IntegrityError:
-                    pass
-                return
-            found = int(row[0])
-        if found > SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger {_safe(self.url)} has schema version {found}, newer than this skyfeast "
-                f"understands ({SCHEMA_VERSION}); upgrade skyfeast instead of downgrading the ledger"
-            )
-
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).scalar_one())
 
-    # ------------------------------------------------------------------ runs
-    def claim(self, job: str, start: datetime, end: datetime, *, trigger: str, lease: timedelta, force: bool = False) -> tuple[int | None, str]:
-        """Try to take the run for (job, window).
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; checks the fencing token first when this ledger is leader."""
+        with self.engine.begin() as conn:
+            if self.token is not None:
+                q = sa.select(leader_t.c.token, leader_t.c.holder).where(leader_t.c.name == LEADER)
+                if self.is_pg:
+                    q = q.with_for_update(read=True)  # no takeover can commit before this write does
+                row = conn.execute(q).first()
+                if row is None or row.token != self.token or row.holder != self.owner:
+                    raise Fenced(f"fencing token {self.token} is stale (current: {row.token if row else None})")
+            yield conn
 
-        Returns ``(run_id, "claimed")`` when the caller now owns it, else
-        ``(None, reason)`` with reason ``"succeeded"`` or ``"running"``.
-        A failed or cancelled run, or a running one whose lease expired, is
-        re-claimed. ``force`` re-runs a succeeded window (idempotent writes).
+    # ------------------------------------------------------------------ leadership
+    def acquire_leader(self, holder: str | None, ttl: timedelta) -> int | None:
+        """Take the leader lease if free or expired, or renew our own. Returns the fencing token or None.
+
+        The token increases on every change of holder; renewals keep it.
+        """
+        holder = holder or self.owner
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(leader_t).where(leader_t.c.name == LEADER)).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(leader_t.insert().values(name=LEADER, holder=holder, token=1, lease_until=now + ttl))
+                except IntegrityError:
+                    return self._lost()
+                token = 1
+            elif row.holder == holder and (row.token == self.token or self.token is None):
+                token = row.token
+                res = conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.token == row.token,
+                                                           leader_t.c.holder == holder).values(lease_until=now + ttl))
+                if res.rowcount != 1:
+                    return self._lost()
+            elif row.lease_until < now:
+                token = row.token + 1
+                res = conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.token == row.token)
+                                   .values(holder=holder, token=token, lease_until=now + ttl))
+                if res.rowcount != 1:
+                    return self._lost()
+            else:
+                return self._lost()
+        self.token = token
+        return token
+
+    def _lost(self) -> None:
+        self.token = None
+        return None
+
+    def release_leader(self, holder: str | None = None) -> None:
+        holder = holder or self.owner
+        with self.engine.begin() as conn:
+            conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.holder == holder,
+                                                 leader_t.c.token == self.token)
+                         .values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
+        self.token = None
+
+    def leader(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(leader_t).where(leader_t.c.name == LEADER)).first()
+        return None if r is None else {"holder": r.holder, "token": r.token, "lease_until": r.lease_until.isoformat()}
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, job: str, start: datetime, end: datetime, *, trigger: str, lease: timedelta,
+              force: bool = False) -> tuple[int | None, str]:
+        """Take the run for (job, window): ``(run_id, "claimed")`` or ``(None, current_status)``.
+
+        Queued, failed and cancelled runs, and running ones whose lease expired,
+        are re-claimed. ``force`` also re-claims a succeeded window.
         """
         now = _now()
-        values = dict(
-            job=job, window_start=start, window_end=end, status="running", trigger=trigger,
-            owner=_owner(), lease_until=now + lease, created_at=now, started_at=now, attempts=0,
-        )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             try:
                 with conn.begin_nested():
-                    rid = conn.execute(runs_t.insert().values(**values)).inserted_primary_key[0]
+                    rid = conn.execute(runs_t.insert().values(
+                        job=job, window_start=start, window_end=end, status="running", trigger=trigger, owner=self.owner,
+                        lease_until=now + lease, created_at=now, started_at=now, attempts=0,
+                    )).inserted_primary_key[0]
                 return int(rid), "claimed"
             except IntegrityError:
                 pass
-            row = conn.execute(
-                sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.lease_until).where(
-                    runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end
-                )
-            ).one()
-            claimable = row.status in ("failed", "cancelled") or (
-                row.status == "running" and row.lease_until is not None and row.lease_until < now
-            ) or (force and row.status == "succeeded")
-            if not claimable:
+            row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.lease_until).where(
+                runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
+            ok = row.status in ("queued", "failed", "cancelled") or (force and row.status == "succeeded") or (
+                row.status == "running" and row.lease_until is not None and row.lease_until < now)
+            if not ok:
                 return None, row.status
-            res = conn.execute(
-                runs_t.update()
-                .where(runs_t.c.id == row.id, runs_t.c.status == row.status, runs_t.c.lease_until == row.lease_until)
-                .values(status="running", owner=_owner(), lease_until=now + lease, started_at=now, ended_at=None,
-                        trigger=trigger, failure_class=None, error=None)
-            )
-            if res.rowcount != 1:
-                return None, "running"
+            if not self._take(conn, row.id, row.status, now + lease, trigger=trigger, fresh=row.status != "running"):
+                # lost a race: another claimer changed the row since we read it; report what it is now
+                return None, conn.execute(sa.select(runs_t.c.status).where(runs_t.c.id == row.id)).scalar_one()
             return int(row.id), "claimed"
 
+    def _take(self, conn: sa.Connection, run_id: int, status: str, lease_until: datetime, *,
+              trigger: str | None = None, fresh: bool) -> bool:
+        """Conditionally move a run to running/owned-by-us. ``fresh`` restarts it (chunks dropped)."""
+        values: dict[str, Any] = dict(status="running", owner=self.owner, lease_until=lease_until, ended_at=None,
+                                      failure_class=None, error=None, cancel_requested=False)
+        if trigger:
+            values["trigger"] = trigger
+        if fresh:
+            values.update(started_at=_now(), partitions=None)
+        q = runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == status)
+        if status == "running":
+            q = q.where(runs_t.c.lease_until < _now())
+        if conn.execute(q.values(**values)).rowcount != 1:
+            return False
+        if fresh:
+            conn.execute(chunks_t.delete().where(chunks_t.c.run_id == run_id))
+        return True
+
+    def claim_many(self, items: list[tuple[str, datetime, datetime]], *, trigger: str,
+                   lease: timedelta) -> list[tuple[int, str, datetime, datetime]]:
+        """Insert runs for new windows in one transaction; windows that already have a run are skipped."""
+        if not items:
+            return []
+        now = _now()
+        rows = [dict(job=j, window_start=s, window_end=e, status="running", trigger=trigger, owner=self.owner,
+                     lease_until=now + lease, created_at=now, started_at=now, attempts=0, cancel_requested=False)
+                for j, s, e in items]
+        dialect = sa.dialects.postgresql if self.is_pg else sa.dialects.sqlite
+        stmt = dialect.insert(runs_t).on_conflict_do_nothing(
+            index_elements=["job", "window_start", "window_end"]
+        ).returning(runs_t.c.id, runs_t.c.job, runs_t.c.window_start, runs_t.c.window_end)
+        out: list[tuple[int, str, datetime, datetime]] = []
+        with self._write() as conn:
+            for i in range(0, len(rows), 2000):
+                out += [tuple(r) for r in conn.execute(stmt, rows[i:i + 2000])]
+        return out
+
+    def _claim_where(self, cond, lease: timedelta, limit: int, *, fresh: bool) -> list[RunRow]:
+        now = _now()
+        out = []
+        with self._write() as conn:
+            q = sa.select(runs_t.c.id, runs_t.c.status).where(cond).order_by(runs_t.c.window_end).limit(limit)
+            if self.is_pg:
+                q = q.with_for_update(skip_locked=True)
+            for rid, status in conn.execute(q).all():
+                if self._take(conn, rid, status, now + lease, fresh=fresh):
+                    out.append(rid)
+            rows = conn.execute(sa.select(runs_t).where(runs_t.c.id.in_(out))).all() if out else []
+        return [_row(r) for r in rows]
+
+    def claim_queued(self, lease: timedelta, limit: int = 100) -> list[RunRow]:
+        return self._claim_where(runs_t.c.status == "queued", lease, limit, fresh=True)
+
+    def reclaim_expired(self, lease: timedelta, limit: int = 100) -> list[RunRow]:
+        """Running runs whose owner stopped heartbeating: take them over, keeping their chunks."""
+        cond = sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now())
+        return self._claim_where(cond, lease, limit, fresh=False)
+
+    def release_runs(self, run_ids: list[int]) -> None:
+        """Give up runs we claimed but will not execute: they become claimable at once."""
+        with self._write() as conn:
+            conn.execute(runs_t.update().where(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner,
+                                               runs_t.c.status == "running")
+                         .values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
+
+    def enqueue(self, job: str, start: datetime, end: datetime, *, trigger: str = "manual") -> tuple[int, str]:
+        """Ask a daemon to run (job, window). Returns (run_id, status) — "queued" or the existing state."""
+        now = _now()
+        with self._write() as conn:
+            try:
+                with conn.begin_nested():
+                    rid = conn.execute(runs_t.insert().values(
+                        job=job, window_start=start, window_end=end, status="queued", trigger=trigger,
+                        created_at=now, attempts=0, cancel_requested=False)).inserted_primary_key[0]
+                return int(rid), "queued"
+            except IntegrityError:
+                pass
+            row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status).where(
+                runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
+            if row.status in ("failed", "cancelled"):
+                conn.execute(runs_t.update().where(runs_t.c.id == row.id, runs_t.c.status == row.status)
+                             .values(status="queued", trigger=trigger, owner=None, lease_until=None))
+                return int(row.id), "queued"
+            return int(row.id), row.status
+
+    def request_cancel(self, run_id: int) -> str | None:
+        """Cancel a queued run now, or ask the owner of a running one to cancel. Returns the resulting status."""
+        with self._write() as conn:
+            r = conn.execute(sa.select(runs_t.c.status).where(runs_t.c.id == run_id)).first()
+            if r is None:
+                return None
+            if r.status == "queued":
+                conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == "queued")
+                             .values(status="cancelled", ended_at=_now(), failure_class="cancelled",
+                                     error="cancelled by operator before it started"))
+                return "cancelled"
+            if r.status == "running":
+                conn.execute(runs_t.update().where(runs_t.c.id == run_id).values(cancel_requested=True))
+                return "cancelling"
+            return r.status
+
+    def heartbeat(self, run_ids: list[int], lease: timedelta) -> set[int]:
+        """Extend our leases; return the runs we must stop (cancel requested, or no longer ours)."""
+        with self._write() as conn:
+            conn.execute(runs_t.update().where(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner,
+                                               runs_t.c.status == "running").values(lease_until=_now() + lease))
+            rows = conn.execute(sa.select(runs_t.c.id, runs_t.c.owner, runs_t.c.status, runs_t.c.cancel_requested)
+                                .where(runs_t.c.id.in_(run_ids))).all()
+        return {r.id for r in rows if r.cancel_requested or r.owner != self.owner or r.status != "running"}
+
+    # ------------------------------------------------------------------ progress
     def start_attempt(self, run_id: int, provider: str) -> int:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             n = conn.execute(sa.select(sa.func.count()).where(attempts_t.c.run_id == run_id)).scalar_one() + 1
-            aid = conn.execute(
-                attempts_t.insert().values(run_id=run_id, number=n, provider=provider, started_at=_now())
-            ).inserted_primary_key[0]
+            aid = conn.execute(attempts_t.insert().values(run_id=run_id, number=n, provider=provider,
+                                                          started_at=_now())).inserted_primary_key[0]
             conn.execute(runs_t.update().where(runs_t.c.id == run_id).values(attempts=n, provider=provider))
         return int(aid)
 
     def finish_attempt(self, attempt_id: int, *, outcome: str, failure_class: str | None = None,
                        error: str | None = None, rows: int | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                attempts_t.update().where(attempts_t.c.id == attempt_id).values(
-                    ended_at=_now(), outcome=outcome, failure_class=failure_class, error=error, rows_written=rows
-                )
-            )
+        with self._write() as conn:
+            conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
+                ended_at=_now(), outcome=outcome, failure_class=failure_class, error=error, rows_written=rows))
+
+    def set_partitions(self, run_id: int, n: int) -> None:
+        with self._write() as conn:
+            conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.partitions.is_(None)).values(partitions=n))
+
+    def record_chunk(self, run_id: int, chunk: int, stats: dict, attempt_id: int | None = None) -> None:
+        with self._write() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(chunks_t.insert().values(
+                        run_id=run_id, chunk=chunk, attempt_id=attempt_id, rows_in=stats.get("rows_in", 0),
+                        rows_out=stats.get("rows_out", 0), rows_online=stats.get("rows_online", 0),
+                        file=stats.get("file"), done_at=_now()))
+            except IntegrityError:
+                pass  # already recorded (a resumed attempt rewrote it): idempotent
+
+    def chunks(self, run_id: int) -> dict[int, dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(chunks_t).where(chunks_t.c.run_id == run_id)).all()
+        return {r.chunk: {"rows_in": r.rows_in, "rows_out": r.rows_out, "rows_online": r.rows_online,
+                          "file": r.file, "attempt_id": r.attempt_id} for r in rows}
 
     def finish_run(self, run_id: int, *, status: str, rows: int | None = None,
-                   failure_class: str | None = None, error: str | None = None) -> None:
+                   failure_class: str | None = None, error: str | None = None) -> bool:
+        """Record the end of a run we own. Returns False if another process took it over meanwhile."""
         assert status in RUN_STATES
-        with self.engine.begin() as conn:
-            conn.execute(
-                runs_t.update().where(runs_t.c.id == run_id).values(
-                    status=status, ended_at=_now(), rows_written=rows, failure_class=failure_class,
-                    error=error, lease_until=None,
-                )
-            )
+        with self._write() as conn:
+            res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
+                status=status, ended_at=_now(), rows_written=rows, failure_class=failure_class, error=error,
+                lease_until=None, cancel_requested=False))
+        return res.rowcount == 1
 
-    def extend_lease(self, run_id: int, lease: timedelta) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == "running")
-                         .values(lease_until=_now() + lease))
+    # ------------------------------------------------------------------ job state
+    def last_fires(self) -> dict[str, datetime]:
+        with self.engine.connect() as conn:
+            return {r.job: r.last_fire for r in conn.execute(sa.select(job_state_t))}
 
+    def set_last_fires(self, fires: dict[str, datetime]) -> None:
+        if not fires:
+            return
+        dialect = sa.dialects.postgresql if self.is_pg else sa.dialects.sqlite
+        stmt = dialect.insert(job_state_t)
+        stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={"last_fire": stmt.excluded.last_fire},
+                                          where=job_state_t.c.last_fire < stmt.excluded.last_fire)
+        with self._write() as conn:
+            conn.execute(stmt, [{"job": j, "last_fire": f} for j, f in fires.items()])
+
+    # ------------------------------------------------------------------ queries
     def get_run(self, run_id: int) -> RunRow | None:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(runs_t).where(runs_t.c.id == run_id)).first()
@@ -282,16 +427,18 @@ class Ledger:
             return {p: t for p, t in conn.execute(q) if p}
 
 
-def _row(r: Any) -> RunRow:
-    m = r._mapping
-    return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let the "begin" hook issue BEGIN IMMEDIATE
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # take the write lock up front: a fencing check and the write it guards see the same database
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _safe(url: str) -> str:

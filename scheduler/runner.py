@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from featurestore.repo import FeastRepo
 from scheduler.config import Config, FeatureJob, ModelJob
 from scheduler.errors import DataError
-from scheduler.executor import classify, describe, run_feature_job, run_model_job
+from scheduler.executor import ChunkBook, classify, describe, run_feature_job, run_model_job
+from scheduler.heartbeat import Heartbeat
 from scheduler.ledger import Ledger
 from scheduler.policy import FailureClass, ProviderState, Step, backoff, next_step, place
 from scheduler.providers import ProviderPool
@@ -75,25 +76,38 @@ class Runner:
         self.pool = pool
         self.reporter = reporter or NullReporter()
         self.stop = stop or threading.Event()
+        self.heartbeat = Heartbeat(ledger, cfg.daemon.run_lease)
         self._registry_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.heartbeat.close()
 
     # ------------------------------------------------------------------ public
     def run_window(self, job: FeatureJob | ModelJob, window: Window, *, trigger: str = "manual",
                    force: bool = False) -> Outcome:
-        t0 = time.monotonic()
-        lease = job.timeout + timedelta(minutes=5)
-        run_id, why = self.ledger.claim(job.name, window.start, window.end, trigger=trigger, lease=lease, force=force)
+        """Claim (job, window) in the ledger and run it; a window someone else owns is skipped."""
+        run_id, why = self.ledger.claim(job.name, window.start, window.end, trigger=trigger,
+                                        lease=self.cfg.daemon.run_lease, force=force)
         if run_id is None:
             out = Outcome(job.name, window, "skipped", reason=f"already {why}")
             self.reporter.finished(out)
             return out
-        out = self._execute(job, window, run_id)
+        return self.execute_claimed(job, window, run_id)
+
+    def execute_claimed(self, job: FeatureJob | ModelJob, window: Window, run_id: int) -> Outcome:
+        """Run a window this process already claimed; resumes from the chunks the ledger holds."""
+        t0 = time.monotonic()
+        cancel = self.heartbeat.register(run_id)
+        try:
+            out = self._execute(job, window, run_id, cancel)
+        finally:
+            self.heartbeat.unregister(run_id)
         out.seconds = round(time.monotonic() - t0, 3)
         self.reporter.finished(out)
         return out
 
     # ------------------------------------------------------------------ internals
-    def _execute(self, job, window: Window, run_id: int) -> Outcome:
+    def _execute(self, job, window: Window, run_id: int, cancel: threading.Event) -> Outcome:
         locality = self._locality(job, window)
         candidates = place(self.cfg.allowed_providers(job), self.pool.views(), locality)
         out = Outcome(job.name, window, "failed", run_id=run_id)
@@ -101,6 +115,7 @@ class Runner:
             return self._fail(out, FailureClass.INFRASTRUCTURE, "no provider is available for this job")
         user_failures = 0
         idx = 0
+        cancelled = lambda: self.stop.is_set() or cancel.is_set()  # noqa: E731
         while idx < len(candidates):
             provider = candidates[idx]
             aid = self.ledger.start_attempt(run_id, provider)
@@ -108,7 +123,7 @@ class Runner:
             out.provider = provider
             self.reporter.attempt(job.name, window, provider, out.attempts)
             try:
-                res = self._attempt(job, window, provider)
+                res = self._attempt(job, window, provider, self._book(run_id, aid), cancelled)
             except Exception as exc:  # classified below; nothing escapes a run
                 fclass = classify(exc)
                 err = describe(exc)
@@ -120,11 +135,16 @@ class Runner:
                     user_failures += 1
                 step = next_step(fclass, user_failures=user_failures, retries=job.retries,
                                  providers_left=len(candidates) - idx - 1)
-                if step is Step.RETRY_SAME and not self.stop.is_set():
-                    if self.stop.wait(backoff(user_failures)):
-                        return self._fail(out, FailureClass.CANCELLED, "shutdown during retry backoff")
+                if step is Step.RETRY_SAME and not cancelled():
+                    wait = threading.Event()
+                    delay = backoff(user_failures)
+                    deadline = time.monotonic() + delay
+                    while time.monotonic() < deadline and not cancelled():
+                        wait.wait(0.1)
+                    if cancelled():
+                        return self._fail(out, FailureClass.CANCELLED, "cancelled during retry backoff")
                     continue
-                if step is Step.FAIL_OVER and not self.stop.is_set():
+                if step is Step.FAIL_OVER and not cancelled():
                     idx += 1
                     continue
                 return self._fail(out, fclass, err)
@@ -136,6 +156,18 @@ class Runner:
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
             return out
         return out  # unreachable: the loop returns
+
+    def _book(self, run_id: int, attempt_id: int) -> ChunkBook:
+        run = self.ledger.get_run(run_id)
+        book = ChunkBook(partitions=run.partitions if run else None, done=self.ledger.chunks(run_id))
+
+        def record(i: int, stats: dict) -> None:
+            if book.partitions is not None and (run is None or run.partitions is None):
+                self.ledger.set_partitions(run_id, book.partitions)
+            self.ledger.record_chunk(run_id, i, stats, attempt_id)
+
+        book.record = record
+        return book
 
     def _fail(self, out: Outcome, fclass: FailureClass, err: str) -> Outcome:
         status = "cancelled" if fclass is FailureClass.CANCELLED else "failed"
@@ -149,7 +181,7 @@ class Runner:
             return up.provider if up and up.status == "succeeded" else None
         return None
 
-    def _attempt(self, job, window: Window, provider: str):
+    def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled):
         deadline = time.monotonic() + job.timeout.total_seconds()
         target = self.repo.write_target(job.feature_view)
         store = self.pool.store(provider)
@@ -163,7 +195,7 @@ class Runner:
             fn = import_callable(job.transform, self.cfg.base_dir)
             client = self.pool.client(provider)
             return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
-                                   keys=keys, deadline=deadline, progress=progress, cancelled=self.stop.is_set)
+                                   keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book)
         upstream = self.cfg.job(job.source.job)
         up_run = self.ledger.find_run(upstream.name, window.start, window.end)
         if up_run is None or up_run.status != "succeeded":
@@ -178,7 +210,7 @@ class Runner:
         client = self.pool.client(provider)
         return run_model_job(client=client, store=store, input_store=input_store, job=job, window=window,
                              target=target, scorer=fn, input_keys=keys, deadline=deadline, progress=progress,
-                             cancelled=self.stop.is_set)
+                             cancelled=cancelled, book=book)
 
 
 def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]:

@@ -41,10 +41,11 @@ def test_daemon_runs_ticks_in_dependency_order(tmp_path):
         assert all(r["status"] == "succeeded" and r["trigger"] == "schedule" for r in rs)
         windows = sorted((r["window_start"], r["window_end"]) for r in rs)
         assert windows[0][1] == windows[1][0], "consecutive ticks process adjacent windows"
-    # each model run starts after the feature run of its window ended
+    # windows are claimed together at the tick, but each model attempt starts after the
+    # feature run of its window ended
     feats = {(r["window_start"]): r for r in by_job["user_features"]}
     for r in by_job["risk_score"]:
-        assert r["started_at"] >= feats[r["window_start"]]["ended_at"]
+        assert r["attempt_log"][0]["started_at"] >= feats[r["window_start"]]["ended_at"]
 
 
 def test_sigterm_stops_cleanly_and_leaves_no_running_rows(tmp_path):

@@ -1,0 +1,162 @@
+"""Operator commands on runs: ``trigger``, ``backfill``, ``cancel``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from scheduler.cli import _print_json, install_signal_handlers
+from scheduler.config import load_config
+from scheduler.errors import UsageError
+from scheduler.windows import Window, latest_window, next_fires, parse_time, window_for_fire
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _job(cfg, name: str):
+    try:
+        return cfg.job(name)
+    except KeyError:
+        raise UsageError(f"unknown job {name!r}; defined: {sorted(j.name for j in cfg.jobs)}") from None
+
+
+def _time(value: str, flag: str):
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageError(f"{flag}: {value!r} is not an ISO-8601 time (e.g. 2026-11-28T09:00:00Z)") from None
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from scheduler.console import out
+    from scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    job = _job(cfg, args.job)
+    if args.window:
+        start_s, sep, end_s = args.window.partition("/")
+        if not sep:
+            raise UsageError(f"--window: expected START/END, got {args.window!r}")
+        try:
+            window = Window(_time(start_s, "--window"), _time(end_s, "--window"))
+        except ValueError as exc:
+            raise UsageError(f"--window: {exc}") from None
+    else:
+        window = latest_window(job.schedule, parse_time("now"))
+    ledger = Ledger(cfg.state_url)
+    try:
+        run_id, status = ledger.enqueue(job.name, window.start, window.end)
+        deadline = time.monotonic() + (args.wait or 0)
+        while args.wait and status not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = ledger.get_run(run_id).status
+        row = ledger.get_run(run_id)
+    finally:
+        ledger.close()
+    if args.json:
+        _print_json({"run_id": run_id, "job": job.name, "window": {"start": window.start.isoformat(),
+                     "end": window.end.isoformat()}, "status": status, "error": row.error if row else None})
+    else:
+        out.print(f"run {run_id}: {job.name} {window} is {status}" + (f": {row.error}" if row and row.error else ""))
+    if args.wait:
+        return 0 if status == "succeeded" else 1
+    return 0
+
+
+def backfill_windows(job, start, end) -> list[Window]:
+    """Windows of ``job``'s schedule that lie inside [start, end]."""
+    if end <= start:
+        raise UsageError("--end must be after --start")
+    out: list[Window] = []
+    t = start
+    while True:
+        fires = next_fires(job.schedule, t, 500)
+        if not fires:
+            break
+        for f in fires:
+            if f > end:
+                return out
+            w = window_for_fire(job.schedule, f)
+            if w.start >= start:
+                out.append(w)
+        t = fires[-1]
+        if len(out) > 100_000:
+            raise UsageError("backfill spans more than 100,000 windows; split it")
+    return out
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scheduler.commands import _runtime
+    from scheduler.console import ProgressReporter, err, out, outcomes_table
+
+    cfg = load_config(args.config)
+    job = _job(cfg, args.job)
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    windows = backfill_windows(job, _time(args.start, "--start"), _time(args.end, "--end"))
+    if not windows:
+        raise UsageError(f"no window of {job.name!r} lies inside {args.start} .. {args.end}")
+    results = {}
+    lease_wait = cfg.daemon.run_lease.total_seconds() * 2 + 5
+    bar = Progress(TextColumn(f"backfill {job.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, disable=args.json or not err.is_terminal)
+    with ProgressReporter(quiet=True) as reporter, _runtime(cfg, reporter) as runner, bar:
+        stop = runner.stop
+        install_signal_handlers(lambda sig: stop.set())
+        task = bar.add_task("", total=len(windows))
+
+        def one(w: Window):
+            if stop.is_set():
+                return None
+            o = runner.run_window(job, w, trigger="backfill", force=args.force)
+            # a window still "running" under a dead process's lease: wait for the lease, then resume it
+            give_up = time.monotonic() + lease_wait
+            while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
+                   and not stop.is_set()):
+                time.sleep(1)
+                o = runner.run_window(job, w, trigger="backfill", force=args.force)
+            results[w] = o
+            bar.advance(task)
+            if bar.disable and not args.json:
+                err.print(f"{w}: {o.status} {o.reason or o.error or ''}".rstrip())
+            return o
+
+        with ThreadPoolExecutor(max_workers=args.parallel, thread_name_prefix="skyfeast-backfill") as ex:
+            list(ex.map(one, windows))
+    outcomes = [results[w] for w in windows if w in results]
+    missing = len(windows) - len(outcomes)
+    ok = missing == 0 and all(o.status in ("succeeded", "skipped") and o.reason != "already running"
+                              for o in outcomes)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    if args.json:
+        _print_json({"ok": ok, "job": job.name, "windows": len(windows), "counts": counts, "not_started": missing,
+                     "runs": [o.as_dict() for o in outcomes]})
+    else:
+        out.print(outcomes_table(outcomes))
+        out.print(f"{len(windows)} window(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                  + (f", {missing} not started (interrupted; re-run the same command to resume)" if missing else ""))
+    return 0 if ok else 1
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from scheduler.console import out
+    from scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    ledger = Ledger(cfg.state_url)
+    try:
+        status = ledger.request_cancel(args.run_id)
+    finally:
+        ledger.close()
+    if status is None:
+        raise UsageError(f"no run with id {args.run_id}")
+    out.print(f"run {args.run_id}: {status}")
+    return 0
+
+
+__all__ = ["cmd_trigger", "cmd_backfill", "cmd_cancel", "backfill_windows"]

@@ -1,0 +1,148 @@
+"""Tables of the run ledger, and migrations between schema versions.
+
+Version history:
+
+* 1 – runs, attempts, meta.
+* 2 – runs gain ``partitions`` and ``cancel_requested``; new tables
+  ``skyfeast_chunks`` (resume), ``skyfeast_job_state`` (last dispatched fire,
+  for catch-up) and ``skyfeast_leader`` (leader lease + fencing token).
+
+``migrate`` upgrades an older ledger in one transaction, and refuses a newer
+one; it never drops data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 2
+UTC = timezone.utc
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Stores naive UTC, returns aware UTC (SQLite has no time zones)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+
+meta_t = sa.Table(
+    "skyfeast_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+runs_t = sa.Table(
+    "skyfeast_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(128), nullable=False),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("window_end", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("provider", sa.String(64)),
+    sa.Column("owner", sa.String(128)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_written", sa.BigInteger),
+    sa.Column("failure_class", sa.String(32)),
+    sa.Column("error", sa.Text),
+    sa.Column("partitions", sa.Integer),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.UniqueConstraint("job", "window_start", "window_end", name="uq_run_window"),
+)
+sa.Index("ix_runs_job_end", runs_t.c.job, runs_t.c.window_end)
+sa.Index("ix_runs_status_lease", runs_t.c.status, runs_t.c.lease_until)
+
+attempts_t = sa.Table(
+    "skyfeast_attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("skyfeast_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("failure_class", sa.String(32)),
+    sa.Column("error", sa.Text),
+    sa.Column("rows_written", sa.BigInteger),
+)
+
+chunks_t = sa.Table(
+    "skyfeast_chunks", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("skyfeast_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+    sa.Column("attempt_id", sa.Integer),
+    sa.Column("rows_in", sa.BigInteger, nullable=False, default=0),
+    sa.Column("rows_out", sa.BigInteger, nullable=False, default=0),
+    sa.Column("rows_online", sa.BigInteger, nullable=False, default=0),
+    sa.Column("file", sa.Text),
+    sa.Column("done_at", UTCDateTime, nullable=False),
+)
+
+job_state_t = sa.Table(
+    "skyfeast_job_state", metadata,
+    sa.Column("job", sa.String(128), primary_key=True),
+    sa.Column("last_fire", UTCDateTime, nullable=False),
+)
+
+leader_t = sa.Table(
+    "skyfeast_leader", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("lease_until", UTCDateTime, nullable=False),
+)
+
+
+class SchemaTooNew(Exception):
+    def __init__(self, found: int):
+        self.found = found
+        super().__init__(f"schema version {found} is newer than this skyfeast understands ({SCHEMA_VERSION})")
+
+
+def _v1_to_v2(conn: sa.Connection) -> None:
+    cols = {c["name"] for c in sa.inspect(conn).get_columns("skyfeast_runs")}
+    if "partitions" not in cols:
+        conn.execute(sa.text("ALTER TABLE skyfeast_runs ADD COLUMN partitions INTEGER"))
+    if "cancel_requested" not in cols:
+        conn.execute(sa.text("ALTER TABLE skyfeast_runs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE"))
+
+
+MIGRATIONS = {1: _v1_to_v2}
+
+
+def migrate(conn: sa.Connection) -> int:
+    """Create or upgrade the schema inside ``conn``'s transaction. Returns the version found (0 = new)."""
+    insp = sa.inspect(conn)
+    if not insp.has_table("skyfeast_meta"):
+        metadata.create_all(conn)
+        conn.execute(meta_t.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return 0
+    found = int(conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).scalar_one())
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(found)
+    for v in range(found, SCHEMA_VERSION):
+        MIGRATIONS[v](conn)
+    metadata.create_all(conn)  # new tables of later versions
+    if found != SCHEMA_VERSION:
+        conn.execute(meta_t.update().where(meta_t.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+    return found
