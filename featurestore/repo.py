@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,13 +90,16 @@ class FeastRepo:
     def __init__(self, path: Path):
         self.path = path
         self.store = load_store(path)
+        # Feast's registry cache is mutated in place by apply_materialization; readers in
+        # other threads can then miss a view. Every registry access goes through this lock.
+        self._lock = threading.RLock()
 
     @property
     def project(self) -> str:
         return self.store.config.project
 
     def feature_view(self, name: str):
-        with _quiet():
+        with self._lock, _quiet():
             try:
                 return self.store.get_feature_view(name)
             except Exception as exc:
@@ -115,15 +119,16 @@ class FeastRepo:
     def record_materialization(self, name: str, start: datetime, end: datetime) -> None:
         """Tell Feast the interval is materialised. Never leaves the view in a blocking state:
         ``apply_materialization`` moves it to AVAILABLE_ONLINE."""
-        fv = self.feature_view(name)
-        with _quiet():
-            self.store.registry.apply_materialization(fv, self.project, start, end, commit=True)
+        with self._lock:
+            fv = self.feature_view(name)
+            with _quiet():
+                self.store.registry.apply_materialization(fv, self.project, start, end, commit=True)
 
     def freshness(self) -> list[dict[str, Any]]:
         """Per feature view: last materialised interval end and its age in seconds."""
         now = datetime.now(timezone.utc)
         out = []
-        with _quiet():
+        with self._lock, _quiet():
             self.store.registry.refresh(self.project)
             views = self.store.list_feature_views()
         for fv in sorted(views, key=lambda v: v.name):

@@ -214,8 +214,9 @@ class DaemonSettings(_Strict):
 
     @model_validator(mode="after")
     def _lease_vs_poll(self) -> "DaemonSettings":
-        if self.leader_lease < 3 * self.poll:
-            raise ValueError("leader_lease must be at least 3 x poll, so the leader can renew it in time")
+        for key in ("leader_lease", "run_lease"):
+            if getattr(self, key) < 3 * self.poll:
+                raise ValueError(f"{key} must be at least 3 x poll, so it can be renewed in time")
         return self
 
 

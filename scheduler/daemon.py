@@ -162,11 +162,23 @@ class Daemon:
         if left:
             self.ledger.release_runs(left)
 
+    def _hold_claims(self) -> None:
+        """Keep the leases of runs claimed here but still waiting (in the pool queue or behind
+        their upstream in a chain); running ones are also kept alive by the runner's heartbeat."""
+        with self._lock:
+            held = list(self._inflight)
+        if held:
+            self.ledger.heartbeat(held, self.cfg.daemon.run_lease)
+
     def _pickup(self) -> None:
         lease = self.cfg.daemon.run_lease
         rows = self.ledger.claim_queued(lease) + self.ledger.reclaim_expired(lease)
         items = []
         for r in rows:
+            with self._lock:
+                mine = r.id in self._inflight
+            if mine:
+                continue  # already queued in this process (its lease lapsed while it waited)
             job = self.jobs.get(r.job)
             if job is None:
                 log.warning("run %s belongs to unknown job %r; releasing it", r.id, r.job)
@@ -205,6 +217,7 @@ class Daemon:
                     if max_ticks is not None and self.ticks >= max_ticks:
                         break
                 if time.monotonic() >= next_pickup:
+                    self._hold_claims()
                     self._pickup()
                     next_pickup = time.monotonic() + poll
                 self._futures = [f for f in self._futures if not f.done()]
@@ -228,6 +241,10 @@ class Daemon:
                 self.cancel.set()
                 wait(not_done, timeout=60)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            never_started = list(self._inflight)
+        if never_started and not self.deposed:
+            self.ledger.release_runs(never_started)  # claimable at once by the next leader
         if self.is_leader and not self.deposed:
             try:
                 self.ledger.release_leader(self.identity)
