@@ -85,4 +85,5 @@ def next_step(failure: FailureClass, *, user_failures: int, retries: int, provid
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 30.0, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter, in seconds, for retry number ``attempt`` (1-based)."""
     r = rng or random
-    return r.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    # clamp the exponent: 2 ** n for a large int n does not fit a float (OverflowError)
+    return r.uniform(0, min(cap, base * 2.0 ** min(attempt - 1, 1023)))

@@ -69,5 +69,6 @@ def resolve(store: ObjectStore, pattern: str, start: datetime, end: datetime) ->
         keys += store.glob(p)
     keys = sorted(dict.fromkeys(keys))
     if not keys:
-        raise DataError(f"no source files match {pattern!r} for {start:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ} under {store.url()}")
+        s, e = start.astimezone(UTC), end.astimezone(UTC)
+        raise DataError(f"no source files match {pattern!r} for {s:%Y-%m-%dT%H:%M:%SZ}/{e:%Y-%m-%dT%H:%M:%SZ} under {store.url()}")
     return keys

@@ -56,18 +56,69 @@ def parse_time(value: str) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+_CRON_DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_dow(value: str, *, upper: bool = False) -> int:
+    v = value.strip().lower()
+    if v.isdigit() and int(v) <= 7:
+        return int(v)
+    if v in _CRON_DOW:
+        return 7 if upper and v == "sun" else _CRON_DOW.index(v)
+    raise ValueError(value)
+
+
+def _crontab_weekdays(field: str) -> str:
+    """Crontab day-of-week (0 or 7 = Sunday) as APScheduler 3 weekday names.
+
+    APScheduler 3's ``from_crontab`` reads weekday numbers with 0 = Monday
+    (its issue #286), so ``0 9 * * 1`` would fire on Tuesdays. Names mean the
+    same to both. Fields this does not understand are passed through.
+    """
+    if field == "*":
+        return field
+    days: set[int] = set()
+    try:
+        for part in field.split(","):
+            rng, slash, step = part.partition("/")
+            every = int(step) if slash else 1
+            if every < 1:
+                raise ValueError(part)
+            if rng == "*":
+                lo, hi = 0, 6
+            elif "-" in rng:
+                a, b = rng.split("-", 1)
+                lo, hi = _cron_dow(a), _cron_dow(b, upper=True)
+            else:
+                lo = _cron_dow(rng)
+                hi = 6 if slash else lo
+            if hi < lo:
+                raise ValueError(part)
+            days.update(d % 7 for d in range(lo, hi + 1, every))
+    except ValueError:
+        return field
+    return ",".join(_CRON_DOW[d] for d in sorted(days))
+
+
 def make_trigger(schedule: CronSchedule | IntervalSchedule) -> BaseTrigger:
     if isinstance(schedule, CronSchedule):
-        return CronTrigger.from_crontab(schedule.expr, timezone=schedule.timezone)
+        minute, hour, day, month, dow = schedule.expr.split()
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_crontab_weekdays(dow),
+                           timezone=schedule.timezone)
     anchor = parse_time(schedule.anchor)
     return IntervalTrigger(seconds=schedule.every.total_seconds(), start_date=anchor, timezone=UTC)
 
 
 def next_fire(trigger: BaseTrigger, after: datetime) -> datetime | None:
     """First fire time strictly after ``after``."""
-    t = trigger.get_next_fire_time(None, after)
-    while t is not None and t <= after:
-        t = trigger.get_next_fire_time(t, t + timedelta(microseconds=1))
+    # Always ask for "the first fire at or after a probe" (no previous fire time):
+    # APScheduler 3's previous-fire path loses the DST fold and, inside the repeated
+    # hour of a fall-back, returns the same instant forever.
+    step = timedelta(microseconds=1)
+    t = trigger.get_next_fire_time(None, after + step)
+    while t is not None and t <= after:  # defensive: never spin on a trigger that answers backwards
+        step = max(step * 2, timedelta(seconds=1))
+        t = trigger.get_next_fire_time(None, after + step)
     return None if t is None else t.astimezone(UTC)
 
 

@@ -19,7 +19,7 @@ def map_errors(what: str) -> Iterator[None]:
         yield
     except AdapterError:
         raise
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:  # a/b where a is a file: no such object either
         raise NotFound(f"{what}: not found") from exc
     except PermissionError as exc:
         raise PermissionDenied(f"{what}: permission denied") from exc
@@ -51,23 +51,34 @@ class LocalStore(ObjectStore):
         return {"auto_mkdir": True}
 
     def list(self, prefix: str = "") -> list[str]:
+        # object-store semantics: every key that starts with ``prefix`` ("a/b" matches
+        # "a/b.txt", "a/bc/d.txt" and "a/b/c.txt"; "a/b/" only the last)
         base = self.root.resolve()
         start = self._path(prefix)
         with map_errors(f"list {start}"):
-            if not start.exists():
-                # prefix may be a partial file name
+            if not base.is_dir():
+                return []
+            if start == base or prefix.endswith("/"):
+                tops = [start] if start.is_dir() else []
+            else:
                 parent = start.parent
-                if not parent.is_dir():
-                    return []
-                return sorted(
-                    str(p.relative_to(base)) for p in parent.iterdir() if p.is_file() and p.name.startswith(start.name)
-                )
-            if start.is_file():
-                return [str(start.relative_to(base))]
-            return sorted(str(p.relative_to(base)) for p in start.rglob("*") if p.is_file())
+                tops = [p for p in parent.iterdir() if p.name.startswith(start.name)] if parent.is_dir() else []
+            found = []
+            for p in tops:
+                if p.is_dir():
+                    found += [q for q in p.rglob("*") if q.is_file()]
+                elif p.is_file():
+                    found.append(p)
+            return sorted(str(p.relative_to(base)) for p in found)
 
     def glob(self, pattern: str) -> list[str]:
         base = self.root.resolve()
+        norm = os.path.normpath(pattern) if pattern else ""
+        if os.path.isabs(norm) or norm == ".." or norm.startswith("../"):
+            raise PermissionDenied(f"pattern {pattern!r} escapes the storage root {self.root}")
+        if norm in ("", "."):
+            return []
+        pattern = norm
         with map_errors(f"glob {pattern}"):
             if not base.exists():
                 return []
@@ -100,7 +111,9 @@ class LocalStore(ObjectStore):
         for key in keys:
             path = self._path(key)
             with map_errors(f"delete {path}"):
-                with contextlib.suppress(FileNotFoundError):
+                if path.is_dir():  # a "directory" is not an object: nothing to delete
+                    continue
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     path.unlink()
 
     def check(self) -> None:
