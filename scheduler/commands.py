@@ -221,6 +221,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     from scheduler.console import out, table
 
+    out.print(f"leader: {leader['holder']} (token {leader['token']}, lease until {leader['lease_until']})"
+              if leader else "leader: none (no daemon has run against this ledger)")
     out.print(table("providers", ["name", "priority", "cluster", "state", "workers", "storage", "storage ok", "last success"],
                     [[p["name"], p["priority"], p["cluster"], p["state"], p["workers"], p["storage"], p["storage_ok"],
                       p["last_success"]] for p in providers]))

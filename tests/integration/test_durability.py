@@ -116,3 +116,61 @@ def test_backfill_48_windows_interrupted_then_resumed(tmp_path):
     assert all(b - a == timedelta(hours=1) for a, b in zip(ends, ends[1:]))
     human = skyfeast("runs", "-c", str(cfg), "--status", "succeeded", "--limit", "5", cwd=cfg.parent)
     assert human.returncode == 0 and "succeeded" in human.stdout
+
+
+SLOW = '''
+
+import time as _time
+
+
+def slow_features(events, window):
+    _time.sleep(3)
+    return user_features(events, window)
+'''
+
+
+def _slow_project(tmp_path, timeout: str):
+    def edit(cfg):
+        _small()(cfg)
+        cfg["jobs"][0]["transform"] = "transforms:slow_features"
+        cfg["jobs"][0]["timeout"] = timeout
+        cfg["jobs"][0]["partitions"] = 4
+        cfg["jobs"][0]["retries"] = 2
+    cfg = make_project(tmp_path / "p", users=200, per_day=1000, edit=edit)
+    with open(cfg.parent / "transforms.py", "a") as fh:
+        fh.write(SLOW)
+    return cfg
+
+
+def test_timeout_cancels_dask_work_and_is_not_retried(tmp_path):
+    cfg = _slow_project(tmp_path, "2s")
+    code, report = skyfeast_json("run", "-c", str(cfg), "--job", "user_features", "--at", AT, cwd=cfg.parent)
+    assert code == 1
+    (run,) = report["runs"]
+    assert run["status"] == "failed" and run["failure_class"] == "timeout" and run["attempts"] == 1
+    assert "timed out" in run["error"]
+    assert run["seconds"] < 30
+
+
+def test_cancel_command_stops_a_running_run(tmp_path):
+    cfg = _slow_project(tmp_path, "10m")
+    proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
+                             "--json"], cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not ledger.runs(status="running"):
+            time.sleep(0.2)
+        (run,) = ledger.runs(status="running")
+        cancel = skyfeast("cancel", "-c", str(cfg), str(run.id), cwd=cfg.parent)
+        assert cancel.returncode == 0 and "cancelling" in cancel.stdout
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-1000:]
+    final = ledger.get_run(run.id)
+    ledger.close()
+    assert final.status == "cancelled" and final.failure_class == "cancelled"
+    missing = skyfeast("cancel", "-c", str(cfg), "999", cwd=cfg.parent)
+    assert missing.returncode == 2 and "no run with id 999" in missing.stderr

@@ -1,0 +1,67 @@
+"""Ledger schema upgrades: a v1 ledger is migrated in place, keeping its rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from scheduler.ledger import Ledger
+from scheduler.ledger_schema import SCHEMA_VERSION
+
+UTC = timezone.utc
+
+V1_DDL = [
+    "CREATE TABLE skyfeast_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) NOT NULL)",
+    """CREATE TABLE skyfeast_runs (
+        id INTEGER PRIMARY KEY, job VARCHAR(128) NOT NULL, window_start TIMESTAMP NOT NULL,
+        window_end TIMESTAMP NOT NULL, status VARCHAR(16) NOT NULL, trigger VARCHAR(16) NOT NULL,
+        provider VARCHAR(64), owner VARCHAR(128), lease_until TIMESTAMP, created_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP, ended_at TIMESTAMP, attempts INTEGER NOT NULL, rows_written BIGINT,
+        failure_class VARCHAR(32), error TEXT,
+        CONSTRAINT uq_run_window UNIQUE (job, window_start, window_end))""",
+    """CREATE TABLE skyfeast_attempts (
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES skyfeast_runs(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL, provider VARCHAR(64) NOT NULL, started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP, outcome VARCHAR(16), failure_class VARCHAR(32), error TEXT, rows_written BIGINT)""",
+    "INSERT INTO skyfeast_meta VALUES ('schema_version', '1')",
+    """INSERT INTO skyfeast_runs (id, job, window_start, window_end, status, trigger, provider, created_at,
+        started_at, ended_at, attempts, rows_written) VALUES (1, 'user_features', '2026-01-01 00:00:00.000000',
+        '2026-01-01 01:00:00.000000', 'succeeded', 'schedule', 'aws', '2026-01-01 01:00:05.000000', '2026-01-01 01:00:05.000000',
+        '2026-01-01 01:00:40.000000', 1, 5000)""",
+    """INSERT INTO skyfeast_runs (id, job, window_start, window_end, status, trigger, created_at, attempts)
+        VALUES (2, 'user_features', '2026-01-01 01:00:00.000000', '2026-01-01 02:00:00.000000', 'failed', 'schedule',
+        '2026-01-01 02:00:05.000000', 1)""",
+]
+
+
+def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:
+        for stmt in V1_DDL:
+            conn.execute(sa.text(stmt))
+    engine.dispose()
+
+    ledger = Ledger(ledger_url)
+    try:
+        assert ledger.schema_version() == SCHEMA_VERSION == 2
+        (old,) = [r for r in ledger.runs() if r.id == 1]
+        assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
+        assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
+        # v2 features work on the migrated ledger
+        start, end = datetime(2026, 1, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 2, tzinfo=UTC)
+        rid, how = ledger.claim("user_features", start, end, trigger="manual", lease=timedelta(seconds=30))
+        assert (rid, how) == (2, "claimed")
+        ledger.set_partitions(rid, 4)
+        ledger.record_chunk(rid, 0, {"rows_out": 10})
+        assert ledger.chunks(rid)[0]["rows_out"] == 10
+        assert ledger.acquire_leader(None, timedelta(seconds=5)) == 1
+        assert ledger.claim("user_features", datetime(2026, 1, 1, tzinfo=UTC), start, trigger="manual",
+                            lease=timedelta(seconds=30)) == (None, "succeeded")
+    finally:
+        ledger.close()
+    again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
+    try:
+        assert again.schema_version() == 2 and len(again.runs()) == 2
+    finally:
+        again.close()
