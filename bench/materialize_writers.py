@@ -34,10 +34,10 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from featurestore.repo import FeastRepo, load_store  # noqa: E402
-from featurestore.writers import writer_for  # noqa: E402
+from featurestore.repo import FeastRepo, load_store
+from featurestore.writers import writer_for
 
 
 def _reachable(port: int) -> bool:

@@ -23,6 +23,7 @@ import pandas as pd
 from adapters.base import AdapterError, ObjectStore
 from featurestore.online import OutputSchemaError, check_columns, write_latest
 from featurestore.repo import WriteTarget
+from featurestore.writers import EncodingError, StoreNotReadyError
 from scheduler.errors import DataError
 from scheduler.policy import FailureClass
 from scheduler.windows import Window
@@ -116,7 +117,12 @@ def _finish_partition(out: pd.DataFrame, index: int, spec: PartitionSpec, rows_i
     url = f"{spec.out_url}-part{index:05d}.parquet"
     if len(out):
         _write_offline(out, url, spec.storage_options)
-    online = write_latest(out, spec.target)
+    try:
+        online = write_latest(out, spec.target)
+    except (OutputSchemaError, EncodingError) as exc:
+        raise UserCodeError(f"{spec.user_fn_name} returned rows the online store cannot take: {exc}") from None
+    except StoreNotReadyError as exc:
+        raise DataError(f"{exc}") from None
     return {"rows_in": rows_in, "rows_out": len(out), "rows_online": online, "file": url if len(out) else None}
 
 

@@ -1,0 +1,151 @@
+"""Columns of byte strings, built with NumPy and joined row-wise by Arrow.
+
+Every encoder in this package produces an Arrow ``large_binary`` array with one
+element per row and no nulls (an absent value is the empty string).  Building
+blocks:
+
+* :func:`fixed` / :func:`ragged` wrap NumPy bytes as such an array without
+  copying per element;
+* :func:`tagged_varint` / :func:`tagged_fixed` emit protobuf fields (tag +
+  payload) for every row where ``present`` is true and nothing elsewhere;
+* :func:`join` concatenates columns (and broadcast constants) row by row in
+  Arrow's C++ kernel, which is what makes whole-row encodings (a RESP command, a
+  PostgreSQL COPY tuple) cheap;
+* :func:`span` returns the bytes of a run of consecutive rows as one buffer.
+
+Nothing here knows about Feast; :mod:`._encode` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+Part = pa.Array | pa.Scalar
+
+_EMPTY = pa.scalar(b"", pa.large_binary())
+# Thresholds 2**7, 2**14, ... 2**63: a value needs one varint byte per threshold it reaches, plus one.
+_VARINT_STEPS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
+
+
+def const(data: bytes) -> pa.Scalar:
+    """A constant that :func:`join` repeats on every row."""
+    return pa.scalar(data, pa.large_binary())
+
+
+def _from_buffers(n: int, offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    return pa.Array.from_buffers(
+        pa.large_binary(),
+        n,
+        [None, pa.py_buffer(np.ascontiguousarray(offsets, dtype=np.int64)), pa.py_buffer(np.ascontiguousarray(data))],
+    )
+
+
+def ragged(data: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """Row ``i`` is the next ``lengths[i]`` bytes of ``data`` (uint8)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return _from_buffers(len(lengths), offsets, data)
+
+
+def fixed(mat: np.ndarray, present: np.ndarray | None = None) -> pa.Array:
+    """Row ``i`` is ``mat[i]`` (an ``(n, w)`` uint8 matrix), or empty where ``present`` is false."""
+    n, width = mat.shape
+    if present is None or present.all():
+        return _from_buffers(n, np.arange(n + 1, dtype=np.int64) * width, mat.reshape(-1))
+    return ragged(mat[present].reshape(-1), np.where(present, width, 0))
+
+
+def le_bytes(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` as an ``(n, itemsize)`` uint8 matrix in the given (endian-explicit) dtype."""
+    arr = np.ascontiguousarray(values, dtype=np.dtype(dtype))
+    return arr.view(np.uint8).reshape(len(arr), arr.dtype.itemsize)
+
+
+def varint_len(values: np.ndarray) -> np.ndarray:
+    return np.searchsorted(_VARINT_STEPS, values.astype(np.uint64), side="right") + 1
+
+
+def tagged_varint(tag: int | None, values: np.ndarray, present: np.ndarray | None = None) -> pa.Array:
+    """Protobuf varint fields: ``tag`` (one byte, or none) + base-128 varint of ``values``.
+
+    ``values`` is read as uint64, so a negative int64/int32 becomes the 10-byte
+    sign-extended form protobuf uses for ``int32``/``int64`` fields.
+    """
+    v = np.asarray(values)
+    if v.dtype.kind in "ib":
+        u = v.astype(np.int64, copy=False).view(np.uint64)
+    else:
+        u = v.astype(np.uint64, copy=False)
+    n = len(u)
+    nbytes = varint_len(u)
+    lead = 0 if tag is None else 1
+    mat = np.empty((n, lead + 10), dtype=np.uint8)
+    if lead:
+        mat[:, 0] = tag
+    for k in range(10):
+        byte = ((u >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+        byte |= np.where(nbytes > k + 1, 0x80, 0).astype(np.uint8)
+        mat[:, lead + k] = byte
+    row_len = nbytes + lead
+    if present is not None:
+        row_len = np.where(present, row_len, 0)
+    keep = np.arange(lead + 10) < row_len[:, None]
+    return ragged(mat[keep], row_len)
+
+
+def tagged_fixed(tag: int, payload: np.ndarray, present: np.ndarray | None = None) -> pa.Array:
+    """Protobuf fixed32/fixed64 fields: ``tag`` + the ``(n, w)`` little-endian payload matrix."""
+    n, width = payload.shape
+    mat = np.empty((n, width + 1), dtype=np.uint8)
+    mat[:, 0] = tag
+    mat[:, 1:] = payload
+    return fixed(mat, present)
+
+
+def join(*parts: Part) -> pa.Array:
+    """Row-wise concatenation; at least one part must be an array."""
+    return pc.binary_join_element_wise(*parts, _EMPTY)
+
+
+def as_binary(arr: pa.Array) -> pa.Array:
+    """A string/binary Arrow array as ``large_binary`` with nulls turned into empty strings."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_large_binary(arr.type):
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            arr = arr.cast(pa.large_string()).view(pa.large_binary())
+        else:
+            arr = arr.cast(pa.large_binary())
+    if arr.null_count:
+        arr = arr.fill_null(_EMPTY)
+    return arr
+
+
+def offsets(arr: pa.Array) -> np.ndarray:
+    """The ``n + 1`` offsets of a large_binary array, relative to its data buffer."""
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.int64)
+    return raw[arr.offset : arr.offset + len(arr) + 1]
+
+
+def lengths(arr: pa.Array) -> np.ndarray:
+    return np.diff(offsets(arr))
+
+
+def span(arr: pa.Array, start: int, stop: int) -> memoryview:
+    """Bytes of rows ``start..stop-1`` of a large_binary array, as one zero-copy buffer."""
+    off = offsets(arr)
+    data = arr.buffers()[2]
+    if data is None:
+        return memoryview(b"")
+    return memoryview(data)[int(off[start]) : int(off[stop])]
+
+
+def decimal(values: np.ndarray) -> pa.Array:
+    """ASCII decimal of integers, e.g. RESP lengths."""
+    return pc.cast(pa.array(values, pa.int64()), pa.large_string()).view(pa.large_binary())
+
+
+def to_list(arr: pa.Array) -> list[bytes]:
+    return arr.to_pylist()

@@ -1,0 +1,149 @@
+"""SQLite online writer: Feast's row layout, staged one row per entity, upserted in SQL.
+
+Layout (``feast.infra.online_stores.sqlite``): one table per feature view named
+``compute_table_id(project, view)``, one row per entity × feature with
+``entity_key, feature_name, value, value_text[, value_num], event_ts,
+created_ts``.  Feast binds its naive-UTC datetimes through the ``datetime``
+adapter it registers last, ``int(dt.timestamp())``, so the timestamp columns
+hold whole epoch seconds; this writer stores the same integers.
+
+Per chunk, in one ``BEGIN IMMEDIATE`` transaction: ``executemany`` one *wide*
+row per entity (key, timestamps, every feature's value/text) into a TEMP
+table — a twentieth of the statements of one row per value — then one
+``INSERT ... SELECT`` crossing it with the feature names unpivots it inside
+SQLite.  Entities arrive sorted by key and names are sorted, so the upsert
+walks the primary-key B-tree in order.
+
+Newest wins inside SQLite: ``ON CONFLICT DO UPDATE ... WHERE excluded.event_ts
+>= stored event_ts``.  Because Feast's column only has whole seconds, two events
+within the same second count as equal, and the later write wins.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from featurestore.repo import WriteTarget
+from featurestore.writers._columns import to_list
+from featurestore.writers._encode import sqlite_seconds
+from featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
+
+_STAGE = "skyfeast_stage"
+# Features per staging pass: 3 + 3 * 200 columns and bound variables stay far
+# below SQLite's defaults (2000 columns, 32766 variables).
+_GROUP = 200
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteWriter(EncodingWriter):
+    """One connection per writer; one ``BEGIN IMMEDIATE`` transaction per chunk."""
+
+    def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000, busy_timeout_s: float = 30.0):
+        super().__init__(target, chunk_rows=chunk_rows)
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._with_num = False
+
+    @property
+    def db_path(self) -> str:
+        cfg = self.target.repo_config
+        path = Path(cfg.online_store.path)
+        if cfg.repo_path and not path.is_absolute():
+            return str(Path(cfg.repo_path) / path)
+        return str(path)
+
+    @property
+    def table_name(self) -> str:
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        cfg = self.target.repo_config
+        return compute_table_id(cfg.project, self.target.feature_view, cfg.registry.enable_online_feature_view_versioning)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            cols = {row[1] for row in conn.execute(f"PRAGMA table_info({_quote(self.table_name)})")}
+            if not cols:
+                raise StoreNotReadyError(
+                    f"SQLite table {self.table_name!r} does not exist in {self.db_path}; run `feast apply`"
+                )
+            # Feast writes value_num only when the store asks for it and the column exists.
+            wants_num = bool(getattr(self.target.repo_config.online_store, "enable_openai_compatible_store", False))
+            self._with_num = wants_num and "value_num" in cols
+            # Connection-local: the stage and the sort stay in memory, the B-tree pages in cache.
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA cache_size = -65536")
+            columns = ["entity_key BLOB", "event_ts", "created_ts"]
+            for j in range(min(len(self.target.features), _GROUP)):
+                columns += [f"v{j} BLOB", f"t{j} TEXT"] + ([f"n{j} REAL"] if self._with_num else [])
+            conn.execute(f"DROP TABLE IF EXISTS temp.{_STAGE}")
+            conn.execute(f"CREATE TEMP TABLE {_STAGE} ({', '.join(columns)})")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _stage_sql(self, width: int) -> str:
+        cols = ["entity_key", "event_ts", "created_ts"]
+        for j in range(width):
+            cols += [f"v{j}", f"t{j}"] + ([f"n{j}"] if self._with_num else [])
+        return f"INSERT INTO {_STAGE} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+    def _upsert_sql(self, width: int) -> str:
+        t = _quote(self.table_name)
+
+        def pick(prefix: str) -> str:
+            return "CASE f.i " + " ".join(f"WHEN {j} THEN s.{prefix}{j}" for j in range(width)) + " END"
+
+        target_cols = ["value", "value_text", *(["value_num"] if self._with_num else []), "event_ts", "created_ts"]
+        picks = [pick("v"), pick("t"), *([pick("n")] if self._with_num else []), "s.event_ts", "s.created_ts"]
+        names = ", ".join(f"({j}, ?)" for j in range(width))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in target_cols)
+        # CROSS JOIN fixes the loop order (stage outer, names inner): rows come out in key order.
+        return (
+            f"WITH f(i, name) AS (VALUES {names}) "
+            f"INSERT INTO {t} (entity_key, feature_name, {', '.join(target_cols)}) "
+            f"SELECT s.entity_key, f.name, {', '.join(picks)} FROM {_STAGE} AS s CROSS JOIN f WHERE true "
+            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates} "
+            f"WHERE {t}.event_ts IS NULL OR excluded.event_ts >= {t}.event_ts"
+        )
+
+    def _write_chunk(self, chunk: Batch) -> None:
+        conn = self._connect()
+        keys = to_list(chunk.entity_keys)
+        event = sqlite_seconds(chunk.event_us, np.ones(len(chunk), dtype=bool))
+        if chunk.created_us is None:
+            created = [None] * len(chunk)
+        else:
+            created = sqlite_seconds(chunk.created_us, chunk.created_present)
+        features = sorted(chunk.features, key=lambda f: f.name)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(features), _GROUP):
+                group = features[start : start + _GROUP]
+                columns = [keys, event, created]
+                for feature in group:
+                    columns += [to_list(feature.proto_bytes), feature.sql_text]
+                    if self._with_num:
+                        columns.append(feature.sql_num)
+                conn.executemany(self._stage_sql(len(group)), zip(*columns))
+                conn.execute(self._upsert_sql(len(group)), [f.name for f in group])
+                conn.execute(f"DELETE FROM {_STAGE}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,591 @@
+"""Contract: skyfeast's online writers store exactly what Feast's ``online_write_batch`` stores.
+
+Every store kind gets two real Feast repos with the same project and feature
+views: store A is written by skyfeast's writer (all rows, shuffled, stale
+duplicates included, several calls, tiny chunks), store B by Feast's own
+``online_write_batch`` (the newest row per entity).  The stores must then be
+identical byte for byte (SQL rows, Redis hashes) and serve identical
+``get_online_features`` results.  Redis pairs are two db numbers of the shared
+server, PostgreSQL pairs two schemas of the per-test database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+
+from featurestore.online import OutputSchemaError
+from featurestore.repo import FeastRepo
+from featurestore.writers import EncodingError, StoreNotReadyError, writer_for
+from featurestore.writers.fallback import FallbackWriter
+from tests.conftest import REDIS_URL, REQUIRE_SERVICES, need_service
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+REDIS_DBS = (7, 8)
+SEED = 20260302
+
+
+# ---------------------------------------------------------------- the Feast repo under test
+
+
+def feast_objects(data_path: Path) -> list:
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import (
+        Bool,
+        Bytes,
+        Float32,
+        Float64,
+        Int32,
+        Int64,
+        String,
+        UnixTimestamp,
+    )
+
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    device = Entity(name="device", join_keys=["device_id"], value_type=ValueType.STRING)
+    with_created = FileSource(name="with_created", path=str(data_path), timestamp_field="event_ts",
+                              created_timestamp_column="created_ts")
+    plain = FileSource(name="plain", path=str(data_path), timestamp_field="event_ts")
+    forever = timedelta(0)
+    return [
+        user,
+        device,
+        FeatureView(name="user_all", entities=[user], ttl=forever, source=with_created, schema=[
+            Field(name="user_id", dtype=Int64),
+            Field(name="f_f32", dtype=Float32), Field(name="f_f64", dtype=Float64),
+            Field(name="f_i32", dtype=Int32), Field(name="f_i64", dtype=Int64),
+            Field(name="f_str", dtype=String), Field(name="f_bool", dtype=Bool),
+            Field(name="f_bytes", dtype=Bytes), Field(name="f_ts", dtype=UnixTimestamp),
+        ]),
+        FeatureView(name="user_more", entities=[user], ttl=forever, source=plain, schema=[
+            Field(name="user_id", dtype=Int64),
+            Field(name="m_f64", dtype=Float64), Field(name="m_str", dtype=String),
+        ]),
+        FeatureView(name="device_v", entities=[device], ttl=forever, source=plain, schema=[
+            Field(name="device_id", dtype=String),
+            Field(name="d_i64", dtype=Int64), Field(name="d_f32", dtype=Float32),
+        ]),
+        FeatureView(name="pair_v", entities=[user, device], ttl=forever, source=with_created, schema=[
+            Field(name="user_id", dtype=Int64), Field(name="device_id", dtype=String),
+            Field(name="p_f64", dtype=Float64), Field(name="p_bool", dtype=Bool),
+        ]),
+    ]
+
+
+VIEWS = ("user_all", "user_more", "device_v", "pair_v")
+
+
+@dataclass
+class Store:
+    """One Feast repo and a way to dump its online store completely."""
+
+    kind: str
+    repo: Path
+    project: str
+    online: dict
+
+    def feature_store(self):
+        from featurestore.repo import load_store
+
+        return load_store(self.repo)
+
+    def drop_table(self, view: str) -> None:
+        table = f"{self.project}_{view}"
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.repo / self.online["path"]) as conn:
+                conn.execute(f'DROP TABLE "{table}"')
+        elif self.kind == "postgres":
+            import psycopg
+
+            with psycopg.connect(host="127.0.0.1", user="postgres", dbname=self.online["database"]) as conn:
+                conn.execute(f'DROP TABLE "{self.online["db_schema"]}"."{table}"')
+
+    def dump(self) -> dict:
+        return {"sqlite": self._dump_sqlite, "redis": self._dump_redis, "postgres": self._dump_pg}[self.kind]()
+
+    def _dump_sqlite(self) -> dict:
+        conn = sqlite3.connect(self.repo / self.online["path"])
+        try:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            return {n: conn.execute(f'SELECT * FROM "{n}" ORDER BY entity_key, feature_name').fetchall() for n in names}
+        finally:
+            conn.close()
+
+    def _dump_redis(self) -> dict:
+        client = _redis(int(self.online["connection_string"].rsplit("db=", 1)[1]))
+        try:
+            out = {}
+            for key in client.scan_iter(match=b"*" + self.project.encode(), count=1000):
+                out[key] = (client.hgetall(key), client.ttl(key) > 0)
+            return out
+        finally:
+            client.close()
+
+    def _dump_pg(self) -> dict:
+        import psycopg
+
+        schema = self.online["db_schema"]
+        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=self.online["database"]) as conn:
+            names = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,))]
+            return {n: conn.execute(
+                f'SELECT * FROM "{schema}"."{n}" ORDER BY entity_key, feature_name').fetchall() for n in names}
+
+
+def _redis(db: int):
+    import redis
+
+    url = REDIS_URL.rsplit("/", 1)[0]
+    return redis.Redis.from_url(f"{url}/{db}")
+
+
+def _online_config(kind: str, tag: str, request) -> dict:
+    if kind.endswith("+num"):  # Feast then also fills value_num
+        return {**_online_config(kind[:-4], tag, request), "enable_openai_compatible_store": True}
+    if kind == "sqlite":
+        return {"type": "sqlite", "path": "online.db"}
+    if kind == "redis":
+        need_service("Redis", "127.0.0.1", 6379)
+        db = REDIS_DBS[0 if tag == "a" else 1]
+        return {"type": "redis", "connection_string": f"127.0.0.1:6379,db={db}", "key_ttl_seconds": 86_400}
+    _need_psycopg_pool()
+    from sqlalchemy.engine import make_url
+
+    database = make_url(request.getfixturevalue("pg_url")).database
+    return {"type": "postgres", "host": "127.0.0.1", "port": 5432, "database": database, "db_schema": f"store_{tag}",
+            "user": "postgres", "password": "", "sslmode": "disable"}
+
+
+def _need_psycopg_pool() -> None:
+    try:
+        import psycopg_pool  # noqa: F401  (Feast's PostgreSQL online store imports it)
+    except ImportError:
+        msg = "psycopg-pool is not installed; Feast's PostgreSQL online store needs it"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+def make_store(config: str, tag: str, root: Path, project: str, request) -> Store:
+    repo = root / f"repo_{tag}"
+    repo.mkdir()
+    online = _online_config(config, tag, request)
+    kind = config.removesuffix("+num")
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump({
+        "project": project, "registry": "registry.db", "provider": "local", "online_store": online,
+        "offline_store": {"type": "file"}, "entity_key_serialization_version": 3,
+    }))
+    store = Store(kind, repo, project, online)
+    store.feature_store().apply(feast_objects(root / "unused.parquet"))
+    return store
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres", "fallback", "sqlite+num", "postgres+num"])
+def pair(request, tmp_path):
+    """(skyfeast store, Feast reference store, writer factory) for one store kind."""
+    config = "sqlite" if request.param == "fallback" else request.param
+    kind = config.removesuffix("+num")
+    project = f"sf_{uuid.uuid4().hex[:10]}"
+    stores = [make_store(config, tag, tmp_path, project, request) for tag in ("a", "b")]
+    if request.param == "fallback":
+        def make_writer(target):
+            return FallbackWriter(target, chunk_rows=50)
+    else:
+        def make_writer(target):
+            return writer_for(target, chunk_rows=64)
+    make_writer.expected = {"sqlite": "SqliteWriter", "redis": "RedisWriter", "postgres": "PostgresWriter",
+                            "fallback": "FallbackWriter"}[request.param.removesuffix("+num")]
+    yield stores[0], stores[1], make_writer
+    if kind == "redis":
+        for db in REDIS_DBS:
+            client = _redis(db)
+            keys = list(client.scan_iter(match=b"*" + project.encode(), count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+
+# ---------------------------------------------------------------- data
+
+
+def random_rows(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    """Rows per view: 1-3 per entity (a day apart at least), shuffled, ~15% nulls in every feature."""
+    users = rng.choice(np.arange(-2**62, 2**62, 2**40, dtype=np.int64), 120, replace=False)
+    devices = [f"dev-{i}-{'é☃𝄞'[i % 3]}" for i in range(80)]
+    pairs = [(int(u), d) for u, d in zip(rng.choice(users, 90), rng.choice(devices, 90))]
+    pairs = list(dict.fromkeys(pairs))
+
+    def frame(keys: dict, n_entities: int) -> pd.DataFrame:
+        reps = rng.integers(1, 4, n_entities)
+        idx = np.repeat(np.arange(n_entities), reps)
+        days = np.concatenate([rng.choice(np.arange(-4000, 20_000), r, replace=False) for r in reps])
+        micros = rng.integers(0, 86_400_000_000, len(idx))
+        event = pd.to_datetime(days * 86_400_000_000 + micros, unit="us", utc=True)  # some before 1970
+        df = pd.DataFrame({k: [v[i] for i in idx] for k, v in keys.items()})
+        df["event_ts"] = event
+        df["created_ts"] = event + pd.to_timedelta(rng.integers(0, 10**9, len(idx)), unit="us")
+        return df
+
+    def nulls(values, dtype=None) -> pd.arrays.ArrowExtensionArray:
+        # Arrow-backed, so int/bool nulls stay nulls (numpy-backed pandas would make them floats).
+        return pd.arrays.ArrowExtensionArray(pa.array(values, type=dtype, mask=rng.random(len(values)) < 0.15))
+
+    out = {}
+    df = frame({"user_id": users}, len(users))
+    n = len(df)
+    df["f_f32"] = nulls(np.r_[rng.normal(0, 1e4, n - 3), [np.nan, -0.0, np.inf]].astype(np.float32))
+    df["f_f64"] = nulls(np.r_[rng.normal(0, 1e200, n - 3), [np.nan, -0.0, -np.inf]])
+    df["f_i32"] = nulls(rng.integers(-2**31, 2**31, n).astype(np.int32))
+    df["f_i64"] = nulls(rng.integers(-2**53, 2**53, n))
+    df["f_str"] = nulls(["" if k == 0 else "ü𝄞x" * int(k) for k in rng.integers(0, 5, n)])
+    df["f_bool"] = nulls(rng.random(n) < 0.5)
+    df["f_bytes"] = nulls([bytes(rng.integers(0, 256, int(k), dtype=np.uint8)) for k in rng.integers(0, 9, n)])
+    df["f_ts"] = nulls(rng.integers(-2**40, 2**40, n), pa.timestamp("us", tz="UTC"))
+    out["user_all"] = df
+    df = frame({"user_id": users[:90]}, 90)
+    df["m_f64"] = nulls(rng.random(len(df)))
+    df["m_str"] = nulls([f"s{i}" for i in range(len(df))])
+    out["user_more"] = df
+    df = frame({"device_id": devices}, len(devices))
+    df["d_i64"] = nulls(rng.integers(-10**12, 10**12, len(df)))
+    df["d_f32"] = nulls(rng.random(len(df)).astype(np.float32))
+    out["device_v"] = df
+    df = frame({"user_id": [p[0] for p in pairs], "device_id": [p[1] for p in pairs]}, len(pairs))
+    df["p_f64"] = nulls(rng.normal(size=len(df)))
+    df["p_bool"] = nulls(rng.random(len(df)) < 0.5)
+    out["pair_v"] = df
+    return {name: frame.sample(frac=1.0, random_state=SEED).reset_index(drop=True) for name, frame in out.items()}
+
+
+def newest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return df.sort_values("event_ts", kind="stable").drop_duplicates(keys, keep="last")
+
+
+def feast_write(store: Store, view: str, table: pa.Table) -> None:
+    """The reference: Feast's converter and the store's own ``online_write_batch``."""
+    from feast.infra.online_stores.helpers import get_online_store_from_config
+    from feast.utils import _convert_arrow_to_proto
+
+    fs = store.feature_store()
+    fv = fs.get_feature_view(view)
+    key_types = {ec.name: ec.dtype.to_value_type() for ec in fv.entity_columns}
+    online = get_online_store_from_config(fs.config.online_store)
+    for batch in table.combine_chunks().to_batches():
+        online.online_write_batch(fs.config, fv, _convert_arrow_to_proto(batch, fv, key_types), None)
+
+
+def arrow_frames(frames: dict[str, pd.DataFrame]) -> dict[str, pa.Table]:
+    return {name: pa.Table.from_pandas(df, preserve_index=False) for name, df in frames.items()}
+
+
+def online_features(store: Store, frames: dict[str, pd.DataFrame]) -> dict:
+    fs = store.feature_store()
+    out = {}
+    for view in VIEWS:
+        fv = fs.get_feature_view(view)
+        keys = [ec.name for ec in fv.entity_columns]
+        rows = newest(frames[view], keys)[keys].to_dict("records")
+        rows.append({k: (-1 if k == "user_id" else "missing") for k in keys})
+        refs = [f"{view}:{f.name}" for f in fv.features]
+        out[view] = fs.get_online_features(features=refs, entity_rows=rows).to_dict()
+    return out
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_identical_to_feast(pair):
+    ours, ref, make_writer = pair
+    rng = np.random.default_rng(SEED)
+    frames = random_rows(rng)
+    tables = arrow_frames(frames)
+    repo = FeastRepo(ours.repo)
+    for view, table in tables.items():
+        target = repo.write_target(view)
+        keys = list(target.join_keys)
+        feast_write(ref, view, pa.Table.from_pandas(newest(frames[view], keys), preserve_index=False))
+        # Ours: all rows, shuffled, as a multi-chunk table in two calls (stale rows land in both).
+        half = table.num_rows // 2
+        with make_writer(target) as writer:
+            assert type(writer).__name__ == make_writer.expected
+            chunked = pa.concat_tables([table.slice(0, half // 2), table.slice(half // 2, half - half // 2)])
+            sent = writer.write(chunked) + writer.write(table.slice(half))
+        assert sent <= table.num_rows
+
+    dump_a, dump_b = ours.dump(), ref.dump()
+    assert dump_a.keys() == dump_b.keys()
+    for name in dump_b:
+        assert dump_a[name] == dump_b[name], f"{ours.kind}: {name!r} differs"
+    assert sum(len(v) for v in dump_b.values()) > 500  # the comparison compared something
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        served = online_features(ours, frames)
+        assert served == online_features(ref, frames)
+    for view, features in (("user_all", ["f_f32", "f_i64", "f_str", "f_bytes", "f_ts"]), ("pair_v", ["p_bool"])):
+        for feature in features:
+            assert 0 < sum(v is not None for v in served[view][feature]) < len(served[view][feature]), feature
+
+
+def _late_rows(ts: datetime, value: float, text: str) -> pa.Table:
+    return pa.table({
+        "user_id": pa.array([7, 8], pa.int64()),
+        "event_ts": pa.array([ts, ts], pa.timestamp("us", tz="UTC")),
+        "m_f64": pa.array([value, value + 1]),
+        "m_str": pa.array([text, text]),
+    })
+
+
+def _read(store: Store) -> dict:
+    fs = store.feature_store()
+    return fs.get_online_features(features=["user_more:m_f64", "user_more:m_str"],
+                                  entity_rows=[{"user_id": 7}, {"user_id": 8}]).to_dict()
+
+
+def test_newest_wins(pair):
+    ours, _, make_writer = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+    with make_writer(target) as writer:
+        writer.write(_late_rows(t_new, 2.0, "new"))
+        writer.write(_late_rows(t_old, 1.0, "old"))  # late data: ignored
+        assert _read(ours)["m_str"] == ["new", "new"]
+        # One call holding both, older last: the newer row still wins.
+        both = pa.concat_tables([_late_rows(t_new + timedelta(days=1), 3.0, "newer"), _late_rows(t_old, 1.0, "old")])
+        assert writer.write(both) == 2
+        assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["newer", "newer"]}
+        # An equal timestamp overwrites: re-materialising a corrected interval repairs it.
+        writer.write(_late_rows(t_new + timedelta(days=1), 5.0, "fixed"))
+        assert _read(ours)["m_str"] == ["fixed", "fixed"]
+
+
+def test_bad_input_is_named(pair):
+    ours, _, make_writer = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    rows = _late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "x")
+    with make_writer(target) as writer:
+        with pytest.raises(OutputSchemaError, match="m_str"):
+            writer.write(rows.drop(["m_str"]))
+        with pytest.raises(EncodingError, match="user_id"):
+            writer.write(rows.set_column(0, "user_id", pa.array([7, None], pa.int64())))
+        with pytest.raises(EncodingError, match="event_ts"):
+            writer.write(rows.set_column(1, "event_ts", pa.array([None, None], pa.timestamp("us"))))
+        assert writer.write(rows.slice(0, 0)) == 0
+    if ours.kind in ("sqlite", "postgres") and not isinstance(writer, FallbackWriter):
+        ours.drop_table("user_more")
+        with make_writer(target) as writer, pytest.raises(StoreNotReadyError, match="feast apply"):
+            writer.write(rows)
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_error_reply_leaves_writer_usable(pair):
+    ours, _, make_writer = pair
+    import redis
+
+    from featurestore.writers._encode import entity_keys
+
+    target = FeastRepo(ours.repo).write_target("user_more")
+    rows = _late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "x")
+    key = entity_keys(rows, {"user_id": target.feature_view.entity_columns[0].dtype.to_value_type()})[0].as_py()
+    client = _redis(REDIS_DBS[0])
+    client.set(key + ours.project.encode(), b"not a hash")  # user 7's key now holds a string
+    with make_writer(target) as writer:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            writer.write(rows)
+        client.delete(key + ours.project.encode())
+        writer.write(rows)  # same connection, replies still in step
+    client.close()
+    assert _read(ours)["m_str"] == ["x", "x"]
+
+
+def test_redis_script_reloaded_after_flush(tmp_path):
+    """NOSCRIPT (server restarted or SCRIPT FLUSH) is handled by reloading: on a private server."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import redis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        project = f"sf_{uuid.uuid4().hex[:10]}"
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        (repo / "feature_store.yaml").write_text(yaml.safe_dump({
+            "project": project, "registry": "registry.db", "provider": "local", "offline_store": {"type": "file"},
+            "online_store": {"type": "redis", "connection_string": f"127.0.0.1:{port},db=0"},
+        }))
+        store = Store("redis", repo, project, {})
+        store.feature_store().apply(feast_objects(tmp_path / "unused.parquet"))
+        with writer_for(FeastRepo(repo).write_target("user_more")) as writer:
+            writer.write(_late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "before"))
+            client.script_flush()
+            writer.write(_late_rows(datetime(2024, 1, 2, tzinfo=UTC), 2.0, "after"))
+        assert _read(store)["m_str"] == ["after", "after"]
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- encodings, no server needed
+
+
+def _feast_bytes(arr: pa.Array, vtype) -> list[bytes]:
+    from feast.type_map import python_values_to_proto_values
+
+    return [v.SerializeToString() for v in python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), vtype)]
+
+
+def _edge_columns():
+    from feast.value_type import ValueType as V
+
+    rng = np.random.default_rng(SEED)
+    n = 600
+
+    def m():
+        return rng.random(n) < 0.2
+
+    yield V.FLOAT, pa.array(np.r_[rng.normal(0, 1e30, n - 5), [np.nan, -0.0, np.inf, -np.inf, 1e-45]]
+                            .astype(np.float32), mask=m())
+    yield V.DOUBLE, pa.array(np.r_[rng.normal(0, 1e300, n - 4), [np.nan, -0.0, np.inf, 5e-324]], mask=m())
+    yield V.INT32, pa.array(np.r_[rng.integers(-2**31, 2**31, n - 3), [-2**31, 2**31 - 1, 0]].astype(np.int32),
+                            mask=m())
+    yield V.INT64, pa.array(np.r_[rng.integers(-2**63, 2**63 - 1, n - 3), [-2**63, 2**63 - 1, 0]])
+    yield V.INT64, pa.array(np.r_[rng.integers(-2**53, 2**53, n - 1), [0]], mask=m())
+    yield V.INT64, pa.array(rng.integers(-100, 100, n).astype(np.int16))
+    yield V.BOOL, pa.array(rng.random(n) < 0.5, mask=m())
+    yield V.BOOL, pa.array(rng.random(n) < 0.5)
+    yield V.STRING, pa.array(["" if k == 0 else "é☃𝄞\x00" * int(k) for k in rng.integers(0, 40, n)], mask=m())
+    yield V.STRING, pa.array(["x" * int(k) for k in rng.integers(100, 300, n)], pa.large_string())
+    yield V.BYTES, pa.array([bytes(rng.integers(0, 256, int(k), dtype=np.uint8)) for k in rng.integers(0, 200, n)],
+                            mask=m())
+    yield V.BYTES, pa.array([b"", None, b""])  # Feast: no non-empty sample → all null
+    for unit in ("s", "ms", "us", "ns"):
+        yield V.UNIX_TIMESTAMP, pa.array(rng.integers(-2**42, 2**42, n), pa.timestamp(unit, tz="UTC"), mask=m())
+    yield V.DOUBLE, pa.array(rng.random(n).astype(np.float32))  # no fast path: Feast's own conversion
+    yield V.STRING, pa.array(rng.integers(0, 10, n))
+
+
+@pytest.mark.parametrize("vtype,arr", list(_edge_columns()), ids=lambda v: getattr(v, "name", None))
+def test_value_encoding_matches_feast(vtype, arr):
+    from feast.infra.online_stores.helpers import extract_text_and_num
+    from feast.type_map import python_values_to_proto_values
+
+    from featurestore.writers._encode import FeatureColumn
+
+    try:
+        expected = _feast_bytes(arr, vtype)
+    except (AssertionError, TypeError, ValueError) as exc:  # Feast refuses: so must we, the same way
+        with pytest.raises(type(exc)):
+            _ = FeatureColumn("x", arr, vtype).proto_bytes
+        return
+    column = FeatureColumn("x", arr, vtype)
+    assert column.proto_bytes.to_pylist() == expected
+    protos = python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), vtype)
+    text_num = [extract_text_and_num(p, True) for p in protos]
+    assert column.sql_text == [t for t, _ in text_num]
+    assert column.sql_text_array().to_pylist() == [t for t, _ in text_num]
+    assert column.sql_num == [x for _, x in text_num]
+    nums, present = column.sql_num_array()
+    assert [x if p else None for x, p in zip(nums.tolist(), present.tolist())] == [x for _, x in text_num]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Europe/London"])
+def test_sqlite_seconds_match_feasts_adapter(zone, monkeypatch):
+    """Feast stores ``int(naive_utc.timestamp())``, which Python reads in the local zone."""
+    import time
+
+    from featurestore.writers._encode import sqlite_seconds
+
+    rng = np.random.default_rng(SEED)
+    micros = np.r_[rng.integers(-2 * 10**15, 4 * 10**15, 500), [-1, -999_999, -1_000_000, 0, 1, 999_999]]
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        epoch = datetime(1970, 1, 1)
+        expected = [int((epoch + timedelta(microseconds=int(u))).timestamp()) for u in micros]
+        present = np.ones(len(micros), dtype=bool)
+        present[3] = False
+        expected[3] = None
+        assert sqlite_seconds(micros, present) == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_int64_with_nulls_stays_exact():
+    """A documented difference: Feast rounds int64 beyond 2**53 when the column has nulls; we don't."""
+    from feast.value_type import ValueType
+
+    from featurestore.writers._encode import FeatureColumn
+
+    arr = pa.array([2**60 + 1, None], pa.int64())
+    ours = FeatureColumn("x", arr, ValueType.INT64).proto_bytes.to_pylist()
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    assert ours == [Value(int64_val=2**60 + 1).SerializeToString(), b""]
+    assert _feast_bytes(arr, ValueType.INT64)[0] == Value(int64_val=2**60).SerializeToString()
+
+
+def test_entity_keys_and_timestamps_match_feast():
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType as V
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from featurestore.writers._encode import entity_keys, timestamp_proto, utc_micros
+
+    rng = np.random.default_rng(SEED)
+    n = 500
+    table = pa.table({
+        "zz": rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64),
+        "a": [f"k☃{i}" * (i % 4) for i in range(n)],
+        "i32": rng.integers(-2**31, 2**31, n).astype(np.int32),
+        "b": [bytes([i % 256]) * (i % 5) for i in range(n)],
+        "t": pa.array(rng.integers(-2**45, 2**45, n), pa.timestamp("ns")),
+    })
+    types = {"zz": V.INT64, "a": V.STRING, "i32": V.INT32, "b": V.BYTES, "t": V.UNIX_TIMESTAMP}
+    for keys in (["zz"], ["a"], ["zz", "a"], list(types)):
+        values = {k: python_values_to_proto_values(table[k].to_numpy(zero_copy_only=False), types[k]) for k in keys}
+        expected = [serialize_entity_key(EntityKey(join_keys=keys, entity_values=[values[k][i] for k in keys]), 3)
+                    for i in range(n)]
+        assert entity_keys(table, {k: types[k] for k in keys}).to_pylist() == expected, keys
+
+    micros, present = utc_micros(table["t"], "t")
+    assert present.all()
+    expected = []
+    for ts in pd.to_datetime(table["t"].to_numpy()):
+        proto = Timestamp()
+        proto.FromDatetime(ts.to_pydatetime().replace(tzinfo=UTC))
+        expected.append(proto.SerializeToString())
+    assert timestamp_proto(micros).to_pylist() == expected
