@@ -42,6 +42,7 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
                 problems.append(smap.problem(("jobs", i, "schedule"),
                                              f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
     problems += _cycle_problems(cfg, smap, names)
+    problems += _sdk_problems(cfg, smap)
     if check_imports:
         for i, job in enumerate(cfg.jobs):
             spec, key = (job.transform, "transform") if job.kind == "feature" else (job.model.scorer, ("model", "scorer"))
@@ -53,6 +54,27 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
     if check_feast:
         problems += _feast_problems(cfg, smap)
     return problems
+
+
+def _sdk_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    import importlib.util
+
+    from scheduler.config import _SDKS
+
+    out = []
+    for name, prov in cfg.providers.items():
+        need = _SDKS.get(prov.storage.type)
+        if need is None:
+            continue
+        module, extra = need
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            out.append(smap.problem(("providers", name, "storage", "type"),
+                                    f"storage type {prov.storage.type!r} needs {module}: pip install 'skyfeast[{extra}]'"))
+    return out
 
 
 def _cycle_problems(cfg: "Config", smap: SourceMap, names: dict[str, int]) -> list[Problem]:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -88,7 +89,37 @@ class LocalStorage(_Strict):
     root: str
 
 
-Storage = Annotated[Union[LocalStorage], Field(discriminator="type")]
+class S3Storage(_Strict):
+    """An S3 (or S3-compatible) bucket. Credentials default to the standard AWS chain."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> "S3Storage":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key must be given together (or neither)")
+        return self
+
+
+class GCSStorage(_Strict):
+    """A Google Cloud Storage bucket; ``endpoint`` points at an emulator or private endpoint."""
+
+    type: Literal["gcs"]
+    bucket: str = Field(min_length=3, max_length=222)
+    prefix: str = ""
+    project: str | None = None
+    endpoint: str | None = Field(None, pattern=r"^https?://")
+
+
+Storage = Annotated[Union[LocalStorage, S3Storage, GCSStorage], Field(discriminator="type")]
+_SDKS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}
 
 
 class Provider(_Strict):
@@ -294,7 +325,7 @@ class Config(_Strict):
         return list(job.providers) if job.providers else list(self.providers)
 
 
-register_tags("local", "address", "cron", "interval", "parquet", "job", "feature", "model")
+register_tags("local", "address", "s3", "gcs", "cron", "interval", "parquet", "job", "feature", "model")
 
 
 def _pydantic_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:

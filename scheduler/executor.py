@@ -13,6 +13,7 @@ one task per partition. Exceptions are classified by :func:`classify`:
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,11 +137,11 @@ def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dic
 
 
 @functools.lru_cache(maxsize=8)
-def _load_model(url: str, storage_options_items: tuple) -> Any:
+def _load_model(url: str, storage_options_json: str) -> Any:
     import fsspec
     import joblib
 
-    with fsspec.open(url, "rb", **dict(storage_options_items)) as fh:
+    with fsspec.open(url, "rb", **json.loads(storage_options_json)) as fh:
         return joblib.load(fh)
 
 
@@ -148,7 +149,7 @@ def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
     if pdf.empty:
         return {"rows_in": 0, "rows_out": 0, "rows_online": 0, "file": None}
     try:
-        model = _load_model(spec.model_url, tuple(sorted(spec.storage_options.items())))
+        model = _load_model(spec.model_url, json.dumps(spec.storage_options, sort_keys=True))
     except Exception as exc:
         raise UserCodeError(f"cannot load model artifact {spec.model_url}: {type(exc).__name__}: {exc}") from None
     out = _call_user(spec, model, pdf.reset_index(drop=True), spec.window)

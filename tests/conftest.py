@@ -69,3 +69,21 @@ def ledger_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server on a free port, for the whole session (see tests/emulators.py)."""
+    from tests.emulators import running, start_moto
+
+    with running(start_moto) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """gcp-storage-emulator (in memory) on a free port, for the whole session."""
+    from tests.emulators import running, start_gcs_emulator
+
+    with running(start_gcs_emulator) as emu:
+        yield emu

@@ -550,10 +550,23 @@ CASES: list[Case] = [
           p1:
             cluster: {type: local, workers: 1}
             storage:
-              type: s3  # <-
+              type: azure  # <-
               root: bucket/data
         jobs: []
-    """), "providers.p1.storage.type", 8, "got 's3'"),
+    """), "providers.p1.storage.type", 8, "must be one of 'local', 's3', 'gcs', got 'azure'"),
+    Case("s3-key-without-secret", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage:  # <-
+              type: s3
+              bucket: features
+              access_key_id: AKIAEXAMPLE
+        jobs: []
+    """), "providers.p1.storage", 7, "access_key_id and secret_access_key must be given together"),
     Case("bad-schedule-type", y("""
         project: t
         feast:
