@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("daemon", help="run jobs on schedule until SIGINT/SIGTERM")
     _add_config(p)
     p.add_argument("--ticks", type=int, help="exit after dispatching this many ticks (for drills and demos)")
-    p.add_argument("--max-parallel", type=int, default=4, help="concurrent runs (default 4)")
-    p.add_argument("--grace", type=float, default=60.0, help="seconds running work gets at shutdown (default 60)")
+    p.add_argument("--max-parallel", type=int, help="concurrent runs (default: daemon.max_parallel, 4)")
+    p.add_argument("--grace", type=float, help="seconds running work gets at shutdown (default: daemon.grace, 60)")
 
     p = sub.add_parser("status", help="providers, latest runs and feature view freshness")
     _add_config(p)
@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def install_signal_handlers(on_stop) -> None:
+    import faulthandler
+
+    # ops aid: `kill -USR1 <pid>` prints every thread's stack to stderr
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
     def handler(signum, _frame):
         on_stop(signal.Signals(signum).name)
 

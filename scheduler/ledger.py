@@ -282,11 +282,13 @@ class Ledger:
         return self._claim_where(cond, lease, limit, fresh=False)
 
     def release_runs(self, run_ids: list[int]) -> None:
-        """Give up runs we claimed but will not execute: they become claimable at once."""
+        """Give up runs we claimed but will not execute: never-started ones go back to ``queued``,
+        started ones keep their chunks and become claimable at once (lease expired)."""
+        mine = sa.and_(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner, runs_t.c.status == "running")
         with self._write() as conn:
-            conn.execute(runs_t.update().where(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner,
-                                               runs_t.c.status == "running")
-                         .values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
+            conn.execute(runs_t.update().where(mine, runs_t.c.attempts == 0)
+                         .values(status="queued", owner=None, lease_until=None, started_at=None))
+            conn.execute(runs_t.update().where(mine).values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
 
     def enqueue(self, job: str, start: datetime, end: datetime, *, trigger: str = "manual") -> tuple[int, str]:
         """Ask a daemon to run (job, window). Returns (run_id, status) — "queued" or the existing state."""

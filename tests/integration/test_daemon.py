@@ -70,3 +70,53 @@ def test_sigterm_stops_cleanly_and_leaves_no_running_rows(tmp_path):
     assert "SIGTERM received" in err and "Traceback" not in err
     code, runs = skyfeast_json("runs", "-c", str(cfg), cwd=cfg.parent)
     assert runs["runs"] and not [r for r in runs["runs"] if r["status"] == "running"]
+
+
+SLOW = '''
+
+import time as _time
+
+
+def very_slow(events, window):
+    _time.sleep(30)
+    return user_features(events, window)
+'''
+
+
+def test_sigterm_grace_expires_then_running_work_is_cancelled_and_recorded(tmp_path):
+    def edit(cfg):
+        _every(3)(cfg)
+        cfg["jobs"][0]["transform"] = "transforms:very_slow"
+        cfg["daemon"] = {"grace": "2s"}
+        for p in cfg["providers"].values():
+            p["cluster"]["workers"] = 1
+
+    cfg = make_project(tmp_path / "p", end=_future_end(), users=100, per_day=500, edit=edit)
+    with open(cfg.parent / "transforms.py", "a") as fh:
+        fh.write(SLOW)
+    proc = subprocess.Popen([str(BIN / "skyfeast"), "daemon", "-c", str(cfg)], cwd=cfg.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            code, runs = skyfeast_json("runs", "-c", str(cfg), "--job", "user_features", cwd=cfg.parent)
+            if any(r["attempt_log"] for r in runs["runs"]):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no feature run started within 90 s")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        stopped_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert stopped_after < 25, f"daemon took {stopped_after:.1f}s; the 30 s task must have been cancelled"
+    assert "Traceback" not in err
+    code, runs = skyfeast_json("runs", "-c", str(cfg), cwd=cfg.parent)
+    statuses = {r["status"] for r in runs["runs"]}
+    assert "running" not in statuses  # claimed-but-unstarted runs went back to the queue
+    assert statuses <= {"cancelled", "queued", "succeeded"}
+    started = [r for r in runs["runs"] if r["job"] == "user_features" and r["attempt_log"]]
+    assert started and all(r["status"] == "cancelled" and r["failure_class"] == "cancelled" for r in started)
