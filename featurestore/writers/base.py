@@ -182,8 +182,8 @@ def newest_per_key(keys: pa.Array, event_us: np.ndarray, created_us=None, create
     frame = pa.table({"k": keys, "e": event_us, "c": created, "i": np.arange(n)})
     order = pc.sort_indices(
         frame,
-        sort_keys=[("k", "ascending"), ("e", "ascending"), ("c", "ascending"), ("i", "ascending")],
-        null_placement="at_start",
+        sort_keys=[("k", "ascending", "at_start"), ("e", "ascending", "at_start"),
+                   ("c", "ascending", "at_start"), ("i", "ascending", "at_start")],
     ).to_numpy()
     ordered = keys.take(pa.array(order))
     last = np.ones(n, dtype=bool)
