@@ -1,0 +1,88 @@
+"""Provider A's Dask scheduler is SIGKILLed mid-run: the run completes on provider B,
+redoing only the chunks A had not finished, and the online store is complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from scheduler.ledger import Ledger
+from tests.chaos.conftest import wait_for
+from tests.chaos.test_daemon_crash import _assert_online_equals_fresh_computation
+from tests.integration.conftest import AT, BIN, make_project
+
+pytestmark = pytest.mark.chaos
+
+SLOW = '''
+
+import time as _time
+
+
+def slow_features(events, window):
+    _time.sleep(0.7)
+    return user_features(events, window)
+'''
+
+
+def _schedulers_of(pid: int) -> list[psutil.Process]:
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return sorted((p for p in kids if "dask_scheduler" in " ".join(p.cmdline())), key=lambda p: p.create_time())
+
+
+def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
+    def edit(cfg):
+        for p in cfg["providers"].values():
+            p["cluster"]["workers"] = 1
+        cfg["jobs"][0]["transform"] = "transforms:slow_features"
+        cfg["jobs"][0]["partitions"] = 8
+        cfg["jobs"][0]["retries"] = 0
+
+    cfg = make_project(tmp_path / "p", users=600, per_day=4000, edit=edit)
+    with open(cfg.parent / "transforms.py", "a") as fh:
+        fh.write(SLOW)
+    ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
+    proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
+                             "--json"], cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def mid_run():
+            runs = ledger.runs(status="running")
+            if runs and runs[0].partitions and 1 <= len(ledger.chunks(runs[0].id)) <= 4:
+                return runs[0]
+            return None
+
+        run = wait_for(mid_run, 120, "the run to be part-way through on aws")
+        done_before = ledger.chunks(run.id)
+        (aws_scheduler,) = _schedulers_of(proc.pid)
+        os.kill(aws_scheduler.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    final = ledger.get_run(run.id)
+    attempts = ledger.attempts(run.id)
+    assert final.status == "succeeded" and final.provider == "gcp"
+    assert [(a["provider"], a["outcome"], a["failure_class"]) for a in attempts] == [
+        ("aws", "failed", "infrastructure"), ("gcp", "succeeded", None)]
+    detected = pd.Timestamp(attempts[0]["ended_at"]) - pd.Timestamp(attempts[0]["started_at"])
+    assert detected.total_seconds() < 120
+    after = ledger.chunks(run.id)
+    assert len(after) == final.partitions == 8
+    for chunk, stats in done_before.items():
+        assert after[chunk]["attempt_id"] == stats["attempt_id"], "a finished chunk was recomputed"
+    gcp_attempt = {a["id"] for a in attempts if a["provider"] == "gcp"}
+    redone = {c for c, s in after.items() if s["attempt_id"] in gcp_attempt}
+    assert redone == set(range(8)) - set(done_before)
+    ledger.close()
+    assert time.monotonic() - killed_at < 170
+    _assert_online_equals_fresh_computation(cfg.parent, pd.Timestamp("2026-03-02T12:00:00Z"))
