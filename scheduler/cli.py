@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("run_id", type=int)
 
+    p = sub.add_parser("cordon", help="keep new runs off a provider (persisted in the ledger)")
+    _add_config(p)
+    p.add_argument("provider")
+    p.add_argument("--reason", help="shown in `skyfeast status`")
+
+    p = sub.add_parser("uncordon", help="let new runs use a cordoned provider again")
+    _add_config(p)
+    p.add_argument("provider")
+
     p = sub.add_parser("runs", help="list runs from the ledger")
     _add_config(p)
     _add_json(p)

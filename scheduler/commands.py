@@ -28,6 +28,8 @@ def dispatch(args: argparse.Namespace) -> int:
         "trigger": _ops("cmd_trigger"),
         "backfill": _ops("cmd_backfill"),
         "cancel": _ops("cmd_cancel"),
+        "cordon": _ops("cmd_cordon"),
+        "uncordon": _ops("cmd_cordon"),
     }[args.command](args)
 
 
@@ -105,6 +107,7 @@ def _runtime(cfg: Config, reporter=None):
     ledger = Ledger(cfg.state_url)
     repo = FeastRepo(cfg.feast_repo)
     pool = ProviderPool(cfg)
+    pool.set_cordons(ledger.cordons())
     runner = Runner(cfg, ledger, repo, pool, reporter=reporter)
     try:
         yield runner
@@ -160,6 +163,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     with ProgressReporter() as reporter, _runtime(cfg, reporter) as runner:
         daemon = Daemon(cfg, runner.ledger, runner.execute_claimed, cancel=runner.stop,
                         max_parallel=args.max_parallel, grace=args.grace)
+        from scheduler.health import HealthMonitor
+
+        monitor = HealthMonitor(runner.pool, runner.ledger, cfg.health)
+        monitor.start()
 
         def on_stop(sig: str) -> None:
             if daemon.stop.is_set():
@@ -169,7 +176,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
         install_signal_handlers(on_stop)
         err.print(f"skyfeast daemon {runner.ledger.owner}: {len(cfg.jobs)} job(s), ledger {_safe_url(cfg.state_url)}")
-        daemon.serve(max_ticks=args.ticks)
+        try:
+            daemon.serve(max_ticks=args.ticks)
+        finally:
+            monitor.close()
     failed = [o for o in daemon.outcomes if o.status == "failed"]
     err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
     if daemon.deposed:
@@ -210,6 +220,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             providers.append(entry)
         runs = [r.as_dict() for r in ledger.runs(limit=args.limit)]
         leader = ledger.leader()
+        cordons = ledger.cordons()
+        for entry in providers:
+            entry["cordoned"] = entry["name"] in cordons
+            entry["cordon"] = cordons.get(entry["name"])
         freshness = FeastRepo(cfg.feast_repo).freshness()
     finally:
         pool.close()
@@ -223,9 +237,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     out.print(f"leader: {leader['holder']} (token {leader['token']}, lease until {leader['lease_until']})"
               if leader else "leader: none (no daemon has run against this ledger)")
-    out.print(table("providers", ["name", "priority", "cluster", "state", "workers", "storage", "storage ok", "last success"],
-                    [[p["name"], p["priority"], p["cluster"], p["state"], p["workers"], p["storage"], p["storage_ok"],
-                      p["last_success"]] for p in providers]))
+    out.print(table("providers", ["name", "priority", "cluster", "state", "cordoned", "workers", "storage", "storage ok",
+                                  "last success"],
+                    [[p["name"], p["priority"], p["cluster"], p["state"], p["cordoned"], p["workers"], p["storage"],
+                      p["storage_ok"], p["last_success"]] for p in providers]))
     out.print(table("latest runs", ["id", "job", "window", "status", "provider", "attempts", "rows", "error"],
                     [[r["id"], r["job"], f"{r['window_start']} → {r['window_end']}", r["status"], r["provider"],
                       r["attempts"], r["rows_written"], (r["error"] or "")[:80]] for r in runs]))

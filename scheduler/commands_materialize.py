@@ -106,11 +106,12 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     def failover(provider: str, reason: str) -> None:
         err.print(f"skyfeast: provider {provider} failed ({reason}); trying the next one", markup=False)
 
+    from featurestore.engine import quiet_dask, skyfeast_providers
+
     failed = None
     with contextlib.ExitStack() as stack:
+        stack.enter_context(quiet_dask())
         if cfg is not None:
-            from featurestore.engine import skyfeast_providers
-
             providers = stack.enter_context(skyfeast_providers(args.config))
         else:
             from adapters.clusters.local import LocalConnector

@@ -159,4 +159,25 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_trigger", "cmd_backfill", "cmd_cancel", "backfill_windows"]
+def cmd_cordon(args: argparse.Namespace) -> int:
+    """``cordon``: new runs avoid the provider until ``uncordon``; running ones finish."""
+    from scheduler.console import out
+    from scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    if args.provider not in cfg.providers:
+        raise UsageError(f"unknown provider {args.provider!r}; defined: {sorted(cfg.providers)}")
+    ledger = Ledger(cfg.state_url)
+    try:
+        if args.command == "cordon":
+            ledger.cordon(args.provider, reason=args.reason)
+            out.print(f"provider {args.provider}: cordoned" + (f" ({args.reason})" if args.reason else ""))
+        else:
+            was = ledger.uncordon(args.provider)
+            out.print(f"provider {args.provider}: " + ("uncordoned" if was else "was not cordoned"))
+    finally:
+        ledger.close()
+    return 0
+
+
+__all__ = ["cmd_trigger", "cmd_backfill", "cmd_cancel", "cmd_cordon", "backfill_windows"]

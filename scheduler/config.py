@@ -251,6 +251,18 @@ class DaemonSettings(_Strict):
         return self
 
 
+class HealthSettings(_Strict):
+    """Provider health probing and the circuit breaker (see scheduler.policy.observe)."""
+
+    interval: Duration = Field(default=timedelta(seconds=2), description="time between probes of a provider")
+    timeout: Duration = Field(default=timedelta(seconds=1), description="deadline of one probe")
+    miss_budget: int = Field(3, ge=1, le=100, description="consecutive failed probes before a provider is down")
+    blocklist_ttl: Duration = Field(default=timedelta(seconds=30), description="how long a down provider is avoided")
+    failback_after: Duration = Field(default=timedelta(seconds=30),
+                                     description="healthy time before new runs return to a recovered provider")
+    min_workers: int = Field(1, ge=0, description="fewer workers than this makes a provider degraded")
+
+
 class FeastSettings(_Strict):
     repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
 
@@ -260,6 +272,7 @@ class Config(_Strict):
     state: str | None = Field(None, description="SQLAlchemy URL or file path of the run ledger")
     feast: FeastSettings
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     providers: dict[str, Provider] = Field(min_length=1)
     jobs: list[Job] = Field(default_factory=list)
 

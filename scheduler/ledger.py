@@ -37,6 +37,7 @@ from scheduler.ledger_schema import (
     UTCDateTime,
     attempts_t,
     chunks_t,
+    cordons_t,
     job_state_t,
     leader_t,
     meta_t,
@@ -395,6 +396,21 @@ class Ledger:
                                           where=job_state_t.c.last_fire < stmt.excluded.last_fire)
         with self._write() as conn:
             conn.execute(stmt, [{"job": j, "last_fire": f} for j, f in fires.items()])
+
+    # ------------------------------------------------------------------ cordons
+    def cordon(self, provider: str, *, reason: str | None, by: str | None = None) -> None:
+        with self.engine.begin() as conn:  # an operator action: not fenced
+            conn.execute(cordons_t.delete().where(cordons_t.c.provider == provider))
+            conn.execute(cordons_t.insert().values(provider=provider, reason=reason, by=by or self.owner, at=_now()))
+
+    def uncordon(self, provider: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(cordons_t.delete().where(cordons_t.c.provider == provider)).rowcount == 1
+
+    def cordons(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {r.provider: {"reason": r.reason, "by": r.by, "at": r.at.isoformat()}
+                    for r in conn.execute(sa.select(cordons_t))}
 
     # ------------------------------------------------------------------ queries
     def get_run(self, run_id: int) -> RunRow | None:

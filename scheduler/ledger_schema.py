@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 UTC = timezone.utc
 
 
@@ -113,6 +113,15 @@ leader_t = sa.Table(
 )
 
 
+cordons_t = sa.Table(
+    "skyfeast_cordons", metadata,
+    sa.Column("provider", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.Text),
+    sa.Column("by", sa.String(128)),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+
 class SchemaTooNew(Exception):
     def __init__(self, found: int):
         self.found = found
@@ -127,7 +136,11 @@ def _v1_to_v2(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE skyfeast_runs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE"))
 
 
-MIGRATIONS = {1: _v1_to_v2}
+def _v2_to_v3(conn: sa.Connection) -> None:
+    pass  # only a new table, created by create_all below
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(conn: sa.Connection) -> int:

@@ -87,3 +87,54 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 30.0, rng: random.R
     r = rng or random
     # clamp the exponent: 2 ** n for a large int n does not fit a float (OverflowError)
     return r.uniform(0, min(cap, base * 2.0 ** min(attempt - 1, 1023)))
+
+
+# --------------------------------------------------------------------------- circuit breaker
+@dataclass(frozen=True)
+class HealthRules:
+    """How probe results become a provider state."""
+
+    miss_budget: int = 3  # consecutive failed probes before a provider is DOWN
+    blocklist_ttl: float = 30.0  # seconds a DOWN provider is left alone before a half-open probe
+    failback_after: float = 30.0  # seconds a recovered provider must stay healthy before it is preferred again
+    min_workers: int = 1
+
+
+@dataclass(frozen=True)
+class Breaker:
+    state: ProviderState = ProviderState.UNKNOWN
+    misses: int = 0
+    since: float = 0.0  # monotonic time the current state began
+
+
+def observe(b: Breaker, *, ok: bool, workers: int | None, now: float, rules: HealthRules,
+            certain: bool = False) -> Breaker:
+    """Next breaker state after one probe. ``ok`` False means no valid answer within the deadline.
+
+    A single miss only degrades a provider, because a slow answer is not a dead
+    provider; ``miss_budget`` consecutive misses open the circuit (DOWN). A
+    ``certain`` failure (the connection was refused: the process is gone) opens
+    it at once. After ``blocklist_ttl`` a DOWN provider is probed half-open; one
+    good probe closes the circuit, a bad one re-opens it.
+    """
+    s = b.state
+    if not ok:
+        misses = b.misses + 1
+        if s is ProviderState.HALF_OPEN or misses >= rules.miss_budget or certain:
+            return b if s is ProviderState.DOWN else Breaker(ProviderState.DOWN, misses, now)
+        return Breaker(ProviderState.DEGRADED, misses, b.since if s is ProviderState.DEGRADED else now)
+    if s is ProviderState.DOWN:
+        if now - b.since < rules.blocklist_ttl:
+            return b
+        return Breaker(ProviderState.HALF_OPEN, 0, now)
+    target = ProviderState.HEALTHY if (workers or 0) >= rules.min_workers else ProviderState.DEGRADED
+    return Breaker(target, 0, b.since if s is target else now)
+
+
+def placement_state(b: Breaker, *, now: float, rules: HealthRules, was_down: bool) -> ProviderState:
+    """What placement should see: a provider that recovered from DOWN ranks as DEGRADED
+    until it has stayed healthy for ``failback_after`` (failback), so work returns to it
+    only once it is stable."""
+    if b.state is ProviderState.HEALTHY and was_down and now - b.since < rules.failback_after:
+        return ProviderState.DEGRADED
+    return b.state

@@ -116,8 +116,12 @@ class LocalConnector(ClusterConnector):
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
+            alive = self._scheduler is not None and self._scheduler.poll() is None
             with contextlib.suppress(Exception):
-                client.shutdown()  # scheduler closes its workers, then itself: the fast clean path
+                if alive:
+                    client.shutdown()  # scheduler closes its workers, then itself: the fast clean path
+                else:
+                    client.close(timeout=1)  # nothing to talk to: don't wait for reconnects
         procs = [*self._workers, *([self._scheduler] if self._scheduler else [])]
         for p in procs:
             if p.poll() is None:

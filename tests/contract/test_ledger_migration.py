@@ -44,7 +44,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 2
+        assert ledger.schema_version() == SCHEMA_VERSION == 3
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -62,6 +62,6 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 2 and len(again.runs()) == 2
+        assert again.schema_version() == 3 and len(again.runs()) == 2
     finally:
         again.close()

@@ -71,3 +71,25 @@ def test_bad_cli_arguments_exit_2_without_traceback(tmp_path):
         proc = skyfeast(*args, cwd=cfg.parent)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and proc.stderr.strip(), args
+
+
+def test_cordon_moves_new_runs_and_uncordon_brings_them_back(tmp_path):
+    def edit(cfg):
+        for p in cfg["providers"].values():
+            p["cluster"]["workers"] = 1
+
+    cfg = make_project(tmp_path / "p", users=200, per_day=1000, edit=edit)
+    c = skyfeast("cordon", "-c", str(cfg), "aws", "--reason", "maintenance", cwd=cfg.parent)
+    assert c.returncode == 0 and "cordoned" in c.stdout
+    code, report = skyfeast_json("run", "-c", str(cfg), "--job", "user_features", "--at", AT, cwd=cfg.parent)
+    assert code == 0 and report["runs"][0]["provider"] == "gcp"
+    code, status = skyfeast_json("status", "-c", str(cfg), cwd=cfg.parent)
+    provs = {p["name"]: p for p in status["providers"]}
+    assert provs["aws"]["cordoned"] and provs["aws"]["cordon"]["reason"] == "maintenance"
+    assert not provs["gcp"]["cordoned"]
+    assert skyfeast("uncordon", "-c", str(cfg), "aws", cwd=cfg.parent).returncode == 0
+    code, report = skyfeast_json("run", "-c", str(cfg), "--job", "user_features", "--at", "2026-03-02T11:30:00Z",
+                                 cwd=cfg.parent)
+    assert code == 0 and report["runs"][0]["provider"] == "aws"
+    bad = skyfeast("cordon", "-c", str(cfg), "azure", cwd=cfg.parent)
+    assert bad.returncode == 2 and "unknown provider 'azure'" in bad.stderr

@@ -1,0 +1,141 @@
+"""Provider health: probes with short deadlines, folded into a circuit breaker.
+
+A :class:`HealthMonitor` thread probes every provider each ``health.interval``:
+
+* the Dask scheduler answers an ``identity`` RPC within ``health.timeout``
+  (a SIGSTOPped or partitioned scheduler does not; a killed one refuses), and
+  reports at least ``min_workers`` workers;
+* the provider's storage answers a cheap ``check()``.
+
+Results go through :func:`scheduler.policy.observe` (miss budget, blocklist
+TTL, half-open probes); cordons come from the ledger. A local cluster that has
+not been started yet is not started by probing: its state stays ``unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from scheduler.policy import Breaker, HealthRules, ProviderState, observe
+
+log = logging.getLogger("skyfeast.health")
+
+
+async def _identity(address: str, timeout: float) -> dict:
+    from distributed.core import rpc
+
+    r = rpc(address, timeout=timeout)
+    try:
+        return await asyncio.wait_for(r.identity(), timeout)
+    finally:
+        await r.close_rpc()
+
+
+def _refused(address: str, timeout: float) -> bool:
+    """True if nothing listens at a tcp:// address (the process is gone): a certain failure."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return False
+    u = urlsplit(address)
+    try:
+        with socket.create_connection((u.hostname, u.port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False  # timeouts and unreachable networks are not proof of death
+
+
+def probe_scheduler(address: str, timeout: float) -> tuple[bool, int | None, str | None]:
+    """(answered, worker count, error) for a scheduler, within ``timeout`` seconds.
+
+    The error is ``"refused"`` when nothing listens at the address any more."""
+    if _refused(address, timeout):
+        return False, None, "refused"
+    try:
+        ident = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout + 0.5))
+    except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
+        return False, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except Exception as exc:  # any other comm failure is a failed probe, never a crash of the monitor
+        return False, None, f"{type(exc).__name__}: {exc}"
+    return True, len(ident.get("workers", {})), None
+
+
+class HealthMonitor:
+    def __init__(self, pool, ledger, settings):
+        self.pool = pool
+        self.ledger = ledger
+        self.settings = settings
+        self.rules = HealthRules(miss_budget=settings.miss_budget, blocklist_ttl=settings.blocklist_ttl.total_seconds(),
+                                 failback_after=settings.failback_after.total_seconds(),
+                                 min_workers=settings.min_workers)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="skyfeast-probe")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="skyfeast-health", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    def probe_once(self) -> dict[str, Breaker]:
+        """Probe every provider once and update the pool; returns the new breakers."""
+        timeout = self.settings.timeout.total_seconds()
+        try:
+            self.pool.set_cordons(self.ledger.cordons())
+        except Exception as exc:
+            log.warning("cannot read cordons: %s", exc)
+        out = {}
+        for name in self.pool.cfg.providers:
+            address = self.pool.address(name)
+            before = self.pool.breaker(name)
+            if (before.state is ProviderState.DOWN and time.monotonic() - before.since >= self.rules.blocklist_ttl
+                    and self.pool.managed_and_dead(name)):
+                # a cluster we own died: restart it for the half-open probe instead of waiting forever
+                log.warning("provider %s: restarting its local cluster for a half-open probe", name)
+                try:
+                    self._io.submit(self.pool.client, name).result(timeout=120)
+                except Exception as exc:
+                    log.warning("provider %s: restart failed: %s", name, exc)
+                address = self.pool.address(name)
+            if address is None:
+                continue  # never started or not connected: nothing to probe, state stays as it is
+            ok, workers, err = probe_scheduler(address, timeout)
+            if ok:
+                fut = self._io.submit(self.pool.store(name).check)
+                try:
+                    fut.result(timeout=max(timeout, 5.0))
+                except (FutureTimeout, Exception) as exc:  # storage down is a failed probe too
+                    ok, err = False, f"storage: {type(exc).__name__}: {exc}"
+            before = self.pool.breaker(name)  # the restart above may have changed it
+            after = observe(before, ok=ok, workers=workers, now=time.monotonic(), rules=self.rules,
+                            certain=err == "refused")
+            if after.state is not before.state:
+                log.warning("provider %s: %s -> %s%s", name, before.state.value, after.state.value,
+                            f" ({err})" if err else "")
+            self.pool.set_breaker(name, after)
+            out[name] = after
+        return out
+
+    def _loop(self) -> None:
+        interval = self.settings.interval.total_seconds()
+        while not self._stop.wait(interval):
+            try:
+                self.probe_once()
+            except Exception:  # the monitor must survive anything a probe throws
+                log.exception("health probe round failed")
+
+
+__all__ = ["HealthMonitor", "probe_scheduler", "ProviderState"]
