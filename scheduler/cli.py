@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("run_id", type=int)
 
+    p = sub.add_parser("drill", help="failover drill: break a provider mid-run and measure the recovery")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("--provider", required=True, help="provider to break (must be the job's preferred one)")
+    p.add_argument("--mode", choices=["kill", "hang", "partition", "storage-outage"], default=None,
+                   help="kill: SIGKILL its scheduler; hang: SIGSTOP it (default: the scenario's, else kill)")
+    p.add_argument("--job", help="job to run during the drill (default: the first feature job that can fail over)")
+    p.add_argument("--scenario", help="YAML scenario with mode and SLOs (see ops/drills/)")
+
     p = sub.add_parser("cordon", help="keep new runs off a provider (persisted in the ledger)")
     _add_config(p)
     p.add_argument("provider")
@@ -110,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job")
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
+
+    from scheduler.commands_materialize import add_parser as add_materialize_parser
+
+    add_materialize_parser(sub)
     return ap
 
 

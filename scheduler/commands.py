@@ -28,9 +28,23 @@ def dispatch(args: argparse.Namespace) -> int:
         "trigger": _ops("cmd_trigger"),
         "backfill": _ops("cmd_backfill"),
         "cancel": _ops("cmd_cancel"),
+        "drill": _drill,
+        "materialize": _materialize,
         "cordon": _ops("cmd_cordon"),
         "uncordon": _ops("cmd_cordon"),
     }[args.command](args)
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    from scheduler.commands_materialize import cmd_materialize
+
+    return cmd_materialize(args)
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from scheduler.drill import cmd_drill
+
+    return cmd_drill(args)
 
 
 def _ops(name: str):
@@ -109,9 +123,14 @@ def _runtime(cfg: Config, reporter=None):
     pool = ProviderPool(cfg)
     pool.set_cordons(ledger.cordons())
     runner = Runner(cfg, ledger, repo, pool, reporter=reporter)
+    from scheduler.health import HealthMonitor
+
+    runner.monitor = HealthMonitor(pool, ledger, cfg.health)  # a hung provider fails over, not times out
+    runner.monitor.start()
     try:
         yield runner
     finally:
+        runner.monitor.close()
         runner.close()
         pool.close()
         ledger.close()
@@ -163,10 +182,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     with ProgressReporter() as reporter, _runtime(cfg, reporter) as runner:
         daemon = Daemon(cfg, runner.ledger, runner.execute_claimed, cancel=runner.stop,
                         max_parallel=args.max_parallel, grace=args.grace)
-        from scheduler.health import HealthMonitor
 
-        monitor = HealthMonitor(runner.pool, runner.ledger, cfg.health)
-        monitor.start()
 
         def on_stop(sig: str) -> None:
             if daemon.stop.is_set():
@@ -176,10 +192,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
         install_signal_handlers(on_stop)
         err.print(f"skyfeast daemon {runner.ledger.owner}: {len(cfg.jobs)} job(s), ledger {_safe_url(cfg.state_url)}")
-        try:
-            daemon.serve(max_ticks=args.ticks)
-        finally:
-            monitor.close()
+        daemon.serve(max_ticks=args.ticks)
     failed = [o for o in daemon.outcomes if o.status == "failed"]
     err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
     if daemon.deposed:

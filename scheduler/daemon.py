@@ -54,6 +54,11 @@ def chains(items: list[tuple]) -> list[list[tuple]]:
     return out
 
 
+def _log_failure(fut: Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a run chain crashed", exc_info=fut.exception())
+
+
 class Daemon:
     def __init__(self, cfg: Config, ledger: Ledger, execute: Execute, *, cancel: threading.Event,
                  max_parallel: int | None = None, grace: float | None = None, identity: str | None = None,
@@ -136,18 +141,20 @@ class Daemon:
         for chain in chains(runnable):
             with self._lock:
                 self._inflight.update(rid for _, _, rid in chain)
-            self._futures.append(self._pool.submit(self._run_chain, chain))
+            fut = self._pool.submit(self._run_chain, chain)
+            fut.add_done_callback(_log_failure)
+            self._futures.append(fut)
 
     def _run_chain(self, chain: list[tuple]) -> None:
         for i, (job, window, rid) in enumerate(chain):
             try:
-                if self.cancel.is_set():
-                    break
+                if self.cancel.is_set() or self.stop.is_set():
+                    break  # shutting down: what has not started goes back to the queue below
                 out = self.execute(job, window, rid)
                 with self._lock:
                     self.outcomes.append(out)
                 if out.status != "succeeded":
-                    break  # downstream would only fail on missing input; it stays claimable
+                    break  # downstream would only fail on missing input: re-queued below
             except Fenced:
                 log.error("run %s: ledger write fenced off; this daemon is no longer leader", rid)
                 self.stop.set()
@@ -159,8 +166,12 @@ class Daemon:
         # release them now so the next leader or poll picks them up at once
         with self._lock:
             left = [rid for _, _, rid in chain if rid in self._inflight]
-        if left:
-            self.ledger.release_runs(left)
+            self._inflight.difference_update(left)
+        if left and not self.deposed:
+            try:
+                self.ledger.release_runs(left)
+            except Fenced:
+                log.error("could not release %s: fenced off", left)
 
     def _hold_claims(self) -> None:
         """Keep the leases of runs claimed here but still waiting (in the pool queue or behind
@@ -243,6 +254,7 @@ class Daemon:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             never_started = list(self._inflight)
+            self._inflight.clear()
         if never_started and not self.deposed:
             self.ledger.release_runs(never_started)  # claimable at once by the next leader
         if self.is_leader and not self.deposed:

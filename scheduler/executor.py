@@ -42,6 +42,10 @@ class Cancelled(Exception):
     """The run was cancelled (shutdown or operator)."""
 
 
+class ProviderDown(Exception):
+    """The provider's circuit opened while the attempt waited on it: an infrastructure failure."""
+
+
 @dataclass
 class ExecResult:
     partitions: int = 0
@@ -220,8 +224,11 @@ def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn 
                 finished += 1
                 if progress:
                     progress(finished, total)
+    except ProviderDown:
+        raise  # its scheduler is hung or gone: a cancel request would only block on it
     except BaseException:
-        client.cancel(futures, force=True)
+        if client.status == "running":
+            client.cancel(futures, force=True)
         raise
 
 

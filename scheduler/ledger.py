@@ -99,6 +99,7 @@ class Ledger:
         self.url = url
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.token: int | None = None  # fencing token while leader
+        self.deposed = False  # lost the lease without releasing it: every later write is refused
         self._local = threading.local()
         try:
             if url.startswith("sqlite:"):
@@ -133,6 +134,8 @@ class Ledger:
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
         """A write transaction; checks the fencing token first when this ledger is leader."""
+        if self.deposed:
+            raise Fenced(f"this process lost the leader lease (token {self.token}); write refused")
         with self.engine.begin() as conn:
             if self.token is not None:
                 q = sa.select(leader_t.c.token, leader_t.c.holder).where(leader_t.c.name == LEADER)
@@ -160,6 +163,8 @@ class Ledger:
                 except IntegrityError:
                     return self._lost()
                 token = 1
+            elif self.deposed:
+                return None
             elif row.holder == holder and (row.token == self.token or self.token is None):
                 token = row.token
                 res = conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.token == row.token,
@@ -178,7 +183,8 @@ class Ledger:
         return token
 
     def _lost(self) -> None:
-        self.token = None
+        if self.token is not None:
+            self.deposed = True  # we were leader: keep fencing ourselves off
         return None
 
     def release_leader(self, holder: str | None = None) -> None:
@@ -188,6 +194,7 @@ class Ledger:
                                                  leader_t.c.token == self.token)
                          .values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
         self.token = None
+        self.deposed = False
 
     def leader(self) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -228,11 +235,11 @@ class Ledger:
               trigger: str | None = None, fresh: bool) -> bool:
         """Conditionally move a run to running/owned-by-us. ``fresh`` restarts it (chunks dropped)."""
         values: dict[str, Any] = dict(status="running", owner=self.owner, lease_until=lease_until, ended_at=None,
-                                      failure_class=None, error=None, cancel_requested=False)
+                                      failure_class=None, error=None)
         if trigger:
             values["trigger"] = trigger
-        if fresh:
-            values.update(started_at=_now(), partitions=None)
+        if fresh:  # a resumed run keeps an operator's pending cancel request
+            values.update(started_at=_now(), partitions=None, cancel_requested=False)
         q = runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == status)
         if status == "running":
             q = q.where(runs_t.c.lease_until < _now())

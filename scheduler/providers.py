@@ -55,8 +55,9 @@ class ProviderPool:
         return proc is not None and proc.poll() is not None
 
     def address(self, name: str) -> str | None:
+        """Scheduler address of a connected provider (None while unstarted or starting)."""
         conn = self._clusters.get(name)
-        return conn.address if conn else None
+        return conn.address if conn is not None and getattr(conn, "connected", True) else None
 
     def mark(self, name: str, state: ProviderState) -> None:
         """A run saw this provider fail or work (between health probes)."""

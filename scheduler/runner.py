@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from featurestore.repo import FeastRepo
 from scheduler.config import Config, FeatureJob, ModelJob
 from scheduler.errors import DataError
-from scheduler.executor import ChunkBook, classify, describe, run_feature_job, run_model_job
+from scheduler.executor import ChunkBook, ProviderDown, classify, describe, run_feature_job, run_model_job
 from scheduler.heartbeat import Heartbeat
 from scheduler.ledger import Ledger
 from scheduler.policy import FailureClass, ProviderState, Step, backoff, next_step, place
@@ -123,7 +123,8 @@ class Runner:
             out.provider = provider
             self.reporter.attempt(job.name, window, provider, out.attempts)
             try:
-                res = self._attempt(job, window, provider, self._book(run_id, aid), cancelled)
+                res = self._attempt(job, window, provider, self._book(run_id, aid),
+                                    self._watchdog(provider, cancelled))
             except Exception as exc:  # classified below; nothing escapes a run
                 fclass = classify(exc)
                 err = describe(exc)
@@ -149,13 +150,28 @@ class Runner:
                     continue
                 return self._fail(out, fclass, err)
             self.ledger.finish_attempt(aid, outcome="succeeded", rows=res.rows_out)
-            with self._registry_lock:
-                self.repo.record_materialization(job.feature_view, window.start, window.end)
-            self.ledger.finish_run(run_id, status="succeeded", rows=res.rows_out)
+            try:
+                with self._registry_lock:
+                    self.repo.record_materialization(job.feature_view, window.start, window.end)
+            except Exception as exc:  # data is written; only Feast's bookkeeping failed: retryable
+                return self._fail(out, FailureClass.INFRASTRUCTURE,
+                                  f"rows written, but recording the interval in the Feast registry failed: {exc}")
+            if not self.ledger.finish_run(run_id, status="succeeded", rows=res.rows_out):
+                log.warning("run %s was taken over by another process before it could be recorded", run_id)
             out.status = "succeeded"
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
             return out
         return out  # unreachable: the loop returns
+
+    def _watchdog(self, provider: str, cancelled):
+        """What executors poll while they wait: True to cancel; raises ProviderDown when the
+        health monitor opened the provider's circuit (a hung or partitioned cluster never
+        fails its futures by itself)."""
+        def check() -> bool:
+            if self.pool.breaker(provider).state is ProviderState.DOWN:
+                raise ProviderDown(f"provider {provider} was marked down by the health monitor")
+            return cancelled()
+        return check
 
     def _book(self, run_id: int, attempt_id: int) -> ChunkBook:
         run = self.ledger.get_run(run_id)
@@ -171,8 +187,15 @@ class Runner:
 
     def _fail(self, out: Outcome, fclass: FailureClass, err: str) -> Outcome:
         status = "cancelled" if fclass is FailureClass.CANCELLED else "failed"
-        self.ledger.finish_run(out.run_id, status=status, failure_class=fclass.value, error=err)
         out.status, out.failure_class, out.error = status, fclass.value, err
+        if fclass is FailureClass.CANCELLED and self.stop.is_set():
+            # shutdown, not an operator's cancel: the attempt is recorded as cancelled, and the
+            # run is released with its chunks so that the next daemon (or run) resumes it
+            self.ledger.release_runs([out.run_id])
+            out.reason = "released for resume after shutdown"
+            return out
+        if not self.ledger.finish_run(out.run_id, status=status, failure_class=fclass.value, error=err):
+            log.warning("run %s was taken over by another process before it could be recorded", out.run_id)
         return out
 
     def _locality(self, job, window: Window) -> str | None:

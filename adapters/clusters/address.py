@@ -18,6 +18,10 @@ class AddressConnector(ClusterConnector):
     def address(self) -> str | None:
         return self._address
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
     def connect(self):
         if self._client is not None and self._client.status == "running":
             return self._client

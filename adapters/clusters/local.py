@@ -52,6 +52,12 @@ class LocalConnector(ClusterConnector):
         return self._address
 
     @property
+    def connected(self) -> bool:
+        """A client is connected and its workers arrived (starting clusters are not probed)."""
+        # a dead scheduler still counts: the health monitor must see (and report) it
+        return self._client is not None and self._scheduler is not None
+
+    @property
     def scheduler_pid(self) -> int | None:
         return self._scheduler.pid if self._scheduler is not None else None
 
@@ -101,8 +107,9 @@ class LocalConnector(ClusterConnector):
 
         try:
             self._address = self._start()
-            self._client = Client(self._address, timeout=30, set_as_default=False)
-            self._client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
+            client = Client(self._address, timeout=30, set_as_default=False)
+            client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
+            self._client = client  # only now is the cluster "connected" (and probed by the health monitor)
         except Transient:
             self.close()
             raise

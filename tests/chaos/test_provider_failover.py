@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pandas as pd
@@ -15,7 +14,7 @@ import pytest
 from scheduler.ledger import Ledger
 from tests.chaos.conftest import wait_for
 from tests.chaos.test_daemon_crash import _assert_online_equals_fresh_computation
-from tests.integration.conftest import AT, BIN, make_project
+from tests.integration.conftest import Spawned, AT, BIN, make_project
 
 pytestmark = pytest.mark.chaos
 
@@ -50,8 +49,8 @@ def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
     with open(cfg.parent / "transforms.py", "a") as fh:
         fh.write(SLOW)
     ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
-    proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
-                             "--json"], cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Spawned([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
+                             "--json"], cfg.parent)
     try:
         def mid_run():
             runs = ledger.runs(status="running")

@@ -59,3 +59,36 @@ def quickstart_run(tmp_path_factory):
     cfg = make_project(dest)
     code, report = skyfeast_json("run", "-c", str(cfg), "--at", AT, cwd=dest)
     return {"dir": dest, "config": cfg, "exit": code, "report": report}
+
+
+class Spawned:
+    """A background process whose output goes to files, not pipes: a chatty process can
+    never block on a full pipe while the test waits for something else."""
+
+    def __init__(self, args: list[str], cwd: Path, **kw):
+        import tempfile
+
+        self._out = tempfile.TemporaryFile(mode="w+")
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=self._out, stderr=self._err, text=True,
+                                     env={**os.environ, **kw.pop("env", {})}, **kw)
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    def poll(self):
+        return self.proc.poll()
+
+    def send_signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.proc.wait(timeout=timeout)
+        self._out.seek(0)
+        self._err.seek(0)
+        return self._out.read(), self._err.read()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,7 +13,7 @@ from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.ledger import Ledger
 from scheduler.runner import Outcome
-from tests.integration.conftest import AT, BIN, make_project, skyfeast, skyfeast_json
+from tests.integration.conftest import Spawned, AT, BIN, make_project, skyfeast, skyfeast_json
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -34,7 +33,7 @@ def _small(state: str | None = None, **daemon):
 def test_duplicate_triggers_make_one_successful_run(tmp_path, pg_url):
     cfg = make_project(tmp_path / "p", users=300, per_day=2000, edit=_small(pg_url))
     args = [str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT, "--json"]
-    procs = [subprocess.Popen(args, cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [Spawned(args, cfg.parent)
              for _ in range(3)]
     outs = [p.communicate(timeout=240) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
@@ -86,8 +85,7 @@ def test_backfill_48_windows_interrupted_then_resumed(tmp_path):
     cfg = make_project(tmp_path / "p", users=200, per_day=4000, days=3, edit=edit)
     args = ["backfill", "-c", str(cfg), "user_features", "--start", "2026-02-28T12:00:00Z",
             "--end", "2026-03-02T12:00:00Z", "--parallel", "2"]
-    proc = subprocess.Popen([str(BIN / "skyfeast"), *args, "--json"], cwd=cfg.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Spawned([str(BIN / "skyfeast"), *args, "--json"], cfg.parent)
     ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
     try:
         deadline = time.monotonic() + 180
@@ -154,8 +152,8 @@ def test_timeout_cancels_dask_work_and_is_not_retried(tmp_path):
 
 def test_cancel_command_stops_a_running_run(tmp_path):
     cfg = _slow_project(tmp_path, "10m")
-    proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
-                             "--json"], cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Spawned([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
+                             "--json"], cfg.parent)
     ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
     try:
         deadline = time.monotonic() + 120

@@ -15,13 +15,14 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from contextlib import redirect_stdout
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,6 @@ import yaml
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore")]
 
-UTC = timezone.utc
 PROJECT = "mat"
 USERS = 3_000
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -179,6 +179,7 @@ def materialized(dataset, client, tmp_path_factory):
     from featurestore.materialize import materialize
 
     repo = make_repo(tmp_path_factory.mktemp("mat") / "skyfeast", dataset["root"])
+    shutil.copytree(repo, repo.parent / "vanilla")  # same registry, empty online store: for vanilla Feast
     result = materialize(repo, None, T0, T3, client=client)
     return repo, result
 
@@ -196,11 +197,11 @@ def test_reads_match_pandas(materialized, dataset):
     assert result.rows == 2 * len(want)
 
 
-def test_online_store_identical_to_vanilla_feast(materialized, dataset, tmp_path):
+def test_online_store_identical_to_vanilla_feast(materialized):
     from feast import FeatureStore
 
     repo, _ = materialized
-    vanilla = make_repo(tmp_path / "vanilla", dataset["root"])
+    vanilla = repo.parent / "vanilla"
     with redirect_stdout(io.StringIO()):
         FeatureStore(repo_path=str(vanilla)).materialize(T0, T3)
     ours, theirs = sqlite_rows(repo), sqlite_rows(vanilla)
@@ -288,20 +289,25 @@ def test_command_usage_errors(dataset, tmp_path):
         _command("--start", "2026-03-01", "--end", "2026-03-03")
 
 
-def test_command_fails_over_to_next_provider(dataset, client, tmp_path, capsys):
-    """-c: the preferred provider is unreachable, the next one (this module's cluster) does the work."""
-    repo = make_repo(tmp_path / "cmd" / "feature_repo", dataset["root"])
-    config = tmp_path / "cmd" / "skyfeast.yaml"
-    config.write_text(yaml.safe_dump({
-        "project": "mat", "feast": {"repo": "feature_repo"},
+def write_skyfeast_config(path: Path, repo: str, live_address: str) -> Path:
+    """Two providers: the preferred one is unreachable, the next is this module's cluster."""
+    path.write_text(yaml.safe_dump({
+        "project": "mat", "feast": {"repo": repo},
         "providers": {
             "down": {"priority": 1, "storage": {"type": "local", "root": "data/down"},
                      "cluster": {"type": "address", "address": f"tcp://127.0.0.1:{_closed_port()}",
                                  "connect_timeout": "1s"}},
             "up": {"priority": 2, "storage": {"type": "local", "root": "data/up"},
-                   "cluster": {"type": "address", "address": client.scheduler.address}},
+                   "cluster": {"type": "address", "address": live_address}},
         },
     }))
+    return path
+
+
+def test_command_fails_over_to_next_provider(dataset, client, tmp_path, capsys):
+    """-c: the preferred provider is unreachable, the next one (this module's cluster) does the work."""
+    repo = make_repo(tmp_path / "cmd" / "feature_repo", dataset["root"])
+    config = write_skyfeast_config(tmp_path / "cmd" / "skyfeast.yaml", "feature_repo", client.scheduler.address)
     code, out = _command("-c", str(config), "--feature-view", "user_stats", "--start", T1.isoformat(),
                          "--end", "2026-03-04T00:00:00Z", "--json")
     report = json.loads(out)
@@ -316,22 +322,24 @@ def test_command_fails_over_to_next_provider(dataset, client, tmp_path, capsys):
 
 
 def test_feast_cli_with_dask_engine(dataset, client, tmp_path):
-    """`feast materialize` (engine starts its own LocalCluster), then `feast materialize-incremental`
-    (engine pointed at this module's scheduler by address), both on Dask through the plugin."""
+    """`feast materialize` (the engine starts its own LocalCluster), then `feast materialize-incremental`
+    (the engine uses a skyfeast.yaml's providers and fails over to this module's cluster)."""
     engine = {"type": "featurestore.engine.DaskComputeEngine", "workers": 2}
     repo = make_repo(tmp_path / "engine", dataset["root"], batch_engine=engine)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
-    def feast(*argv: str) -> None:
+    def feast(*argv: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(BIN / "feast"), *argv], cwd=repo, capture_output=True, text=True, timeout=180,
-                              env=env)
+                              env=env, check=False)
         assert proc.returncode == 0, f"feast {argv[0]} failed:\n{proc.stdout}\n{proc.stderr}"
+        return proc
 
     feast("materialize", T0.isoformat(), T1.isoformat())
     config = yaml.safe_load((repo / "feature_store.yaml").read_text())
-    config["batch_engine"] = {"type": engine["type"], "address": client.scheduler.address}
+    write_skyfeast_config(tmp_path / "skyfeast.yaml", "engine", client.scheduler.address)
+    config["batch_engine"] = {"type": engine["type"], "skyfeast_config": "../skyfeast.yaml"}
     (repo / "feature_store.yaml").write_text(yaml.safe_dump(config))
-    feast("materialize-incremental", T3.isoformat())
+    assert "provider down failed" in feast("materialize-incremental", T3.isoformat()).stderr
     assert_reads(repo, dataset, T0, T3)
     assert sorted(intervals(repo, "user_stats")) == [(T0, T1), (T1, T3)]
     assert set(registry_states(repo).values()) == {4}  # AVAILABLE_ONLINE

@@ -1,0 +1,366 @@
+"""End-to-end materialisation throughput: ``skyfeast materialize`` vs vanilla ``FeatureStore.materialize``.
+
+Builds one parquet dataset (``--entities`` users, one event each, ``--features``
+float32 features) and, per online store, two identical Feast repos over it: one
+materialised by :func:`featurestore.materialize.materialize` on a Dask
+LocalCluster (2 worker processes, started and warmed up before timing), one by
+vanilla ``FeatureStore.materialize`` (local engine, file offline store).  Both
+timings include loading the Feast repo; every run starts from an empty online
+store.  Vanilla Feast manages ~1,700 rows/s into SQLite, so it is timed on the
+first ``--vanilla-entities`` users only and its *rate* is compared (the output
+says so).  For Redis the script also measures a raw ingest ceiling: Feast's own
+hash layout as prebuilt ``HSET`` commands, sent pipelined over one redis-py
+connection, no newest-wins check.
+
+    .venv/bin/python bench/materialize.py --entities 200000 --stores sqlite,redis,postgres
+    .venv/bin/python bench/materialize.py --entities 1000000 --runs 3 --vanilla-entities 100000
+
+Needs Redis on 127.0.0.1:6379 (db ``--redis-db``; only this run's keys are
+touched and removed) and PostgreSQL on 127.0.0.1:5432 (a throw-away database,
+dropped afterwards); a store whose server is down is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+END = START + timedelta(days=1)
+VIEW = "bench_fv"
+PORTS = {"sqlite": None, "redis": 6379, "postgres": 5432}
+
+
+def _reachable(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def _pg_admin(statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def make_dataset(root: Path, entities: int, features: int, vanilla_entities: int) -> tuple[Path, Path]:
+    """Full dataset and its first ``vanilla_entities`` users, as parquet; events strictly inside [START, END)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "user_id": rng.permutation(entities).astype(np.int64) * 7919,
+        "event_ts": pd.Timestamp(START) + pd.to_timedelta(rng.integers(1, 86_399, entities), unit="s"),
+    })
+    for i in range(features):
+        frame[f"f{i}"] = rng.random(entities).astype(np.float32)
+    full, subset = root / "full.parquet", root / "subset.parquet"
+    frame.to_parquet(full, index=False, row_group_size=100_000)
+    frame.iloc[:vanilla_entities].to_parquet(subset, index=False, row_group_size=100_000)
+    return full, subset
+
+
+class Repo:
+    """A Feast repo with one feature view over ``data`` in one online store, and a way to empty it."""
+
+    def __init__(self, kind: str, path: Path, data: Path, features: int, *, redis_db: int, database: str):
+        from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+        from feast.types import Float32, Int64
+
+        self.kind, self.path, self.redis_db, self.database = kind, path, redis_db, database
+        self.project = f"bench_{uuid.uuid4().hex[:8]}"  # distinct Redis keys / PostgreSQL tables per repo
+        path.mkdir(parents=True)
+        online = {
+            "sqlite": {"type": "sqlite", "path": "online.db"},
+            "redis": {"type": "redis", "connection_string": f"127.0.0.1:6379,db={redis_db}"},
+            "postgres": {"type": "postgres", "host": "127.0.0.1", "port": 5432, "database": database,
+                         "user": "postgres", "password": "", "sslmode": "disable"},
+        }[kind]
+        (path / "feature_store.yaml").write_text(yaml.safe_dump({
+            "project": self.project, "registry": "registry.db", "provider": "local", "online_store": online,
+            "offline_store": {"type": "file"}, "entity_key_serialization_version": 3,
+        }))
+        user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+        view = FeatureView(
+            name=VIEW, entities=[user], ttl=timedelta(0),
+            source=FileSource(path=str(data), timestamp_field="event_ts"),
+            schema=[Field(name="user_id", dtype=Int64)] + [Field(name=f"f{i}", dtype=Float32) for i in range(features)],
+        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            FeatureStore(repo_path=str(path)).apply([user, view])
+
+    def clear(self) -> None:
+        table = f"{self.project}_{VIEW}"
+        if self.kind == "sqlite":
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(self.path / "online.db")) as conn, conn:
+                conn.execute(f'DELETE FROM "{table}"')
+        elif self.kind == "redis":
+            clear_redis(self.redis_db, self.project)
+        else:
+            import psycopg
+
+            with psycopg.connect(host="127.0.0.1", user="postgres", dbname=self.database) as conn:
+                conn.execute(f'TRUNCATE "{table}"')
+
+    def count(self) -> int:
+        """Entities stored (to check that a run wrote what it claims)."""
+        table = f"{self.project}_{VIEW}"
+        if self.kind == "sqlite":
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(self.path / "online.db")) as conn:
+                return conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{table}"').fetchone()[0]
+        if self.kind == "redis":
+            import redis
+
+            client = redis.Redis(host="127.0.0.1", port=6379, db=self.redis_db)
+            n = sum(1 for _ in client.scan_iter(match=b"*" + self.project.encode(), count=10_000))
+            client.close()
+            return n
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=self.database) as conn:
+            return conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{table}"').fetchone()[0]
+
+
+def clear_redis(db: int, project: str) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    keys = list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
+    for i in range(0, len(keys), 10_000):
+        client.unlink(*keys[i : i + 10_000])
+    client.close()
+
+
+# ---------------------------------------------------------------- the two contenders
+
+
+def run_skyfeast(repo: Repo, client) -> float:
+    from featurestore.materialize import materialize
+
+    t = time.perf_counter()
+    materialize(repo.path, [VIEW], START, END, client=client)
+    return time.perf_counter() - t
+
+
+def run_vanilla(repo: Repo) -> float:
+    from feast import FeatureStore
+
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        FeatureStore(repo_path=str(repo.path)).materialize(START, END, feature_views=[VIEW])
+    return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------- Redis ceiling
+
+
+def resp_hset_commands(data: Path, features: int, project: str, rows: int) -> np.ndarray:
+    """One fixed-width RESP ``HSET`` per row, laid out exactly as Feast's Redis store (one uint8 row each)."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    frame = pd.read_parquet(data).iloc[:rows]
+    n = len(frame)
+    probe = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=12345)])
+    prefix = serialize_entity_key(probe, 3)[:-8]  # everything before the int64 payload
+    ids = frame["user_id"].to_numpy(np.int64)
+    assert serialize_entity_key(EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=int(ids[0]))]), 3) \
+        == prefix + ids[0].astype("<i8").tobytes()
+    assert Value(float_val=0.5).SerializeToString() == b"\x35" + np.float32(0.5).astype("<f4").tobytes()
+    seconds = (frame["event_ts"].astype("int64") // 10**9).to_numpy()
+    ts_len = len(Timestamp(seconds=int(seconds[0])).SerializeToString())
+
+    def const(b: bytes) -> np.ndarray:
+        return np.broadcast_to(np.frombuffer(b, np.uint8), (n, len(b)))
+
+    def bulk_const(b: bytes) -> np.ndarray:
+        return const(b"$%d\r\n%s\r\n" % (len(b), b))
+
+    key_len = len(prefix) + 8 + len(project)
+    cols = [const(b"*%d\r\n" % (2 + 2 * (features + 1))), bulk_const(b"HSET"),
+            const(b"$%d\r\n" % key_len + prefix), ids.astype("<i8").view(np.uint8).reshape(n, 8),
+            const(project.encode() + b"\r\n")]
+    values = frame[[f"f{i}" for i in range(features)]].to_numpy(np.float32)
+    for i in range(features):
+        cols += [bulk_const(_mmh3(f"{VIEW}:f{i}")), const(b"$5\r\n\x35"),
+                 values[:, i].astype("<f4").view(np.uint8).reshape(n, 4), const(b"\r\n")]
+    stamps = np.frombuffer(b"".join(Timestamp(seconds=int(s)).SerializeToString() for s in seconds), np.uint8)
+    if len(stamps) != n * ts_len:
+        raise RuntimeError("timestamps of different encoded lengths; pick whole seconds in one range")
+    cols += [bulk_const(f"_ts:{VIEW}".encode()), const(b"$%d\r\n" % ts_len), stamps.reshape(n, ts_len),
+             const(b"\r\n")]
+    return np.ascontiguousarray(np.concatenate(cols, axis=1))
+
+
+def run_redis_ceiling(commands: np.ndarray, db: int, window: int = 2_000) -> float:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    conn = client.connection_pool.get_connection()
+    try:
+        t = time.perf_counter()
+        for start in range(0, len(commands), window):
+            batch = commands[start : start + window]
+            conn.send_packed_command([batch.tobytes()], check_health=False)
+            for _ in range(len(batch)):
+                conn.read_response()
+        return time.perf_counter() - t
+    finally:
+        client.connection_pool.release(conn)
+        client.close()
+
+
+def check_ceiling_layout(commands: np.ndarray, sky_project: str, ceiling_project: str, db: int) -> None:
+    """The ceiling's first hash must equal the one skyfeast wrote for the same entity (same bytes Feast reads)."""
+    import redis
+
+    parts = bytes(commands[0]).split(b"\r\n", 4)  # *N, $4, HSET, $len, key...
+    key = parts[4][: int(parts[3][1:])]
+    assert key.endswith(ceiling_project.encode())
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    try:
+        ours = client.hgetall(key[: -len(ceiling_project)] + sky_project.encode())
+        theirs = client.hgetall(key)
+    finally:
+        client.close()
+    if not ours or ours != theirs:
+        raise RuntimeError("the ceiling's HSET layout differs from what skyfeast/Feast store; fix the bench")
+
+
+# ---------------------------------------------------------------- main
+
+
+def _rate(rows: int, seconds: float) -> float:
+    return rows / seconds if seconds > 0 else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--entities", type=int, default=1_000_000, help="entities (one event each) for skyfeast")
+    ap.add_argument("--features", type=int, default=20, help="float32 features per row (default 20)")
+    ap.add_argument("--stores", default="sqlite,redis,postgres", help="comma-separated subset")
+    ap.add_argument("--runs", type=int, default=1, help="timed runs per contender; the median is reported")
+    ap.add_argument("--vanilla-entities", type=int, default=100_000,
+                    help="vanilla Feast is timed on this many entities and its rate compared (default 100000)")
+    ap.add_argument("--ceiling-entities", type=int, default=200_000, help="rows sent for the Redis ceiling")
+    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    ap.add_argument("--redis-db", type=int, default=9)
+    args = ap.parse_args(argv)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    unknown = [s for s in stores if s not in PORTS]
+    if unknown or args.runs < 1 or args.entities < 1 or args.vanilla_entities < 1:
+        ap.error(f"bad arguments (unknown stores {unknown}?)" if unknown else "counts must be positive")
+    warnings.simplefilter("ignore")
+    vanilla_n = min(args.vanilla_entities, args.entities)
+
+    from adapters.clusters.local import LocalConnector
+
+    tmp = Path(tempfile.mkdtemp(prefix="skyfeast-bench-mat-"))
+    database = f"skyfeast_bench_{uuid.uuid4().hex[:8]}"
+    made_db = False
+    connector = LocalConnector(workers=args.workers, threads=1, memory_limit="auto", name="bench")
+    summary = []
+    try:
+        t = time.perf_counter()
+        full, subset = make_dataset(tmp, args.entities, args.features, vanilla_n)
+        print(f"dataset: {args.entities:,} entities x {args.features} float32 features, one event each "
+              f"({time.perf_counter() - t:.1f}s to build); vanilla Feast measured on the first {vanilla_n:,} entities; "
+              f"median of {args.runs} run(s); every run into an empty store", flush=True)
+        client = connector.connect()
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        warm = Repo("sqlite", tmp / "warmup", subset, args.features, redis_db=args.redis_db, database=database)
+        run_skyfeast(warm, client)  # workers import Feast and set up the p2p shuffle once, untimed
+        print(f"skyfeast: Dask LocalCluster, {args.workers} worker processes x 1 thread, warmed up before timing",
+              flush=True)
+        print(f"{'store':<9} {'contender':<16} {'entities':>10} {'median s':>9} {'rows/s':>10} {'values/s':>12} "
+              f"{'vs vanilla':>10}", flush=True)
+        for kind in stores:
+            if PORTS[kind] and not _reachable(PORTS[kind]):
+                print(f"{kind:<9} skipped: nothing listens on 127.0.0.1:{PORTS[kind]}", flush=True)
+                continue
+            if kind == "postgres" and not made_db:
+                _pg_admin(f'CREATE DATABASE "{database}"')
+                made_db = True
+            sky = Repo(kind, tmp / kind / "skyfeast", full, args.features, redis_db=args.redis_db, database=database)
+            van = Repo(kind, tmp / kind / "vanilla", subset, args.features, redis_db=args.redis_db, database=database)
+            try:
+                rates = {}
+                for label, repo, n, fn in (("vanilla Feast", van, vanilla_n, run_vanilla),
+                                           ("skyfeast", sky, args.entities, lambda r: run_skyfeast(r, client))):
+                    times = []
+                    for _ in range(args.runs):
+                        repo.clear()
+                        times.append(fn(repo))
+                        stored = repo.count()
+                        if stored != n:
+                            raise RuntimeError(f"{label} on {kind} stored {stored:,} entities, expected {n:,}")
+                    median = statistics.median(times)
+                    rates[label] = _rate(n, median)
+                    ratio = f"{rates[label] / rates['vanilla Feast']:.1f}x"
+                    print(f"{kind:<9} {label:<16} {n:>10,} {median:>9.2f} {rates[label]:>10,.0f} "
+                          f"{rates[label] * args.features:>12,.0f} {ratio:>10}", flush=True)
+                row = {"store": kind, **rates}
+                if kind == "redis":
+                    m = min(args.ceiling_entities, args.entities)
+                    project = f"ceil_{uuid.uuid4().hex[:8]}"
+                    commands = resp_hset_commands(full, args.features, project, m)
+                    times = []
+                    for _ in range(args.runs):
+                        clear_redis(args.redis_db, project)
+                        times.append(run_redis_ceiling(commands, args.redis_db))
+                    check_ceiling_layout(commands, sky.project, project, args.redis_db)
+                    clear_redis(args.redis_db, project)
+                    ceiling = _rate(m, statistics.median(times))
+                    row["ceiling"] = ceiling
+                    print(f"{kind:<9} {'raw HSET ceiling':<16} {m:>10,} {statistics.median(times):>9.2f} "
+                          f"{ceiling:>10,.0f} {ceiling * args.features:>12,.0f} "
+                          f"{ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
+                    print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / ceiling:.0%} of the one-connection "
+                          "pipelined HSET ceiling (which skips the newest-wins check)", flush=True)
+                summary.append(row)
+            finally:
+                for repo in (sky, van):
+                    with contextlib.suppress(Exception):
+                        repo.clear()
+        print()
+        for row in summary:
+            print(f"{row['store']}: skyfeast {row['skyfeast'] * args.features:,.0f} values/s vs vanilla "
+                  f"{row['vanilla Feast'] * args.features:,.0f} values/s (vanilla measured on {vanilla_n:,} entities)"
+                  f" = {row['skyfeast'] / row['vanilla Feast']:.1f}x"
+                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the Redis ceiling" if "ceiling" in row else ""))
+    finally:
+        connector.close()
+        if made_db:
+            _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+                      " AND pid <> pg_backend_pid()")
+            _pg_admin(f'DROP DATABASE IF EXISTS "{database}"')
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
