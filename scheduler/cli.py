@@ -131,8 +131,10 @@ def _setup_logging(verbose: int) -> None:
     import distributed  # noqa: F401  (configures its loggers on import; override them below)
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Dask logs reconnect attempts of clients whose cluster we shut down ourselves, with tracebacks;
+    # skyfeast reports failures of runs in its own words, so only -vv shows those libraries' logs
     for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if verbose < 2 else logging.INFO)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL if verbose < 2 else logging.INFO)
     logging.getLogger("skyfeast").setLevel(level)
 
 

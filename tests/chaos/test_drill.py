@@ -1,9 +1,10 @@
-"""``skyfeast drill`` on the quickstart: kill and hang of the preferred provider's scheduler."""
+"""``skyfeast drill --mode kill`` on the quickstart: the preferred provider's scheduler is SIGKILLed."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.chaos.conftest import future_end
 from tests.integration.conftest import make_project, skyfeast_json
 
 pytestmark = pytest.mark.chaos
@@ -19,7 +20,7 @@ def slow_features(events, window):
 '''
 
 
-def test_kill_then_hang_drills_fail_over_and_fail_back(tmp_path):
+def test_kill_drill_fails_over_and_fails_back(tmp_path):
     def edit(cfg):
         for p in cfg["providers"].values():
             p["cluster"]["workers"] = 1
@@ -28,10 +29,10 @@ def test_kill_then_hang_drills_fail_over_and_fail_back(tmp_path):
         cfg["jobs"][0]["transform"] = "transforms:slow_features"
         cfg["jobs"][0]["partitions"] = 8
 
-    cfg = make_project(tmp_path / "p", end="2030-01-01T00:00:00Z", days=8, users=300, per_day=2000, edit=edit)
+    cfg = make_project(tmp_path / "p", end=future_end(), days=8, users=300, per_day=2000, edit=edit)
     with open(cfg.parent / "transforms.py", "a") as fh:
         fh.write(SLOW)
-    for mode, max_detect in (("kill", 2.0), ("hang", 10.0)):
+    for mode, max_detect in (("kill", 2.0),):  # hang detection is covered by tests/chaos/test_health.py
         code, rep = skyfeast_json("drill", "-c", str(cfg), "--provider", "aws", "--mode", mode, cwd=cfg.parent,
                                   timeout=400)
         assert code == 0, rep
