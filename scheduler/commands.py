@@ -167,6 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_json({"ok": ok, "at": at.isoformat(), "runs": [o.as_dict() for o in outcomes]})
     else:
         out.print(outcomes_table(outcomes))
+    if stop.is_set():
+        return 130  # interrupted (SIGINT/SIGTERM): unfinished windows were released for resume
     return 0 if ok else 1
 
 

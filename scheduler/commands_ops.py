@@ -140,6 +140,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         out.print(outcomes_table(outcomes))
         out.print(f"{len(windows)} window(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                   + (f", {missing} not started (interrupted; re-run the same command to resume)" if missing else ""))
+    if stop.is_set():
+        return 130  # interrupted: re-running the same command resumes
     return 0 if ok else 1
 
 

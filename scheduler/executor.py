@@ -278,8 +278,8 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     return _collect(book)
 
 
-def run_model_job(*, client, store: ObjectStore, input_store: ObjectStore, job, window: Window, target: WriteTarget,
-                  scorer: Callable, input_keys: list[str], deadline: float, progress: ProgressFn | None = None,
+def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
+                  scorer: Callable, inputs: list[tuple[str, dict]], deadline: float, progress: ProgressFn | None = None,
                   cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None) -> ExecResult:
     import dask
 
@@ -287,14 +287,13 @@ def run_model_job(*, client, store: ObjectStore, input_store: ObjectStore, job, 
     if not store.exists(job.model.artifact):
         raise DataError(f"model artifact {job.model.artifact!r} not found under {store.url()}")
     # one chunk per upstream file: the upstream's partitioning is already by entity
-    book.partitions = len(input_keys)
+    book.partitions = len(inputs)
     out_key = f"offline/{target.name}/{window.tag}"
     _clear_stale_outputs(store, out_key, book)
     spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
                          user_fn=scorer, user_fn_name=job.model.scorer, model_url=store.url(job.model.artifact))
-    opts = input_store.storage_options
-    tasks = {i: dask.delayed(model_partition_from_file, pure=False)(input_store.url(key), opts, i, spec)
-             for i, key in enumerate(input_keys) if i not in book.done}
+    tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec)
+             for i, (url, opts) in enumerate(inputs) if i not in book.done}
     _watch(client, tasks, deadline, progress, cancelled, book)
     return _collect(book)
 

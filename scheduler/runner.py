@@ -163,6 +163,24 @@ class Runner:
             return out
         return out  # unreachable: the loop returns
 
+    def _upstream_files(self, up_run, upstream, window: Window, provider: str) -> list[tuple[str, dict]]:
+        """(url, storage options) of every part file the upstream run wrote, on whichever
+        provider's storage each chunk landed (a failed-over run's parts can span two)."""
+        recorded = sorted(c["file"] for c in self.ledger.chunks(up_run.id).values() if c.get("file"))
+        if recorded:
+            stores = [self.pool.store(n) for n in self.cfg.providers]
+            out = []
+            for url in recorded:
+                owner = max((s for s in stores if url.startswith(s.url("").rstrip("/") + "/")),
+                            key=lambda s: len(s.url("")), default=None)
+                if owner is None:
+                    raise DataError(f"upstream part {url} is on no configured provider's storage")
+                out.append((url, owner.storage_options))
+            return out
+        store = self.pool.store(up_run.provider or provider)  # runs recorded before chunk files existed
+        return [(store.url(k), store.storage_options)
+                for k in store.glob(f"offline/{upstream.feature_view}/{window.tag}-part*.parquet")]
+
     def _watchdog(self, provider: str, cancelled):
         """What executors poll while they wait: True to cancel; raises ProviderDown when the
         health monitor opened the provider's circuit (a hung or partitioned cluster never
@@ -225,14 +243,13 @@ class Runner:
             raise DataError(
                 f"upstream job {upstream.name!r} has no successful run for window {window}; run it first"
             )
-        input_store = self.pool.store(up_run.provider or provider)
-        keys = input_store.glob(f"offline/{upstream.feature_view}/{window.tag}-part*.parquet")
-        if not keys:
+        inputs = self._upstream_files(up_run, upstream, window, provider)
+        if not inputs:
             raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
         fn = import_callable(job.model.scorer, self.cfg.base_dir)
         client = self.pool.client(provider)
-        return run_model_job(client=client, store=store, input_store=input_store, job=job, window=window,
-                             target=target, scorer=fn, input_keys=keys, deadline=deadline, progress=progress,
+        return run_model_job(client=client, store=store, job=job, window=window,
+                             target=target, scorer=fn, inputs=inputs, deadline=deadline, progress=progress,
                              cancelled=cancelled, book=book)
 
 

@@ -19,10 +19,18 @@ WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${EXTRAS}"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "==> installing skyfeast${EXTRAS:+[$EXTRAS]} into $VENV (first time takes a minute or two)" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+  set +e
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}" 2>&1 \
-    | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither a file nor a directory' >&2 || true
+    | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither a file nor a directory' >&2
+  status=${PIPESTATUS[0]}
+  set -e
+  [ "$status" -eq 0 ] || { echo "pip install failed (exit $status)" >&2; exit 1; }
   "$VENV/bin/python" -c 'import scheduler, featurestore, adapters, feast, distributed' \
     || { echo "install failed" >&2; exit 1; }
+  if [ "$EXTRAS" = "test" ]; then
+    "$VENV/bin/python" -c 'import pytest, psycopg, psycopg_pool, redis, boto3, s3fs, gcsfs, moto, psutil' \
+      || { echo "test dependencies failed to install" >&2; exit 1; }
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

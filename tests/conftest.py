@@ -38,10 +38,17 @@ def need_service(name: str, host: str, port: int) -> None:
     pytest.skip(f"{msg}; start it or set SKYFEAST_TEST_PG/SKYFEAST_TEST_REDIS")
 
 
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return u.hostname or "127.0.0.1", u.port or default_port
+
+
 @pytest.fixture
 def pg_url():
-    """URL of a fresh PostgreSQL schema-less database namespace: a new database per test."""
-    need_service("PostgreSQL", "127.0.0.1", 5432)
+    """URL of a fresh PostgreSQL database, created for this test and dropped after it."""
+    need_service("PostgreSQL", *_host_port(PG_URL, 5432))
     import sqlalchemy as sa
 
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -87,3 +94,16 @@ def gcs_emulator():
 
     with running(start_gcs_emulator) as emu:
         yield emu
+
+
+def importorskip(module: str):
+    """``pytest.importorskip`` that fails instead under SKYFEAST_REQUIRE_SERVICES=1 (CI installs everything)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        msg = f"{module} is not installed ({exc}); install skyfeast[test]"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)

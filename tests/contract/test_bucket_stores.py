@@ -17,6 +17,8 @@ import time
 import fsspec
 import pytest
 
+from tests.conftest import importorskip
+
 from adapters.base import NotFound, ObjectStore, PermissionDenied, Transient
 from tests.emulators import S3_KEYS, closed_port, make_gcs_bucket, make_s3_bucket, need_sdk, unique_bucket
 
@@ -190,7 +192,7 @@ def test_s3_without_any_credentials_is_permission_denied(request, monkeypatch, t
 
 # --------------------------------------------------------------------------- construction, urls, options (no I/O)
 def test_s3_url_and_storage_options():
-    pytest.importorskip("boto3")
+    importorskip("boto3")
     from adapters.storage.s3 import S3Store
 
     full = S3Store("b", prefix="/runs/a/", region="eu-west-1", endpoint_url="http://h:1", access_key_id="K",
@@ -207,7 +209,7 @@ def test_s3_url_and_storage_options():
 
 
 def test_gcs_url_and_storage_options(monkeypatch, tmp_path):
-    pytest.importorskip("google.cloud.storage")
+    importorskip("google.cloud.storage")
     from adapters.storage.gcs import GCSStore
 
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)

@@ -156,7 +156,10 @@ def _online_config(kind: str, tag: str, request) -> dict:
     if kind == "sqlite":
         return {"type": "sqlite", "path": "online.db"}
     if kind == "redis":
-        need_service("Redis", "127.0.0.1", 6379)
+        from urllib.parse import urlsplit
+
+        u = urlsplit(REDIS_URL)
+        need_service("Redis", u.hostname or "127.0.0.1", u.port or 6379)
         db = REDIS_DBS[0 if tag == "a" else 1]
         return {"type": "redis", "connection_string": f"127.0.0.1:6379,db={db}", "key_ttl_seconds": 86_400}
     _need_psycopg_pool()
@@ -419,6 +422,8 @@ def test_redis_script_reloaded_after_flush(tmp_path):
     import redis
 
     if shutil.which("redis-server") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is not installed", pytrace=False)
         pytest.skip("redis-server is not installed")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import importorskip
+
 from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient
 
 
@@ -43,7 +45,7 @@ def _client_error(code: str, status: int):
     ("BucketAlreadyOwnedByYou", 409, AdapterError),
 ])
 def test_s3_client_errors(code, status, expected):
-    pytest.importorskip("botocore")
+    importorskip("botocore")
     from adapters.storage.s3 import translate
 
     err = translate(_client_error(code, status), "read s3://b/k")
@@ -62,14 +64,14 @@ def test_s3_client_errors(code, status, expected):
     ("NoRegionError", {}, AdapterError),
 ])
 def test_s3_botocore_errors(name, kwargs, expected):
-    exceptions = pytest.importorskip("botocore.exceptions")
+    exceptions = importorskip("botocore.exceptions")
     from adapters.storage.s3 import translate
 
     assert _exact(translate(getattr(exceptions, name)(**kwargs), "w"), expected)
 
 
 def test_s3_map_errors_chains_and_passes_foreign_errors():
-    pytest.importorskip("botocore")
+    importorskip("botocore")
     from adapters.storage.s3 import map_errors
 
     sdk = _client_error("NoSuchKey", 404)
@@ -86,7 +88,7 @@ def test_s3_map_errors_chains_and_passes_foreign_errors():
 
 # --------------------------------------------------------------------------- GCS / google.api_core
 def _gx():
-    return pytest.importorskip("google.api_core.exceptions")
+    return importorskip("google.api_core.exceptions")
 
 
 @pytest.mark.parametrize("name,expected", [
