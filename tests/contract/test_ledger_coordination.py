@@ -1,0 +1,102 @@
+"""Ledger coordination contract (SQLite and PostgreSQL): leader lease and fencing, batch claims,
+orphan reclaim, release, queueing, operator cancel and cordons."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from scheduler.ledger import Fenced, Ledger
+
+UTC = timezone.utc
+S = datetime(2026, 1, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def pair(ledger_url):
+    a, b = Ledger(ledger_url, owner="host-a:1"), Ledger(ledger_url, owner="host-b:2")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_one_leader_renewal_keeps_token_takeover_increments_it(pair):
+    a, b = pair
+    assert a.acquire_leader(None, timedelta(milliseconds=300)) == 1
+    assert b.acquire_leader(None, timedelta(seconds=5)) is None
+    assert a.acquire_leader(None, timedelta(milliseconds=300)) == 1  # renewal
+    time.sleep(0.5)
+    assert b.acquire_leader(None, timedelta(seconds=5)) == 2  # takeover after expiry
+    assert a.leader()["holder"] == "host-b:2"
+
+
+def test_deposed_leader_cannot_write_even_after_noticing(pair):
+    a, b = pair
+    a.acquire_leader(None, timedelta(milliseconds=200))
+    time.sleep(0.4)
+    assert b.acquire_leader(None, LEASE) == 2
+    with pytest.raises(Fenced):
+        a.claim_many([("j", S, S + H)], trigger="schedule", lease=LEASE)
+    assert a.acquire_leader(None, LEASE) is None  # a notices it lost the lease
+    for write in (lambda: a.set_last_fires({"j": S}), lambda: a.claim("j", S, S + H, trigger="t", lease=LEASE),
+                  lambda: a.finish_run(1, status="failed")):
+        with pytest.raises(Fenced):
+            write()
+    assert b.claim_many([("j", S, S + H)], trigger="schedule", lease=LEASE)  # the new leader can
+
+
+def test_claim_many_skips_windows_that_have_a_run(pair):
+    a, _ = pair
+    first = a.claim_many([("j", S, S + H), ("k", S, S + H)], trigger="schedule", lease=LEASE)
+    again = a.claim_many([("j", S, S + H), ("j", S + H, S + 2 * H)], trigger="schedule", lease=LEASE)
+    assert sorted(r[1] for r in first) == ["j", "k"]
+    assert [(r[1], r[2]) for r in again] == [("j", S + H)]
+
+
+def test_expired_run_is_reclaimed_with_its_chunks_and_pending_cancel(pair):
+    a, b = pair
+    rid, _ = a.claim("j", S, S + H, trigger="t", lease=timedelta(milliseconds=100))
+    a.set_partitions(rid, 4)
+    a.record_chunk(rid, 0, {"rows_out": 5})
+    assert a.request_cancel(rid) == "cancelling"
+    assert b.reclaim_expired(LEASE) == []  # lease still valid
+    time.sleep(0.3)
+    (row,) = b.reclaim_expired(LEASE)
+    assert row.id == rid and row.owner == "host-b:2" and row.partitions == 4
+    assert b.chunks(rid)[0]["rows_out"] == 5
+    assert b.heartbeat([rid], LEASE) == {rid}  # the operator's cancel survives the takeover
+    assert a.heartbeat([rid], LEASE) == {rid}  # and a is told the run is no longer its own
+
+
+def test_release_requeues_unstarted_and_expires_started(pair):
+    a, b = pair
+    (r1, *_), (r2, *_) = a.claim_many([("j", S, S + H), ("j", S + H, S + 2 * H)], trigger="s", lease=LEASE)
+    a.start_attempt(r2, "aws")
+    a.release_runs([r1, r2])
+    assert a.get_run(r1).status == "queued"
+    assert [r.id for r in b.claim_queued(LEASE)] == [r1]
+    assert [r.id for r in b.reclaim_expired(LEASE)] == [r2]
+
+
+def test_enqueue_and_operator_cancel(pair):
+    a, _ = pair
+    assert a.enqueue("j", S, S + H) == (1, "queued")
+    assert a.enqueue("j", S, S + H) == (1, "queued")  # no duplicate
+    assert a.request_cancel(1) == "cancelled"
+    assert a.enqueue("j", S, S + H) == (1, "queued")  # a cancelled window can be queued again
+    (row,) = a.claim_queued(LEASE)
+    a.finish_run(row.id, status="succeeded")
+    assert a.enqueue("j", S, S + H) == (1, "succeeded")
+    assert a.request_cancel(999) is None
+
+
+def test_cordons_round_trip(pair):
+    a, b = pair
+    a.cordon("aws", reason="maintenance")
+    assert b.cordons()["aws"]["reason"] == "maintenance"
+    assert b.uncordon("aws") and not b.uncordon("aws")
+    assert a.cordons() == {}
