@@ -133,8 +133,12 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Dask logs reconnect attempts of clients whose cluster we shut down ourselves, with tracebacks;
     # skyfeast reports failures of runs in its own words, so only -vv shows those libraries' logs
+    quiet = logging.CRITICAL if verbose < 2 else logging.INFO
+    for name in list(logging.root.manager.loggerDict):  # children too: dask config sets their levels
+        if name.split(".")[0] in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
+            logging.getLogger(name).setLevel(quiet)
     for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL if verbose < 2 else logging.INFO)
+        logging.getLogger(noisy).setLevel(quiet)
     logging.getLogger("skyfeast").setLevel(level)
 
 

@@ -123,19 +123,17 @@ class LocalConnector(ClusterConnector):
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            alive = self._scheduler is not None and self._scheduler.poll() is None
+            # close the client *before* the scheduler goes away; a client that outlives its
+            # scheduler spends 30 s trying to reconnect
             with contextlib.suppress(Exception):
-                if alive:
-                    client.shutdown()  # scheduler closes its workers, then itself: the fast clean path
-                else:
-                    client.close(timeout=1)  # nothing to talk to: don't wait for reconnects
+                client.close(timeout=2)
         procs = [*self._workers, *([self._scheduler] if self._scheduler else [])]
         for p in procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signal.SIGCONT)  # a SIGSTOPped process cannot act on SIGTERM
                     p.terminate()
-        deadline = time.monotonic() + 3  # graceful first; nothing of value is lost by a kill after that
+        deadline = time.monotonic() + 2  # graceful first; nothing of value is lost by a kill after that
         for p in procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
