@@ -254,8 +254,8 @@ class DaemonSettings(_Strict):
 class HealthSettings(_Strict):
     """Provider health probing and the circuit breaker (see scheduler.policy.observe)."""
 
-    interval: Duration = Field(default=timedelta(seconds=2), description="time between probes of a provider")
-    timeout: Duration = Field(default=timedelta(seconds=1), description="deadline of one probe")
+    interval: Duration = Field(default=timedelta(seconds=1), description="time between probes of a provider")
+    timeout: Duration = Field(default=timedelta(seconds=2), description="deadline of one probe")
     miss_budget: int = Field(3, ge=1, le=100, description="consecutive failed probes before a provider is down")
     blocklist_ttl: Duration = Field(default=timedelta(seconds=30), description="how long a down provider is avoided")
     failback_after: Duration = Field(default=timedelta(seconds=30),

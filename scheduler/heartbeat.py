@@ -48,8 +48,11 @@ class Heartbeat:
             log.warning("heartbeat failed: %s", exc)
             return
         for rid in lost:
-            log.warning("run %s: cancel requested or lease lost; cancelling", rid)
-            runs[rid].set()
+            with self._lock:
+                still_running_here = rid in self._runs  # it may have finished since we looked
+            if still_running_here:
+                log.warning("run %s: cancel requested or lease lost; cancelling", rid)
+                runs[rid].set()
 
     def _loop(self) -> None:
         interval = max(self.lease.total_seconds() / 3, 0.2)

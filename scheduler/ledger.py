@@ -379,6 +379,20 @@ class Ledger:
         return {r.chunk: {"rows_in": r.rows_in, "rows_out": r.rows_out, "rows_online": r.rows_online,
                           "file": r.file, "attempt_id": r.attempt_id} for r in rows}
 
+    def finish_success(self, run_id: int, attempt_id: int, rows: int) -> bool:
+        """Mark the attempt and the run succeeded in one transaction, so a crash can never leave
+        a succeeded attempt under a run that is still running. False if the run was taken over."""
+        now = _now()
+        with self._write() as conn:
+            res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
+                status="succeeded", ended_at=now, rows_written=rows, failure_class=None, error=None,
+                lease_until=None, cancel_requested=False))
+            if res.rowcount != 1:
+                return False
+            conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
+                ended_at=now, outcome="succeeded", rows_written=rows))
+        return True
+
     def finish_run(self, run_id: int, *, status: str, rows: int | None = None,
                    failure_class: str | None = None, error: str | None = None) -> bool:
         """Record the end of a run we own. Returns False if another process took it over meanwhile."""

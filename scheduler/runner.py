@@ -78,6 +78,7 @@ class Runner:
         self.stop = stop or threading.Event()
         self.heartbeat = Heartbeat(ledger, cfg.daemon.run_lease)
         self._registry_lock = threading.Lock()
+        self._progress_at: dict[str, float] = {}  # provider -> last time one of its tasks finished
 
     def close(self) -> None:
         self.heartbeat.close()
@@ -149,14 +150,14 @@ class Runner:
                     idx += 1
                     continue
                 return self._fail(out, fclass, err)
-            self.ledger.finish_attempt(aid, outcome="succeeded", rows=res.rows_out)
             try:
                 with self._registry_lock:
                     self.repo.record_materialization(job.feature_view, window.start, window.end)
             except Exception as exc:  # data is written; only Feast's bookkeeping failed: retryable
-                return self._fail(out, FailureClass.INFRASTRUCTURE,
-                                  f"rows written, but recording the interval in the Feast registry failed: {exc}")
-            if not self.ledger.finish_run(run_id, status="succeeded", rows=res.rows_out):
+                err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
+                self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
+                return self._fail(out, FailureClass.INFRASTRUCTURE, err)
+            if not self.ledger.finish_success(run_id, aid, res.rows_out):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
             out.status = "succeeded"
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
@@ -185,9 +186,16 @@ class Runner:
         """What executors poll while they wait: True to cancel; raises ProviderDown when the
         health monitor opened the provider's circuit (a hung or partitioned cluster never
         fails its futures by itself)."""
+        h = self.cfg.health
+        # a provider whose tasks keep finishing is not hung, whatever a slow probe says
+        quiet_for = h.timeout.total_seconds() * h.miss_budget + h.interval.total_seconds()
+        started = time.monotonic()
+
         def check() -> bool:
-            if self.pool.breaker(provider).state is ProviderState.DOWN:
-                raise ProviderDown(f"provider {provider} was marked down by the health monitor")
+            if self.pool.breaker(provider).state is ProviderState.DOWN and \
+                    time.monotonic() - max(started, self._progress_at.get(provider, 0.0)) > quiet_for:
+                raise ProviderDown(f"provider {provider} was marked down by the health monitor "
+                                   f"and finished no task for {quiet_for:.0f}s")
             return cancelled()
         return check
 
@@ -228,6 +236,7 @@ class Runner:
         store = self.pool.store(provider)
 
         def progress(done: int, total: int) -> None:
+            self._progress_at[provider] = time.monotonic()
             self.reporter.progress(job.name, window, done, total)
 
         if isinstance(job, FeatureJob):

@@ -24,7 +24,7 @@ def test_kill_drill_fails_over_and_fails_back(tmp_path):
     def edit(cfg):
         for p in cfg["providers"].values():
             p["cluster"]["workers"] = 1
-        cfg["health"] = {"interval": "0.5s", "timeout": "1s", "miss_budget": 3, "blocklist_ttl": "3s",
+        cfg["health"] = {"interval": "0.5s", "timeout": "2s", "miss_budget": 3, "blocklist_ttl": "3s",
                          "failback_after": "2s"}
         cfg["jobs"][0]["transform"] = "transforms:slow_features"
         cfg["jobs"][0]["partitions"] = 8
