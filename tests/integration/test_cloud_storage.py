@@ -54,6 +54,9 @@ def _cloud_project(tmp_path, moto_server, gcs_emulator, aws_cluster_down: bool =
                                               "access_key_id": "${TEST_S3_KEY}", "secret_access_key": "${TEST_S3_SECRET}"}
         cfg["providers"]["gcp"]["storage"] = {"type": "gcs", "bucket": gcs_bucket, "prefix": "skyfeast",
                                               "project": "skyfeast-test", "endpoint": gcs_emulator.endpoint}
+        if not aws_cluster_down:  # this case is about S3 I/O: no provider to fail over to
+            for job in cfg["jobs"]:
+                job["providers"] = ["aws"]
         if aws_cluster_down:
             cfg["providers"]["aws"]["cluster"] = {"type": "address", "address": f"tcp://127.0.0.1:{_closed_port()}",
                                                   "connect_timeout": "2s"}
