@@ -16,6 +16,8 @@ cause); the scheduler classifies runs from them, never from SDK types.
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,6 +46,21 @@ class PermissionDenied(AdapterError, PermissionError):
 
 class QuotaExceeded(AdapterError):
     """Throttled, rate-limited or out of quota."""
+
+
+@contextlib.contextmanager
+def translating(translate: Callable[[BaseException, str], "AdapterError | None"], what: str) -> Iterator[None]:
+    """Re-raise an SDK error as the neutral error ``translate`` maps it to (``from exc``);
+    errors it does not know, and our own, pass through unchanged."""
+    try:
+        yield
+    except AdapterError:
+        raise
+    except Exception as exc:
+        err = translate(exc, what)
+        if err is None:
+            raise
+        raise err from exc
 
 
 class ObjectStore(abc.ABC):

@@ -21,10 +21,10 @@ import contextlib
 import importlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient
+from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient, translating
 from adapters.storage._bucket import BucketStore, MissingExtra
 
 QUOTA_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
@@ -91,18 +91,9 @@ def translate(exc: BaseException, what: str) -> AdapterError | None:
     return None
 
 
-@contextlib.contextmanager
-def map_errors(what: str) -> Iterator[None]:
+def map_errors(what: str):
     """Re-raise google-cloud-storage errors as neutral :mod:`adapters.base` errors (``from exc``)."""
-    try:
-        yield
-    except AdapterError:
-        raise
-    except Exception as exc:
-        err = translate(exc, what)
-        if err is None:
-            raise
-        raise err from exc
+    return translating(translate, what)
 
 
 def _credentials_configured() -> bool:

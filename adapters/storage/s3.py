@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient
+from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient, translating
 from adapters.storage._bucket import BucketStore, MissingExtra
 
 NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload"}
@@ -82,18 +82,9 @@ def translate(exc: BaseException, what: str) -> AdapterError | None:
     return None
 
 
-@contextlib.contextmanager
-def map_errors(what: str) -> Iterator[None]:
+def map_errors(what: str):
     """Re-raise botocore/boto3 errors as neutral :mod:`adapters.base` errors (``from exc``)."""
-    try:
-        yield
-    except AdapterError:
-        raise
-    except Exception as exc:
-        err = translate(exc, what)
-        if err is None:
-            raise
-        raise err from exc
+    return translating(translate, what)
 
 
 class S3Store(BucketStore):
