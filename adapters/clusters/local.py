@@ -4,6 +4,14 @@ The scheduler runs in its own OS process (not inside the daemon), so that a
 stalled daemon cannot stall the cluster, and so that drills and tests can
 SIGKILL or SIGSTOP the scheduler alone. Every child dies with the daemon
 (``PR_SET_PDEATHSIG`` on Linux), so a killed daemon leaves no orphans.
+
+The daemon's client (and the health probe) reach the scheduler through a
+:class:`Forwarder` the connector owns, while workers connect to the scheduler
+directly. That relay is the network path between daemon and cluster which a
+``partition`` drill cuts (:meth:`LocalConnector.partition`) and heals
+(:meth:`LocalConnector.restore`) over real TCP. ``SKYFEAST_LOCAL_FORWARDER=0``
+(or ``forward=False``) connects the client directly, at the price of no
+partition drills on that cluster.
 """
 
 from __future__ import annotations
@@ -15,14 +23,32 @@ import os
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from adapters.base import ClusterConnector, Transient
 
 log = logging.getLogger("skyfeast.clusters.local")
 START_TIMEOUT = 60.0
+FORWARDER_ENV = "SKYFEAST_LOCAL_FORWARDER"
+
+
+def forwarding_enabled() -> bool:
+    """False when ``SKYFEAST_LOCAL_FORWARDER`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(FORWARDER_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process:
+# a cluster first used by a short-lived thread (a drill's run thread, a daemon worker
+# thread) was SIGKILLed as soon as that thread ended. Every child is therefore forked by
+# this one long-lived thread, which ends only with the process.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skyfeast-spawner")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -36,8 +62,12 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class LocalConnector(ClusterConnector):
-    def __init__(self, *, workers: int, threads: int, memory_limit: str, name: str = "local"):
+    def __init__(self, *, workers: int, threads: int, memory_limit: str, name: str = "local",
+                 forward: bool | None = None):
         self.workers = workers
+        self.forward = forwarding_enabled() if forward is None else forward
+        self._forwarder: Forwarder | None = None
+        self._scheduler_address: str | None = None
         self.threads = threads
         self.memory_limit = memory_limit
         self.name = name
@@ -49,7 +79,31 @@ class LocalConnector(ClusterConnector):
 
     @property
     def address(self) -> str | None:
+        """Where the daemon reaches the scheduler: the forwarder's address when forwarding."""
         return self._address
+
+    @property
+    def scheduler_address(self) -> str | None:
+        """The scheduler's own address (what the workers use)."""
+        return self._scheduler_address
+
+    @property
+    def forwarder(self) -> "Forwarder | None":
+        return self._forwarder
+
+    def partition(self) -> None:
+        """Cut the daemon-to-scheduler path (blackhole, sockets stay open); workers are unaffected.
+
+        Raises RuntimeError when the cluster is not running behind a forwarder."""
+        if self._forwarder is None:
+            raise RuntimeError(f"local cluster {self.name} has no forwarder (not started, or "
+                               f"{FORWARDER_ENV}=0): it cannot be partitioned")
+        self._forwarder.partition()
+
+    def restore(self) -> None:
+        """Heal a :meth:`partition`; connections that lost bytes are reset and reconnect."""
+        if self._forwarder is not None:
+            self._forwarder.restore()
 
     @property
     def connected(self) -> bool:
@@ -69,8 +123,12 @@ class LocalConnector(ClusterConnector):
         assert self._tmp is not None
         out = open(Path(self._tmp.name) / log_name, "wb")
         env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                preexec_fn=_die_with_parent, close_fds=True)
+        try:
+            return _SPAWNER.submit(subprocess.Popen, argv, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
+                                   close_fds=True).result()
+        finally:
+            out.close()  # the child holds its own copy
 
     def _start(self) -> str:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"skyfeast-{self.name}-")
@@ -106,7 +164,13 @@ class LocalConnector(ClusterConnector):
         from distributed import Client
 
         try:
-            self._address = self._start()
+            self._address = self._scheduler_address = self._start()
+            if self.forward:
+                u = urlsplit(self._scheduler_address)
+                sched = self._scheduler
+                self._forwarder = Forwarder((u.hostname, u.port), alive=lambda: sched.poll() is None,
+                                            name=self.name)
+                self._address = self._forwarder.address
             client = Client(self._address, timeout=30, set_as_default=False)
             client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
             self._client = client  # only now is the cluster "connected" (and probed by the health monitor)
@@ -116,8 +180,8 @@ class LocalConnector(ClusterConnector):
         except (OSError, TimeoutError, RuntimeError) as exc:
             self.close()
             raise Transient(f"cannot start local cluster for {self.name}: {exc}") from exc
-        log.info("local cluster %s: scheduler %s (pid %s), %d worker(s)", self.name, self._address,
-                 self.scheduler_pid, self.workers)
+        log.info("local cluster %s: scheduler %s (pid %s), %d worker(s)%s", self.name, self._scheduler_address,
+                 self.scheduler_pid, self.workers, f", daemon connects via {self._address}" if self._forwarder else "")
         return self._client
 
     def close(self) -> None:
@@ -140,7 +204,158 @@ class LocalConnector(ClusterConnector):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
-        self._workers, self._scheduler, self._address = [], None, None
+        fwd, self._forwarder = self._forwarder, None
+        if fwd is not None:
+            fwd.close()
+        self._workers, self._scheduler, self._address, self._scheduler_address = [], None, None, None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+# --------------------------------------------------------------------------- TCP forwarder
+class Forwarder:
+    """A TCP relay on ``127.0.0.1:<port>`` to ``target``, so that a fault can cut one network path.
+
+    Each accepted connection gets its own upstream connection and two pump threads
+    (blocking ``recv``/``sendall``: no per-message work beyond one copy). Modes:
+
+    * forwarding (the default);
+    * :meth:`partition`: a blackhole. Sockets stay open and connections are still
+      accepted, but every byte read from either side is dropped, so peers see
+      silence, never a reset (a network partition, not a dead process);
+    * :meth:`restore`: forward again. Connections that lost bytes have a gap in
+      their stream that no protocol can resynchronise, so they are reset (as TCP
+      itself gives up on a long partition); their peers reconnect.
+
+    ``alive`` (optional) tells whether the target process still exists; once it
+    is gone the forwarder closes its listening socket, so that clients get
+    "connection refused" exactly as they would from the dead process itself.
+    """
+
+    BUFSIZE = 1 << 18
+
+    def __init__(self, target: tuple[str, int], *, alive: Callable[[], bool] | None = None,
+                 host: str = "127.0.0.1", name: str = "forwarder"):
+        self.target = target
+        self.name = name
+        self._alive = alive
+        self._host = host
+        self._lock = threading.Lock()
+        self._links: set[_Link] = set()
+        self._blackhole = False
+        self._closed = False
+        self._listener = socket.create_server((host, 0))
+        self._listener.settimeout(0.2)  # the accept loop polls ``alive`` and ``close``
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept_loop, name=f"skyfeast-fwd-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self._host}:{self.port}"
+
+    @property
+    def partitioned(self) -> bool:
+        return self._blackhole
+
+    def partition(self) -> None:
+        """Drop every byte in both directions from now on (keeps sockets open)."""
+        with self._lock:
+            self._blackhole = True
+
+    def restore(self) -> None:
+        """Forward again; reset the connections whose streams lost bytes."""
+        with self._lock:
+            self._blackhole = False
+            broken = [link for link in self._links if link.dropped]
+        for link in broken:
+            self._drop(link)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            links = list(self._links)
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for link in links:
+            self._drop(link)
+        self._thread.join(timeout=2)
+
+    # -- internals
+    def _drop(self, link: "_Link") -> None:
+        link.close()
+        with self._lock:
+            self._links.discard(link)
+
+    def _target_gone(self) -> bool:
+        return self._alive is not None and not self._alive()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            if self._target_gone():
+                log.info("%s: target %s:%s is gone; refusing connections", self.name, *self.target)
+                with contextlib.suppress(OSError):
+                    self._listener.close()
+                return
+            try:
+                down, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            down.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            up = None
+            if not self._blackhole:  # across a partition no new connection reaches the target
+                try:
+                    up = socket.create_connection(self.target, timeout=5)
+                    up.settimeout(None)
+                    up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    down.close()  # as the target itself would: nobody answers
+                    continue
+            link = _Link(down, up)
+            link.dropped = up is None
+            with self._lock:
+                self._links.add(link)
+            for src, dst in ((down, up), (up, down)) if up is not None else ((down, None),):
+                threading.Thread(target=self._pump, args=(link, src, dst), daemon=True,
+                                 name=f"skyfeast-fwd-{self.name}-pump").start()
+
+    def _pump(self, link: "_Link", src: socket.socket, dst: socket.socket | None) -> None:
+        try:
+            while True:
+                data = src.recv(self.BUFSIZE)
+                if not data:
+                    break
+                if self._blackhole or dst is None:
+                    link.dropped = True
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._drop(link)
+        if src is link.up and self._target_gone():
+            with contextlib.suppress(OSError):  # don't wait for the accept loop's next poll
+                self._listener.close()
+
+
+class _Link:
+    """One relayed connection: the accepted socket and its upstream (None across a partition)."""
+
+    def __init__(self, down: socket.socket, up: socket.socket | None):
+        self.down, self.up = down, up
+        self.dropped = False
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for s in (self.down, self.up):
+            if s is None:
+                continue
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv
+            with contextlib.suppress(OSError):
+                s.close()
