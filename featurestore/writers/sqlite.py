@@ -14,6 +14,12 @@ table — a twentieth of the statements of one row per value — then one
 SQLite.  Entities arrive sorted by key and names are sorted, so the upsert
 walks the primary-key B-tree in order.
 
+Encoding happens before the write lock is taken, and skyfeast writers of one
+database queue on a lock file beside it (``flock``), so parallel Dask workers
+encode while one of them writes and hand the lock over without SQLite's
+busy-wait sleeps.  The journal mode and ``synchronous`` are left as Feast and
+the user set them: durability is unchanged.
+
 Newest wins inside SQLite: ``ON CONFLICT DO UPDATE ... WHERE excluded.event_ts
 >= stored event_ts``.  Because Feast's column only has whole seconds, two events
 within the same second count as equal, and the later write wins.
@@ -21,8 +27,15 @@ within the same second count as equal, and the later write wins.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's busy handler alone
+    fcntl = None
 
 import numpy as np
 
@@ -44,9 +57,12 @@ def _quote(name: str) -> str:
 class SqliteWriter(EncodingWriter):
     """One connection per writer; one ``BEGIN IMMEDIATE`` transaction per chunk."""
 
-    def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000, busy_timeout_s: float = 30.0):
+    def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000, busy_timeout_s: float = 30.0,
+                 serialize: bool = True):
         super().__init__(target, chunk_rows=chunk_rows)
         self.busy_timeout_s = busy_timeout_s
+        self.serialize = serialize  # queue on a lock file beside the database (see _write_lock)
+        self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._with_num = False
 
@@ -119,6 +135,8 @@ class SqliteWriter(EncodingWriter):
 
     def _write_chunk(self, chunk: Batch) -> None:
         conn = self._connect()
+        # Everything Python computes happens before the write lock is taken: SQLite
+        # admits one writer, so parallel workers encode while another one writes.
         keys = to_list(chunk.entity_keys)
         event = sqlite_seconds(chunk.event_us, np.ones(len(chunk), dtype=bool))
         if chunk.created_us is None:
@@ -126,24 +144,57 @@ class SqliteWriter(EncodingWriter):
         else:
             created = sqlite_seconds(chunk.created_us, chunk.created_present)
         features = sorted(chunk.features, key=lambda f: f.name)
-        conn.execute("BEGIN IMMEDIATE")
+        groups = []
+        for start in range(0, len(features), _GROUP):
+            group = features[start : start + _GROUP]
+            columns = [keys, event, created]
+            for feature in group:
+                columns += [to_list(feature.proto_bytes), feature.sql_text]
+                if self._with_num:
+                    columns.append(feature.sql_num)
+            groups.append((len(group), [f.name for f in group], list(zip(*columns))))
+        with self._write_lock():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for width, names, rows in groups:
+                    conn.executemany(self._stage_sql(width), rows)
+                    conn.execute(self._upsert_sql(width), names)
+                    conn.execute(f"DELETE FROM {_STAGE}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _write_lock(self):
+        """Queue behind other skyfeast writers of this database file on a lock file.
+
+        SQLite's busy handler polls with sleeps of up to 100 ms, so writers that
+        contend for the one write lock lose that much per handover; ``flock``
+        wakes the next writer as soon as the previous one commits.  Feast's own
+        writers and readers ignore this file and still meet SQLite's locking
+        (``busy_timeout_s``), so it is an optimisation, never a requirement.
+        """
+        if fcntl is None or not self.serialize:
+            yield
+            return
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = os.open(self.db_path + ".skyfeast-lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # read-only directory: SQLite's own locking still applies
+                self.serialize = False
+                yield
+                return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            for start in range(0, len(features), _GROUP):
-                group = features[start : start + _GROUP]
-                columns = [keys, event, created]
-                for feature in group:
-                    columns += [to_list(feature.proto_bytes), feature.sql_text]
-                    if self._with_num:
-                        columns.append(feature.sql_num)
-                conn.executemany(self._stage_sql(len(group)), zip(*columns))
-                conn.execute(self._upsert_sql(len(group)), [f.name for f in group])
-                conn.execute(f"DELETE FROM {_STAGE}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -391,6 +391,24 @@ def test_bad_input_is_named(pair):
             writer.write(rows)
 
 
+@pytest.mark.parametrize("pair", ["postgres"], indirect=True)
+def test_postgres_insert_race_falls_back_to_upsert(pair):
+    """The plain-INSERT fast path meets rows stored after its probe: the chunk is redone as the upsert."""
+    from psycopg import sql
+
+    ours, _, make_writer = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+    with make_writer(target) as writer:
+        writer.write(_late_rows(t_new, 2.0, "new"))
+        insert, upsert, _ = writer._upsert
+        writer._upsert = (insert, upsert, sql.SQL("SELECT %s IS NULL"))  # the probe always sees nothing stored
+        writer.write(_late_rows(t_old, 1.0, "old"))  # INSERT fails on the stored keys; the upsert keeps "new"
+        assert _read(ours)["m_str"] == ["new", "new"]
+        writer.write(_late_rows(t_new + timedelta(days=1), 3.0, "newer"))
+        assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["newer", "newer"]}
+
+
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
 def test_redis_error_reply_leaves_writer_usable(pair):
     ours, _, make_writer = pair
