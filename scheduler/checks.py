@@ -43,6 +43,7 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
                                              f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
     problems += _cycle_problems(cfg, smap, names)
     problems += _sdk_problems(cfg, smap)
+    problems += _cluster_problems(cfg, smap)
     if check_imports:
         for i, job in enumerate(cfg.jobs):
             spec, key = (job.transform, "transform") if job.kind == "feature" else (job.model.scorer, ("model", "scorer"))
@@ -74,6 +75,45 @@ def _sdk_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
         if not found:
             out.append(smap.problem(("providers", name, "storage", "type"),
                                     f"storage type {prov.storage.type!r} needs {module}: pip install 'skyfeast[{extra}]'"))
+    return out
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing or broken
+        return False
+
+
+def _cluster_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """Cluster SDKs (optional extras) are installed; TLS settings match the address and their files exist."""
+    from scheduler.config import CLUSTER_SDKS, TLS_SCHEMES
+
+    out = []
+    for name, prov in cfg.providers.items():
+        cl, at = prov.cluster, ("providers", name, "cluster")
+        key = f"{cl.type}:{cl.backend}" if cl.type == "cloudprovider" else cl.type
+        if key in CLUSTER_SDKS:
+            modules, extra = CLUSTER_SDKS[key]
+            missing = [m for m in modules if not _importable(m)]
+            if missing:
+                what = f"cluster type {cl.type!r}" + (f" (backend {cl.backend})" if cl.type == "cloudprovider" else "")
+                out.append(smap.problem((*at, "type"),
+                                        f"{what} needs {', '.join(missing)}: pip install 'skyfeast[{extra}]'"))
+        if cl.type != "address":
+            continue
+        if cl.address.startswith(TLS_SCHEMES) and cl.tls is None:
+            out.append(smap.problem((*at, "address"), f"{cl.address.split('://')[0]}:// address needs "
+                                    "`tls: {ca_file, cert, key}` (the client certificate the scheduler trusts)"))
+        elif cl.tls is not None and not cl.address.startswith(TLS_SCHEMES):
+            out.append(smap.problem((*at, "tls"), f"tls is set but address {cl.address!r} is not tls:// or wss://"))
+        if cl.tls is not None:
+            for field in ("ca_file", "cert", "key"):
+                value = getattr(cl.tls, field)
+                if value is not None and not cfg.resolve(value).is_file():
+                    out.append(smap.problem((*at, "tls", field), f"file not found: {cfg.resolve(value)}"))
     return out
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -70,15 +71,139 @@ class LocalCluster(_Strict):
     memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB'")
 
 
+TLS_SCHEMES = ("tls://", "wss://")
+
+
+class ClusterTLS(_Strict):
+    """Client side of mutual TLS, handed to ``distributed.security.Security``.
+
+    Paths are relative to the config file. ``key`` may be omitted when ``cert``
+    holds the private key too. (Whether the files exist is checked in
+    :mod:`scheduler.checks`, where the config file's directory is known.)
+    """
+
+    ca_file: str = Field(min_length=1, description="CA certificate(s) the scheduler's certificate must chain to")
+    cert: str = Field(min_length=1, description="client certificate (PEM)")
+    key: str | None = Field(None, min_length=1, description="client private key (PEM); default: inside `cert`")
+    require_encryption: bool = Field(True, description="refuse unencrypted connections")
+
+
 class AddressCluster(_Strict):
-    """An existing Dask scheduler reached at ``address`` (``tcp://host:8786``)."""
+    """An existing Dask scheduler reached at ``address`` (``tcp://host:8786``, ``tls://host:8786``)."""
 
     type: Literal["address"]
     address: str = Field(pattern=r"^(tcp|tls|ws|wss|inproc|ucx)://.+")
     connect_timeout: Duration = Field(default=timedelta(seconds=10))
+    tls: ClusterTLS | None = Field(None, description="client certificate for a tls:// or wss:// scheduler")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.address.startswith(TLS_SCHEMES)
 
 
-Cluster = Annotated[Union[LocalCluster, AddressCluster], Field(discriminator="type")]
+class GatewayCluster(_Strict):
+    """A named cluster that already runs behind a dask-gateway server (extra ``gateway``).
+
+    The daemon connects to it and never shuts it down. ``auth``: ``none``,
+    ``basic`` (``username``/``password``), ``kerberos``, or ``jupyterhub``
+    (``api_token``).
+    """
+
+    type: Literal["gateway"]
+    address: str = Field(pattern=r"^https?://.+", description="the gateway's HTTP API, e.g. https://gw.example.com")
+    cluster_name: str = Field(min_length=1, description="name of the running gateway cluster")
+    proxy_address: str | None = Field(None, description="scheduler proxy, e.g. gateway.example.com:8786")
+    public_address: str | None = Field(None, pattern=r"^https?://.+")
+    auth: Literal["none", "basic", "kerberos", "jupyterhub"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    api_token: SecretStr | None = Field(None, validate_default=True)
+    connect_timeout: Duration = Field(default=timedelta(seconds=30))
+
+    @field_validator("username", "password", "api_token")
+    @classmethod
+    def _auth_fields(cls, v: Any, info: ValidationInfo) -> Any:
+        auth = info.data.get("auth")  # absent when `auth` itself is invalid
+        wanted = {"basic": ("username", "password"), "jupyterhub": ("api_token",)}.get(auth, ())
+        if v is not None and auth is not None and info.field_name not in wanted:
+            raise ValueError(f"{info.field_name} cannot be used with auth: {auth}")
+        if v is None and auth == "jupyterhub" and info.field_name == "api_token":
+            raise ValueError("auth: jupyterhub needs api_token (e.g. api_token: ${JUPYTERHUB_API_TOKEN})")
+        return v
+
+
+class KubernetesCluster(_Strict):
+    """A running dask-kubernetes operator cluster (``KubeCluster.from_name``; extra ``kubernetes``).
+
+    Connect-only: a missing cluster is an error, and the daemon never deletes it.
+    """
+
+    type: Literal["kubernetes"]
+    name: str = Field(min_length=1, description="name of the DaskCluster resource")
+    namespace: str | None = Field(None, description="default: the current kube context's namespace")
+    port_forward_cluster_ip: bool | None = Field(
+        None, description="port-forward a ClusterIP scheduler service (when the daemon runs outside Kubernetes)")
+    connect_timeout: Duration = Field(default=timedelta(seconds=60))
+
+
+class CoiledCluster(_Strict):
+    """A named Coiled cluster (extra ``coiled``).
+
+    Reuse-only unless ``create: true``: without it a missing cluster is an
+    error instead of a new (billed) cluster. ``options`` are further
+    ``coiled.Cluster`` arguments, used when the cluster is created.
+    """
+
+    type: Literal["coiled"]
+    name: str = Field(min_length=1)
+    workspace: str | None = None
+    create: bool = Field(False, description="create the cluster when it does not exist")
+    shutdown_on_close: bool = Field(False, description="stop the Coiled cluster when the daemon stops")
+    options: dict[str, Any] = Field(default_factory=dict, description="more coiled.Cluster(...) keyword arguments")
+
+    @field_validator("options")
+    @classmethod
+    def _no_managed_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _reject_keys(v, ("name", "workspace", "shutdown_on_close", "asynchronous"))
+
+
+class CloudProviderCluster(_Strict):
+    """A dask-cloudprovider ``EC2Cluster`` or ``GCPCluster`` the daemon creates and closes (extra ``cloudprovider``).
+
+    ``options`` are the cluster class's keyword arguments (``region``,
+    ``instance_type``, ``projectid``, ``zone``, ``machine_type``, ...).
+    """
+
+    type: Literal["cloudprovider"]
+    backend: Literal["ec2", "gcp"]
+    n_workers: int = Field(1, ge=0, le=1000)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_managed_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _reject_keys(v, ("n_workers", "asynchronous"))
+
+
+def _reject_keys(options: dict[str, Any], managed: tuple[str, ...]) -> dict[str, Any]:
+    bad = sorted(k for k in options if k in managed)
+    if bad:
+        raise ValueError(f"{', '.join(bad)} cannot be set in options (set by skyfeast or a key of its own)")
+    return options
+
+
+Cluster = Annotated[
+    Union[LocalCluster, AddressCluster, GatewayCluster, KubernetesCluster, CoiledCluster, CloudProviderCluster],
+    Field(discriminator="type"),
+]
+# cluster type (and cloudprovider backend) -> (modules that must be importable, skyfeast extra)
+CLUSTER_SDKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "gateway": (("dask_gateway",), "gateway"),
+    "kubernetes": (("dask_kubernetes",), "kubernetes"),
+    "coiled": (("coiled",), "coiled"),
+    "cloudprovider:ec2": (("dask_cloudprovider", "aiobotocore"), "cloudprovider"),
+    "cloudprovider:gcp": (("dask_cloudprovider", "googleapiclient"), "cloudprovider"),
+}
 
 
 # --------------------------------------------------------------------------- storage
@@ -338,7 +463,8 @@ class Config(_Strict):
         return list(job.providers) if job.providers else list(self.providers)
 
 
-register_tags("local", "address", "s3", "gcs", "cron", "interval", "parquet", "job", "feature", "model")
+register_tags("local", "address", "gateway", "kubernetes", "coiled", "cloudprovider", "s3", "gcs", "cron", "interval",
+              "parquet", "job", "feature", "model")
 
 
 def _pydantic_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:

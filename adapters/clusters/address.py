@@ -1,17 +1,25 @@
-"""Connect to a running Dask scheduler by address."""
+"""Connect to a running Dask scheduler by address, optionally over mutual TLS."""
 
 from __future__ import annotations
 
 import logging
 
-from adapters.base import ClusterConnector, Transient
+from adapters.base import ClusterConnector, translating
+from adapters.clusters._tls import translate_comm_error
+
+log = logging.getLogger("skyfeast.clusters.address")
 
 
 class AddressConnector(ClusterConnector):
-    def __init__(self, *, address: str, connect_timeout: float = 10.0, name: str = "address"):
+    """``security`` is a ``distributed.security.Security`` (see :func:`adapters.clusters._tls.make_security`)
+    or None for a plain connection. Raises :class:`~adapters.base.PermissionDenied` when TLS is
+    refused or missing, :class:`~adapters.base.Transient` when the scheduler cannot be reached."""
+
+    def __init__(self, *, address: str, connect_timeout: float = 10.0, name: str = "address", security=None):
         self._address = address
         self.connect_timeout = connect_timeout
         self.name = name
+        self.security = security
         self._client = None
 
     @property
@@ -22,16 +30,20 @@ class AddressConnector(ClusterConnector):
     def connected(self) -> bool:
         return self._client is not None
 
+    @property
+    def connection_args(self) -> dict:
+        """``connection_args`` for ``distributed.core.rpc``/``connect`` to this scheduler (TLS context if any)."""
+        return self.security.get_connection_args("client") if self.security is not None else {}
+
     def connect(self):
         if self._client is not None and self._client.status == "running":
             return self._client
         self.close()
         from distributed import Client
 
-        try:
-            self._client = Client(self._address, timeout=self.connect_timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise Transient(f"cannot reach Dask scheduler {self._address} for {self.name}: {exc}") from exc
+        with translating(translate_comm_error, f"Dask scheduler {self._address} for {self.name}"):
+            self._client = Client(self._address, timeout=self.connect_timeout, set_as_default=False,
+                                  security=self.security)
         return self._client
 
     def close(self) -> None:
@@ -40,4 +52,4 @@ class AddressConnector(ClusterConnector):
             try:
                 client.close()
             except Exception:
-                logging.getLogger(__name__).debug("error while closing client", exc_info=True)
+                log.debug("error while closing client", exc_info=True)

@@ -541,7 +541,8 @@ CASES: list[Case] = [
               workers: 1
             storage: {type: local, root: data}
         jobs: []
-    """), "providers.p1.cluster.type", 7, "must be one of 'local', 'address', got 'k8s'"),
+    """), "providers.p1.cluster.type", 7,
+         "must be one of 'local', 'address', 'gateway', 'kubernetes', 'coiled', 'cloudprovider', got 'k8s'"),
     Case("bad-storage-type", y("""
         project: t
         feast:
