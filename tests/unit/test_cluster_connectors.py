@@ -485,3 +485,22 @@ def test_fake_sdk_cloudprovider_arguments_and_owned_lifecycle(tmp_path, monkeypa
     assert cluster.status.name == "closed"
     assert not conn.connected and conn.address is None
     conn.close()  # idempotent
+
+
+def test_cluster_examples_in_the_config_reference_are_valid():
+    """Every YAML example of docs/config.md's cluster section validates as a cluster (one per type)."""
+    import re
+
+    import yaml
+    from pydantic import TypeAdapter
+
+    from scheduler.config import Cluster
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    section = doc[doc.index("### `cluster`, by `type`"):doc.index("### `storage`, by `type`")]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    types_seen = []
+    for block in blocks:
+        cluster = TypeAdapter(Cluster).validate_python(yaml.safe_load(textwrap.dedent(block))["cluster"])
+        types_seen.append(cluster.type)
+    assert sorted(types_seen) == ["address", "cloudprovider", "coiled", "gateway", "kubernetes"]
