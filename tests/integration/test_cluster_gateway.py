@@ -146,6 +146,19 @@ def test_gateway_connector_runs_a_task_and_leaves_the_cluster_running(gateway_se
         assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
         assert conn.address is not None and conn.address.startswith("gateway://")
         assert conn.connect() is client
+        # the connection_args hook lets a probe (distributed.core.rpc) reach the scheduler through the proxy
+        import asyncio
+
+        from distributed.core import rpc
+
+        async def identity():
+            r = rpc(conn.address, timeout=20, connection_args=conn.connection_args)
+            try:
+                return await r.identity()
+            finally:
+                await r.close_rpc()
+
+        assert len(asyncio.run(identity())["workers"]) == 1
     finally:
         conn.close()
     # connect-only: closing the connector must not stop the gateway's cluster
