@@ -101,3 +101,7 @@ class ProviderPool:
             with self._locks[name]:
                 conn.close()
         self._clusters.clear()
+
+    def connector(self, name: str) -> ClusterConnector | None:
+        """The cluster connector of ``name`` once a client was asked for (drills inject faults through it)."""
+        return self._clusters.get(name)

@@ -35,8 +35,21 @@ from urllib.parse import urlsplit
 from adapters.base import ClusterConnector, Transient
 
 log = logging.getLogger("skyfeast.clusters.local")
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0  # the scheduler imports PRELOAD first: tens of seconds on a loaded 2-core box
 FORWARDER_ENV = "SKYFEAST_LOCAL_FORWARDER"
+# The scheduler unpickles every submitted graph on its event loop, which imports the modules
+# the tasks reference. scheduler.executor pulls in feast (9 s idle, 30-45 s on a loaded 2-core
+# machine); imported lazily, that stalled the event loop mid-run, so health probes timed out and
+# healthy providers were declared down. Importing it at scheduler start moves the cost to
+# startup, where nothing waits on the event loop yet. SKYFEAST_SCHEDULER_PRELOAD overrides
+# (comma-separated modules; empty for none).
+PRELOAD = ("scheduler.executor",)
+
+
+def _preload() -> list[str]:
+    env = os.environ.get("SKYFEAST_SCHEDULER_PRELOAD")
+    mods = PRELOAD if env is None else [m.strip() for m in env.split(",") if m.strip()]
+    return [arg for m in mods for arg in ("--preload", m)]
 
 
 def forwarding_enabled() -> bool:
@@ -135,7 +148,8 @@ class LocalConnector(ClusterConnector):
         sched_file = Path(self._tmp.name) / "scheduler.json"
         py = sys.executable
         self._scheduler = self._spawn([py, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                       "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+                                       "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file),
+                                       *_preload()],
                                       "scheduler.log")
         deadline = time.monotonic() + START_TIMEOUT
         while not sched_file.exists():

@@ -1,0 +1,68 @@
+"""``skyfeast drill --mode partition`` and ``--mode storage-outage`` on a small quickstart:
+real TCP blackhole between the daemon and the preferred scheduler; the preferred storage root
+moved away. The run must complete on the other provider, once, and the provider recover."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.conftest import future_end
+from tests.integration.conftest import make_project, skyfeast_json
+
+pytestmark = pytest.mark.chaos
+
+SLOW = '''
+
+import time as _time
+
+
+def slow_features(events, window):
+    _time.sleep(0.6)
+    return user_features(events, window)
+'''
+
+
+def _project(tmp_path):
+    def edit(cfg):
+        for p in cfg["providers"].values():
+            p["cluster"]["workers"] = 1
+        cfg["health"] = {"interval": "0.5s", "timeout": "3s", "miss_budget": 3, "blocklist_ttl": "2s",
+                         "failback_after": "1s"}
+        cfg["jobs"][0]["transform"] = "transforms:slow_features"
+        cfg["jobs"][0]["partitions"] = 8
+
+    cfg = make_project(tmp_path / "p", end=future_end(), days=8, users=300, per_day=2000, edit=edit)
+    with open(cfg.parent / "transforms.py", "a") as fh:
+        fh.write(SLOW)
+    return cfg
+
+
+def _assert_failed_over(rep: dict, mode: str) -> None:
+    assert rep["mode"] == mode
+    assert rep["completed"] and rep["completed_on"] == "gcp", rep
+    assert rep["detection_s"] is not None and rep["detection_s"] <= 30, rep  # SLO is 10 s; CI is loaded
+    assert rep["duplicate_windows"] == 0 and rep["lost_windows"] == 0, rep
+    assert rep["chunks"] == rep["partitions"] == 8, rep
+    assert rep["chunks_by_provider"].get("gcp", 0) >= 1, rep
+    assert rep["attempts"][0]["provider"] == "aws" and rep["attempts"][0]["outcome"] == "failed", rep
+    assert rep["attempts"][-1] == {"provider": "gcp", "outcome": "succeeded", "failure_class": None, "error": None}
+    assert rep["restore_s"] is not None, "the provider never became healthy again after the restore"
+
+
+def test_partition_drill_fails_over_and_recovers(tmp_path):
+    cfg = _project(tmp_path)
+    code, rep = skyfeast_json("drill", "-c", str(cfg), "--provider", "aws", "--mode", "partition",
+                              cwd=cfg.parent, timeout=240)
+    _assert_failed_over(rep, "partition")
+    assert "drops every byte" in rep["fault"]
+    assert rep["attempts"][0]["failure_class"] == "infrastructure"
+
+
+def test_storage_outage_drill_fails_over_and_recovers(tmp_path):
+    cfg = _project(tmp_path)
+    code, rep = skyfeast_json("drill", "-c", str(cfg), "--provider", "aws", "--mode", "storage-outage",
+                              cwd=cfg.parent, timeout=240)
+    _assert_failed_over(rep, "storage-outage")
+    root = cfg.parent / "data" / "aws"
+    assert root.is_dir() and (root / "events").is_dir(), "the storage root was not put back"
+    assert not (cfg.parent / "data" / "aws.skyfeast-outage").exists()
