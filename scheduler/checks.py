@@ -44,6 +44,7 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
     problems += _cycle_problems(cfg, smap, names)
     problems += _sdk_problems(cfg, smap)
     problems += _cluster_problems(cfg, smap)
+    problems += _data_problems(cfg, smap)
     if check_imports:
         for i, job in enumerate(cfg.jobs):
             spec, key = (job.transform, "transform") if job.kind == "feature" else (job.model.scorer, ("model", "scorer"))
@@ -55,6 +56,32 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
     if check_feast:
         problems += _feast_problems(cfg, smap)
     return problems
+
+
+def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """Source replicas name real providers, every allowed provider can read its source,
+    and the offline primary exists."""
+    out = []
+    if cfg.offline.primary is not None and cfg.offline.primary not in cfg.providers:
+        out.append(smap.problem(("offline", "primary"),
+                                f"unknown provider {cfg.offline.primary!r}; defined: {sorted(cfg.providers)}"))
+    for i, job in enumerate(cfg.jobs):
+        src = job.source
+        if src.type != "parquet" or src.replicas is None:
+            continue
+        for prov in src.replicas:
+            if prov not in cfg.providers:
+                out.append(smap.problem(("jobs", i, "source", "replicas", prov),
+                                        f"unknown provider {prov!r}; defined: {sorted(cfg.providers)}"))
+        if not src.replicas:
+            out.append(smap.problem(("jobs", i, "source", "replicas"), "must name at least one provider"))
+        elif not src.cross_cloud:
+            lacking = [p for p in (job.providers or cfg.providers) if p in cfg.providers and p not in src.replicas]
+            if lacking:
+                out.append(smap.problem(("jobs", i, "source", "replicas"),
+                                        f"provider(s) {lacking} may run job {job.name!r} but hold no replica of its "
+                                        "source; add a replica, narrow `providers`, or set `cross_cloud: true`"))
+    return out
 
 
 def _sdk_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:

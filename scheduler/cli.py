@@ -113,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("provider")
 
+    p = sub.add_parser("reconcile", help="copy offline outputs written during failovers to the primary storage",
+                       description="Copies every part file that a failed-over run wrote outside the primary "
+                                   "provider's storage (offline.primary) to the same key there, removes stale "
+                                   "parts, and writes the primary's manifest, so that Feast historical retrieval "
+                                   "sees every window. The daemon's leader also does this every "
+                                   "offline.reconcile_every. Exit 1 when something is still pending.")
+    _add_config(p)
+    _add_json(p)
+    p.add_argument("--limit", type=int, default=None, help="runs per pass (default: offline.reconcile_batch)")
+    p.add_argument("--all", action="store_true", help="repeat passes until nothing is pending or a pass fails")
+
     p = sub.add_parser("runs", help="list runs from the ledger")
     _add_config(p)
     _add_json(p)

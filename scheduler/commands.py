@@ -32,6 +32,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "materialize": _materialize,
         "cordon": _ops("cmd_cordon"),
         "uncordon": _ops("cmd_cordon"),
+        "reconcile": _ops("cmd_reconcile"),
     }[args.command](args)
 
 
@@ -181,9 +182,21 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise UsageError("--ticks must be at least 1")
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
+    if args.grace is not None and args.grace < 0:
+        raise UsageError("--grace must be zero or more seconds")
+    from scheduler.offline import reconcile
+    from scheduler.policy import ProviderState
+
     with ProgressReporter() as reporter, _runtime(cfg, reporter) as runner:
+        def reconcile_pass() -> None:
+            pool = runner.pool
+            rep = reconcile(cfg, runner.ledger, pool.stores(),
+                            available=lambda name: pool.breaker(name).state is not ProviderState.DOWN)
+            if rep.runs or rep.stopped:
+                log.info("reconcile: %s", {k: v for k, v in rep.as_dict().items() if k != "runs"})
+
         daemon = Daemon(cfg, runner.ledger, runner.execute_claimed, cancel=runner.stop,
-                        max_parallel=args.max_parallel, grace=args.grace)
+                        max_parallel=args.max_parallel, grace=args.grace, maintenance=reconcile_pass)
 
 
         def on_stop(sig: str) -> None:

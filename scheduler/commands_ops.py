@@ -182,4 +182,43 @@ def cmd_cordon(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_trigger", "cmd_backfill", "cmd_cancel", "cmd_cordon", "backfill_windows"]
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """``reconcile``: bring the primary offline location up to date (see scheduler.offline)."""
+    from adapters import make_store
+    from scheduler.console import out
+    from scheduler.ledger import Ledger
+    from scheduler.offline import reconcile
+
+    if args.limit is not None and not 1 <= args.limit <= 100_000:
+        raise UsageError(f"--limit {args.limit}: must be between 1 and 100000")
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    stores = {name: make_store(p.storage, cfg.base_dir) for name, p in cfg.providers.items()}
+    ledger = Ledger(cfg.state_url)
+    try:
+        reports = []
+        while True:
+            rep = reconcile(cfg, ledger, stores, limit=args.limit)
+            reports.append(rep)
+            if not (args.all and rep.ok and rep.runs and rep.pending_left):
+                break
+    finally:
+        ledger.close()
+    total = {"primary": cfg.primary_provider, "ok": all(r.ok for r in reports), "passes": len(reports),
+             "reconciled": sum(r.as_dict()["reconciled"] for r in reports),
+             "failed": sum(r.as_dict()["failed"] for r in reports),
+             "copied_files": sum(r.as_dict()["copied_files"] for r in reports),
+             "copied_bytes": sum(r.as_dict()["copied_bytes"] for r in reports),
+             "pending_left": reports[-1].pending_left, "stopped": reports[-1].stopped,
+             "runs": [run for r in reports for run in r.as_dict()["runs"]]}
+    if args.json:
+        _print_json(total)
+    else:
+        for run in total["runs"]:
+            what = f"error: {run['error']}" if run["error"] else f"{run['copied']} part(s) copied, {run['removed']} stale removed"
+            out.print(f"{run['job']} {run['window']}: {what}")
+        out.print(f"primary {total['primary']}: {total['reconciled']} run(s) reconciled, {total['failed']} failed, "
+                  f"{total['pending_left']} pending" + (f"; stopped: {total['stopped']}" if total["stopped"] else ""))
+    return 0 if total["ok"] and total["pending_left"] == 0 else 1
+
+
+__all__ = ["cmd_trigger", "cmd_backfill", "cmd_cancel", "cmd_cordon", "cmd_reconcile", "backfill_windows"]

@@ -312,6 +312,17 @@ class ParquetSource(_Strict):
     lookback: Duration | None = Field(
         None, description="read [window end - lookback, window end) instead of the window alone"
     )
+    replicas: dict[str, str] | None = Field(
+        None, description="provider -> path of this source on that provider's storage; default: every "
+                          "provider holds it at `path`")
+    cross_cloud: bool = Field(
+        False, description="a provider with no replica may read another provider's replica (egress costs)")
+
+    def replica_path(self, provider: str) -> str | None:
+        """The path of the replica on ``provider``'s own storage, or None if it has none."""
+        if self.replicas is None:
+            return self.path
+        return self.replicas.get(provider)
 
 
 class JobOutputSource(_Strict):
@@ -388,6 +399,16 @@ class HealthSettings(_Strict):
     min_workers: int = Field(1, ge=0, description="fewer workers than this makes a provider degraded")
 
 
+class OfflineSettings(_Strict):
+    """Where Feast reads offline outputs, and how outputs written elsewhere get there."""
+
+    primary: str | None = Field(None, description="provider whose storage the Feast batch sources point at; "
+                                                   "default: the provider with the lowest priority value")
+    reconcile_every: Duration = Field(default=timedelta(minutes=5),
+                                      description="how often the leader copies failed-over outputs to the primary")
+    reconcile_batch: int = Field(50, ge=1, le=10_000, description="runs reconciled per pass")
+
+
 class FeastSettings(_Strict):
     repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
 
@@ -398,6 +419,7 @@ class Config(_Strict):
     feast: FeastSettings
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
     providers: dict[str, Provider] = Field(min_length=1)
     jobs: list[Job] = Field(default_factory=list)
 
@@ -461,6 +483,13 @@ class Config(_Strict):
 
     def allowed_providers(self, job: FeatureJob | ModelJob) -> list[str]:
         return list(job.providers) if job.providers else list(self.providers)
+
+    @property
+    def primary_provider(self) -> str:
+        """The provider whose storage holds the offline outputs Feast reads."""
+        if self.offline.primary is not None:
+            return self.offline.primary
+        return min(self.providers, key=lambda n: (self.providers[n].priority, n))
 
 
 register_tags("local", "address", "gateway", "kubernetes", "coiled", "cloudprovider", "s3", "gcs", "cron", "interval",

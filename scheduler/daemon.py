@@ -62,8 +62,13 @@ def _log_failure(fut: Future) -> None:
 class Daemon:
     def __init__(self, cfg: Config, ledger: Ledger, execute: Execute, *, cancel: threading.Event,
                  max_parallel: int | None = None, grace: float | None = None, identity: str | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 maintenance: Callable[[], object] | None = None):
         self.cfg = cfg
+        # periodic leader-only housekeeping (the offline reconciler), one at a time, off the tick loop
+        self.maintenance = maintenance
+        self._maint: Future | None = None
+        self._maint_pool: ThreadPoolExecutor | None = None
         self.ledger = ledger
         self.execute = execute
         self.cancel = cancel  # set after the grace period: executors cancel their Dask work
@@ -206,6 +211,7 @@ class Daemon:
         poll = self.cfg.daemon.poll.total_seconds()
         self._pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="skyfeast-run")
         next_pickup = 0.0
+        next_maint = 0.0
         log.info("daemon %s started with %d job(s)", self.identity, len(self.jobs))
         try:
             while not self.stop.is_set():
@@ -231,6 +237,12 @@ class Daemon:
                     self._hold_claims()
                     self._pickup()
                     next_pickup = time.monotonic() + poll
+                if self.maintenance is not None and time.monotonic() >= next_maint and \
+                        (self._maint is None or self._maint.done()):
+                    self._maint_pool = self._maint_pool or ThreadPoolExecutor(1, thread_name_prefix="skyfeast-maint")
+                    self._maint = self._maint_pool.submit(self.maintenance)
+                    self._maint.add_done_callback(_log_failure)
+                    next_maint = time.monotonic() + self.cfg.offline.reconcile_every.total_seconds()
                 self._futures = [f for f in self._futures if not f.done()]
                 sleep = poll
                 if self._heap:
@@ -252,6 +264,8 @@ class Daemon:
                 self.cancel.set()
                 wait(not_done, timeout=60)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._maint_pool is not None:  # the reconciler is idempotent: an interrupted copy is redone later
+            self._maint_pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             never_started = list(self._inflight)
             self._inflight.clear()

@@ -247,17 +247,20 @@ def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> N
 
 def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget, transform: Callable,
                     keys: list[str], deadline: float, progress: ProgressFn | None = None,
-                    cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None) -> ExecResult:
+                    cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
+                    source_store: ObjectStore | None = None) -> ExecResult:
+    """``keys`` are on ``source_store`` (default: ``store``, which receives the outputs)."""
     import dask
     import dask.dataframe as dd
 
     book = book or ChunkBook()
     src = job.source
     read_start, read_end = window.read_range(src)
-    urls = [store.url(k) for k in keys]
+    source_store = source_store or store
+    urls = [source_store.url(k) for k in keys]
     rs, re_ = pd.Timestamp(read_start), pd.Timestamp(read_end)
     with dask.config.set({"dataframe.convert-string": False}):
-        ddf = dd.read_parquet(urls, storage_options=store.storage_options or None,
+        ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None,
                               filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
 from scheduler.errors import UserError
+from scheduler.ledger_copies import CopyBook
 from scheduler.ledger_schema import (
     SCHEMA_VERSION,
     SchemaTooNew,
@@ -92,7 +93,7 @@ def _row(r: Any) -> RunRow:
     return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
 
 
-class Ledger:
+class Ledger(CopyBook):
     """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
 
     def __init__(self, url: str, *, owner: str | None = None):
@@ -379,9 +380,10 @@ class Ledger:
         return {r.chunk: {"rows_in": r.rows_in, "rows_out": r.rows_out, "rows_online": r.rows_online,
                           "file": r.file, "attempt_id": r.attempt_id} for r in rows}
 
-    def finish_success(self, run_id: int, attempt_id: int, rows: int) -> bool:
+    def finish_success(self, run_id: int, attempt_id: int, rows: int, *, copy_to_primary: bool = False) -> bool:
         """Mark the attempt and the run succeeded in one transaction, so a crash can never leave
-        a succeeded attempt under a run that is still running. False if the run was taken over."""
+        a succeeded attempt under a run that is still running. False if the run was taken over.
+        ``copy_to_primary`` queues its offline parts for the reconciler in the same transaction."""
         now = _now()
         with self._write() as conn:
             res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
@@ -391,6 +393,8 @@ class Ledger:
                 return False
             conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
                 ended_at=now, outcome="succeeded", rows_written=rows))
+            if copy_to_primary:
+                self.mark_copy_pending(conn, run_id)
         return True
 
     def finish_run(self, run_id: int, *, status: str, rows: int | None = None,

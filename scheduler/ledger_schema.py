@@ -6,6 +6,9 @@ Version history:
 * 2 – runs gain ``partitions`` and ``cancel_requested``; new tables
   ``skyfeast_chunks`` (resume), ``skyfeast_job_state`` (last dispatched fire,
   for catch-up) and ``skyfeast_leader`` (leader lease + fencing token).
+* 3 – ``skyfeast_cordons`` (operators' cordons).
+* 4 – ``skyfeast_offline_copies``: runs whose offline parts are (partly) off the
+  primary provider's storage, until the reconciler has copied them there.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -18,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 UTC = timezone.utc
 
 
@@ -122,6 +125,17 @@ cordons_t = sa.Table(
 )
 
 
+offline_copies_t = sa.Table(
+    "skyfeast_offline_copies", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("skyfeast_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | done
+    sa.Column("tries", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_copies_state", offline_copies_t.c.state, offline_copies_t.c.run_id)
+
+
 class SchemaTooNew(Exception):
     def __init__(self, found: int):
         self.found = found
@@ -140,7 +154,11 @@ def _v2_to_v3(conn: sa.Connection) -> None:
     pass  # only a new table, created by create_all below
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: sa.Connection) -> None:
+    pass  # only a new table, created by create_all below
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(conn: sa.Connection) -> int:

@@ -34,6 +34,9 @@ class ProviderPool:
     def store(self, name: str) -> ObjectStore:
         return self._stores[name]
 
+    def stores(self) -> dict[str, ObjectStore]:
+        return dict(self._stores)
+
     def client(self, name: str):
         """Connected ``distributed.Client`` for ``name``; raises adapters.Transient."""
         with self._locks[name]:

@@ -19,6 +19,7 @@ from scheduler.errors import DataError
 from scheduler.executor import ChunkBook, ProviderDown, classify, describe, run_feature_job, run_model_job
 from scheduler.heartbeat import Heartbeat
 from scheduler.ledger import Ledger
+from scheduler.offline import owner_of, write_manifest
 from scheduler.policy import FailureClass, ProviderState, Step, backoff, next_step, place
 from scheduler.providers import ProviderPool
 from scheduler.sources import resolve
@@ -157,26 +158,39 @@ class Runner:
                 err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
                 return self._fail(out, FailureClass.INFRASTRUCTURE, err)
-            if not self.ledger.finish_success(run_id, aid, res.rows_out):
+            copy = self._write_manifest(job, window, run_id, provider, res)
+            if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
             out.status = "succeeded"
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
             return out
         return out  # unreachable: the loop returns
 
+    def _write_manifest(self, job, window: Window, run_id: int, provider: str, res) -> bool:
+        """Write the window's manifest next to the outputs; True if any part is off the primary
+        storage (the reconciler must copy it there)."""
+        stores = self.pool.stores()
+        primary = self.cfg.primary_provider
+        owners = [owner_of(url, stores) for url in res.files]
+        try:
+            write_manifest(self.pool.store(provider), job=job.name, feature_view=job.feature_view, window=window,
+                           run_id=run_id, provider=provider, files=res.files, rows=res.rows_out)
+        except Exception as exc:  # the ledger holds the same list; the reconciler rewrites it on the primary
+            log.warning("%s %s: cannot write the manifest on %s: %s", job.name, window, provider, exc)
+        return any(o is None or o[0] != primary for o in owners)
+
     def _upstream_files(self, up_run, upstream, window: Window, provider: str) -> list[tuple[str, dict]]:
         """(url, storage options) of every part file the upstream run wrote, on whichever
         provider's storage each chunk landed (a failed-over run's parts can span two)."""
         recorded = sorted(c["file"] for c in self.ledger.chunks(up_run.id).values() if c.get("file"))
         if recorded:
-            stores = [self.pool.store(n) for n in self.cfg.providers]
+            stores = self.pool.stores()
             out = []
             for url in recorded:
-                owner = max((s for s in stores if url.startswith(s.url("").rstrip("/") + "/")),
-                            key=lambda s: len(s.url("")), default=None)
-                if owner is None:
+                hit = owner_of(url, stores)
+                if hit is None:
                     raise DataError(f"upstream part {url} is on no configured provider's storage")
-                out.append((url, owner.storage_options))
+                out.append((url, stores[hit[0]].storage_options))
             return out
         store = self.pool.store(up_run.provider or provider)  # runs recorded before chunk files existed
         return [(store.url(k), store.storage_options)
@@ -224,10 +238,26 @@ class Runner:
             log.warning("run %s was taken over by another process before it could be recorded", out.run_id)
         return out
 
+    def _source_replica(self, job: FeatureJob, provider: str):
+        """(store, path) of the source replica this provider reads: its own, or (``cross_cloud``)
+        the first replica, in placement order, on a provider that is not down."""
+        src = job.source
+        own = src.replica_path(provider)
+        if own is not None:
+            return self.pool.store(provider), own
+        if not src.cross_cloud:
+            raise DataError(f"provider {provider!r} holds no replica of {job.name!r}'s source and "
+                            "cross_cloud is false")
+        for other in place(list(src.replicas or {}), self.pool.views()):
+            return self.pool.store(other), src.replicas[other]
+        raise ProviderDown(f"no provider holding a replica of {job.name!r}'s source is available")
+
     def _locality(self, job, window: Window) -> str | None:
         if job.source.type == "job":
             up = self.ledger.find_run(job.source.job, window.start, window.end)
             return up.provider if up and up.status == "succeeded" else None
+        if job.source.replicas:  # the first listed replica is the preferred place to read it
+            return next(iter(job.source.replicas))
         return None
 
     def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled):
@@ -241,11 +271,13 @@ class Runner:
 
         if isinstance(job, FeatureJob):
             start, end = window.read_range(job.source)
-            keys = resolve(store, job.source.path, start, end)
+            src_store, src_path = self._source_replica(job, provider)
+            keys = resolve(src_store, src_path, start, end)
             fn = import_callable(job.transform, self.cfg.base_dir)
             client = self.pool.client(provider)
             return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
-                                   keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book)
+                                   keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
+                                   source_store=src_store)
         upstream = self.cfg.job(job.source.job)
         up_run = self.ledger.find_run(upstream.name, window.start, window.end)
         if up_run is None or up_run.status != "succeeded":

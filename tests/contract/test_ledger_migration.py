@@ -39,12 +39,14 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
     engine = sa.create_engine(ledger_url)
     with engine.begin() as conn:
         for stmt in V1_DDL:
+            if engine.dialect.name == "postgresql" and "CREATE TABLE skyfeast_attempts" in stmt:
+                stmt = stmt.replace("id INTEGER PRIMARY KEY", "id SERIAL PRIMARY KEY")  # as v1 created it there
             conn.execute(sa.text(stmt))
     engine.dispose()
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 3
+        assert ledger.schema_version() == SCHEMA_VERSION == 4
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -58,10 +60,18 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         assert ledger.acquire_leader(None, timedelta(seconds=5)) == 1
         assert ledger.claim("user_features", datetime(2026, 1, 1, tzinfo=UTC), start, trigger="manual",
                             lease=timedelta(seconds=30)) == (None, "succeeded")
+        # v4: a success can queue its parts for the reconciler, in the same transaction
+        aid = ledger.start_attempt(rid, "gcp")
+        assert ledger.finish_success(rid, aid, 10, copy_to_primary=True)
+        assert [p["run_id"] for p in ledger.pending_copies()] == [rid]
+        ledger.finish_copy(rid, error="primary unreachable")
+        assert ledger.pending_copies()[0]["tries"] == 1
+        ledger.finish_copy(rid)
+        assert ledger.pending_copies() == [] and ledger.copy_states() == {"done": 1}
     finally:
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 3 and len(again.runs()) == 2
+        assert again.schema_version() == 4 and len(again.runs()) == 2
     finally:
         again.close()
