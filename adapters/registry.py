@@ -45,13 +45,12 @@ def make_cluster(cfg: Any, name: str, base_dir: Path | None = None) -> ClusterCo
         if cfg.tls is not None:
             from adapters.clusters._tls import make_security
 
-            def path(p: str | None) -> Path | None:
-                if p is None:
-                    return None
+            def path(p: str) -> Path:
                 q = Path(p).expanduser()
                 return q if q.is_absolute() or base_dir is None else (base_dir / q).resolve()
 
-            security = make_security(ca_file=path(cfg.tls.ca_file), cert=path(cfg.tls.cert), key=path(cfg.tls.key),
+            security = make_security(ca_file=path(cfg.tls.ca_file), cert=path(cfg.tls.cert),
+                                     key=None if cfg.tls.key is None else path(cfg.tls.key),
                                      require_encryption=cfg.tls.require_encryption)
         return AddressConnector(address=cfg.address, connect_timeout=cfg.connect_timeout.total_seconds(), name=name,
                                 security=security)

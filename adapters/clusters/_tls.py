@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 from adapters.base import AdapterError, PermissionDenied, Transient
@@ -32,12 +33,14 @@ def make_security(*, ca_file: str | Path, cert: str | Path, key: str | Path | No
     return sec
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes/contexts, outermost first."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
 
 
 def translate_comm_error(exc: BaseException, what: str) -> AdapterError | None:
@@ -47,7 +50,7 @@ def translate_comm_error(exc: BaseException, what: str) -> AdapterError | None:
     port and back) is :class:`PermissionDenied`: retrying will not help.
     Anything else that looks like the network is :class:`Transient`.
     """
-    text = str(exc)
+    text = str(exc) or type(exc).__name__
     for e in _chain(exc):
         if isinstance(e, ssl.SSLError):
             return PermissionDenied(f"TLS handshake with {what} failed: {e}")

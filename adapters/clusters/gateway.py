@@ -18,11 +18,10 @@ def make_auth(kind: str, *, username: str | None = None, password: str | None = 
     if kind == "jupyterhub":
         return auth.JupyterHubAuth(api_token=api_token)
     if kind == "none":
-        class NoAuth(auth.GatewayAuth):
-            def pre_request(self, resp):  # a 401 is then reported, not answered
-                return {}, None
-
-        return NoAuth()
+        # GatewayAuth's own pre_request returns None, which dask-gateway cannot unpack after a 401;
+        # answering with no headers lets the 401 surface as PermissionDenied
+        no_auth = type("NoAuth", (auth.GatewayAuth,), {"pre_request": lambda self, resp: ({}, None)})
+        return no_auth()
     raise ValueError(f"unknown gateway auth {kind!r}")
 
 
@@ -50,6 +49,11 @@ class GatewayConnector(SDKConnector):
         # look the cluster up first: a GatewayCluster whose construction fails (unknown name,
         # refused auth) leaves a half-built object whose __del__ raises (see _close_gateway)
         gateway = dg.Gateway(**kw)
+        if isinstance(getattr(gateway, "_request_kwargs", None), dict):
+            import aiohttp
+
+            # dask-gateway's HTTP calls have no deadline of their own (aiohttp's default is 5 min)
+            gateway._request_kwargs["timeout"] = aiohttp.ClientTimeout(total=self.connect_timeout)
         try:
             gateway.get_cluster(self.cluster_name)
         finally:
@@ -76,6 +80,9 @@ class GatewayConnector(SDKConnector):
             if exc.status in (401, 403):
                 return PermissionDenied(f"{what}: gateway {self.gateway_address} refused auth {self.auth!r}: {exc}")
             return Transient(f"{what}: gateway {self.gateway_address} answered {exc.status}: {exc.message}")
+        if isinstance(exc, TimeoutError):
+            return Transient(f"{what}: timed out talking to gateway {self.gateway_address} "
+                             f"(connect_timeout {self.connect_timeout:g}s)")
         if isinstance(exc, aiohttp.ClientError):
             return Transient(f"cannot reach gateway {self.gateway_address} for {what}: {exc}")
         dg = require("dask_gateway", "gateway")

@@ -504,3 +504,25 @@ def test_cluster_examples_in_the_config_reference_are_valid():
         cluster = TypeAdapter(Cluster).validate_python(yaml.safe_load(textwrap.dedent(block))["cluster"])
         types_seen.append(cluster.type)
     assert sorted(types_seen) == ["address", "cloudprovider", "coiled", "gateway", "kubernetes"]
+
+
+def test_silent_gateway_is_transient_within_connect_timeout():
+    """A real dask-gateway client against a socket that accepts and never answers: Transient, in time."""
+    pytest.importorskip("dask_gateway", reason="dask-gateway (skyfeast[gateway]) is not installed")
+    import socket
+    import time
+
+    from adapters import Transient
+    from adapters.clusters.gateway import GatewayConnector
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        conn = GatewayConnector(address=f"http://127.0.0.1:{srv.getsockname()[1]}", cluster_name="c",
+                                connect_timeout=1.5, name="p1")
+        t0 = time.monotonic()
+        with pytest.raises(Transient, match=r"p1: timed out talking to gateway http://127.0.0.1:\d+ "
+                                            r"\(connect_timeout 1.5s\)"):
+            conn.connect()
+        assert time.monotonic() - t0 < 15
+    assert not conn.connected
