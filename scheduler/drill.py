@@ -74,11 +74,12 @@ def _pick_job(cfg: Config, provider: str, job_name: str | None):
 
 
 def run_drill(config: str | Path | Config, provider: str, mode: str | None = None, *, job: str | None = None,
-              scenario: str | None = None, failback: bool = True, at: str = "now",
+              scenario: str | None = None, recovery: bool = True, at: str = "now",
               min_chunks: int = 1) -> dict[str, Any]:
     """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
 
-    ``failback`` False skips waiting for the provider to be preferred again (benchmarks).
+    ``recovery`` False skips waiting for the provider to become healthy and preferred again
+    after the restore (benchmarks; ``restore_s`` and ``failback_s`` are then None).
     ``at`` picks the window (the latest complete one at that time). The fault lands once
     ``min_chunks`` chunks are recorded. Raises UsageError for a drill that cannot exercise failover.
     """
@@ -106,7 +107,7 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
         try:
             for f in faults:
                 f.prepare()
-            report = _drill(cfg, runner, job, window, provider, mode, faults, failback, min_chunks)
+            report = _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks)
         finally:
             for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
                 f.close()
@@ -120,7 +121,7 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     return report
 
 
-def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: list, failback: bool,
+def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: list, recovery: bool,
            min_chunks: int) -> dict[str, Any]:
     pool, ledger = runner.pool, runner.ledger
     result: dict[str, Any] = {}
@@ -162,11 +163,11 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     outcome = result.get("o")
     fault.restore()
     t_restore0 = time.monotonic()
-    restored = _wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
-                     cfg.health.blocklist_ttl.total_seconds() + 120, 0.2)
+    restored = recovery and _wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
+                                  cfg.health.blocklist_ttl.total_seconds() + 120, 0.2)
     t_restored = time.monotonic()
     back = None
-    if failback and restored:
+    if restored:
         back = _wait(lambda: (place(cfg.allowed_providers(job), pool.views()) or [None])[0] == provider,
                      cfg.health.failback_after.total_seconds() + 30, 0.2)
     t_back = time.monotonic()
