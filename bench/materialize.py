@@ -8,7 +8,8 @@ vanilla ``FeatureStore.materialize`` (local engine, file offline store).  Both
 timings include loading the Feast repo; every run starts from an empty online
 store.  Vanilla Feast manages ~1,700 rows/s into SQLite, so it is timed on the
 first ``--vanilla-entities`` users only and its *rate* is compared (the output
-says so).  For Redis the script also measures a raw ingest ceiling: Feast's own
+says so).  Peak RSS of each Dask worker (``VmHWM``, reset before the timed
+skyfeast runs of each store) is printed beside the skyfeast figures.  For Redis the script also measures a raw ingest ceiling: Feast's own
 hash layout as prebuilt ``HSET`` commands, sent pipelined over one redis-py
 connection, no newest-wins check.
 
@@ -163,6 +164,32 @@ def run_skyfeast(repo: Repo, client) -> float:
     return time.perf_counter() - t
 
 
+def _reset_peak_rss() -> bool:
+    """Restart this process's peak-RSS counter (``VmHWM``); False where Linux does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def worker_peaks(client) -> list[float]:
+    """Peak RSS (MiB) of each Dask worker since the last :func:`_reset_peak_rss` on it."""
+    return sorted((v for v in client.run(_peak_rss_mib).values() if v is not None), reverse=True)
+
+
 def run_vanilla(repo: Repo) -> float:
     from feast import FeatureStore
 
@@ -297,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skyfeast: Dask LocalCluster, {args.workers} worker processes x 1 thread, warmed up before timing",
               flush=True)
         print(f"{'store':<9} {'contender':<16} {'entities':>10} {'median s':>9} {'rows/s':>10} {'values/s':>12} "
-              f"{'vs vanilla':>10}", flush=True)
+              f"{'vs vanilla':>10}  peak RSS per worker, MiB", flush=True)
         for kind in stores:
             if PORTS[kind] and not _reachable(PORTS[kind]):
                 print(f"{kind:<9} skipped: nothing listens on 127.0.0.1:{PORTS[kind]}", flush=True)
@@ -312,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 for label, repo, n, fn in (("vanilla Feast", van, vanilla_n, run_vanilla),
                                            ("skyfeast", sky, args.entities, lambda r: run_skyfeast(r, client))):
                     times = []
+                    if label == "skyfeast":
+                        client.run(_reset_peak_rss)
                     for _ in range(args.runs):
                         repo.clear()
                         times.append(fn(repo))
@@ -321,9 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                     median = statistics.median(times)
                     rates[label] = _rate(n, median)
                     ratio = f"{rates[label] / rates['vanilla Feast']:.1f}x"
+                    peaks = worker_peaks(client) if label == "skyfeast" else []
+                    peak = ", ".join(f"{m:,.0f}" for m in peaks) if peaks else ""
                     print(f"{kind:<9} {label:<16} {n:>10,} {median:>9.2f} {rates[label]:>10,.0f} "
-                          f"{rates[label] * args.features:>12,.0f} {ratio:>10}", flush=True)
-                row = {"store": kind, **rates}
+                          f"{rates[label] * args.features:>12,.0f} {ratio:>10}  {peak}", flush=True)
+                row = {"store": kind, **rates, "worker_peak_mib": max(peaks) if peaks else None}
                 if kind == "redis":
                     m = min(args.ceiling_entities, args.entities)
                     project = f"ceil_{uuid.uuid4().hex[:8]}"
@@ -351,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['store']}: skyfeast {row['skyfeast'] * args.features:,.0f} values/s vs vanilla "
                   f"{row['vanilla Feast'] * args.features:,.0f} values/s (vanilla measured on {vanilla_n:,} entities)"
                   f" = {row['skyfeast'] / row['vanilla Feast']:.1f}x"
-                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the Redis ceiling" if "ceiling" in row else ""))
+                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the Redis ceiling" if "ceiling" in row else "")
+                  + (f"; peak worker RSS {row['worker_peak_mib']:,.0f} MiB" if row["worker_peak_mib"] else ""))
     finally:
         connector.close()
         if made_db:

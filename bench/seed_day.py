@@ -1,0 +1,342 @@
+"""A day of behaviour events → 20 windowed features per user → online store, through the daemon's job path.
+
+Generates ``--events`` events (``user_id`` among ``--users`` users, timestamps
+spread over one UTC day, a few numeric columns) as one parquet file, builds a
+throw-away skyfeast project around it (``skyfeast.yaml`` with one local
+provider of 2 worker processes × 1 thread, 2 GiB each, and a Feast repo whose
+feature view has 20 features), then runs ``skyfeast run --job day_features``
+for that day as a subprocess: the same runner, ledger, executor and writers a
+scheduled run uses (read parquet → shuffle by user → transform → offline
+parquet + online write, on the workers).
+
+Printed: wall time of the ``skyfeast run`` command (cluster start and Feast
+load included), users and feature values written per second, and peak RSS
+(``VmHWM`` from ``/proc``, read every 0.2 s) of the daemon process, the Dask
+scheduler and every Dask worker.  The online store is checked afterwards: it
+must hold exactly one row per user that had events.
+
+    .venv/bin/python bench/seed_day.py --store redis
+    .venv/bin/python bench/seed_day.py --store sqlite --events 1000000 --users 100000 --json
+
+Redis: db ``--redis-db`` on 127.0.0.1:6379; only this run's keys are written,
+and they are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = datetime(2026, 3, 1, tzinfo=UTC)
+VIEW = "user_day"
+WINDOWS = {"1h": 3_600, "6h": 21_600, "24h": 86_400}
+STATS = ("events", "amount_sum", "amount_mean", "amount_max", "duration_sum")
+FEATURES = [f"{s}_{w}" for w in WINDOWS for s in STATS] + [
+    "purchases_24h", "clicks_24h", "amount_min_24h", "last_event_age_s", "first_event_age_s"]
+INT_FEATURES = {f for f in FEATURES if f.startswith(("events_", "purchases_", "clicks_"))}
+
+TRANSFORMS = '''"""Windowed per-user features over the day ending at ``window.end`` (written by bench/seed_day.py)."""
+
+import numpy as np
+import pandas as pd
+
+WINDOWS = {"1h": 3_600, "6h": 21_600, "24h": 86_400}
+
+
+def day_features(events: pd.DataFrame, window) -> pd.DataFrame:
+    end = pd.Timestamp(window.end)
+    codes, users = pd.factorize(events["user_id"].to_numpy(), sort=True)
+    n = len(users)
+    age = (end - events["event_timestamp"]).dt.total_seconds().to_numpy()
+    amount = events["amount"].to_numpy(np.float64)
+    duration = events["duration_s"].to_numpy(np.float64)
+    etype = events["event_type"].to_numpy()
+    out = {"user_id": users.astype(np.int64)}
+    for label, width in WINDOWS.items():
+        m = age <= width
+        c, a = codes[m], amount[m]
+        count = np.bincount(c, minlength=n)
+        total = np.bincount(c, weights=a, minlength=n)
+        top = np.full(n, np.nan)
+        np.fmax.at(top, c, a)
+        out[f"events_{label}"] = count.astype(np.int64)
+        out[f"amount_sum_{label}"] = total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"amount_mean_{label}"] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out[f"amount_max_{label}"] = top
+        out[f"duration_sum_{label}"] = np.bincount(c, weights=duration[m], minlength=n)
+    out["purchases_24h"] = np.bincount(codes, weights=(etype == 2), minlength=n).astype(np.int64)
+    out["clicks_24h"] = np.bincount(codes, weights=(etype == 1), minlength=n).astype(np.int64)
+    low = np.full(n, np.nan)
+    np.fmin.at(low, codes, amount)
+    out["amount_min_24h"] = low
+    last = np.full(n, np.inf)
+    np.minimum.at(last, codes, age)
+    first = np.zeros(n)
+    np.maximum.at(first, codes, age)
+    out["last_event_age_s"], out["first_event_age_s"] = last, first
+    frame = pd.DataFrame(out)
+    frame["event_timestamp"] = end
+    return frame
+'''
+
+
+def make_events(path: Path, events: int, users: int, seed: int = 11) -> int:
+    """``events`` rows over ``DAY``, sorted by time, as parquet; returns how many distinct users occur."""
+    rng = np.random.default_rng(seed)
+    user_id = rng.integers(0, users, events, dtype=np.int64) * 7919 + 13
+    offset = np.sort(rng.integers(0, 86_400_000_000, events))
+    frame = pd.DataFrame({
+        "user_id": user_id,
+        "event_timestamp": pd.Timestamp(DAY) + pd.to_timedelta(offset, unit="us"),
+        "event_type": rng.choice(np.array([0, 1, 2], dtype=np.int8), events, p=[0.6, 0.3, 0.1]),
+        "amount": np.round(rng.lognormal(3.0, 1.0, events), 2),
+        "duration_s": rng.exponential(30.0, events).astype(np.float32),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False, row_group_size=1_000_000)
+    return int(len(np.unique(user_id)))
+
+
+def make_project(root: Path, store: str, redis_db: int, partitions: int | None) -> str:
+    project = f"seedday_{uuid.uuid4().hex[:8]}"
+    online = {"sqlite": {"type": "sqlite", "path": "online.db"},
+              "redis": {"type": "redis", "connection_string": f"127.0.0.1:6379,db={redis_db}"}}[store]
+    repo = root / "feature_repo"
+    repo.mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump({
+        "project": project, "registry": "registry.db", "provider": "local", "online_store": online,
+        "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}))
+    (root / "transforms.py").write_text(TRANSFORMS)
+    job = {"name": "day_features", "kind": "feature", "schedule": {"type": "cron", "expr": "0 0 * * *"},
+           "source": {"type": "parquet", "path": "events/events-{date}.parquet", "timestamp_field": "event_timestamp"},
+           "transform": "transforms:day_features", "feature_view": VIEW, "providers": ["local"], "retries": 0,
+           "timeout": "30m"}
+    if partitions:
+        job["partitions"] = partitions
+    (root / "skyfeast.yaml").write_text(yaml.safe_dump({
+        "project": "seedday", "state": str(root / "state.db"), "feast": {"repo": "feature_repo"},
+        # The defaults (2 s probe deadline, 3 misses) mark a busy 2-core host down mid-shuffle when
+        # other work shares the machine; a benchmark wants the run, not a failover to nowhere.
+        "health": {"timeout": "10s", "miss_budget": 6},
+        "providers": {"local": {"priority": 1, "cluster": {"type": "local", "workers": 2, "threads": 1,
+                                                          "memory_limit": "2GiB"},
+                                "storage": {"type": "local", "root": "data"}}},
+        "jobs": [job]}, sort_keys=False))
+
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64
+
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name=VIEW, entities=[user], ttl=timedelta(days=2),
+        source=FileSource(path="../data/offline/user_day", timestamp_field="event_timestamp"),
+        schema=[Field(name="user_id", dtype=Int64)]
+        + [Field(name=f, dtype=Int64 if f in INT_FEATURES else Float64) for f in FEATURES],
+    )
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        FeatureStore(repo_path=str(repo)).apply([user, view])
+    return project
+
+
+def _hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory(threading.Thread):
+    """Peak RSS (VmHWM) of a process and of each descendant, labelled by role, sampled every 0.2 s."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peaks, self.roles = pid, {}, {}
+        self._halt = threading.Event()
+
+    def _role(self, proc) -> str:
+        cmd = " ".join(proc.cmdline())
+        if proc.pid == self.pid:
+            return "daemon (skyfeast run)"
+        if "dask_scheduler" in cmd:
+            return "dask scheduler"
+        if "dask_worker" in cmd:
+            return "dask nanny"
+        if "resource_tracker" in cmd:
+            return "multiprocessing resource tracker"
+        if "spawn_main" in cmd:
+            return "dask worker"
+        return "other"
+
+    def sample(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for proc in procs:
+            kib = _hwm_kib(proc.pid)
+            if kib is None:
+                continue
+            if proc.pid not in self.roles:
+                with contextlib.suppress(psutil.Error):
+                    self.roles[proc.pid] = self._role(proc)
+            self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), kib)
+
+    def run(self) -> None:
+        while not self._halt.wait(0.2):
+            self.sample()
+
+    def stop(self) -> dict[int, tuple[str, float]]:
+        self._halt.set()
+        self.join()
+        return {pid: (self.roles.get(pid, "?"), kib / 1024) for pid, kib in self.peaks.items()}
+
+
+def stored_entities(root: Path, store: str, project: str, redis_db: int) -> int:
+    if store == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(root / "feature_repo" / "online.db")) as conn:
+            return conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{project}_{VIEW}"').fetchone()[0]
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+    try:
+        return sum(1 for _ in client.scan_iter(match=b"*" + project.encode(), count=10_000))
+    finally:
+        client.close()
+
+
+def clear_redis(project: str, redis_db: int) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+    keys = list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
+    for i in range(0, len(keys), 10_000):
+        client.unlink(*keys[i : i + 10_000])
+    client.close()
+
+
+def spot_check(root: Path, events_path: Path, user_ids: list[int]) -> None:
+    """Feast's own ``get_online_features`` must return what pandas computes from the events."""
+    from feast import FeatureStore
+
+    sys.path.insert(0, str(root))
+    from transforms import day_features  # the project's transform, for the expected values
+
+    class _W:
+        end = DAY + timedelta(days=1)
+
+    events = pd.read_parquet(events_path, filters=[("user_id", "in", user_ids)])
+    expected = day_features(events, _W).set_index("user_id")
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        got = FeatureStore(repo_path=str(root / "feature_repo")).get_online_features(
+            features=[f"{VIEW}:{f}" for f in FEATURES], entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    for i, uid in enumerate(got["user_id"]):
+        for f in FEATURES:
+            want, have = expected.loc[uid, f], got[f][i]
+            if not (np.isclose(want, have, equal_nan=True) if have is not None else pd.isna(want)):
+                raise RuntimeError(f"user {uid} {f}: online store has {have!r}, pandas computes {want!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--store", choices=("sqlite", "redis"), default="redis")
+    ap.add_argument("--partitions", type=int, default=None, help="job partitions (default: the daemon's)")
+    ap.add_argument("--redis-db", type=int, default=9)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary project (its path is printed)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = ap.parse_args(argv)
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+
+    root = Path(tempfile.mkdtemp(prefix="skyfeast-seed-day-"))
+    project = None
+    try:
+        t = time.perf_counter()
+        events_path = root / "data" / "events" / f"events-{DAY:%Y-%m-%d}.parquet"
+        users_seen = make_events(events_path, args.events, args.users)
+        say(f"events: {args.events:,} over {DAY:%Y-%m-%d} for {users_seen:,} of {args.users:,} users "
+            f"({time.perf_counter() - t:.1f}s to generate); project {root}")
+        project = make_project(root, args.store, args.redis_db, args.partitions)
+
+        cmd = [str(Path(sys.executable).with_name("skyfeast")), "run", "--config", str(root / "skyfeast.yaml"),
+               "--job", "day_features", "--at", (DAY + timedelta(days=1)).isoformat(), "--json"]
+        if not Path(cmd[0]).exists():
+            cmd[:1] = [sys.executable, "-m", "scheduler.cli"]
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        memory = PeakMemory(proc.pid)
+        memory.start()
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t
+        peaks = memory.stop()
+        if proc.returncode != 0:
+            raise RuntimeError(f"skyfeast run exited {proc.returncode}:\n{out}\n{err[-4000:]}")
+        report = json.loads(out)
+        run = report["runs"][0]
+        if run["status"] != "succeeded":
+            raise RuntimeError(f"run {run['status']}: {run.get('error')}")
+        stored = stored_entities(root, args.store, project, args.redis_db)
+        if stored != users_seen:
+            raise RuntimeError(f"online store holds {stored:,} users, expected {users_seen:,}")
+        rng = np.random.default_rng(5)
+        sample = [int(u) * 7919 + 13 for u in rng.integers(0, args.users, 5)]
+        spot_check(root, events_path, sample)
+
+        workers = [mib for role, mib in peaks.values() if role == "dask worker"]
+        result = {
+            "store": args.store, "events": args.events, "users": users_seen, "features": len(FEATURES),
+            "wall_s": round(wall, 2), "run_s": run.get("seconds"), "partitions": run.get("partitions"),
+            "rows_per_s": round(users_seen / wall), "values_per_s": round(users_seen * len(FEATURES) / wall),
+            "events_per_s": round(args.events / wall),
+            "peak_rss_mib": {f"{role} {pid}": round(mib) for pid, (role, mib) in sorted(peaks.items())},
+            "peak_worker_rss_mib": round(max(workers)) if workers else None,
+            "load_average": os.getloadavg(),
+        }
+        if args.json:
+            print(json.dumps(result))
+        else:
+            say(f"skyfeast run ({args.store}): {wall:.1f}s wall ({run.get('seconds')}s inside the runner, "
+                f"{run.get('partitions')} partitions); {users_seen:,} users x {len(FEATURES)} features = "
+                f"{result['rows_per_s']:,} rows/s, {result['values_per_s']:,} values/s, "
+                f"{result['events_per_s']:,} events/s")
+            for label, mib in result["peak_rss_mib"].items():
+                say(f"  peak RSS {label}: {mib:,} MiB")
+            say(f"  load average during/after the run: {', '.join(f'{x:.1f}' for x in result['load_average'])}")
+        return 0
+    finally:
+        if args.store == "redis" and project:
+            with contextlib.suppress(Exception):
+                clear_redis(project, args.redis_db)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
