@@ -5,7 +5,8 @@
 Copies ``examples/quickstart`` to a temp dir and seeds it the way
 ``scripts/quickstart.sh`` does (``seed.py`` with its defaults unless told
 otherwise; the data end at a fixed hour so every trial runs the same window),
-then, per trial, on a fresh ledger each time:
+then, per trial, on a fresh ledger each time, with both providers' clusters started
+before the timed run (``--cold`` to leave them to start inside it):
 
 1. a fault-free run of ``user_features`` for that window (``Runner.run_window``);
 2. a ``kill`` drill and 3. a ``hang`` drill of the preferred provider (``aws``),
@@ -70,16 +71,19 @@ def chunk_times(ledger, run_id: int) -> list[float]:
     return sorted(r.done_at.timestamp() for r in rows)
 
 
-def fault_free(cfg_path: Path, job_name: str) -> dict:
+def fault_free(cfg_path: Path, job_name: str, warm: bool) -> dict:
     from scheduler.commands import _runtime
     from scheduler.config import load_config
     from scheduler.console import ProgressReporter
+    from scheduler.drill import warm_up
     from scheduler.windows import latest_window, parse_time
 
     cfg = load_config(cfg_path)
     job = cfg.job(job_name)
     window = latest_window(job.schedule, parse_time(AT))
     with ProgressReporter(quiet=True) as reporter, _runtime(cfg, reporter) as runner:
+        if warm:
+            warm_up(runner.pool, cfg.allowed_providers(job))
         out = runner.run_window(job, window, trigger="bench", force=True)
         times = chunk_times(runner.ledger, out.run_id)
     provider_cfg = cfg.providers[out.provider].cluster if out.provider else None
@@ -115,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-per-day", type=int, help="seed.py --events-per-day (default: seed.py's)")
     ap.add_argument("--days", type=int, help="seed.py --days (default: seed.py's)")
     ap.add_argument("--keep", action="store_true", help="keep the temp project")
+    ap.add_argument("--cold", action="store_true",
+                    help="start clusters lazily inside the timed runs (default: both started first)")
     args = ap.parse_args(argv)
     if args.trials < 1:
         ap.error("--trials must be at least 1")
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from scheduler.drill import run_drill
 
     tmp = Path(tempfile.mkdtemp(prefix="skyfeast-bench-failover-"))
-    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     trials = []
     try:
         cfg = setup(tmp / "quickstart", seed_args)
@@ -132,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.trials):
             t = {"trial": i + 1}
             fresh_ledger(cfg)
-            t["fault_free"] = base = fault_free(cfg, job)
+            t["fault_free"] = base = fault_free(cfg, job, not args.cold)
             log(f"trial {i + 1}: fault-free {base['seconds']} s on {base['provider']} ({base['status']})")
             for mode in ("kill", "hang"):
                 fresh_ledger(cfg)
                 t0 = time.monotonic()
                 try:
-                    rep = run_drill(cfg, "aws", mode, job=job, at=AT, recovery=False)
+                    rep = run_drill(cfg, "aws", mode, job=job, at=AT, recovery=False, warm=not args.cold)
                 except Exception as exc:  # a drill that could not run is a missing figure, not a crash
                     rep = {"error": f"{type(exc).__name__}: {exc}", "completed": False, "detection_s": None}
                 rep["overhead_s"] = overhead(rep, base) if "run_seconds" in rep else None
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                for k, v in TARGETS.items()}
     completed = all(t[m].get("completed") for t in trials for m in ("kill", "hang"))
     ok = completed and all(v["ok"] for v in verdict.values())
-    report = {"trials": args.trials, "seed_args": seed_args, "figures": figures, "targets": verdict,
+    report = {"trials": args.trials, "seed_args": seed_args, "warm": not args.cold, "figures": figures, "targets": verdict,
               "all_runs_completed": completed, "ok": ok, "raw": trials}
     if args.json:
         print(json.dumps(report, indent=2, default=str))

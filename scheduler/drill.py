@@ -75,11 +75,13 @@ def _pick_job(cfg: Config, provider: str, job_name: str | None):
 
 def run_drill(config: str | Path | Config, provider: str, mode: str | None = None, *, job: str | None = None,
               scenario: str | None = None, recovery: bool = True, at: str = "now",
-              min_chunks: int = 1) -> dict[str, Any]:
+              min_chunks: int = 1, warm: bool = False) -> dict[str, Any]:
     """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
 
     ``recovery`` False skips waiting for the provider to become healthy and preferred again
     after the restore (benchmarks; ``restore_s`` and ``failback_s`` are then None).
+    ``warm`` starts every provider the job may use before the run (as in a daemon whose
+    clusters are already up), so that failover is measured without a cluster's cold start.
     ``at`` picks the window (the latest complete one at that time). The fault lands once
     ``min_chunks`` chunks are recorded. Raises UsageError for a drill that cannot exercise failover.
     """
@@ -107,6 +109,8 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
         try:
             for f in faults:
                 f.prepare()
+            if warm:
+                warm_up(pool, cfg.allowed_providers(job))
             report = _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks)
         finally:
             for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
@@ -119,6 +123,25 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     report["slo"] = {k: {"limit": slo[k], "ok": v} for k, v in checks.items()}
     report["ok"] = report["completed"] and all(checks.values()) and report["duplicate_windows"] == 0
     return report
+
+
+def warm_up(pool, providers) -> None:
+    """Start (connect) these providers' clusters, in parallel; raises what ``pool.client`` raises."""
+    errors: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            pool.client(name)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(p,), name=f"skyfeast-warm-{p}") for p in providers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: list, recovery: bool,

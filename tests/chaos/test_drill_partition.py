@@ -1,13 +1,17 @@
-"""``skyfeast drill --mode partition`` and ``--mode storage-outage`` on a small quickstart:
-real TCP blackhole between the daemon and the preferred scheduler; the preferred storage root
-moved away. The run must complete on the other provider, once, and the provider recover."""
+"""Drills ``partition`` and ``storage-outage`` (``run_drill``, the code of ``skyfeast drill``, with
+the ``ops/drills`` scenarios) on a small quickstart: a real TCP blackhole between this process and
+the preferred scheduler; the preferred storage root moved away. The run must complete on the other
+provider, once, and the provider recover. Both clusters are started before the run (``warm``), so
+that the run time is failover, not two cold starts; bounds are generous (CI is loaded)."""
 
 from __future__ import annotations
 
 import pytest
 
+from scheduler.drill import run_drill
 from tests.chaos.conftest import future_end
-from tests.integration.conftest import make_project, skyfeast_json
+from tests.conftest import ROOT
+from tests.integration.conftest import make_project
 
 pytestmark = pytest.mark.chaos
 
@@ -51,8 +55,7 @@ def _assert_failed_over(rep: dict, mode: str) -> None:
 
 def test_partition_drill_fails_over_and_recovers(tmp_path):
     cfg = _project(tmp_path)
-    code, rep = skyfeast_json("drill", "-c", str(cfg), "--provider", "aws", "--mode", "partition",
-                              cwd=cfg.parent, timeout=240)
+    rep = run_drill(cfg, "aws", scenario=str(ROOT / "ops" / "drills" / "partition-preferred.yaml"), warm=True)
     _assert_failed_over(rep, "partition")
     assert "drops every byte" in rep["fault"]
     assert rep["attempts"][0]["failure_class"] == "infrastructure"
@@ -60,8 +63,7 @@ def test_partition_drill_fails_over_and_recovers(tmp_path):
 
 def test_storage_outage_drill_fails_over_and_recovers(tmp_path):
     cfg = _project(tmp_path)
-    code, rep = skyfeast_json("drill", "-c", str(cfg), "--provider", "aws", "--mode", "storage-outage",
-                              cwd=cfg.parent, timeout=240)
+    rep = run_drill(cfg, "aws", scenario=str(ROOT / "ops" / "drills" / "storage-outage-preferred.yaml"), warm=True)
     _assert_failed_over(rep, "storage-outage")
     root = cfg.parent / "data" / "aws"
     assert root.is_dir() and (root / "events").is_dir(), "the storage root was not put back"
