@@ -188,12 +188,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from scheduler.policy import ProviderState
 
     with ProgressReporter() as reporter, _runtime(cfg, reporter) as runner:
+        last_stop: list[str | None] = [None]
+
         def reconcile_pass() -> None:
             pool = runner.pool
             rep = reconcile(cfg, runner.ledger, pool.stores(),
                             available=lambda name: pool.breaker(name).state is not ProviderState.DOWN)
-            if rep.runs or rep.stopped:
+            if rep.runs or rep.stopped != last_stop[0]:  # a waiting reconciler logs once, not every pass
                 log.info("reconcile: %s", {k: v for k, v in rep.as_dict().items() if k != "runs"})
+            last_stop[0] = rep.stopped
 
         daemon = Daemon(cfg, runner.ledger, runner.execute_claimed, cancel=runner.stop,
                         max_parallel=args.max_parallel, grace=args.grace, maintenance=reconcile_pass)

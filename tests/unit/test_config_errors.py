@@ -900,6 +900,63 @@ CASES: list[Case] = [
             storage: {type: local, root: data}
         jobs: []
     """), "feast.repo", 3, "no feature_store.yaml in"),
+    # ------------------------------------------------------------------ data across clouds
+    Case("replica-on-unknown-provider", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source:
+              type: parquet
+              path: "events/*.parquet"
+              replicas:
+                p1: "events/*.parquet"
+                p9: "mirror/*.parquet"  # <-
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].source.replicas.p9", 17, "unknown provider 'p9'"),
+    Case("provider-without-replica", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+          p2:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data2}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source:
+              type: parquet
+              path: "events/*.parquet"
+              replicas:  # <-
+                p1: "events/*.parquet"
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].source.replicas", 18, "provider(s) ['p2'] may run job 'a' but hold no replica"),
+    Case("offline-primary-unknown", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        offline:
+          primary: gcp  # <-
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs: []
+    """), "offline.primary", 5, "unknown provider 'gcp'"),
 ]
 
 
