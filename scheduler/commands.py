@@ -79,8 +79,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from scheduler.windows import next_fires, window_for_fire
 
     cfg = load_config(args.config)
-    if args.count < 1:
-        raise UsageError("--count must be at least 1")
+    if not 1 <= args.count <= 1000:
+        raise UsageError("--count must be between 1 and 1000")
     at = _parse_at(args.at)
     views = {n: ProviderView(priority=p.priority) for n, p in cfg.providers.items()}
     jobs = []
@@ -251,6 +251,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             providers.append(entry)
         runs = [r.as_dict() for r in ledger.runs(limit=args.limit)]
         leader = ledger.leader()
+        if leader is not None:  # an expired lease names the last leader, not a current one
+            leader["active"] = datetime.fromisoformat(leader["lease_until"]) > datetime.now(UTC)
         cordons = ledger.cordons()
         for entry in providers:
             entry["cordoned"] = entry["name"] in cordons
@@ -266,8 +268,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     from scheduler.console import out, table
 
-    out.print(f"leader: {leader['holder']} (token {leader['token']}, lease until {leader['lease_until']})"
-              if leader else "leader: none (no daemon has run against this ledger)")
+    if leader is None:
+        out.print("leader: none (no daemon has run against this ledger)")
+    elif leader["active"]:
+        out.print(f"leader: {leader['holder']} (token {leader['token']}, lease until {leader['lease_until']})")
+    else:
+        out.print(f"leader: none now (last: {leader['holder']}, token {leader['token']}, "
+                  f"lease expired {leader['lease_until']})")
     out.print(table("providers", ["name", "priority", "cluster", "state", "cordoned", "workers", "storage", "storage ok",
                                   "last success"],
                     [[p["name"], p["priority"], p["cluster"], p["state"], p["cordoned"], p["workers"], p["storage"],

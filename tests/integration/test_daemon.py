@@ -60,6 +60,8 @@ def test_sigterm_stops_cleanly_and_leaves_no_running_rows(tmp_path):
             time.sleep(1)
         else:
             pytest.fail("daemon produced no successful model run within 120 s")
+        code, status = skyfeast_json("status", "-c", str(cfg), cwd=cfg.parent)
+        assert code == 0 and status["leader"]["active"] is True
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     finally:
@@ -69,6 +71,8 @@ def test_sigterm_stops_cleanly_and_leaves_no_running_rows(tmp_path):
     assert "SIGTERM received" in err and "Traceback" not in err
     code, runs = skyfeast_json("runs", "-c", str(cfg), cwd=cfg.parent)
     assert runs["runs"] and not [r for r in runs["runs"] if r["status"] == "running"]
+    code, status = skyfeast_json("status", "-c", str(cfg), cwd=cfg.parent)
+    assert code == 0 and status["leader"]["active"] is False  # released at shutdown: no current leader
 
 
 SLOW = '''
