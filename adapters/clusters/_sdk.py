@@ -15,6 +15,7 @@ import logging
 from types import ModuleType
 
 from adapters.base import AdapterError, ClusterConnector, translating
+from adapters.clusters._client import open_client
 from adapters.clusters._tls import translate_comm_error
 
 log = logging.getLogger("skyfeast.clusters")
@@ -57,10 +58,8 @@ class SDKConnector(ClusterConnector):
         return translate_comm_error(exc, what)
 
     def _client_for(self, cluster):
-        from distributed import Client
-
-        # Client(cluster) takes the cluster's own Security (cloudprovider and coiled generate one)
-        return Client(cluster, set_as_default=False, security=getattr(cluster, "security", None))
+        # Client(cluster) does not take the cluster's own Security (cloudprovider and coiled make one)
+        return open_client(cluster, set_as_default=False, security=getattr(cluster, "security", None))
 
     def _close_cluster(self, cluster) -> None:
         cluster.close()
@@ -74,9 +73,14 @@ class SDKConnector(ClusterConnector):
         return self._client is not None
 
     @property
+    def security(self):
+        """The cluster's ``distributed.security.Security`` (picklable, unlike :attr:`connection_args`), or None."""
+        return getattr(self._cluster, "security", None)
+
+    @property
     def connection_args(self) -> dict:
         """``connection_args`` for ``distributed.core.rpc`` to :attr:`address` (TLS context if any)."""
-        sec = getattr(self._cluster, "security", None)
+        sec = self.security
         return sec.get_connection_args("client") if sec is not None else {}
 
     def connect(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from adapters.base import ClusterConnector, translating
+from adapters.clusters._client import open_client
 from adapters.clusters._tls import translate_comm_error
 
 log = logging.getLogger("skyfeast.clusters.address")
@@ -32,17 +33,17 @@ class AddressConnector(ClusterConnector):
 
     @property
     def connection_args(self) -> dict:
-        """``connection_args`` for ``distributed.core.rpc``/``connect`` to this scheduler (TLS context if any)."""
+        """``connection_args`` for ``distributed.core.rpc``/``connect`` to this scheduler (TLS context if any).
+        Not picklable: a probe in another process gets :attr:`security` and calls
+        ``security.get_connection_args("client")`` there."""
         return self.security.get_connection_args("client") if self.security is not None else {}
 
     def connect(self):
         if self._client is not None and self._client.status == "running":
             return self._client
         self.close()
-        from distributed import Client
-
         with translating(translate_comm_error, f"Dask scheduler {self._address} for {self.name}"):
-            self._client = Client(self._address, timeout=self.connect_timeout, set_as_default=False,
+            self._client = open_client(self._address, timeout=self.connect_timeout, set_as_default=False,
                                   security=self.security)
         return self._client
 

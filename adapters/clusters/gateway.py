@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from adapters.base import AdapterError, NotFound, PermissionDenied, Transient
+from adapters.clusters._client import open_client
 from adapters.clusters._sdk import SDKConnector, require
 from adapters.clusters._tls import translate_comm_error
 
@@ -61,9 +62,7 @@ class GatewayConnector(SDKConnector):
         return dg.GatewayCluster.from_name(self.cluster_name, shutdown_on_close=False, **kw)
 
     def _client_for(self, cluster):
-        from distributed import Client
-
-        return Client(cluster, security=cluster.security, set_as_default=False, timeout=self.connect_timeout)
+        return open_client(cluster, security=cluster.security, set_as_default=False, timeout=self.connect_timeout)
 
     def _close_cluster(self, cluster) -> None:
         cluster.close(shutdown=False)  # disconnect only: the cluster belongs to the gateway

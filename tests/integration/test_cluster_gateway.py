@@ -23,6 +23,7 @@ import pytest
 
 from adapters import NotFound, PermissionDenied, make_cluster
 from tests.conftest import importorskip
+from tests.integration.test_cluster_tls import probe_identity
 
 pytestmark = pytest.mark.integration
 PASSWORD = "gateway-test-password"
@@ -146,19 +147,14 @@ def test_gateway_connector_runs_a_task_and_leaves_the_cluster_running(gateway_se
         assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
         assert conn.address is not None and conn.address.startswith("gateway://")
         assert conn.connect() is client
-        # the connection_args hook lets a probe (distributed.core.rpc) reach the scheduler through the proxy
-        import asyncio
+        # a probe (distributed.core.rpc) reaches the scheduler through the gateway's proxy: here with
+        # connection_args, and in another process with the picklable security (after importing dask_gateway)
+        assert probe_identity(conn.address, None, conn.connection_args) == 1
+        from concurrent.futures import ProcessPoolExecutor
 
-        from distributed.core import rpc
-
-        async def identity():
-            r = rpc(conn.address, timeout=20, connection_args=conn.connection_args)
-            try:
-                return await r.identity()
-            finally:
-                await r.close_rpc()
-
-        assert len(asyncio.run(identity())["workers"]) == 1
+        with ProcessPoolExecutor(1) as pool:
+            fut = pool.submit(probe_identity, conn.address, conn.security, None, ("dask_gateway",))
+            assert fut.result(timeout=60) == 1
     finally:
         conn.close()
     # connect-only: closing the connector must not stop the gateway's cluster

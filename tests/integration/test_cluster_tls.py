@@ -127,6 +127,29 @@ def tls_cluster(tmp_path_factory):
         _stop(procs[::-1])
 
 
+def probe_identity(address: str, security=None, connection_args: dict | None = None,
+                   imports: tuple[str, ...] = ()) -> int:
+    """Worker count from the scheduler's ``identity``, as a health probe would get it (picklable arguments)."""
+    import asyncio
+    import importlib
+
+    from distributed.core import rpc
+
+    for module in imports:  # e.g. dask_gateway registers the gateway:// comm on import
+        importlib.import_module(module)
+    if connection_args is None:
+        connection_args = security.get_connection_args("client") if security is not None else {}
+
+    async def identity():
+        r = rpc(address, timeout=20, connection_args=connection_args)
+        try:
+            return await r.identity()
+        finally:
+            await r.close_rpc()
+
+    return len(asyncio.run(identity())["workers"])
+
+
 def _address_cfg(tmp_path: Path, text: str, pki: dict[str, Path]):
     """Write a config next to copies of the client certificates and load it (relative tls paths)."""
     from scheduler.config import load_config
@@ -170,19 +193,13 @@ def test_tls_connector_from_config_runs_a_task(tls_cluster, tmp_path):
         assert all(addr.startswith("tls://") for addr in info["workers"])
         assert conn.connect() is client  # a live client is reused
 
-        # the connection_args hook lets a probe (distributed.core.rpc) speak TLS too
-        import asyncio
+        # a probe (distributed.core.rpc) speaks TLS too: in this process with connection_args, and in
+        # another process (where the health monitor probes) with the picklable security object
+        assert probe_identity(address, None, conn.connection_args) == 1
+        from concurrent.futures import ProcessPoolExecutor
 
-        from distributed.core import rpc
-
-        async def identity():
-            r = rpc(address, timeout=10, connection_args=conn.connection_args)
-            try:
-                return await r.identity()
-            finally:
-                await r.close_rpc()
-
-        assert len(asyncio.run(identity())["workers"]) == 1
+        with ProcessPoolExecutor(1) as pool:
+            assert pool.submit(probe_identity, address, conn.security).result(timeout=60) == 1
     finally:
         conn.close()
         os.chdir(tmp_path)
@@ -230,3 +247,22 @@ def test_unreadable_tls_files_are_permission_denied(tmp_path):
     garbage.write_text("not a certificate\n")
     with pytest.raises(PermissionDenied, match="TLS files cannot be loaded"):
         make_security(ca_file=garbage, cert=garbage, key=garbage)
+
+
+def test_a_client_that_failed_to_connect_is_closed_at_once(tls_cluster):
+    """Regression: a Client whose construction failed kept its IO-loop thread until garbage collection
+    closed it, from whichever thread collected it; in the next client's new IO-loop thread that
+    deadlocked on LoopRunner's lock for 10 s, then failed with a bare AssertionError."""
+    from distributed import Client
+
+    from adapters.clusters._client import _clients_in
+
+    address, _, _ = tls_cluster
+    for addr in (address, address.replace("tls://", "tcp://")):  # TLS missing; plain TCP to the TLS port
+        conn = AddressConnector(address=addr, connect_timeout=3, name="p1")
+        with pytest.raises((PermissionDenied, Transient)) as ei:
+            conn.connect()
+        failed = list(_clients_in(ei.value, Client))
+        assert len(failed) == 1, ei.value
+        assert failed[0].status == "closed"
+        assert not failed[0]._loop_runner.is_started()
