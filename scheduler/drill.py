@@ -75,13 +75,15 @@ def _pick_job(cfg: Config, provider: str, job_name: str | None):
 
 def run_drill(config: str | Path | Config, provider: str, mode: str | None = None, *, job: str | None = None,
               scenario: str | None = None, recovery: bool = True, at: str = "now",
-              min_chunks: int = 1, warm: bool = False) -> dict[str, Any]:
+              min_chunks: int = 1, warm: bool = False, runner=None) -> dict[str, Any]:
     """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
 
     ``recovery`` False skips waiting for the provider to become healthy and preferred again
     after the restore (benchmarks; ``restore_s`` and ``failback_s`` are then None).
     ``warm`` starts every provider the job may use before the run (as in a daemon whose
     clusters are already up), so that failover is measured without a cluster's cold start.
+    ``runner`` runs the drill in an existing runtime (``scheduler.commands._runtime``) instead
+    of a new one; ``config`` must then be that runtime's Config.
     ``at`` picks the window (the latest complete one at that time). The fault lands once
     ``min_chunks`` chunks are recorded. Raises UsageError for a drill that cannot exercise failover.
     """
@@ -97,24 +99,11 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
     window = latest_window(job.schedule, parse_time(at))
 
-    with ProgressReporter(quiet=True) as reporter, _runtime(cfg, reporter) as runner:
-        pool, ledger = runner.pool, runner.ledger
-        cands = place(cfg.allowed_providers(job), pool.views())
-        if not cands or cands[0] != provider:
-            raise UsageError(f"{provider!r} is not {job.name!r}'s preferred provider now (order: {cands}); "
-                             "the drill would not exercise failover")
-        # storage faults are set up before the run (a relayed endpoint must be in the storage
-        # options its tasks get); cluster faults once the run has started the cluster
-        faults = [make_fault(pool, provider, mode)] if mode == "storage-outage" else []
-        try:
-            for f in faults:
-                f.prepare()
-            if warm:
-                warm_up(pool, cfg.allowed_providers(job))
-            report = _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks)
-        finally:
-            for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
-                f.close()
+    if runner is not None:
+        report = _in_runtime(cfg, runner, job, window, provider, mode, recovery, min_chunks, warm)
+    else:
+        with ProgressReporter(quiet=True) as reporter, _runtime(cfg, reporter) as own:
+            report = _in_runtime(cfg, own, job, window, provider, mode, recovery, min_chunks, warm)
     checks = {
         "max_detection_s": report["detection_s"] is not None and report["detection_s"] <= slo["max_detection_s"],
         "max_first_task_s": (report["first_task_on_new_provider_s"] is not None
@@ -123,6 +112,27 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     report["slo"] = {k: {"limit": slo[k], "ok": v} for k, v in checks.items()}
     report["ok"] = report["completed"] and all(checks.values()) and report["duplicate_windows"] == 0
     return report
+
+
+def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, recovery: bool, min_chunks: int,
+                warm: bool) -> dict[str, Any]:
+    pool = runner.pool
+    cands = place(cfg.allowed_providers(job), pool.views())
+    if not cands or cands[0] != provider:
+        raise UsageError(f"{provider!r} is not {job.name!r}'s preferred provider now (order: {cands}); "
+                         "the drill would not exercise failover")
+    # storage faults are set up before the run (a relayed endpoint must be in the storage
+    # options its tasks get); cluster faults once the run has started the cluster
+    faults = [make_fault(pool, provider, mode)] if mode == "storage-outage" else []
+    try:
+        for f in faults:
+            f.prepare()
+        if warm:
+            warm_up(pool, cfg.allowed_providers(job))
+        return _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks)
+    finally:
+        for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
+            f.close()
 
 
 def warm_up(pool, providers) -> None:

@@ -41,8 +41,10 @@ FORWARDER_ENV = "SKYFEAST_LOCAL_FORWARDER"
 # the tasks reference. scheduler.executor pulls in feast (9 s idle, 30-45 s on a loaded 2-core
 # machine); imported lazily, that stalled the event loop mid-run, so health probes timed out and
 # healthy providers were declared down. Importing it at scheduler start moves the cost to
-# startup, where nothing waits on the event loop yet; workers preload it too, so that they pay
-# it while the scheduler does rather than on their first task. SKYFEAST_SCHEDULER_PRELOAD overrides
+# startup, where nothing waits on the event loop yet. Workers do not preload it: they start
+# only once the scheduler is up, so a preload there would add its cost to every cluster start
+# (past START_TIMEOUT on a loaded machine); they import it on their first task, off the
+# scheduler's event loop. SKYFEAST_SCHEDULER_PRELOAD overrides
 # (comma-separated modules; empty for none).
 PRELOAD = ("scheduler.executor",)
 
@@ -162,7 +164,7 @@ class LocalConnector(ClusterConnector):
             self._workers.append(self._spawn(
                 [py, "-m", "distributed.cli.dask_worker", address, "--nthreads", str(self.threads), "--nworkers", "1",
                  "--memory-limit", self.memory_limit, "--no-dashboard", "--name", f"{self.name}-{i}",
-                 "--death-timeout", "30", *_preload()], f"worker-{i}.log"))
+                 "--death-timeout", "30"], f"worker-{i}.log"))
         return address
 
     def _log_tail(self, name: str) -> str:
