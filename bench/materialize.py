@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-entities", type=int, default=200_000, help="rows sent for the Redis ceiling")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     ap.add_argument("--redis-db", type=int, default=9)
+    ap.add_argument("--start-timeout", type=float, default=600.0,
+                    help="seconds to wait for the Dask workers (each imports Feast: minutes on a loaded host)")
     args = ap.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     unknown = [s for s in stores if s not in PORTS]
@@ -304,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     vanilla_n = min(args.vanilla_entities, args.entities)
 
+    import adapters.clusters.local as local_clusters
     from adapters.clusters.local import LocalConnector
+
+    local_clusters.START_TIMEOUT = args.start_timeout
 
     tmp = Path(tempfile.mkdtemp(prefix="skyfeast-bench-mat-"))
     database = f"skyfeast_bench_{uuid.uuid4().hex[:8]}"
