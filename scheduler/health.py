@@ -34,10 +34,13 @@ from scheduler.policy import Breaker, HealthRules, ProviderState, observe
 log = logging.getLogger("skyfeast.health")
 
 
-async def _identity(address: str, timeout: float) -> dict:
+async def _identity(address: str, timeout: float, security=None) -> dict:
     from distributed.core import rpc
 
-    r = rpc(address, timeout=timeout)
+    if address.startswith("gateway://"):
+        import dask_gateway  # noqa: F401  (registers the gateway:// comm)
+    args = security.get_connection_args("client") if security is not None else {}
+    r = rpc(address, timeout=timeout, connection_args=args)
     try:
         return await asyncio.wait_for(r.identity(), timeout)
     finally:
@@ -61,14 +64,15 @@ def _refused(address: str, timeout: float) -> bool:
         return False  # timeouts and unreachable networks are not proof of death
 
 
-def probe_scheduler(address: str, timeout: float) -> tuple[bool, int | None, str | None]:
+def probe_scheduler(address: str, timeout: float, security=None) -> tuple[bool, int | None, str | None]:
     """(answered, worker count, error) for a scheduler, within ``timeout`` seconds.
 
-    The error is ``"refused"`` when nothing listens at the address any more."""
+    ``security`` (a ``distributed.security.Security``) carries TLS settings. The error is
+    ``"refused"`` when nothing listens at the address any more."""
     if _refused(address, timeout):
         return False, None, "refused"
     try:
-        ident = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout + 0.5))
+        ident = asyncio.run(asyncio.wait_for(_identity(address, timeout, security), timeout + 0.5))
     except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
         return False, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     except Exception as exc:  # any other comm failure is a failed probe, never a crash of the monitor
@@ -113,10 +117,10 @@ class ProbePool:
                     self._pool.submit(_warm)
             return self._pool
 
-    def probe(self, address: str, timeout: float) -> tuple[bool, int | None, str | None]:
+    def probe(self, address: str, timeout: float, security=None) -> tuple[bool, int | None, str | None]:
         pool = self._get()
         try:
-            fut = pool.submit(probe_scheduler, address, timeout)
+            fut = pool.submit(probe_scheduler, address, timeout, security)
             # the child enforces ``timeout`` itself; the margin covers a cold start of the pool
             return fut.result(timeout=timeout + 15)
         except FutureTimeout:
@@ -185,7 +189,7 @@ class HealthMonitor:
                 address = self.pool.address(name)
             if address is None:
                 continue  # never started or not connected: nothing to probe, state stays as it is
-            ok, workers, err = self._probes.probe(address, timeout)
+            ok, workers, err = self._probes.probe(address, timeout, self.pool.security(name))
             if ok:
                 ok, err = self._check_storage(name, max(timeout, 5.0))
             before = self.pool.breaker(name)  # the restart above may have changed it

@@ -42,7 +42,7 @@ class ProviderPool:
         with self._locks[name]:
             conn = self._clusters.get(name)
             if conn is None:
-                conn = self._clusters[name] = make_cluster(self.cfg.providers[name].cluster, name)
+                conn = self._clusters[name] = make_cluster(self.cfg.providers[name].cluster, name, self.cfg.base_dir)
             try:
                 client = conn.connect()
             except Exception:
@@ -61,6 +61,10 @@ class ProviderPool:
         """Scheduler address of a connected provider (None while unstarted or starting)."""
         conn = self._clusters.get(name)
         return conn.address if conn is not None and getattr(conn, "connected", True) else None
+
+    def security(self, name: str):
+        """The ``distributed.security.Security`` of a provider's cluster (TLS), or None."""
+        return getattr(self._clusters.get(name), "security", None)
 
     def mark(self, name: str, state: ProviderState) -> None:
         """A run saw this provider fail or work (between health probes)."""

@@ -205,6 +205,46 @@ def test_tls_connector_from_config_runs_a_task(tls_cluster, tmp_path):
         os.chdir(tmp_path)
 
 
+def test_health_monitor_probes_a_tls_provider(tls_cluster, tmp_path):
+    """The daemon's own path: ProviderPool connects with the config's relative TLS paths, and the
+    health monitor's probe processes speak TLS to the scheduler; without TLS the probe fails."""
+    from scheduler.health import HealthMonitor, ProbePool
+    from scheduler.ledger import Ledger
+    from scheduler.policy import ProviderState
+    from scheduler.providers import ProviderPool
+
+    address, pki, _ = tls_cluster
+    cfg = _address_cfg(tmp_path, f"""\
+      type: address
+      address: {address}
+      connect_timeout: 20s
+      tls: {{ca_file: certs/ca.pem, cert: certs/client-cert.pem, key: certs/client-key.pem}}
+""", pki)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    os.chdir(other)
+    pool = ProviderPool(cfg)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.db'}")
+    monitor = HealthMonitor(pool, ledger, cfg.health)
+    try:
+        pool.client("p1").wait_for_workers(1, timeout=START_TIMEOUT)
+        assert pool.security("p1") is not None
+        breakers = monitor.probe_once()
+        assert breakers["p1"].state is ProviderState.HEALTHY
+        probes = ProbePool(1)
+        try:
+            assert probes.probe(address, 10, pool.security("p1")) == (True, 1, None)
+            ok, _, err = probes.probe(address, 3, None)
+            assert not ok and err, "a probe without TLS settings must not reach a TLS-only scheduler"
+        finally:
+            probes.close()
+    finally:
+        monitor.close()
+        pool.close()
+        ledger.close()
+        os.chdir(tmp_path)
+
+
 def test_tls_scheduler_without_tls_settings_is_permission_denied(tls_cluster):
     address, _, _ = tls_cluster
     conn = AddressConnector(address=address, connect_timeout=5, name="p1")
