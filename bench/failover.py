@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         data = yaml.safe_load(cfg_path.read_text())
         data["health"] = {**(data.get("health") or {}), "blocklist_ttl": "2s", "failback_after": "1s"}
         cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        # run from the project directory, as scripts/quickstart.sh does: the local clusters
+        # inherit it, and their schedulers import the project's transforms module from there
+        os.chdir(cfg_path.parent)
         cfg = load_config(cfg_path)
         job = cfg.job("user_features")
         window = latest_window(job.schedule, parse_time(AT))
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"overhead {rep['overhead_s']} s, completed on {rep.get('completed_on')}")
                 trials.append(t)
     finally:
+        os.chdir(ROOT)
         if args.keep:
             log(f"project kept in {tmp}")
         else:

@@ -53,16 +53,18 @@ def _assert_failed_over(rep: dict, mode: str) -> None:
     assert rep["restore_s"] is not None, "the provider never became healthy again after the restore"
 
 
-def test_partition_drill_fails_over_and_recovers(tmp_path):
+def test_partition_drill_fails_over_and_recovers(tmp_path, monkeypatch):
     cfg = _project(tmp_path)
+    monkeypatch.chdir(cfg.parent)  # as `skyfeast drill` is run: schedulers import transforms from here
     rep = run_drill(cfg, "aws", scenario=str(ROOT / "ops" / "drills" / "partition-preferred.yaml"), warm=True)
     _assert_failed_over(rep, "partition")
     assert "drops every byte" in rep["fault"]
     assert rep["attempts"][0]["failure_class"] == "infrastructure"
 
 
-def test_storage_outage_drill_fails_over_and_recovers(tmp_path):
+def test_storage_outage_drill_fails_over_and_recovers(tmp_path, monkeypatch):
     cfg = _project(tmp_path)
+    monkeypatch.chdir(cfg.parent)  # as `skyfeast drill` is run: schedulers import transforms from here
     rep = run_drill(cfg, "aws", scenario=str(ROOT / "ops" / "drills" / "storage-outage-preferred.yaml"), warm=True)
     _assert_failed_over(rep, "storage-outage")
     root = cfg.parent / "data" / "aws"
