@@ -158,6 +158,9 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
            min_chunks: int) -> dict[str, Any]:
     pool, ledger = runner.pool, runner.ledger
     result: dict[str, Any] = {}
+    prior = ledger.find_run(job.name, window.start, window.end)
+    # a forced re-run keeps the window's run row, and with it the attempts of earlier runs
+    earlier = {a["id"] for a in ledger.attempts(prior.id)} if prior else set()
     t_start = time.monotonic()
     t = threading.Thread(target=lambda: result.update(o=runner.run_window(job, window, trigger="drill", force=True)),
                          name="skyfeast-drill-run", daemon=True)
@@ -181,7 +184,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     def detected():
         a = ledger.attempts(run.id)
         return (pool.breaker(provider).state is ProviderState.DOWN
-                or any(x["provider"] == provider and x["outcome"] == "failed" for x in a))
+                or any(x["provider"] == provider and x["outcome"] == "failed" and x["id"] not in earlier for x in a))
 
     t_detect = time.monotonic() if _wait(detected, 120, 0.05) else None
 
@@ -207,7 +210,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     rows = ledger.runs(job=job.name, limit=100_000)
     same = [r for r in rows if (r.window_start, r.window_end) == (window.start, window.end)]
     final = ledger.get_run(run.id)
-    attempts = ledger.attempts(run.id)
+    attempts = [a for a in ledger.attempts(run.id) if a["id"] not in earlier]
     by_attempt = {a["id"]: a["provider"] for a in attempts}
     chunks = ledger.chunks(run.id)
 
