@@ -196,7 +196,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         attempts = {a["id"]: a["provider"] for a in ledger.attempts(run.id)}
         return any(attempts.get(c["attempt_id"]) not in (None, provider) for c in ledger.chunks(run.id).values())
 
-    t_first = time.monotonic() if _wait(lambda: first_task_elsewhere() or not t.is_alive(), 300, 0.05) \
+    t_first = time.monotonic() if _wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
         and first_task_elsewhere() else None
     # A run can stay blocked on the faulty provider (executor._watch calls Future.result()
     # without a deadline on a future that finished just before a hang or partition; that
