@@ -24,7 +24,10 @@ import pandas as pd
 from adapters.base import AdapterError, ObjectStore
 from featurestore.online import OutputSchemaError, check_columns, write_latest
 from featurestore.repo import WriteTarget
-from featurestore.writers import EncodingError, StoreNotReadyError
+
+# featurestore.writers imports Feast (≈10 s of CPU). Dask schedulers unpickle task graphs, and with
+# them this module, on their event loop: keep this module's imports light and import the writers
+# inside the worker-side functions, or a cold scheduler stops answering for that long.
 from scheduler.errors import DataError
 from scheduler.policy import FailureClass
 from scheduler.windows import Window
@@ -122,6 +125,8 @@ def _finish_partition(out: pd.DataFrame, index: int, spec: PartitionSpec, rows_i
     url = f"{spec.out_url}-part{index:05d}.parquet"
     if len(out):
         _write_offline(out, url, spec.storage_options)
+    from featurestore.writers import EncodingError, StoreNotReadyError
+
     try:
         online = write_latest(out, spec.target)
     except (OutputSchemaError, EncodingError) as exc:
@@ -217,7 +222,7 @@ def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn 
                 continue
             for fut in batch:
                 pending.discard(fut)
-                stats = fut.result()
+                stats = _result(fut, deadline, cancelled)
                 i = index[fut.key]
                 book.record(i, stats)
                 book.done[i] = stats
@@ -230,6 +235,21 @@ def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn 
         if client.status == "running":
             client.cancel(futures, force=True)
         raise
+
+
+def _result(fut, deadline: float, cancelled: Callable[[], bool]):
+    """``fut.result()`` that keeps checking the deadline and the watchdog: fetching a finished
+    task's result from a scheduler that hung right after it finished would otherwise block forever."""
+    while True:
+        try:
+            return fut.result(timeout=1.0)
+        except TimeoutError:
+            if fut.done():
+                raise  # the task itself raised a TimeoutError
+            if time.monotonic() > deadline:
+                raise TimeoutExpired("timed out fetching a finished partition's result") from None
+            if cancelled():  # raises ProviderDown when the health monitor opened the circuit
+                raise Cancelled("cancelled while running") from None
 
 
 def _n_workers(client) -> int:

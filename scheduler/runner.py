@@ -272,6 +272,8 @@ class Runner:
         if isinstance(job, FeatureJob):
             start, end = window.read_range(job.source)
             src_store, src_path = self._source_replica(job, provider)
+            # an unreachable storage must fail over, not look like a window with no input files
+            src_store.check()
             keys = resolve(src_store, src_path, start, end)
             fn = import_callable(job.transform, self.cfg.base_dir)
             client = self.pool.client(provider)

@@ -45,4 +45,37 @@ def import_callable(spec: str, base_dir: Path) -> Callable[..., Any]:
             cloudpickle.register_pickle_by_value(module)
         except ValueError:
             pass  # already registered
+        return ByValue(fn)
     return fn
+
+
+class ByValue:
+    """A project-local callable that travels to Dask workers *by value*.
+
+    Dask pickles task arguments with plain ``pickle`` first, which stores a module-level
+    function as a reference (``transforms.user_features``): a worker that cannot import the
+    project's modules (any remote cluster) then fails with ``No module named 'transforms'``.
+    This wrapper pickles the function with cloudpickle (its module is registered by value),
+    so the code itself is shipped."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "user_fn")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self):
+        import cloudpickle
+
+        return (_load_by_value, (cloudpickle.dumps(self.fn),))
+
+    def __repr__(self) -> str:
+        return f"ByValue({self.__qualname__})"
+
+
+def _load_by_value(blob: bytes) -> ByValue:
+    import cloudpickle
+
+    return ByValue(cloudpickle.loads(blob))

@@ -1,0 +1,42 @@
+"""Project-local transforms travel to workers by value: a process that cannot import the
+project's modules (a remote Dask worker) still runs them."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+
+from scheduler.usercode import ByValue, import_callable
+
+
+def test_project_function_is_pickled_by_value_and_runs_elsewhere(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mytransforms_byvalue.py").write_text(textwrap.dedent("""
+        FACTOR = 7
+
+        def helper(x):
+            return x * FACTOR
+
+        def transform(x):
+            return helper(x) + 1
+    """))
+    fn = import_callable("mytransforms_byvalue:transform", project)
+    assert isinstance(fn, ByValue) and fn(2) == 15
+    # what Dask does first: plain pickle (protocol 5)
+    blob = pickle.dumps({"user_fn": fn}, protocol=5)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import pickle, sys; d = pickle.loads(sys.stdin.buffer.read()); "
+            "import importlib.util; assert importlib.util.find_spec('mytransforms_byvalue') is None; "
+            "print(d['user_fn'](3))")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, cwd=elsewhere, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().strip() == "22"
+
+
+def test_installed_functions_stay_references(tmp_path):
+    fn = import_callable("json:dumps", tmp_path)
+    assert not isinstance(fn, ByValue)
