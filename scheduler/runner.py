@@ -110,6 +110,12 @@ class Runner:
 
     # ------------------------------------------------------------------ internals
     def _execute(self, job, window: Window, run_id: int, cancel: threading.Event) -> Outcome:
+        waiting = self._upstream_pending(job, window)
+        if waiting:
+            # its input is still being computed (e.g. a new leader picked both runs up separately):
+            # hand the run back instead of failing it; the next poll claims it again
+            self.ledger.release_runs([run_id])
+            return Outcome(job.name, window, "skipped", run_id=run_id, reason=waiting)
         locality = self._locality(job, window)
         candidates = place(self.cfg.allowed_providers(job), self.pool.views(), locality)
         out = Outcome(job.name, window, "failed", run_id=run_id)
@@ -237,6 +243,14 @@ class Runner:
         if not self.ledger.finish_run(out.run_id, status=status, failure_class=fclass.value, error=err):
             log.warning("run %s was taken over by another process before it could be recorded", out.run_id)
         return out
+
+    def _upstream_pending(self, job, window: Window) -> str | None:
+        if job.source.type != "job":
+            return None
+        up = self.ledger.find_run(job.source.job, window.start, window.end)
+        if up is not None and up.status in ("queued", "running"):
+            return f"waiting for upstream {job.source.job!r} (run {up.id} is {up.status})"
+        return None
 
     def _source_replica(self, job: FeatureJob, provider: str):
         """(store, path) of the source replica this provider reads: its own, or (``cross_cloud``)
