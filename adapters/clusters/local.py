@@ -45,8 +45,10 @@ FORWARDER_ENV = "SKYFEAST_LOCAL_FORWARDER"
 # only once the scheduler is up, so a preload there would add its cost to every cluster start
 # (past START_TIMEOUT on a loaded machine); they import it on their first task, off the
 # scheduler's event loop. SKYFEAST_SCHEDULER_PRELOAD overrides
-# (comma-separated modules; empty for none).
-PRELOAD = ("scheduler.executor",)
+# (comma-separated modules; empty for none). scheduler.executor itself is light now; Feast
+# arrives with the task specs (their WriteTarget holds a Feast RepoConfig), hence
+# featurestore.writers, which imports Feast.
+PRELOAD = ("scheduler.executor", "featurestore.writers")
 
 
 def _preload() -> list[str]:
