@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     _add_json(p)
     p.add_argument("--job")
-    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--status", choices=["queued", "running", "interrupted", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
 
     from scheduler.commands_materialize import add_parser as add_materialize_parser

@@ -17,7 +17,7 @@ from scheduler.windows import Window
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
-_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta", "running": "cyan"}
+_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta", "running": "cyan", "interrupted": "yellow"}
 
 
 class ProgressReporter:

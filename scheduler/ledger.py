@@ -48,7 +48,9 @@ from scheduler.ledger_schema import (
 
 UTC = timezone.utc
 LEADER = "daemon"
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+# "interrupted": started, then given back at a clean shutdown; it keeps its chunks and the
+# next claimer resumes it (unlike "queued", which starts afresh)
+RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
 FAILURE_CLASSES = ("user_code", "data", "infrastructure", "timeout", "cancelled")
 __all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime"]
 
@@ -223,11 +225,13 @@ class Ledger(CopyBook):
                 pass
             row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.lease_until).where(
                 runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
-            ok = row.status in ("queued", "failed", "cancelled") or (force and row.status == "succeeded") or (
+            ok = row.status in ("queued", "failed", "cancelled", "interrupted") or (
+                force and row.status == "succeeded") or (
                 row.status == "running" and row.lease_until is not None and row.lease_until < now)
             if not ok:
                 return None, row.status
-            if not self._take(conn, row.id, row.status, now + lease, trigger=trigger, fresh=row.status != "running"):
+            resume = row.status in ("running", "interrupted")
+            if not self._take(conn, row.id, row.status, now + lease, trigger=trigger, fresh=not resume):
                 # lost a race: another claimer changed the row since we read it; report what it is now
                 return None, conn.execute(sa.select(runs_t.c.status).where(runs_t.c.id == row.id)).scalar_one()
             return int(row.id), "claimed"
@@ -286,18 +290,20 @@ class Ledger(CopyBook):
         return self._claim_where(runs_t.c.status == "queued", lease, limit, fresh=True)
 
     def reclaim_expired(self, lease: timedelta, limit: int = 100) -> list[RunRow]:
-        """Running runs whose owner stopped heartbeating: take them over, keeping their chunks."""
-        cond = sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now())
+        """Running runs whose owner stopped heartbeating, and runs interrupted by a clean
+        shutdown: take them over, keeping their chunks."""
+        cond = sa.or_(sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now()),
+                      runs_t.c.status == "interrupted")
         return self._claim_where(cond, lease, limit, fresh=False)
 
     def release_runs(self, run_ids: list[int]) -> None:
         """Give up runs we claimed but will not execute: never-started ones go back to ``queued``,
-        started ones keep their chunks and become claimable at once (lease expired)."""
+        started ones become ``interrupted``: they keep their chunks and are claimable at once."""
         mine = sa.and_(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner, runs_t.c.status == "running")
         with self._write() as conn:
             conn.execute(runs_t.update().where(mine, runs_t.c.attempts == 0)
                          .values(status="queued", owner=None, lease_until=None, started_at=None))
-            conn.execute(runs_t.update().where(mine).values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
+            conn.execute(runs_t.update().where(mine).values(status="interrupted", owner=None, lease_until=None))
 
     def enqueue(self, job: str, start: datetime, end: datetime, *, trigger: str = "manual") -> tuple[int, str]:
         """Ask a daemon to run (job, window). Returns (run_id, status) — "queued" or the existing state."""
@@ -325,10 +331,11 @@ class Ledger(CopyBook):
             r = conn.execute(sa.select(runs_t.c.status).where(runs_t.c.id == run_id)).first()
             if r is None:
                 return None
-            if r.status == "queued":
-                conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == "queued")
+            if r.status in ("queued", "interrupted"):
+                conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == r.status)
                              .values(status="cancelled", ended_at=_now(), failure_class="cancelled",
-                                     error="cancelled by operator before it started"))
+                                     error="cancelled by operator before it started" if r.status == "queued"
+                                     else "cancelled by operator while interrupted"))
                 return "cancelled"
             if r.status == "running":
                 conn.execute(runs_t.update().where(runs_t.c.id == run_id).values(cancel_requested=True))

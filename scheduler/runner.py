@@ -248,7 +248,7 @@ class Runner:
         if job.source.type != "job":
             return None
         up = self.ledger.find_run(job.source.job, window.start, window.end)
-        if up is not None and up.status in ("queued", "running"):
+        if up is not None and up.status in ("queued", "running", "interrupted"):
             return f"waiting for upstream {job.source.job!r} (run {up.id} is {up.status})"
         return None
 

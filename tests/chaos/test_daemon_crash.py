@@ -29,7 +29,8 @@ def _mid_run(ledger: Ledger):
 
 def _contiguous_successes(ledger: Ledger, job: str):
     """No window is lost: windows form an unbroken sequence, each one either succeeded or (after
-    the final SIGTERM) handed back for the next daemon — queued, or running with a released lease.
+    the final SIGTERM) handed back for the next daemon — queued, interrupted (started, resumable), or
+    still running under the lease of the SIGKILLed daemon if no survivor had picked it up yet.
     Runs execute in parallel and resumed ones out of order, so successes need not be a prefix;
     but a handed-back window after the last success must not have written any chunk, or the
     online store would hold part of a newer window than the last successful one."""
@@ -38,7 +39,7 @@ def _contiguous_successes(ledger: Ledger, job: str):
     for a, b in zip(rows, rows[1:]):
         assert a.window_end == b.window_start, f"window lost between {a.window_end} and {b.window_start}"
     statuses = [(r.window_end, r.status) for r in rows]
-    assert all(s in ("succeeded", "queued", "running") for _, s in statuses), statuses
+    assert all(s in ("succeeded", "queued", "interrupted", "running") for _, s in statuses), statuses
     ok = [r for r in rows if r.status == "succeeded"]
     assert len(ok) >= 3, f"too few windows succeeded: {statuses}"
     last_ok = max(r.window_end for r in ok)

@@ -76,10 +76,30 @@ def test_release_requeues_unstarted_and_expires_started(pair):
     a, b = pair
     (r1, *_), (r2, *_) = a.claim_many([("j", S, S + H), ("j", S + H, S + 2 * H)], trigger="s", lease=LEASE)
     a.start_attempt(r2, "aws")
+    a.set_partitions(r2, 2)
+    a.record_chunk(r2, 0, {"rows_out": 3})
     a.release_runs([r1, r2])
     assert a.get_run(r1).status == "queued"
+    assert a.get_run(r2).status == "interrupted" and a.get_run(r2).owner is None
     assert [r.id for r in b.claim_queued(LEASE)] == [r1]
-    assert [r.id for r in b.reclaim_expired(LEASE)] == [r2]
+    (row,) = b.reclaim_expired(LEASE)
+    assert row.id == r2 and row.status == "running" and row.owner == "host-b:2"
+    assert b.chunks(r2)[0]["rows_out"] == 3  # resumed, not restarted
+
+
+def test_interrupted_run_resumes_through_claim_and_can_be_cancelled(pair):
+    a, b = pair
+    (r1, *_), (r2, *_) = a.claim_many([("j", S, S + H), ("j", S + H, S + 2 * H)], trigger="s", lease=LEASE)
+    for rid in (r1, r2):
+        a.start_attempt(rid, "aws")
+        a.set_partitions(rid, 2)
+        a.record_chunk(rid, 1, {"rows_out": 7})
+    a.release_runs([r1, r2])
+    assert b.claim("j", S, S + H, trigger="manual", lease=LEASE) == (r1, "claimed")
+    assert b.chunks(r1)[1]["rows_out"] == 7
+    assert a.request_cancel(r2) == "cancelled"
+    assert a.get_run(r2).error == "cancelled by operator while interrupted"
+    assert b.reclaim_expired(LEASE) == []
 
 
 def test_enqueue_and_operator_cancel(pair):
