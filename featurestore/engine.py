@@ -7,6 +7,7 @@ In ``feature_store.yaml``::
       # at most one of these two; with neither, a LocalCluster of `workers` × `threads`:
       skyfeast_config: ../skyfeast.yaml   # its providers, highest priority first, with failover
       address: tcp://scheduler:8786       # an existing Dask scheduler
+      tls: {ca_file: ca.pem, cert: client.pem, key: client-key.pem}   # with a tls:// address
       workers: 2
       threads: 1
 
@@ -65,7 +66,10 @@ class DaskComputeEngineConfig(FeastConfigBaseModel):
     skyfeast_config: StrictStr | None = None
     """Path of a skyfeast.yaml (relative to the Feast repo) whose providers run the work."""
     address: StrictStr | None = None
-    """Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``."""
+    """Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786`` or ``tls://10.0.0.5:8786``."""
+    tls: dict[str, Any] | None = None
+    """Mutual TLS for ``address``: ``ca_file``, ``cert``, ``key``, ``require_encryption``, as for a
+    skyfeast ``address`` cluster (paths relative to the Feast repo)."""
     workers: int = Field(2, ge=1, le=256)
     """Worker processes of the LocalCluster used when neither of the above is set."""
     threads: int = Field(1, ge=1, le=64)
@@ -75,6 +79,12 @@ class DaskComputeEngineConfig(FeastConfigBaseModel):
     def _one_cluster_source(self):
         if self.skyfeast_config and self.address:
             raise ValueError("batch_engine: set skyfeast_config or address, not both")
+        if self.tls is not None:
+            if not self.address:
+                raise ValueError("batch_engine: tls applies to address only")
+            from scheduler.config import ClusterTLS
+
+            ClusterTLS.model_validate(self.tls)  # unknown or missing keys are named here, at feast apply
         return self
 
 
@@ -168,9 +178,12 @@ class DaskComputeEngine(ComputeEngine):
                 path = Path(self.repo_config.repo_path) / path
             return skyfeast_providers(path)
         if cfg.address:
-            from adapters.clusters.address import AddressConnector
+            from adapters.registry import make_cluster
+            from scheduler.config import AddressCluster
 
-            return _connector(AddressConnector(address=cfg.address, name="address"), "address")
+            model = AddressCluster(type="address", address=cfg.address, tls=cfg.tls)
+            base = Path(self.repo_config.repo_path) if self.repo_config.repo_path is not None else None
+            return _connector(make_cluster(model, "address", base_dir=base), "address")
         from adapters.clusters.local import LocalConnector
 
         return _connector(LocalConnector(workers=cfg.workers, threads=cfg.threads, memory_limit="auto",

@@ -1,6 +1,8 @@
 """Provider health: probes with short deadlines, folded into a circuit breaker.
 
-A :class:`HealthMonitor` thread probes every provider each ``health.interval``:
+A :class:`HealthMonitor` thread probes every provider each ``health.interval``, all
+providers in parallel; a provider whose probe just missed is probed again at once, so a
+hang is detected in about ``timeout x miss_budget``:
 
 * the Dask scheduler answers an ``identity`` RPC within ``health.timeout``
   (a SIGSTOPped or partitioned scheduler does not; a killed one refuses), and
@@ -155,6 +157,9 @@ class HealthMonitor:
         # starve the checks of healthy providers
         self._storage_checks: dict[str, Future] = {}
         self._probes = ProbePool(len(pool.cfg.providers))
+        # one thread per provider: every provider is probed in parallel each round
+        self._rounds = ThreadPoolExecutor(max_workers=max(1, len(pool.cfg.providers)),
+                                          thread_name_prefix="skyfeast-health-round")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="skyfeast-health", daemon=True)
@@ -165,42 +170,54 @@ class HealthMonitor:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._io.shutdown(wait=False, cancel_futures=True)
+        self._rounds.shutdown(wait=False, cancel_futures=True)
         self._probes.close()
 
     def probe_once(self) -> dict[str, Breaker]:
-        """Probe every provider once and update the pool; returns the new breakers."""
-        timeout = self.settings.timeout.total_seconds()
+        """Probe every provider once, all at the same time, and update the pool; returns the
+        new breakers. A hung provider costs its own probe's deadline, not the others'."""
         try:
             self.pool.set_cordons(self.ledger.cordons())
         except Exception as exc:
             log.warning("cannot read cordons: %s", exc)
+        futs = {name: self._rounds.submit(self._probe_provider, name) for name in self.pool.cfg.providers}
         out = {}
-        for name in self.pool.cfg.providers:
-            address = self.pool.address(name)
-            before = self.pool.breaker(name)
-            if (before.state is ProviderState.DOWN and time.monotonic() - before.since >= self.rules.blocklist_ttl
-                    and self.pool.managed_and_dead(name)):
-                # a cluster we own died: restart it for the half-open probe instead of waiting forever
-                log.warning("provider %s: restarting its local cluster for a half-open probe", name)
-                try:
-                    self._io.submit(self.pool.client, name).result(timeout=120)
-                except Exception as exc:
-                    log.warning("provider %s: restart failed: %s", name, exc)
-                address = self.pool.address(name)
-            if address is None:
-                continue  # never started or not connected: nothing to probe, state stays as it is
-            ok, workers, err = self._probes.probe(address, timeout, self.pool.security(name))
-            if ok:
-                ok, err = self._check_storage(name, max(timeout, 5.0))
-            before = self.pool.breaker(name)  # the restart above may have changed it
-            after = observe(before, ok=ok, workers=workers, now=time.monotonic(), rules=self.rules,
-                            certain=err == "refused")
-            if after.state is not before.state:
-                log.warning("provider %s: %s -> %s%s", name, before.state.value, after.state.value,
-                            f" ({err})" if err else "")
-            self.pool.set_breaker(name, after)
-            out[name] = after
+        for name, fut in futs.items():
+            try:
+                after = fut.result()
+            except Exception:  # one provider's probe must not hide the others'
+                log.exception("provider %s: probe failed", name)
+                continue
+            if after is not None:
+                out[name] = after
         return out
+
+    def _probe_provider(self, name: str) -> Breaker | None:
+        timeout = self.settings.timeout.total_seconds()
+        address = self.pool.address(name)
+        before = self.pool.breaker(name)
+        if (before.state is ProviderState.DOWN and time.monotonic() - before.since >= self.rules.blocklist_ttl
+                and self.pool.managed_and_dead(name)):
+            # a cluster we own died: restart it for the half-open probe instead of waiting forever
+            log.warning("provider %s: restarting its local cluster for a half-open probe", name)
+            try:
+                self._io.submit(self.pool.client, name).result(timeout=120)
+            except Exception as exc:
+                log.warning("provider %s: restart failed: %s", name, exc)
+            address = self.pool.address(name)
+        if address is None:
+            return None  # never started or not connected: nothing to probe, state stays as it is
+        ok, workers, err = self._probes.probe(address, timeout, self.pool.security(name))
+        if ok:
+            ok, err = self._check_storage(name, max(timeout, 5.0))
+        before = self.pool.breaker(name)  # the restart above may have changed it
+        after = observe(before, ok=ok, workers=workers, now=time.monotonic(), rules=self.rules,
+                        certain=err == "refused")
+        if after.state is not before.state:
+            log.warning("provider %s: %s -> %s%s", name, before.state.value, after.state.value,
+                        f" ({err})" if err else "")
+        self.pool.set_breaker(name, after)
+        return after
 
     def _check_storage(self, name: str, timeout: float) -> tuple[bool, str | None]:
         prev = self._storage_checks.get(name)
@@ -217,11 +234,17 @@ class HealthMonitor:
 
     def _loop(self) -> None:
         interval = self.settings.interval.total_seconds()
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
             try:
-                self.probe_once()
+                got = self.probe_once()
             except Exception:  # the monitor must survive anything a probe throws
                 log.exception("health probe round failed")
+                got = {}
+            # a provider that just missed is re-probed at once: its miss budget is spent in
+            # ``timeout x miss_budget``, not ``(timeout + interval) x miss_budget``
+            suspect = any(b.misses and b.state is not ProviderState.DOWN for b in got.values())
+            wait = 0.0 if suspect else interval
 
 
 __all__ = ["HealthMonitor", "probe_scheduler", "ProviderState"]

@@ -306,3 +306,32 @@ def test_a_client_that_failed_to_connect_is_closed_at_once(tls_cluster):
         assert len(failed) == 1, ei.value
         assert failed[0].status == "closed"
         assert not failed[0]._loop_runner.is_started()
+
+
+def test_feast_engine_plugin_reaches_a_tls_scheduler(tls_cluster, tmp_path):
+    """``batch_engine: {address: tls://..., tls: {...}}``: paths relative to the Feast repo."""
+    from types import SimpleNamespace
+
+    from featurestore.engine import DaskComputeEngine, DaskComputeEngineConfig
+
+    address, pki, _ = tls_cluster
+    repo = tmp_path / "repo"
+    (repo / "certs").mkdir(parents=True)
+    for name in ("ca", "client-cert", "client-key"):
+        (repo / "certs" / f"{name}.pem").write_bytes(pki[name].read_bytes())
+    tls = {"ca_file": "certs/ca.pem", "cert": "certs/client-cert.pem", "key": "certs/client-key.pem"}
+    engine = DaskComputeEngine(repo_config=SimpleNamespace(repo_path=repo), offline_store=None, online_store=None,
+                               type="featurestore.engine.DaskComputeEngine", address=address, tls=tls)
+    with engine._clusters() as providers:
+        ((name, connect),) = providers
+        client = connect()
+        assert client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
+    # without tls the same scheduler refuses the engine, with a neutral permission error
+    bare = DaskComputeEngine(repo_config=SimpleNamespace(repo_path=repo), offline_store=None, online_store=None,
+                             type="featurestore.engine.DaskComputeEngine", address=address)
+    with bare._clusters() as providers, pytest.raises(PermissionDenied):
+        providers[0][1]()
+    with pytest.raises(ValueError, match="tls applies to address only"):
+        DaskComputeEngineConfig(tls=tls)
+    with pytest.raises(ValueError, match="cafile"):
+        DaskComputeEngineConfig(address=address, tls={**tls, "cafile": "x"})
