@@ -32,7 +32,6 @@ Medians decide pass/fail; min and max are printed beside them. Exit 1 on a miss.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -94,11 +93,7 @@ def ready(runner, job, provider: str, timeout: float = 300) -> bool:
         except Exception:
             pass  # retried until the deadline
         if (place(runner.cfg.allowed_providers(job), runner.pool.views()) or [None])[0] == provider:
-            # a restarted cluster's workers would import the task code (feast: seconds to tens
-            # of seconds here) inside the next timed run; make them pay it now
-            for name in runner.cfg.allowed_providers(job):
-                runner.pool.client(name).run(importlib.import_module, "scheduler.executor")
-            return True
+            return True  # warm_up also had the workers import the task code (feast: seconds here)
         time.sleep(0.5)
     return False
 

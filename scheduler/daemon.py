@@ -188,7 +188,8 @@ class Daemon:
 
     def _pickup(self) -> None:
         lease = self.cfg.daemon.run_lease
-        rows = self.ledger.claim_queued(lease) + self.ledger.reclaim_expired(lease)
+        after = {name: j.source.job for name, j in self.jobs.items() if j.source.type == "job"}
+        rows = self.ledger.claim_queued(lease, after=after) + self.ledger.reclaim_expired(lease, after=after)
         items = []
         for r in rows:
             with self._lock:

@@ -239,13 +239,17 @@ def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn 
 
 def _result(fut, deadline: float, cancelled: Callable[[], bool]):
     """``fut.result()`` that keeps checking the deadline and the watchdog: fetching a finished
-    task's result from a scheduler that hung right after it finished would otherwise block forever."""
+    task's result from a scheduler that hung right after it finished would otherwise block forever.
+
+    A fetch that takes longer than a second is not a failure by itself (a loaded scheduler can
+    be that slow): it is retried until the deadline, or until the health monitor, through the
+    watchdog, declares the provider down."""
     while True:
         try:
             return fut.result(timeout=1.0)
         except TimeoutError:
-            if fut.done():
-                raise  # the task itself raised a TimeoutError
+            if fut.status == "error":
+                raise  # the task itself raised a TimeoutError (its exception arrives with the task's state)
             if time.monotonic() > deadline:
                 raise TimeoutExpired("timed out fetching a finished partition's result") from None
             if cancelled():  # raises ProviderDown when the health monitor opened the circuit

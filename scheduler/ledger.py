@@ -55,6 +55,17 @@ FAILURE_CLASSES = ("user_code", "data", "infrastructure", "timeout", "cancelled"
 __all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime"]
 
 
+PENDING = ("queued", "running", "interrupted")
+
+
+def _waits_on(job: str, upstream: str):
+    """SQL: this row is a run of ``job`` whose window's ``upstream`` run is not finished yet."""
+    up = runs_t.alias("up")
+    return sa.and_(runs_t.c.job == job, sa.exists().where(
+        up.c.job == upstream, up.c.window_start == runs_t.c.window_start,
+        up.c.window_end == runs_t.c.window_end, up.c.status.in_(PENDING)))
+
+
 class LedgerError(UserError):
     """The ledger cannot be opened or belongs to an incompatible version."""
 
@@ -273,9 +284,12 @@ class Ledger(CopyBook):
                 out += [tuple(r) for r in conn.execute(stmt, rows[i:i + 2000])]
         return out
 
-    def _claim_where(self, cond, lease: timedelta, limit: int, *, fresh: bool) -> list[RunRow]:
+    def _claim_where(self, cond, lease: timedelta, limit: int, *, fresh: bool,
+                     after: dict[str, str] | None = None) -> list[RunRow]:
         now = _now()
         out = []
+        if after:
+            cond = sa.and_(cond, *(~_waits_on(job, up) for job, up in after.items()))
         with self._write() as conn:
             q = sa.select(runs_t.c.id, runs_t.c.status).where(cond).order_by(runs_t.c.window_end).limit(limit)
             if self.is_pg:
@@ -286,15 +300,19 @@ class Ledger(CopyBook):
             rows = conn.execute(sa.select(runs_t).where(runs_t.c.id.in_(out))).all() if out else []
         return [_row(r) for r in rows]
 
-    def claim_queued(self, lease: timedelta, limit: int = 100) -> list[RunRow]:
-        return self._claim_where(runs_t.c.status == "queued", lease, limit, fresh=True)
+    def claim_queued(self, lease: timedelta, limit: int = 100, *, after: dict[str, str] | None = None) -> list[RunRow]:
+        """Queued runs, started afresh. ``after`` maps a job to its upstream job: a run of such a
+        job is left alone while the upstream run of its window is still queued, running or
+        interrupted (it would only be handed back), so a waiting run is not re-claimed every poll."""
+        return self._claim_where(runs_t.c.status == "queued", lease, limit, fresh=True, after=after)
 
-    def reclaim_expired(self, lease: timedelta, limit: int = 100) -> list[RunRow]:
+    def reclaim_expired(self, lease: timedelta, limit: int = 100, *,
+                        after: dict[str, str] | None = None) -> list[RunRow]:
         """Running runs whose owner stopped heartbeating, and runs interrupted by a clean
-        shutdown: take them over, keeping their chunks."""
+        shutdown: take them over, keeping their chunks. ``after`` as for :meth:`claim_queued`."""
         cond = sa.or_(sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now()),
                       runs_t.c.status == "interrupted")
-        return self._claim_where(cond, lease, limit, fresh=False)
+        return self._claim_where(cond, lease, limit, fresh=False, after=after)
 
     def release_runs(self, run_ids: list[int]) -> None:
         """Give up runs we claimed but will not execute: never-started ones go back to ``queued``,

@@ -18,7 +18,7 @@ from scheduler.config import Config, FeatureJob, ModelJob
 from scheduler.errors import DataError
 from scheduler.executor import ChunkBook, ProviderDown, classify, describe, run_feature_job, run_model_job
 from scheduler.heartbeat import Heartbeat
-from scheduler.ledger import Ledger
+from scheduler.ledger import PENDING, Ledger
 from scheduler.offline import owner_of, write_manifest
 from scheduler.policy import FailureClass, ProviderState, Step, backoff, next_step, place
 from scheduler.providers import ProviderPool
@@ -248,7 +248,7 @@ class Runner:
         if job.source.type != "job":
             return None
         up = self.ledger.find_run(job.source.job, window.start, window.end)
-        if up is not None and up.status in ("queued", "running", "interrupted"):
+        if up is not None and up.status in PENDING:
             return f"waiting for upstream {job.source.job!r} (run {up.id} is {up.status})"
         return None
 

@@ -120,3 +120,25 @@ def test_cordons_round_trip(pair):
     assert b.cordons()["aws"]["reason"] == "maintenance"
     assert b.uncordon("aws") and not b.uncordon("aws")
     assert a.cordons() == {}
+
+
+def test_a_run_waiting_for_its_upstream_is_not_claimed_until_the_upstream_ends(pair):
+    a, b = pair
+    after = {"model": "feat"}
+    model, _ = a.enqueue("model", S, S + H)
+    feat, _ = a.enqueue("feat", S, S + H)
+    other, _ = a.enqueue("model", S + H, S + 2 * H)  # its window has no upstream run at all
+    assert sorted(r.id for r in b.claim_queued(LEASE, after=after)) == sorted([feat, other])
+    assert b.claim_queued(LEASE, after=after) == []  # upstream running: still waiting
+    b.start_attempt(feat, "aws")
+    b.release_runs([feat])  # interrupted: still pending
+    assert a.get_run(feat).status == "interrupted"
+    assert b.claim_queued(LEASE, after=after) == []
+    (row,) = b.reclaim_expired(LEASE, after=after)
+    assert row.id == feat
+    b.finish_run(feat, status="succeeded")
+    assert [r.id for r in b.claim_queued(LEASE, after=after)] == [model]
+    # without ``after`` nothing is held back (the runner's own check still guards the input)
+    c, _ = a.enqueue("feat", S + 2 * H, S + 3 * H)
+    m, _ = a.enqueue("model", S + 2 * H, S + 3 * H)
+    assert sorted(r.id for r in b.claim_queued(LEASE)) == sorted([c, m])
