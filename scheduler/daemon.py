@@ -152,9 +152,11 @@ class Daemon:
 
     def _run_chain(self, chain: list[tuple]) -> None:
         for i, (job, window, rid) in enumerate(chain):
+            # checked outside the try: its ``finally`` marks a run as no longer held, and a run
+            # that never started must stay held so that it is released (re-queued) below
+            if self.cancel.is_set() or self.stop.is_set():
+                break  # shutting down: what has not started goes back to the queue below
             try:
-                if self.cancel.is_set() or self.stop.is_set():
-                    break  # shutting down: what has not started goes back to the queue below
                 out = self.execute(job, window, rid)
                 with self._lock:
                     self.outcomes.append(out)

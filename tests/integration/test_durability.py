@@ -172,3 +172,34 @@ def test_cancel_command_stops_a_running_run(tmp_path):
     assert final.status == "cancelled" and final.failure_class == "cancelled"
     missing = skyfeast("cancel", "-c", str(cfg), "999", cwd=cfg.parent)
     assert missing.returncode == 2 and "no run with id 999" in missing.stderr
+
+
+def test_shutdown_between_chained_runs_requeues_the_downstream_run(tmp_path, ledger_url):
+    """SIGTERM lands after a window's feature run and before its model run: the model run,
+    claimed at the tick but never started, goes back to ``queued`` (not left ``running``
+    under the lease of a daemon that is gone)."""
+    cfg_path = make_project(tmp_path / "p", users=50, per_day=100, days=1,
+                            edit=lambda c: c.__setitem__("state", ledger_url))
+    cfg = load_config(cfg_path)
+    t0 = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    ledger = Ledger(cfg.state_url)
+    ledger.set_last_fires({j.name: t0 for j in cfg.jobs})
+    executed: list[str] = []
+    daemon = None
+
+    def execute(job, window, run_id):
+        executed.append(job.name)
+        ledger.start_attempt(run_id, "aws")
+        ledger.finish_run(run_id, status="succeeded", rows=0)
+        daemon.stop.set()  # the signal arrives while the chain's first run finishes
+        return Outcome(job.name, window, "succeeded", run_id=run_id)
+
+    daemon = Daemon(cfg, ledger, execute, cancel=threading.Event(), clock=lambda: t0 + timedelta(hours=1, minutes=5))
+    daemon.serve()
+    try:
+        runs = {r.job: r for r in ledger.runs()}
+    finally:
+        ledger.close()
+    assert executed == ["user_features"]
+    assert runs["user_features"].status == "succeeded"
+    assert runs["risk_score"].status == "queued" and runs["risk_score"].owner is None
