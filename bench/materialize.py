@@ -11,7 +11,12 @@ first ``--vanilla-entities`` users only and its *rate* is compared (the output
 says so).  Peak RSS of each Dask worker (``VmHWM``, reset before the timed
 skyfeast runs of each store) is printed beside the skyfeast figures.  For Redis the script also measures a raw ingest ceiling: Feast's own
 hash layout as prebuilt ``HSET`` commands, sent pipelined over one redis-py
-connection, no newest-wins check.
+connection, no newest-wins check.  For SQLite and PostgreSQL it measures the
+same kind of reference: the rows skyfeast stored, prebuilt, loaded into an empty
+copy of Feast's table by one connection in one transaction (SQLite: a plain
+``executemany`` INSERT, which skyfeast's staged INSERT ... SELECT can beat, so it
+is a reference, not a limit; PostgreSQL: a binary ``COPY``, the server's bulk
+path, which one connection does not beat).
 
     .venv/bin/python bench/materialize.py --entities 200000 --stores sqlite,redis,postgres
     .venv/bin/python bench/materialize.py --entities 1000000 --runs 3 --vanilla-entities 100000
@@ -278,6 +283,84 @@ def check_ceiling_layout(commands: np.ndarray, sky_project: str, ceiling_project
         raise RuntimeError("the ceiling's HSET layout differs from what skyfeast/Feast store; fix the bench")
 
 
+# ---------------------------------------------------------------- SQL ceilings
+
+
+def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tuple[float, int]:
+    """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
+    prebuilt in memory, inserted with one plain ``executemany`` INSERT in one transaction into a
+    fresh table with Feast's own DDL (read back from the skyfeast repo's database): SQLite's
+    single-writer limit for Feast's layout, with no newest-wins check and no encoding."""
+    import sqlite3
+
+    table = f"{sky.project}_{VIEW}"
+    with contextlib.closing(sqlite3.connect(sky.path / "online.db")) as src:
+        ddl = [r[0] for r in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
+                                         (table,))]
+        cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")')]
+        keys = [r[0] for r in src.execute(f'SELECT DISTINCT entity_key FROM "{table}" ORDER BY entity_key LIMIT ?',
+                                          (entities,))]
+        last = keys[-1]
+        rows = src.execute(f'SELECT {", ".join(cols)} FROM "{table}" WHERE entity_key <= ? '
+                           "ORDER BY entity_key, feature_name", (last,)).fetchall()
+    insert = f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})'
+    times = []
+    for i in range(runs):
+        db = dest / f"ceiling-{i}.db"
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+            for statement in ddl:
+                conn.execute(statement)
+            t = time.perf_counter()
+            conn.execute("BEGIN")
+            conn.executemany(insert, rows)
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - t)
+            if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != len(rows):
+                raise RuntimeError("the SQLite ceiling lost rows; fix the bench")
+        db.unlink()
+    return statistics.median(times), len(keys)
+
+
+def postgres_ceiling(sky: Repo, entities: int, runs: int) -> tuple[float, int]:
+    """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
+    exported as one binary COPY buffer, then ``COPY ... FROM STDIN (FORMAT BINARY)`` in one
+    transaction into an empty ``LIKE ... INCLUDING ALL`` copy of Feast's table (same primary key
+    and indexes): the server's bulk-load limit for Feast's layout, no newest-wins check."""
+    import psycopg
+
+    table = f"{sky.project}_{VIEW}"
+    ceiling = f"ceil_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=sky.database) as conn:
+        keys = conn.execute(f'SELECT entity_key FROM "{table}" GROUP BY entity_key ORDER BY entity_key LIMIT %s',
+                            (entities,)).fetchall()
+        last = keys[-1][0]
+        buf = bytearray()
+        with conn.cursor().copy(f'COPY (SELECT * FROM "{table}" WHERE entity_key <= %s '
+                                "ORDER BY entity_key, feature_name) TO STDOUT (FORMAT BINARY)", (last,)) as copy:
+            for block in copy:
+                buf += block
+        conn.execute(f'CREATE TABLE "{ceiling}" (LIKE "{table}" INCLUDING ALL)')
+        conn.commit()
+        times = []
+        try:
+            for _ in range(runs):
+                conn.execute(f'TRUNCATE "{ceiling}"')
+                conn.commit()
+                t = time.perf_counter()
+                with conn.cursor().copy(f'COPY "{ceiling}" FROM STDIN (FORMAT BINARY)') as copy:
+                    for start in range(0, len(buf), 1 << 20):
+                        copy.write(bytes(buf[start : start + (1 << 20)]))
+                conn.commit()
+                times.append(time.perf_counter() - t)
+            n = conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{ceiling}"').fetchone()[0]
+            if n != len(keys):
+                raise RuntimeError("the PostgreSQL ceiling lost rows; fix the bench")
+        finally:
+            conn.execute(f'DROP TABLE IF EXISTS "{ceiling}"')
+            conn.commit()
+    return statistics.median(times), len(keys)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -293,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="timed runs per contender; the median is reported")
     ap.add_argument("--vanilla-entities", type=int, default=100_000,
                     help="vanilla Feast is timed on this many entities and its rate compared (default 100000)")
-    ap.add_argument("--ceiling-entities", type=int, default=200_000, help="rows sent for the Redis ceiling")
+    ap.add_argument("--ceiling-entities", type=int, default=200_000,
+                    help="entities loaded for each store's raw ceiling (default 200000)")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     ap.add_argument("--redis-db", type=int, default=9)
     ap.add_argument("--start-timeout", type=float, default=600.0,
@@ -377,6 +461,19 @@ def main(argv: list[str] | None = None) -> int:
                           f"{ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
                     print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / ceiling:.0%} of the one-connection "
                           "pipelined HSET ceiling (which skips the newest-wins check)", flush=True)
+                elif kind in ("sqlite", "postgres"):
+                    m = min(args.ceiling_entities, args.entities)
+                    if kind == "sqlite":
+                        secs, m = sqlite_ceiling(sky, tmp / kind, m, args.runs)
+                        label, what = "plain INSERT ref", "one-connection plain executemany INSERT (a reference, not a limit)"
+                    else:
+                        secs, m = postgres_ceiling(sky, m, args.runs)
+                        label, what = "raw COPY ceiling", "one-connection binary COPY ceiling"
+                    ceiling = row["ceiling"] = _rate(m, secs)
+                    print(f"{kind:<9} {label:<16} {m:>10,} {secs:>9.2f} {ceiling:>10,.0f} "
+                          f"{ceiling * args.features:>12,.0f} {ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
+                    print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / ceiling:.0%} of the {what} into Feast's "
+                          "table (prebuilt rows, no newest-wins check)", flush=True)
                 summary.append(row)
             finally:
                 for repo in (sky, van):
@@ -387,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['store']}: skyfeast {row['skyfeast'] * args.features:,.0f} values/s vs vanilla "
                   f"{row['vanilla Feast'] * args.features:,.0f} values/s (vanilla measured on {vanilla_n:,} entities)"
                   f" = {row['skyfeast'] / row['vanilla Feast']:.1f}x"
-                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the Redis ceiling" if "ceiling" in row else "")
+                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the store's raw ceiling ({row['ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
+                     if "ceiling" in row else "")
                   + (f"; peak worker RSS {row['worker_peak_mib']:,.0f} MiB" if row["worker_peak_mib"] else ""))
     finally:
         connector.close()
