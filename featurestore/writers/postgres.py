@@ -14,11 +14,17 @@ Per chunk, in one transaction: ``COPY ... FROM STDIN (FORMAT BINARY)`` of a
 buffer built by :mod:`._columns` (no per-row Python), then ``INSERT ... SELECT
 ... ORDER BY entity_key, feature_name ON CONFLICT (entity_key, feature_name) DO
 UPDATE ... WHERE stored.event_ts IS NULL OR EXCLUDED.event_ts >= stored.event_ts``
-(in primary-key order, which roughly halves the index work).  When none of the
-chunk's entities is stored yet (checked on the ``entity_key`` index in the same
-transaction) the upsert is a plain ``INSERT``, about twice as fast on the
-server; a concurrent writer that inserts one of those entities first makes it
-fail with a unique violation, and the chunk is redone as the upsert.
+(in primary-key order, which roughly halves the index work).
+
+When none of the chunk's entities is stored yet (checked first, on the
+``entity_key`` index, in the same transaction) there is nothing to resolve: the
+rows are COPYed straight into Feast's table in primary-key order, the server's
+bulk-load path (``bench/materialize.py`` prints its one-connection ceiling).
+That needs the session time zone to be UTC, since Feast's ``timestamp``
+parameters are converted in the session zone and binary ``timestamptz`` is UTC;
+in any other zone the stage is used with a plain ``INSERT ... SELECT``.  A
+concurrent writer that inserts one of those entities first makes the chunk fail
+with a unique violation, and it is redone as the upsert.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class PostgresWriter(EncodingWriter):
         self._conn = None
         self._upsert = None
         self._with_num = False
+        self._direct = False  # fresh chunks may be copied straight into Feast's table (see _connect)
 
     @property
     def table_name(self) -> str:
@@ -107,6 +114,10 @@ class PostgresWriter(EncodingWriter):
                     (store.db_schema or store.user, self.table_name),
                 )
                 self._with_num = cur.fetchone() is not None
+                # Feast binds naive-UTC datetimes as ``timestamp``, converted in the session time
+                # zone; binary ``timestamptz`` COPY carries UTC instants. They agree only in UTC.
+                cur.execute("SELECT current_setting('TimeZone')")
+                self._direct = cur.fetchone()[0] in ("UTC", "Etc/UTC", "GMT", "Etc/GMT", "Universal", "Zulu")
                 cur.execute(_STAGE_DDL)
             conn.commit()
         except BaseException:
@@ -134,7 +145,8 @@ class PostgresWriter(EncodingWriter):
             "WHERE {t}.event_ts IS NULL OR EXCLUDED.event_ts >= {t}.event_ts"
         ).format(insert=insert, t=table, updates=updates)
         probe = sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE entity_key = ANY(%s))").format(t=table)
-        return insert, upsert, probe
+        direct = sql.SQL("COPY {t} ({ids}) FROM STDIN (FORMAT BINARY)").format(t=table, ids=ids)
+        return insert, upsert, probe, direct
 
     def _write_chunk(self, chunk: Batch) -> None:
         from psycopg.errors import UniqueViolation
@@ -146,7 +158,7 @@ class PostgresWriter(EncodingWriter):
 
     def _write_chunk_once(self, chunk: Batch, *, fresh_ok: bool) -> None:
         conn = self._connect()
-        insert, upsert, probe = self._upsert
+        insert, upsert, probe, direct = self._upsert
         key = _field(chunk.entity_keys)
         event = _timestamp_field(chunk.event_us)
         if chunk.created_us is None:
@@ -156,42 +168,58 @@ class PostgresWriter(EncodingWriter):
         n = len(chunk)
         try:
             with conn.cursor() as cur:
-                with cur.copy(f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(_COPY_HEADER)
-                    for feature in chunk.features:
-                        name = feature.name.encode()
-                        if self._with_num:
-                            nums, present = feature.sql_num_array()
-                            num = _fixed_field(col.le_bytes(nums, ">f8"), present)
-                        else:
-                            num = col.const(_NULL)
-                        text = feature.sql_text_array()
-                        rows = col.join(
-                            col.const(struct.pack(">h", len(_STAGE_COLUMNS))),
-                            key,
-                            col.const(struct.pack(">i", len(name)) + name),
-                            _field(feature.proto_bytes),
-                            _field(col.as_binary(text), text.is_valid().to_numpy(zero_copy_only=False)),
-                            num,
-                            event,
-                            created,
-                        )
-                        copy.write(col.span(rows, 0, n))
-                    copy.write(_COPY_TRAILER)
                 # None of the chunk's entities stored yet (the common case of a first
-                # materialisation): a plain INSERT does half the index work of ON CONFLICT.
-                # A concurrent insert of one of them fails it with UniqueViolation, and
-                # the caller redoes the chunk as an upsert.
+                # materialisation): no conflict to resolve, so the rows need no ON CONFLICT.
+                # A concurrent insert of one of them fails the chunk with UniqueViolation,
+                # and the caller redoes it as an upsert.
                 fresh = fresh_ok
                 if fresh:
                     cur.execute(probe, (to_list(chunk.entity_keys),))
                     fresh = not cur.fetchone()[0]
-                cur.execute(insert if fresh else upsert)
+                if fresh and self._direct:
+                    # straight into Feast's table, in primary-key order (entity, then feature name)
+                    features = sorted(chunk.features, key=lambda f: f.name)
+                    per_feature = [self._copy_rows(f, key, event, created, stage=False) for f in features]
+                    order = (np.arange(n)[:, None] + np.arange(len(features))[None, :] * n).ravel()
+                    rows = pa.concat_arrays(per_feature).take(pa.array(order))
+                    with cur.copy(direct) as copy:
+                        copy.write(_COPY_HEADER)
+                        copy.write(col.span(rows, 0, len(rows)))
+                        copy.write(_COPY_TRAILER)
+                else:
+                    with cur.copy(f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.write(_COPY_HEADER)
+                        for feature in chunk.features:
+                            copy.write(col.span(self._copy_rows(feature, key, event, created, stage=True), 0, n))
+                        copy.write(_COPY_TRAILER)
+                    cur.execute(insert if fresh else upsert)
             conn.commit()
         except BaseException:
             if not conn.closed:
                 conn.rollback()
             raise
+
+    def _copy_rows(self, feature, key, event, created, *, stage: bool) -> pa.Array:
+        """One binary COPY tuple per entity for ``feature``: the stage's columns, or Feast's
+        table's (``value_num`` only where the table has it)."""
+        name = feature.name.encode()
+        if self._with_num:
+            nums, present = feature.sql_num_array()
+            num = [_fixed_field(col.le_bytes(nums, ">f8"), present)]
+        else:
+            num = [col.const(_NULL)] if stage else []
+        text = feature.sql_text_array()
+        width = len(_STAGE_COLUMNS) if stage else 6 + (1 if self._with_num else 0)
+        return col.join(
+            col.const(struct.pack(">h", width)),
+            key,
+            col.const(struct.pack(">i", len(name)) + name),
+            _field(feature.proto_bytes),
+            _field(col.as_binary(text), text.is_valid().to_numpy(zero_copy_only=False)),
+            *num,
+            event,
+            created,
+        )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -392,8 +392,11 @@ def test_bad_input_is_named(pair):
 
 
 @pytest.mark.parametrize("pair", ["postgres"], indirect=True)
-def test_postgres_insert_race_falls_back_to_upsert(pair):
-    """The plain-INSERT fast path meets rows stored after its probe: the chunk is redone as the upsert."""
+@pytest.mark.parametrize("direct", [True, False], ids=["copy-into-table", "stage-insert"])
+def test_postgres_insert_race_falls_back_to_upsert(pair, direct):
+    """The fresh-entities fast paths (COPY straight into Feast's table; the stage's plain
+    INSERT when the session is not in UTC) meet rows stored after their probe: the chunk is
+    redone as the upsert."""
     from psycopg import sql
 
     ours, _, make_writer = pair
@@ -401,8 +404,10 @@ def test_postgres_insert_race_falls_back_to_upsert(pair):
     t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
     with make_writer(target) as writer:
         writer.write(_late_rows(t_new, 2.0, "new"))
-        insert, upsert, _ = writer._upsert
-        writer._upsert = (insert, upsert, sql.SQL("SELECT %s IS NULL"))  # the probe always sees nothing stored
+        assert writer._direct is True  # the test server runs in UTC, as CI's does
+        writer._direct = direct
+        insert, upsert, _, copy = writer._upsert
+        writer._upsert = (insert, upsert, sql.SQL("SELECT %s IS NULL"), copy)  # the probe sees nothing stored
         writer.write(_late_rows(t_old, 1.0, "old"))  # INSERT fails on the stored keys; the upsert keeps "new"
         assert _read(ours)["m_str"] == ["new", "new"]
         writer.write(_late_rows(t_new + timedelta(days=1), 3.0, "newer"))
