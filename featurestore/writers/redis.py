@@ -6,6 +6,13 @@ key ``serialize_entity_key(...) + project``; field ``mmh3("{view}:{feature}")``
 ``google.protobuf.Timestamp``; ``key_ttl_seconds`` re-arms ``EXPIRE`` on every
 write.
 
+Entities not stored yet (the common case of a first materialisation) skip the
+script: per group of keys, ``WATCH`` and ``EXISTS``; if none exists, plain
+``HSET``s (and ``EXPIRE``s) in ``MULTI``/``EXEC``, which aborts if another client
+touched a watched key meanwhile; such a group, or one with a stored key, goes
+through the script.  Redis' command statistics put the script at about twice the
+server time of a plain ``HSET`` per entity.
+
 Newest wins inside Redis, in one round trip: :data:`UPSERT_LUA` reads the
 stored ``_ts:{view}`` of each key, decodes it, and only ``HSET``s (and
 ``EXPIRE``s) when the new timestamp is not older.  Each ``EVALSHA`` carries up to
@@ -84,6 +91,7 @@ class RedisWriter(EncodingWriter):
         chunk_rows: int = 20_000,
         keys_per_call: int | None = None,
         window_bytes: int = 4 << 20,
+        fresh_group: int = 250,
     ):
         super().__init__(target, chunk_rows=chunk_rows)
         nf = len(target.features)
@@ -94,6 +102,10 @@ class RedisWriter(EncodingWriter):
         # measured no faster.
         self.keys_per_call = keys_per_call or max(1, min(100, 4_000 // (nf + 1)))
         self.window_bytes = window_bytes
+        # entities per WATCH/EXISTS/MULTI..EXEC group of the fresh-key path (0: never use it);
+        # an EXEC blocks the server like a script does: 250 hashes of 20 fields are ~1 ms
+        self.fresh_group = fresh_group
+        self.fresh_groups = 0  # groups written by the fresh-key path, for observability and tests
         self._client = None
         self._sha: bytes | None = None
         self.written = 0  # keys actually updated (stale rows excluded), for observability
@@ -104,9 +116,10 @@ class RedisWriter(EncodingWriter):
 
         cfg = self.target.repo_config
         view = compute_versioned_name(self.target.feature_view, cfg.registry.enable_online_feature_view_versioning)
-        ttl = cfg.online_store.key_ttl_seconds or 0
-        fields = [_mmh3(f"{view}:{name}") for name in self.target.features]
-        return _bulk(b"%d" % len(fields), f"_ts:{view}".encode(), b"%d" % ttl, *fields)
+        self._ttl = ttl = cfg.online_store.key_ttl_seconds or 0
+        self._fields = fields = [_mmh3(f"{view}:{name}") for name in self.target.features]
+        self._ts_field = f"_ts:{view}".encode()
+        return _bulk(b"%d" % len(fields), self._ts_field, b"%d" % ttl, *fields)
 
     def _redis(self):
         if self._client is None:
@@ -121,10 +134,17 @@ class RedisWriter(EncodingWriter):
     def _write_chunk(self, chunk: Batch) -> None:
         project = self.target.repo_config.project.encode()
         keys = _resp_bulks(col.join(chunk.entity_keys, col.const(project)))
-        payload = _resp_bulks(timestamp_proto(chunk.event_us), *(f.proto_bytes for f in chunk.features))
+        stamps = timestamp_proto(chunk.event_us)
         client = self._redis()
-        n, step = len(chunk), self.keys_per_call
-        commands = [(start, min(start + step, n)) for start in range(0, n, step)]
+        n = len(chunk)
+        todo = [(0, n)]
+        if self.fresh_group > 0:
+            todo = self._write_fresh(client, keys, stamps, chunk)
+        if not todo:
+            return
+        payload = _resp_bulks(stamps, *(f.proto_bytes for f in chunk.features))
+        step = self.keys_per_call
+        commands = [(start, min(start + step, b)) for a, b in todo for start in range(a, b, step)]
         nf = len(self.target.features)
 
         def pack(start: int, stop: int) -> list:
@@ -134,13 +154,86 @@ class RedisWriter(EncodingWriter):
 
         self.written += _pipeline(client, [pack(*c) for c in commands], self.window_bytes)
 
+    def _watched(self, start: int, stop: int) -> None:
+        """Called between a group's WATCH and its MULTI (a seam for the race test)."""
+
+    def _write_fresh(self, client, keys, stamps, chunk: Batch) -> list[tuple[int, int]]:
+        """Write the groups of entities none of which is stored yet with plain ``HSET``s; return
+        the ``(start, stop)`` ranges left for the newest-wins script.
+
+        Per group, on one connection: ``WATCH`` + ``EXISTS`` of its keys; if none exists,
+        ``MULTI``, one ``HSET`` (and ``EXPIRE``) per key, ``EXEC``.  A key that another client
+        writes between the two makes ``EXEC`` abort, so the group goes to the script and
+        newest-wins holds.  A group with a stored key goes to the script directly.
+        """
+        from redis.exceptions import ResponseError
+
+        n = len(chunk)
+        parts = [col.const(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(self._fields) + 1))), keys,
+                 col.const(_bulk(self._ts_field)), *_bulk_parts(stamps)]
+        for field, feature in zip(self._fields, chunk.features):
+            parts += [col.const(_bulk(field)), *_bulk_parts(feature.proto_bytes)]
+        if self._ttl > 0:
+            parts += [col.const(b"*3\r\n$6\r\nEXPIRE\r\n"), keys, col.const(_bulk(b"%d" % self._ttl))]
+        per_key = 2 if self._ttl > 0 else 1
+        rows = col.join(*parts)
+        left: list[tuple[int, int]] = []
+        pool = client.connection_pool
+        conn = pool.get_connection()
+        groups = [(a, min(a + self.fresh_group, n)) for a in range(0, n, self.fresh_group)]
+
+        def probe(i: int) -> list:
+            """WATCH + EXISTS of group ``i``: sent behind the previous group's EXEC (which
+            clears the old watches), so that each group costs one round trip."""
+            if i >= len(groups):
+                return []
+            a, b = groups[i]
+            span = col.span(keys, a, b)
+            return [b"*%d\r\n$5\r\nWATCH\r\n" % (1 + b - a), span, b"*%d\r\n$6\r\nEXISTS\r\n" % (1 + b - a), span]
+
+        try:
+            conn.send_packed_command(probe(0))
+            for i, (a, b) in enumerate(groups):
+                m = b - a
+                conn.read_response()
+                if int(conn.read_response()) != 0:
+                    conn.send_packed_command([b"*1\r\n$7\r\nUNWATCH\r\n", *probe(i + 1)])
+                    conn.read_response()
+                    left.append((a, b))
+                    continue
+                self._watched(a, b)
+                conn.send_packed_command([b"*1\r\n$5\r\nMULTI\r\n", col.span(rows, a, b),
+                                          b"*1\r\n$4\r\nEXEC\r\n", *probe(i + 1)])
+                failure = None
+                for _ in range(1 + m * per_key):  # +OK, then QUEUED per command
+                    try:
+                        conn.read_response()
+                    except ResponseError as exc:  # keep draining: replies must stay in step
+                        failure = failure or exc
+                done = conn.read_response()  # None: a watched key changed, nothing was written
+                if failure is not None:
+                    raise failure
+                if done is None:
+                    left.append((a, b))
+                    continue
+                self.written += m
+                self.fresh_groups += 1
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        return left
+
+
+def _bulk_parts(arr) -> list:
+    """:func:`col.join` parts that make each element of ``arr`` a RESP bulk string."""
+    return [col.const(b"$"), col.decimal(col.lengths(arr)), col.const(b"\r\n"), arr, col.const(b"\r\n")]
+
 
 def _resp_bulks(*arrays):
     """Row ``i``: each array's element ``i`` as a RESP bulk string, concatenated."""
-    parts = []
-    for arr in arrays:
-        parts += [col.const(b"$"), col.decimal(col.lengths(arr)), col.const(b"\r\n"), arr, col.const(b"\r\n")]
-    return col.join(*parts)
+    return col.join(*(p for arr in arrays for p in _bulk_parts(arr)))
 
 
 def _pipeline(client, commands: list[list], window_bytes: int) -> int:

@@ -617,3 +617,34 @@ def test_entity_keys_and_timestamps_match_feast():
         proto.FromDatetime(ts.to_pydatetime().replace(tzinfo=UTC))
         expected.append(proto.SerializeToString())
     assert timestamp_proto(micros).to_pylist() == expected
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
+    """The fresh-key path (WATCH, EXISTS, MULTI/HSET/EXEC) meets a newer row written by another
+    client after its probe: EXEC aborts, the group goes through the newest-wins script, and the
+    newer row survives; with no race the fresh path writes the group itself."""
+    from featurestore.writers.redis import RedisWriter
+
+    ours, _, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+
+    class Racing(RedisWriter):
+        def _watched(self, start, stop):
+            with RedisWriter(target, fresh_group=0) as other:  # the script path, another connection
+                other.write(_late_rows(t_new, 2.0, "new"))
+
+    with Racing(target) as writer:
+        writer.write(_late_rows(t_old, 1.0, "old"))
+        assert writer.fresh_groups == 0  # the EXEC aborted
+    assert _read(ours)["m_str"] == ["new", "new"]
+    client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
+    try:
+        client.delete(*list(client.scan_iter(match=b"*" + ours.project.encode())))
+    finally:
+        client.close()
+    with RedisWriter(target) as writer:
+        writer.write(_late_rows(t_old, 1.0, "old"))
+        assert writer.fresh_groups == 1 and writer.written == 2
+    assert _read(ours)["m_str"] == ["old", "old"]
