@@ -49,11 +49,15 @@ FORWARDER_ENV = "SKYFEAST_LOCAL_FORWARDER"
 # arrives with the task specs (their WriteTarget holds a Feast RepoConfig), hence
 # featurestore.writers, which imports Feast.
 PRELOAD = ("scheduler.executor", "featurestore.writers")
+# Workers preload only the filter that makes Feast's import three times cheaper
+# (featurestore._typechecks; it imports typeguard, not Feast): a task spec unpickled
+# before anything of skyfeast would otherwise import Feast with typeguard's instrumentation.
+WORKER_PRELOAD = ("featurestore._typechecks",)
 
 
-def _preload() -> list[str]:
-    env = os.environ.get("SKYFEAST_SCHEDULER_PRELOAD")
-    mods = PRELOAD if env is None else [m.strip() for m in env.split(",") if m.strip()]
+def _preload(env_name: str = "SKYFEAST_SCHEDULER_PRELOAD", default: tuple[str, ...] = PRELOAD) -> list[str]:
+    env = os.environ.get(env_name)
+    mods = default if env is None else [m.strip() for m in env.split(",") if m.strip()]
     return [arg for m in mods for arg in ("--preload", m)]
 
 
@@ -166,7 +170,8 @@ class LocalConnector(ClusterConnector):
             self._workers.append(self._spawn(
                 [py, "-m", "distributed.cli.dask_worker", address, "--nthreads", str(self.threads), "--nworkers", "1",
                  "--memory-limit", self.memory_limit, "--no-dashboard", "--name", f"{self.name}-{i}",
-                 "--death-timeout", "30"], f"worker-{i}.log"))
+                 "--death-timeout", "30", *_preload("SKYFEAST_WORKER_PRELOAD", WORKER_PRELOAD)],
+                f"worker-{i}.log"))
         return address
 
     def _log_tail(self, name: str) -> str:
