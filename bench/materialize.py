@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['store']}: skyfeast {row['skyfeast'] * args.features:,.0f} values/s vs vanilla "
                   f"{row['vanilla Feast'] * args.features:,.0f} values/s (vanilla measured on {vanilla_n:,} entities)"
                   f" = {row['skyfeast'] / row['vanilla Feast']:.1f}x"
-                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the store's raw ceiling ({row['ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
+                  + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the store's raw reference ({row['ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
                      if "ceiling" in row else "")
                   + (f"; peak worker RSS {row['worker_peak_mib']:,.0f} MiB" if row["worker_peak_mib"] else ""))
     finally:
