@@ -78,6 +78,8 @@ class Daemon:
         self.identity = identity or ledger.owner
         self.clock = clock
         self.jobs = {j.name: j for j in cfg.jobs}
+        # job -> its upstream job: such a run is not claimed while its upstream run is pending
+        self._upstreams = {name: j.source.job for name, j in self.jobs.items() if j.source.type == "job"}
         self.triggers = {j.name: make_trigger(j.schedule) for j in cfg.jobs}
         self.is_leader = False
         self.deposed = False
@@ -190,7 +192,7 @@ class Daemon:
 
     def _pickup(self) -> None:
         lease = self.cfg.daemon.run_lease
-        after = {name: j.source.job for name, j in self.jobs.items() if j.source.type == "job"}
+        after = self._upstreams
         rows = self.ledger.claim_queued(lease, after=after) + self.ledger.reclaim_expired(lease, after=after)
         items = []
         for r in rows:

@@ -154,6 +154,16 @@ class RedisWriter(EncodingWriter):
 
         self.written += _pipeline(client, [pack(*c) for c in commands], self.window_bytes)
 
+    def _hset_rows(self, keys, stamps, chunk: Batch):
+        """Row ``i``: entity ``i``'s ``HSET`` of Feast's hash (and its ``EXPIRE`` under a TTL), as RESP."""
+        parts = [col.const(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(self._fields) + 1))), keys,
+                 col.const(_bulk(self._ts_field)), *_bulk_parts(stamps)]
+        for field, feature in zip(self._fields, chunk.features):
+            parts += [col.const(_bulk(field)), *_bulk_parts(feature.proto_bytes)]
+        if self._ttl > 0:
+            parts += [col.const(b"*3\r\n$6\r\nEXPIRE\r\n"), keys, col.const(_bulk(b"%d" % self._ttl))]
+        return col.join(*parts)
+
     def _watched(self, start: int, stop: int) -> None:
         """Called between a group's WATCH and its MULTI (a seam for the race test)."""
 
@@ -164,19 +174,15 @@ class RedisWriter(EncodingWriter):
         Per group, on one connection: ``WATCH`` + ``EXISTS`` of its keys; if none exists,
         ``MULTI``, one ``HSET`` (and ``EXPIRE``) per key, ``EXEC``.  A key that another client
         writes between the two makes ``EXEC`` abort, so the group goes to the script and
-        newest-wins holds.  A group with a stored key goes to the script directly.
+        newest-wins holds.  At the first group with a stored key, the probing stops and the
+        rest of the chunk goes to the script: a re-materialisation (every key stored) costs
+        one probe per chunk, and the ``HSET``s are only built once a group is fresh.
         """
         from redis.exceptions import ResponseError
 
         n = len(chunk)
-        parts = [col.const(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(self._fields) + 1))), keys,
-                 col.const(_bulk(self._ts_field)), *_bulk_parts(stamps)]
-        for field, feature in zip(self._fields, chunk.features):
-            parts += [col.const(_bulk(field)), *_bulk_parts(feature.proto_bytes)]
-        if self._ttl > 0:
-            parts += [col.const(b"*3\r\n$6\r\nEXPIRE\r\n"), keys, col.const(_bulk(b"%d" % self._ttl))]
         per_key = 2 if self._ttl > 0 else 1
-        rows = col.join(*parts)
+        rows = None
         left: list[tuple[int, int]] = []
         pool = client.connection_pool
         conn = pool.get_connection()
@@ -197,10 +203,12 @@ class RedisWriter(EncodingWriter):
                 m = b - a
                 conn.read_response()
                 if int(conn.read_response()) != 0:
-                    conn.send_packed_command([b"*1\r\n$7\r\nUNWATCH\r\n", *probe(i + 1)])
+                    conn.send_packed_command([b"*1\r\n$7\r\nUNWATCH\r\n"])
                     conn.read_response()
-                    left.append((a, b))
-                    continue
+                    left.append((a, n))
+                    break
+                if rows is None:
+                    rows = self._hset_rows(keys, stamps, chunk)
                 self._watched(a, b)
                 conn.send_packed_command([b"*1\r\n$5\r\nMULTI\r\n", col.span(rows, a, b),
                                           b"*1\r\n$4\r\nEXEC\r\n", *probe(i + 1)])

@@ -647,4 +647,6 @@ def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
     with RedisWriter(target) as writer:
         writer.write(_late_rows(t_old, 1.0, "old"))
         assert writer.fresh_groups == 1 and writer.written == 2
-    assert _read(ours)["m_str"] == ["old", "old"]
+        writer.write(_late_rows(t_new, 5.0, "again"))  # keys stored: the script path, newest wins
+        assert writer.fresh_groups == 1 and writer.written == 4
+    assert _read(ours)["m_str"] == ["again", "again"]
