@@ -108,6 +108,35 @@ def _epoch_seconds(micros: np.ndarray) -> np.ndarray:
     return q + ((q < 0) & (r > 0))
 
 
+def float_text(values: np.ndarray) -> pa.Array:
+    """``repr(float(v))`` of each value as a ``large_string`` array: Feast's ``value_text`` of a float.
+
+    Arrow's float-to-string cast prints the same shortest round-trip digits as
+    Python, about ten times faster, but formats some magnitudes differently: it
+    omits the ``.0`` of integral values, writes ``0.00001`` where Python writes
+    ``1e-05``, and switches to exponents at 1e10.  Values in ``[1e-4, 1e9)`` are
+    taken from Arrow (integral ones get their ``.0`` back); every other value
+    (zero excepted, which is integral) goes through ``repr``.  Compared against
+    ``repr`` on millions of values in ``tests/unit/test_encode_float_text.py``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = pc.cast(pa.array(values), pa.large_string())
+    size = np.abs(values)
+    integral = np.isfinite(values) & (values == np.floor(values)) & (size < 1e9)
+    other = ~integral & ~((size >= 1e-4) & (size < 1e9))
+    if integral.any():
+        dotted = pc.binary_join_element_wise(out, _DOT_ZERO, _NO_TEXT)
+        out = pc.if_else(pa.array(integral), dotted, out)
+    if other.any():
+        texts = [repr(v) for v in values[other].tolist()]
+        out = pc.replace_with_mask(out, pa.array(other), pa.array(texts, pa.large_string()))
+    return out
+
+
+_DOT_ZERO = pa.scalar(".0", pa.large_string())
+_NO_TEXT = pa.scalar("", pa.large_string())
+
+
 def sqlite_seconds(micros: np.ndarray, present: np.ndarray) -> list:
     """What sqlite3 stores for Feast's naive-UTC datetimes (Feast registers ``int(dt.timestamp())``).
 
@@ -278,7 +307,7 @@ class FeatureColumn:
         elif kind == "bool":
             out = ["True" if b else "False" for b in self._numbers.tolist()]
         elif kind in ("float32", "float64"):
-            out = list(map(repr, self._numbers.tolist()))  # str(float(x)): shortest round-trip
+            return self.sql_text_array().to_pylist()  # str(float(x)), vectorised
         else:
             return [None] * len(self)
         if not p.all():
@@ -291,6 +320,11 @@ class FeatureColumn:
             return self.arr.cast(pa.large_string())
         if self._kind == "int":
             return pc.cast(pa.array(self._numbers, mask=~self.present), pa.large_string())
+        if self._kind in ("float32", "float64"):
+            text = float_text(self._numbers)
+            if not self.present.all():
+                text = pc.if_else(pa.array(self.present), text, pa.scalar(None, pa.large_string()))
+            return text
         return pa.array(self.sql_text, pa.large_string())
 
     def sql_num_array(self) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,10 @@ created_ts``.  Feast binds its naive-UTC datetimes through the ``datetime``
 adapter it registers last, ``int(dt.timestamp())``, so the timestamp columns
 hold whole epoch seconds; this writer stores the same integers.
 
-Per chunk, in one ``BEGIN IMMEDIATE`` transaction: ``executemany`` one *wide*
-row per entity (key, timestamps, every feature's value/text) into a TEMP
-table — a twentieth of the statements of one row per value — then one
+Per chunk: ``executemany`` one *wide* row per entity (key, timestamps, every
+feature's value/text) into a TEMP table — a twentieth of the statements of one
+row per value, and outside the database's write lock, since a TEMP table is
+private to the connection — then, in one ``BEGIN IMMEDIATE`` transaction, one
 ``INSERT ... SELECT`` crossing it with the feature names unpivots it inside
 SQLite.  Entities arrive sorted by key and names are sorted, so the upsert
 walks the primary-key B-tree in order.
@@ -153,17 +154,29 @@ class SqliteWriter(EncodingWriter):
                 if self._with_num:
                     columns.append(feature.sql_num)
             groups.append((len(group), [f.name for f in group], list(zip(*columns))))
-        with self._write_lock():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for width, names, rows in groups:
-                    conn.executemany(self._stage_sql(width), rows)
-                    conn.execute(self._upsert_sql(width), names)
-                    conn.execute(f"DELETE FROM {_STAGE}")
-                conn.execute("COMMIT")
-            except BaseException:
+        # The stage is a TEMP table: filling it takes no lock on the database, so the
+        # first group is staged before the write lock (while another worker writes).
+        try:
+            width, _, rows = groups[0]
+            conn.execute("BEGIN")
+            conn.executemany(self._stage_sql(width), rows)
+            conn.execute("COMMIT")
+            with self._write_lock():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for index, (width, names, rows) in enumerate(groups):
+                        if index:  # more than _GROUP features: the next group, inside the lock
+                            conn.execute(f"DELETE FROM {_STAGE}")
+                            conn.executemany(self._stage_sql(width), rows)
+                        conn.execute(self._upsert_sql(width), names)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        finally:
+            if conn.in_transaction:  # the stage's own transaction failed
                 conn.execute("ROLLBACK")
-                raise
+            conn.execute(f"DELETE FROM {_STAGE}")
 
     @contextlib.contextmanager
     def _write_lock(self):
