@@ -105,8 +105,60 @@ def tagged_fixed(tag: int, payload: np.ndarray, present: np.ndarray | None = Non
 
 
 def join(*parts: Part) -> pa.Array:
-    """Row-wise concatenation; at least one part must be an array."""
-    return pc.binary_join_element_wise(*parts, _EMPTY)
+    """Row-wise concatenation; at least one part must be an array.
+
+    Rows are assembled in one ``(n, width)`` NumPy matrix, where ``width`` is the
+    sum of each part's longest element; when a part has elements of different
+    lengths (a timestamp with and without nanoseconds, string keys), the padding
+    is then dropped with one boolean mask.  About three times faster than Arrow's
+    element-wise join (~40 ns per element) for fixed-width parts, no slower for
+    ragged ones; Arrow's join is kept for arrays that are not plain
+    ``large_binary`` without nulls.
+    """
+    n = next((len(p) for p in parts if not isinstance(p, pa.Scalar)), None)
+    if not n:
+        return pc.binary_join_element_wise(*parts, _EMPTY)
+    shapes = []  # per part: (bytes or array, longest, lengths or None when all equal)
+    for part in parts:
+        if isinstance(part, pa.Scalar):
+            data = part.as_py()
+            shapes.append((data, len(data), None))
+            continue
+        if not (isinstance(part, pa.Array) and pa.types.is_large_binary(part.type)) or part.null_count:
+            return pc.binary_join_element_wise(*parts, _EMPTY)
+        lens = lengths(part)
+        longest = int(lens.max())
+        shapes.append((part, longest, None if lens.min() == longest else lens))
+    width = sum(w for _, w, _ in shapes)
+    # Built transposed, one contiguous row per byte position, then transposed once:
+    # copying into (n, w) column blocks of a row-major matrix is several times slower.
+    mat_t = np.empty((width, n), dtype=np.uint8)
+    keep_t = None
+    row_len = np.zeros(n, dtype=np.int64)
+    at = 0
+    for data, w, lens in shapes:
+        if w == 0:
+            continue
+        if isinstance(data, bytes):
+            mat_t[at : at + w] = np.frombuffer(data, dtype=np.uint8)[:, None]
+        elif lens is None:
+            mat_t[at : at + w] = np.frombuffer(span(data, 0, n), dtype=np.uint8).reshape(n, w).T
+        else:
+            if keep_t is None:
+                keep_t = np.ones((width, n), dtype=bool)
+            valid = np.arange(w) < lens[:, None]
+            padded = np.zeros((n, w), dtype=np.uint8)
+            padded[valid] = np.frombuffer(span(data, 0, n), dtype=np.uint8)
+            mat_t[at : at + w] = padded.T
+            keep_t[at : at + w] = valid.T
+        row_len += w if lens is None else lens
+        at += w
+    mat = np.ascontiguousarray(mat_t.T)
+    if keep_t is None:
+        return _from_buffers(n, np.arange(n + 1, dtype=np.int64) * width, mat.reshape(-1))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_len, out=offsets[1:])
+    return _from_buffers(n, offsets, mat[np.ascontiguousarray(keep_t.T)])
 
 
 def as_binary(arr: pa.Array) -> pa.Array:

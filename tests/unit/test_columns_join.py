@@ -1,0 +1,41 @@
+"""``_columns.join`` builds the same rows as Arrow's element-wise join, on every path."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from featurestore.writers import _columns as col
+
+
+def _ragged(rng, n, low, high):
+    return pa.array([bytes(rng.integers(0, 256, rng.integers(low, high + 1)).astype(np.uint8)) for _ in range(n)],
+                    pa.large_binary())
+
+
+def _reference(*parts):
+    return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary())).to_pylist()
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000])
+def test_join_matches_arrow_for_fixed_ragged_empty_and_constant_parts(n):
+    rng = np.random.default_rng(n)
+    fixed = col.fixed(rng.integers(0, 256, (n, 5)).astype(np.uint8))
+    ragged = _ragged(rng, n, 0, 11)
+    empty = pa.array([b""] * n, pa.large_binary())
+    parts = [col.const(b"*3\r\n"), fixed, ragged, col.const(b""), empty, col.const(b"\r\n"), ragged.slice(0, n)]
+    assert col.join(*parts).to_pylist() == _reference(*parts)
+    assert col.join(fixed, col.const(b"x")).to_pylist() == _reference(fixed, col.const(b"x"))
+
+
+def test_join_of_a_sliced_array_uses_its_own_rows():
+    rng = np.random.default_rng(3)
+    base = _ragged(rng, 50, 1, 4)
+    part = base.slice(10, 20)
+    assert col.join(part, col.const(b"|")).to_pylist() == [v + b"|" for v in base.to_pylist()[10:30]]
+
+
+def test_join_falls_back_for_nulls_and_other_types():
+    with_null = pa.array([b"a", None, b"ccc"], pa.large_binary())
+    assert col.join(with_null, col.const(b"!")).to_pylist() == _reference(with_null, col.const(b"!"))
+    assert col.join(pa.array([], pa.large_binary()), col.const(b"!")).to_pylist() == []
