@@ -144,7 +144,7 @@ class PostgresWriter(EncodingWriter):
             "{insert} ON CONFLICT (entity_key, feature_name) DO UPDATE SET {updates} "
             "WHERE {t}.event_ts IS NULL OR EXCLUDED.event_ts >= {t}.event_ts"
         ).format(insert=insert, t=table, updates=updates)
-        probe = sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE entity_key = ANY(%s))").format(t=table)
+        probe = sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE entity_key = ANY(%b))").format(t=table)
         direct = sql.SQL("COPY {t} ({ids}) FROM STDIN (FORMAT BINARY)").format(t=table, ids=ids)
         return insert, upsert, probe, direct
 
@@ -174,6 +174,7 @@ class PostgresWriter(EncodingWriter):
                 # and the caller redoes it as an upsert.
                 fresh = fresh_ok
                 if fresh:
+                    # %b, a binary bytea[]: in text, psycopg escapes every key through a regex
                     cur.execute(probe, (to_list(chunk.entity_keys),))
                     fresh = not cur.fetchone()[0]
                 if fresh and self._direct:
