@@ -124,6 +124,18 @@ class Batch:
                 None if self.created_present is None else self.created_present[start:stop],
             )
 
+    def take(self, rows: np.ndarray) -> Batch:
+        """The batch of the given row positions (in that order)."""
+        idx = pa.array(rows)
+        return Batch(
+            self.target,
+            self.table.take(idx),
+            self.entity_keys.take(idx),
+            self.event_us[rows],
+            None if self.created_us is None else self.created_us[rows],
+            None if self.created_present is None else self.created_present[rows],
+        )
+
     @cached_property
     def features(self) -> list[FeatureColumn]:
         types = _feature_types(self.target)

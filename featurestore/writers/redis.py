@@ -7,11 +7,17 @@ key ``serialize_entity_key(...) + project``; field ``mmh3("{view}:{feature}")``
 write.
 
 Entities not stored yet (the common case of a first materialisation) skip the
-script: per group of keys, ``WATCH`` and ``EXISTS``; if none exists, plain
-``HSET``s (and ``EXPIRE``s) in ``MULTI``/``EXEC``, which aborts if another client
-touched a watched key meanwhile; such a group, or one with a stored key, goes
-through the script.  Redis' command statistics put the script at about twice the
-server time of a plain ``HSET`` per entity.
+script.  On Redis 7 and later they are created whole by ``RESTORE key ttl
+payload`` (no ``REPLACE``), the payload a DUMP-format listpack built for all rows
+at once: the same fields, values, encoding and TTL that Feast's ``HSET`` and
+``EXPIRE`` leave, for about a sixth of the server time (Redis' command
+statistics: 1.9 µs per entity against 12.5 µs for a 21-field ``HSET``).  A key
+that exists answers BUSYKEY and goes through the script, so RESTORE never
+overwrites anything.  Where RESTORE is not available (older servers, CONFIG or
+RESTORE refused by ACLs), per group of keys: ``WATCH`` and ``EXISTS``; if none
+exists, plain ``HSET``s (and ``EXPIRE``s) in ``MULTI``/``EXEC``, which aborts if
+another client touched a watched key meanwhile; such a group, or one with a
+stored key, goes through the script.
 
 Newest wins inside Redis, in one round trip: :data:`UPSERT_LUA` reads the
 stored ``_ts:{view}`` of each key, decodes it, and only ``HSET``s (and
@@ -23,6 +29,11 @@ handled here; cluster and sentinel go to the fallback writer.
 """
 
 from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pyarrow as pa
 
 from featurestore.repo import WriteTarget
 from featurestore.writers import _columns as col
@@ -137,6 +148,7 @@ class RedisWriter(EncodingWriter):
         keys_per_call: int | None = None,
         window_bytes: int = 4 << 20,
         fresh_group: int = 64,
+        restore: bool = True,
     ):
         super().__init__(target, chunk_rows=chunk_rows)
         nf = len(target.features)
@@ -151,6 +163,11 @@ class RedisWriter(EncodingWriter):
         # an EXEC blocks the server like a script does: 250 hashes of 20 fields are ~1 ms
         self.fresh_group = fresh_group
         self.fresh_groups = 0  # groups written by the fresh-key path, for observability and tests
+        # entities not stored yet are created whole by RESTORE (see _write_restore); None: not
+        # decided yet (needs the server's listpack limits), False: this server does not take it
+        self._restore: bool | None = None if restore else False
+        self._limits: tuple[int, int] | None = None
+        self.restored = 0  # entities created by RESTORE, for observability and tests
         self._client = None
         self._sha: bytes | None = None
         self.written = 0  # keys actually updated (stale rows excluded), for observability
@@ -181,9 +198,20 @@ class RedisWriter(EncodingWriter):
         keys = _resp_bulks(col.join(chunk.entity_keys, col.const(project)))
         stamps = timestamp_proto(chunk.event_us)
         client = self._redis()
+        fresh = self.fresh_group > 0
+        if self._restore is not False:
+            left = self._write_restore(client, keys, stamps, chunk)
+            if left is not None:  # RESTORE ran: what is left is stored already, for the script
+                if len(left) == 0:
+                    return
+                if len(left) < len(chunk):
+                    chunk = chunk.take(left)
+                    keys = _resp_bulks(col.join(chunk.entity_keys, col.const(project)))
+                    stamps = timestamp_proto(chunk.event_us)
+                fresh = False
         n = len(chunk)
         todo = [(0, n)]
-        if self.fresh_group > 0:
+        if fresh:
             todo = self._write_fresh(client, keys, stamps, chunk)
         if not todo:
             return
@@ -198,6 +226,108 @@ class RedisWriter(EncodingWriter):
             return [head, col.span(keys, start, stop), self._argv_head, col.span(payload, start, stop)]
 
         self.written += _pipeline(client, [pack(*c) for c in commands], self.window_bytes)
+
+    # ------------------------------------------------------------ RESTORE of new hashes
+    def _listpack_limits(self, client) -> tuple[int, int] | None:
+        """The server's ``hash-max-listpack-entries`` and ``-value``, or None if it will not say
+        (CONFIG disabled, as on some managed services) or is older than Redis 7 (no listpacks)."""
+        try:
+            if int(str(client.info("server").get("redis_version", "0")).split(".")[0]) < 7:
+                return None
+            got = client.config_get("hash-max-listpack-*")
+            return int(got["hash-max-listpack-entries"]), int(got["hash-max-listpack-value"])
+        except Exception:
+            return None
+
+    def _restore_rows(self, keys, stamps, chunk: Batch) -> pa.Array | None:
+        """Row ``i``: ``RESTORE key ttl payload`` creating entity ``i``'s hash exactly as Feast's
+        ``HSET`` would (same fields and values, the listpack encoding HSET picks for a hash this
+        small, the TTL in milliseconds), or None when some hash would not be a listpack."""
+        entries, value_limit = self._limits
+        values = [*(f.proto_bytes for f in chunk.features), stamps]
+        names = [*self._fields, self._ts_field]
+        if len(names) > entries or max(len(f) for f in names) > value_limit:
+            return None
+        if any(len(v) and int(col.lengths(v).max()) > value_limit for v in values):
+            return None
+        n = len(chunk)
+        total = np.full(n, 7, dtype=np.int64)  # listpack header (6) + end byte
+        body = []
+        for name, value in zip(names, values):  # Feast's HSET order: features, then the timestamp
+            entry = _lp_entry(name)
+            body.append(col.const(entry))
+            total += len(entry)
+            parts, size = _lp_entries(value)
+            body += parts
+            total += size
+        head = np.empty((n, 6), dtype=np.uint8)
+        head[:, :4] = col.le_bytes(total, "<u4")
+        head[:, 4:] = np.frombuffer(struct.pack("<H", 2 * len(names)), dtype=np.uint8)
+        dump = col.join(col.const(b"\x10"), _rdb_len(total), col.fixed(head), *body, col.const(b"\xff"),
+                        col.const(struct.pack("<H", _RDB_VERSION)))
+        payload = col.join(dump, col.fixed(col.le_bytes(col.crc64(dump), "<u8")))
+        return col.join(col.const(b"*4\r\n$7\r\nRESTORE\r\n"), keys, col.const(_bulk(b"%d" % (self._ttl * 1000))),
+                        *_bulk_parts(payload))
+
+    def _write_restore(self, client, keys, stamps, chunk: Batch) -> np.ndarray | None:
+        """Create the chunk's entities that are not stored yet with ``RESTORE`` (no ``REPLACE``):
+        atomic per key, it fails with BUSYKEY when the key exists, so an entity another writer
+        created meanwhile is never overwritten.  Returns the rows left for the newest-wins
+        script (stored already), or None when RESTORE was not used.
+
+        Each new hash costs the server one command instead of ``WATCH``/``EXISTS``/``HSET`` in
+        ``MULTI``/``EXEC``, and no per-field insertion: about a fifth of the server time.  The
+        payload is a DUMP-format listpack (RDB type 16, version 10: Redis 7.0 and later) built
+        for all rows at once.  Windows that find most keys stored stop the attempt (a
+        re-materialisation).  Any error other than BUSYKEY (an ACL without RESTORE, a server
+        refusing the payload) turns RESTORE off for this writer and the rows take the other paths.
+        """
+        from redis.exceptions import ResponseError
+
+        if self._restore is None:
+            self._limits = self._listpack_limits(client)
+            self._restore = self._limits is not None
+            if not self._restore:
+                return None
+        rows = self._restore_rows(keys, stamps, chunk)
+        if rows is None:
+            return None
+        n = len(chunk)
+        done = np.zeros(n, dtype=bool)
+        pool = client.connection_pool
+        conn = pool.get_connection()
+        failure = None
+        try:
+            read = _replies(conn)
+            offs = col.offsets(rows)
+            at = 0
+            while at < n and failure is None:
+                stop = int(np.searchsorted(offs, offs[at] + self.window_bytes, side="left"))
+                stop = min(max(stop, at + 1), n)
+                conn.send_packed_command([col.span(rows, at, stop)], check_health=False)
+                busy = 0
+                for i in range(at, stop):
+                    try:
+                        read()
+                        done[i] = True
+                    except ResponseError as exc:  # keep draining: replies must stay in step
+                        if str(exc).startswith("BUSYKEY"):
+                            busy += 1
+                        else:
+                            failure = failure or exc
+                window, at = stop - at, stop
+                if 2 * busy > window:  # most keys stored: a re-materialisation, leave it to the script
+                    break
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if failure is not None:
+            self._restore = False
+        self.restored += int(done.sum())
+        self.written += int(done.sum())
+        return np.flatnonzero(~done)
 
     def _hset_rows(self, keys, stamps, chunk: Batch):
         """Row ``i``: entity ``i``'s ``HSET`` of Feast's hash (and its ``EXPIRE`` under a TTL), as RESP."""
@@ -278,6 +408,50 @@ class RedisWriter(EncodingWriter):
         finally:
             pool.release(conn)
         return left
+
+
+_RDB_VERSION = 10  # the DUMP format of Redis 7.0, which later versions read too
+
+
+def _lp_entry(data: bytes) -> bytes:
+    """One listpack string entry (encoding, bytes, back-length), as Redis writes it."""
+    size = len(data)
+    head = bytes([0x80 | size]) if size < 64 else bytes([0xE0 | (size >> 8), size & 0xFF])
+    entry = len(head) + size
+    back = bytes([entry]) if entry <= 127 else bytes([entry >> 7, (entry & 127) | 128])
+    return head + data + back
+
+
+def _lp_entries(values: pa.Array) -> tuple[list, np.ndarray]:
+    """:func:`col.join` parts making each element a listpack string entry (< 4096 bytes), and
+    each entry's size."""
+    n = len(values)
+    lens = col.lengths(values).astype(np.int64)
+    small = lens < 64
+    head = np.empty((n, 2), dtype=np.uint8)
+    head[:, 0] = np.where(small, 0x80 | lens, 0xE0 | (lens >> 8))
+    head[:, 1] = lens & 0xFF
+    head_len = np.where(small, 1, 2)
+    entry = head_len + lens
+    back = np.empty((n, 2), dtype=np.uint8)
+    short = entry <= 127
+    back[:, 0] = np.where(short, entry, entry >> 7)
+    back[:, 1] = (entry & 127) | 128
+    back_len = np.where(short, 1, 2)
+    return [col.ragged_rows(head, head_len), values, col.ragged_rows(back, back_len)], entry + back_len
+
+
+def _rdb_len(lengths: np.ndarray) -> pa.Array:
+    """RDB length prefixes (6-bit, 14-bit or 32-bit forms) of ``lengths``."""
+    n = len(lengths)
+    mat = np.zeros((n, 5), dtype=np.uint8)
+    one, two = lengths < 64, (lengths >= 64) & (lengths < 16384)
+    mat[:, 0] = np.where(one, lengths, np.where(two, 0x40 | (lengths >> 8), 0x80))
+    mat[:, 1] = np.where(two, lengths & 0xFF, 0)
+    big = col.le_bytes(lengths, ">u4")
+    four = ~(one | two)
+    mat[four, 1:] = big[four]
+    return col.ragged_rows(mat, np.where(one, 1, np.where(two, 2, 5)))
 
 
 def _bulk_parts(arr) -> list:

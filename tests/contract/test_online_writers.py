@@ -632,10 +632,10 @@ def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
 
     class Racing(RedisWriter):
         def _watched(self, start, stop):
-            with RedisWriter(target, fresh_group=0) as other:  # the script path, another connection
+            with RedisWriter(target, fresh_group=0, restore=False) as other:  # the script, another connection
                 other.write(_late_rows(t_new, 2.0, "new"))
 
-    with Racing(target) as writer:
+    with Racing(target, restore=False) as writer:
         writer.write(_late_rows(t_old, 1.0, "old"))
         assert writer.fresh_groups == 0  # the EXEC aborted
     assert _read(ours)["m_str"] == ["new", "new"]
@@ -644,9 +644,72 @@ def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
         client.delete(*list(client.scan_iter(match=b"*" + ours.project.encode())))
     finally:
         client.close()
-    with RedisWriter(target) as writer:
+    with RedisWriter(target, restore=False) as writer:
         writer.write(_late_rows(t_old, 1.0, "old"))
         assert writer.fresh_groups == 1 and writer.written == 2
         writer.write(_late_rows(t_new, 5.0, "again"))  # keys stored: the script path, newest wins
         assert writer.fresh_groups == 1 and writer.written == 4
     assert _read(ours)["m_str"] == ["again", "again"]
+
+
+def _clear_project(store: Store) -> None:
+    client = _redis(int(store.online["connection_string"].rsplit("db=", 1)[1]))
+    try:
+        keys = list(client.scan_iter(match=b"*" + store.project.encode()))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
+    """New entities are created by RESTORE: the same hash, TTL and encoding as Feast's HSET; a key
+    that exists (another writer got there first) answers BUSYKEY and goes through the newest-wins
+    script, so a newer stored row survives an older RESTORE attempt."""
+    from featurestore.writers.redis import RedisWriter
+
+    ours, ref, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+    rows = _late_rows(t_old, 1.0, "old")
+    with RedisWriter(target) as writer:
+        assert writer.write(rows) == 2
+        assert writer.restored == 2 and writer.fresh_groups == 0
+    feast_write(ref, "user_more", rows)
+    db = int(ours.online["connection_string"].rsplit("db=", 1)[1])
+    client = _redis(db)
+    try:
+        ours_keys = sorted(client.scan_iter(match=b"*" + ours.project.encode()))
+        ref_keys = sorted(client.scan_iter(match=b"*" + ref.project.encode()))
+        assert len(ours_keys) == len(ref_keys) == 2
+        for a, b in zip(ours_keys, ref_keys):
+            assert client.hgetall(a) == client.hgetall(b)
+            assert client.object("encoding", a) == client.object("encoding", b)
+            assert abs(client.ttl(a) - client.ttl(b)) <= 2 and client.ttl(a) > 0
+    finally:
+        client.close()
+
+    _clear_project(ours)
+    with RedisWriter(target, restore=False) as other:
+        other.write(_late_rows(t_new, 2.0, "new"))
+    with RedisWriter(target) as writer:
+        writer.write(rows)  # both keys exist: BUSYKEY, then the script, which keeps the newer row
+        assert writer.restored == 0 and writer.written == 0
+    assert _read(ours)["m_str"] == ["new", "new"]
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_restore_refused_falls_back_to_the_other_paths(pair, monkeypatch):
+    """A server that refuses the payload (here: a DUMP version it does not know) turns RESTORE off
+    for the writer; the rows are still written, through the fresh-key path or the script."""
+    import featurestore.writers.redis as redis_writer
+
+    ours, _, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    monkeypatch.setattr(redis_writer, "_RDB_VERSION", 999)
+    with redis_writer.RedisWriter(target) as writer:
+        writer.write(_late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "old"))
+        assert writer.restored == 0 and writer._restore is False and writer.written == 2
+        writer.write(_late_rows(datetime(2024, 2, 1, tzinfo=UTC), 3.0, "later"))
+    assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["later", "later"]}
