@@ -160,7 +160,8 @@ class RedisWriter(EncodingWriter):
         self.keys_per_call = keys_per_call or max(1, min(100, 4_000 // (nf + 1)))
         self.window_bytes = window_bytes
         # entities per WATCH/EXISTS/MULTI..EXEC group of the fresh-key path (0: never use it);
-        # an EXEC blocks the server like a script does: 250 hashes of 20 fields are ~1 ms
+        # an EXEC blocks the server like a script does (64 hashes of 20 fields: ~1 ms), and
+        # Redis 7.0's WATCH scans the client's watched keys for each key it adds (quadratic)
         self.fresh_group = fresh_group
         self.fresh_groups = 0  # groups written by the fresh-key path, for observability and tests
         # entities not stored yet are created whole by RESTORE (see _write_restore); None: not
@@ -201,14 +202,15 @@ class RedisWriter(EncodingWriter):
         fresh = self.fresh_group > 0
         if self._restore is not False:
             left = self._write_restore(client, keys, stamps, chunk)
-            if left is not None:  # RESTORE ran: what is left is stored already, for the script
+            if left is not None:
                 if len(left) == 0:
                     return
                 if len(left) < len(chunk):
                     chunk = chunk.take(left)
                     keys = _resp_bulks(col.join(chunk.entity_keys, col.const(project)))
                     stamps = timestamp_proto(chunk.event_us)
-                fresh = False
+                if self._restore:  # RESTORE works here: what it left is stored already, for the script
+                    fresh = False
         n = len(chunk)
         todo = [(0, n)]
         if fresh:

@@ -173,10 +173,13 @@ class SqliteWriter(EncodingWriter):
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-        finally:
-            if conn.in_transaction:  # the stage's own transaction failed
-                conn.execute("ROLLBACK")
-            conn.execute(f"DELETE FROM {_STAGE}")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # keep the original error
+                if conn.in_transaction:  # the stage's own transaction failed
+                    conn.execute("ROLLBACK")
+                conn.execute(f"DELETE FROM {_STAGE}")
+            raise
+        conn.execute(f"DELETE FROM {_STAGE}")
 
     @contextlib.contextmanager
     def _write_lock(self):

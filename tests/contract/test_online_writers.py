@@ -702,7 +702,7 @@ def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
 def test_redis_restore_refused_falls_back_to_the_other_paths(pair, monkeypatch):
     """A server that refuses the payload (here: a DUMP version it does not know) turns RESTORE off
-    for the writer; the rows are still written, through the fresh-key path or the script."""
+    for the writer; the rows are still written, new keys through the fresh-key path."""
     import featurestore.writers.redis as redis_writer
 
     ours, _, _ = pair
@@ -711,5 +711,6 @@ def test_redis_restore_refused_falls_back_to_the_other_paths(pair, monkeypatch):
     with redis_writer.RedisWriter(target) as writer:
         writer.write(_late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "old"))
         assert writer.restored == 0 and writer._restore is False and writer.written == 2
+        assert writer.fresh_groups == 1  # refused RESTORE: the new keys took the fresh-key path
         writer.write(_late_rows(datetime(2024, 2, 1, tzinfo=UTC), 3.0, "later"))
     assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["later", "later"]}
