@@ -104,6 +104,15 @@ def tagged_fixed(tag: int, payload: np.ndarray, present: np.ndarray | None = Non
     return fixed(mat, present)
 
 
+def _padded(arr: pa.Array, lens: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of a ``large_binary`` array left-aligned in a zero-padded ``(n, width)``
+    matrix, and the mask of the bytes that are theirs."""
+    valid = np.arange(width) < lens[:, None]
+    padded = np.zeros((len(lens), width), dtype=np.uint8)
+    padded[valid] = np.frombuffer(span(arr, 0, len(lens)), dtype=np.uint8)
+    return padded, valid
+
+
 def join(*parts: Part) -> pa.Array:
     """Row-wise concatenation; at least one part must be an array.
 
@@ -146,9 +155,7 @@ def join(*parts: Part) -> pa.Array:
         else:
             if keep_t is None:
                 keep_t = np.ones((width, n), dtype=bool)
-            valid = np.arange(w) < lens[:, None]
-            padded = np.zeros((n, w), dtype=np.uint8)
-            padded[valid] = np.frombuffer(span(data, 0, n), dtype=np.uint8)
+            padded, valid = _padded(data, lens, w)
             mat_t[at : at + w] = padded.T
             keep_t[at : at + w] = valid.T
         row_len += w if lens is None else lens
@@ -222,14 +229,11 @@ def crc64(arr: pa.Array) -> np.ndarray:
     crc = np.zeros(n, dtype=np.uint64)
     if width == 0:
         return crc
-    data = np.frombuffer(span(arr, 0, n), dtype=np.uint8)
     uniform = bool(lens.min() == width)
     if uniform:
-        mat_t = np.ascontiguousarray(data.reshape(n, width).T)
+        mat_t = np.ascontiguousarray(np.frombuffer(span(arr, 0, n), dtype=np.uint8).reshape(n, width).T)
     else:
-        valid = np.arange(width) < lens[:, None]
-        padded = np.zeros((n, width), dtype=np.uint8)
-        padded[valid] = data
+        padded, valid = _padded(arr, lens, width)
         mat_t = np.ascontiguousarray(padded.T)
         valid_t = np.ascontiguousarray(valid.T)
     eight = np.uint64(8)

@@ -39,3 +39,25 @@ def test_join_falls_back_for_nulls_and_other_types():
     with_null = pa.array([b"a", None, b"ccc"], pa.large_binary())
     assert col.join(with_null, col.const(b"!")).to_pylist() == _reference(with_null, col.const(b"!"))
     assert col.join(pa.array([], pa.large_binary()), col.const(b"!")).to_pylist() == []
+
+
+def _crc64_reference(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x95AC9329AC4BC9B5 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_crc64_is_redis_crc64_for_every_row():
+    """Redis' check value (crc64 of "123456789" is 0xe9c6d914c4b8d9ca), and a bit-by-bit reference
+    on rows of different lengths, empty ones included, and on rows of one length."""
+    rng = np.random.default_rng(5)
+    ragged = [b"123456789", b"", *(bytes(rng.integers(0, 256, rng.integers(0, 40)).astype(np.uint8))
+                                    for _ in range(200))]
+    got = col.crc64(pa.array(ragged, pa.large_binary())).tolist()
+    assert got[0] == 0xE9C6D914C4B8D9CA and got[1] == 0
+    assert got == [_crc64_reference(b) for b in ragged]
+    same = [bytes(rng.integers(0, 256, 16).astype(np.uint8)) for _ in range(50)]
+    assert col.crc64(pa.array(same, pa.large_binary())).tolist() == [_crc64_reference(b) for b in same]
