@@ -206,9 +206,8 @@ class RedisWriter(EncodingWriter):
                 if len(left) == 0:
                     return
                 if len(left) < len(chunk):
-                    chunk = chunk.take(left)
-                    keys = _resp_bulks(col.join(chunk.entity_keys, col.const(project)))
-                    stamps = timestamp_proto(chunk.event_us)
+                    idx = pa.array(left)
+                    chunk, keys, stamps = chunk.take(left), keys.take(idx), stamps.take(idx)
                 if self._restore:  # RESTORE works here: what it left is stored already, for the script
                     fresh = False
         n = len(chunk)

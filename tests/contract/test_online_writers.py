@@ -698,6 +698,16 @@ def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
         assert writer.restored == 0 and writer.written == 0
     assert _read(ours)["m_str"] == ["new", "new"]
 
+    # One stored key and one new key in a chunk: RESTORE creates the new one, the stored one
+    # goes to the script (newer data wins there too).
+    _clear_project(ours)
+    with RedisWriter(target, restore=False) as other:
+        other.write(_late_rows(t_new, 2.0, "new").slice(0, 1))  # user 7 only
+    with RedisWriter(target) as writer:
+        writer.write(_late_rows(t_new + timedelta(days=1), 3.0, "newer"))
+        assert writer.restored == 1 and writer.written == 2
+    assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["newer", "newer"]}
+
 
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
 def test_redis_restore_refused_falls_back_to_the_other_paths(pair, monkeypatch):
