@@ -5,7 +5,10 @@ cluster instead of in one process:
 
 * each view's ``FileSource`` (a parquet file or directory) is read with
   ``dask.dataframe``, keeping event timestamps in ``[start, end)``;
-* rows are shuffled by join keys, so every entity lands in exactly one partition;
+* rows are shuffled by entity, so every entity lands in exactly one partition:
+  for SQLite and PostgreSQL, whose tables are B-trees in serialised-key order,
+  each partition is one contiguous key range (:mod:`featurestore.partitioning`,
+  ranges from a sample of the input); for other stores, a hash of the join keys;
 * one task per partition, *on the workers*, writes the newest row per entity
   with :func:`featurestore.online.write_latest` (the native newest-wins writers),
   so the client never holds the range and a worker holds one partition at a time;
@@ -274,13 +277,42 @@ def is_infrastructure(exc: BaseException) -> bool:
     return not isinstance(exc, data)
 
 
+def _split(client, runs: list[_Run], frames: dict, default_parts: int) -> None:
+    """Fix each new run's partitioning in its book: key ranges from a sample of the input
+    for stores kept in key order, a hash of the join keys otherwise.  Books that already
+    have one (a resumed run) keep it."""
+    from featurestore.partitioning import keeps_key_order, key_ranges, sample_rows, serialised_keys
+
+    new = [r for r in runs if r.book.partitions is None]
+    ranged = [r for r in new if keeps_key_order(r.plan.target)]
+    for run in new:
+        run.book.partitions = max(default_parts, frames[run.plan.name].npartitions)
+    if not ranged:
+        return
+    try:
+        with client.as_current():
+            samples = client.compute([sample_rows(frames[r.plan.name], r.plan.target) for r in ranged], sync=True)
+    except Exception as exc:
+        for run in ranged:
+            run.error, run.book.partitions = exc, None  # the next attempt samples again
+        return
+    for run, sample in zip(ranged, samples):
+        try:
+            ranges = key_ranges(serialised_keys(sample, run.plan.target), run.book.partitions)
+        except Exception as exc:  # a join key Feast cannot serialise: the writer would refuse it too
+            run.error, run.book.partitions = exc, None
+            continue
+        if ranges is not None:  # None: no rows in the range, any split will do
+            run.book.ranges, run.book.partitions = ranges, ranges.partitions
+
+
 def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, progress: ProgressFn | None = None,
               record: RecordFn | None = None, partitions: int | None = None) -> dict[str, ViewResult]:
     """Write every plan's partitions on ``client``'s cluster, all views at once.
 
     ``books`` maps view name → :class:`scheduler.executor.ChunkBook`: partitions
-    already in ``book.done`` are skipped, and a view's partition count is fixed
-    by its first attempt.  Missing entries are created (pass the same dict to a
+    already in ``book.done`` are skipped, and a view's partitioning (count, and
+    key ranges for key-ordered stores) is fixed by its first attempt.  Missing entries are created (pass the same dict to a
     retry on another cluster).  ``record(view, start, end)`` is called once a
     view's last partition is written.  A failure in one view cancels that view
     only; its :class:`ViewResult` carries the error.  Never raises for a view's
@@ -295,15 +327,28 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
     owner: dict[str, tuple[str, int]] = {}
     tasks: list = []
     keys: list[tuple[str, int]] = []
+    frames = {}
     for plan in plans:
         book = books.setdefault(plan.name, _new_book())
         run = runs[plan.name] = _Run(plan, book, time.monotonic())
         try:
-            ddf = _frame(plan)
-            if book.partitions is None:
-                book.partitions = max(default_parts, ddf.npartitions)
+            frames[plan.name] = _frame(plan)
+        except Exception as exc:
+            run.error = exc
+    _split(client, [runs[n] for n in frames], frames, default_parts)
+    for name, ddf in frames.items():
+        run, plan = runs[name], runs[name].plan
+        book = run.book
+        if run.error is not None:
+            continue
+        try:
             with client.as_current():  # lets dask pick this cluster's p2p shuffle
-                parts = ddf.shuffle(on=list(plan.target.join_keys), npartitions=book.partitions).to_delayed()
+                if book.ranges is not None:
+                    from featurestore.partitioning import range_shuffle
+
+                    parts = range_shuffle(ddf, plan.target, book.ranges).to_delayed()
+                else:
+                    parts = ddf.shuffle(on=list(plan.target.join_keys), npartitions=book.partitions).to_delayed()
         except Exception as exc:
             run.error = exc
             continue

@@ -183,10 +183,14 @@ class ChunkBook:
 
     ``partitions`` is fixed at a run's first attempt and reused by every later
     attempt, on any provider, so that chunk ``i`` always holds the same
-    entities. ``record`` is called once per chunk as soon as it is written.
+    entities: a hash of the join keys picks the chunk, or, when ``ranges`` is
+    set (:class:`featurestore.partitioning.KeyRanges`), the entity's slice of
+    the serialised-key order.  ``record`` is called once per chunk as soon as it
+    is written.
     """
 
     partitions: int | None = None
+    ranges: Any = None
     done: dict[int, dict] = field(default_factory=dict)
     record: Callable[[int, dict], None] = lambda i, stats: None
 
@@ -269,6 +273,21 @@ def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> N
         store.delete(store.list(out_key))
 
 
+def _key_ranges(client, ddf, target: WriteTarget, partitions: int):
+    """Key ranges from a sample of the source when the online store keeps rows in key order
+    (chunks then write disjoint slices of its B-tree); None otherwise or for an empty window."""
+    from featurestore.partitioning import keeps_key_order, key_ranges, sample_rows, serialised_keys
+
+    if not keeps_key_order(target):
+        return None
+    with client.as_current():
+        sample = client.compute(sample_rows(ddf, target), sync=True)
+    try:
+        return key_ranges(serialised_keys(sample.dropna(), target), partitions)
+    except Exception:  # source keys of another type than the view's: the transform converts them; hash chunks
+        return None
+
+
 def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget, transform: Callable,
                     keys: list[str], deadline: float, progress: ProgressFn | None = None,
                     cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
@@ -291,8 +310,16 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
         raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
     if book.partitions is None:
         book.partitions = job.partitions or max(2, 2 * _n_workers(client))
+        book.ranges = _key_ranges(client, ddf, target, book.partitions)
+        if book.ranges is not None:
+            book.partitions = book.ranges.partitions
     with client.as_current():  # lets dask pick the p2p shuffle of this cluster
-        ddf = ddf.shuffle(on=list(target.join_keys), npartitions=book.partitions)
+        if book.ranges is not None:
+            from featurestore.partitioning import range_shuffle
+
+            ddf = range_shuffle(ddf, target, book.ranges)
+        else:
+            ddf = ddf.shuffle(on=list(target.join_keys), npartitions=book.partitions)
         parts = ddf.to_delayed()
     out_key = f"offline/{target.name}/{window.tag}"
     _clear_stale_outputs(store, out_key, book)

@@ -255,7 +255,7 @@ class Ledger(CopyBook):
         if trigger:
             values["trigger"] = trigger
         if fresh:  # a resumed run keeps an operator's pending cancel request
-            values.update(started_at=_now(), partitions=None, cancel_requested=False)
+            values.update(started_at=_now(), partitions=None, key_ranges=None, cancel_requested=False)
         q = runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == status)
         if status == "running":
             q = q.where(runs_t.c.lease_until < _now())
@@ -384,9 +384,16 @@ class Ledger(CopyBook):
             conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
                 ended_at=_now(), outcome=outcome, failure_class=failure_class, error=error, rows_written=rows))
 
-    def set_partitions(self, run_id: int, n: int) -> None:
+    def set_partitions(self, run_id: int, n: int, key_ranges: str | None = None) -> None:
+        """Fix a run's chunking (chunk count, and the key-range split as JSON if any) once."""
         with self._write() as conn:
-            conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.partitions.is_(None)).values(partitions=n))
+            conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.partitions.is_(None))
+                         .values(partitions=n, key_ranges=key_ranges))
+
+    def key_ranges(self, run_id: int) -> str | None:
+        """The JSON key-range split :meth:`set_partitions` stored, or None (hash chunks, or not fixed yet)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs_t.c.key_ranges).where(runs_t.c.id == run_id)).scalar_one_or_none()
 
     def record_chunk(self, run_id: int, chunk: int, stats: dict, attempt_id: int | None = None) -> None:
         with self._write() as conn:

@@ -9,6 +9,8 @@ Version history:
 * 3 – ``skyfeast_cordons`` (operators' cordons).
 * 4 – ``skyfeast_offline_copies``: runs whose offline parts are (partly) off the
   primary provider's storage, until the reconciler has copied them there.
+* 5 – runs gain ``key_ranges`` (JSON): the key-range split of a run whose chunks
+  are slices of the online store's key order, kept for resume like ``partitions``.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -21,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 UTC = timezone.utc
 
 
@@ -69,6 +71,7 @@ runs_t = sa.Table(
     sa.Column("failure_class", sa.String(32)),
     sa.Column("error", sa.Text),
     sa.Column("partitions", sa.Integer),
+    sa.Column("key_ranges", sa.Text),  # JSON of featurestore.partitioning.KeyRanges, or NULL: hash chunks
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.UniqueConstraint("job", "window_start", "window_end", name="uq_run_window"),
 )
@@ -158,7 +161,12 @@ def _v3_to_v4(conn: sa.Connection) -> None:
     pass  # only a new table, created by create_all below
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: sa.Connection) -> None:
+    if "key_ranges" not in {c["name"] for c in sa.inspect(conn).get_columns("skyfeast_runs")}:
+        conn.execute(sa.text("ALTER TABLE skyfeast_runs ADD COLUMN key_ranges TEXT"))
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def migrate(conn: sa.Connection) -> int:

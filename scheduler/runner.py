@@ -6,6 +6,7 @@ thread-safe and may be called concurrently for different windows.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -222,10 +223,17 @@ class Runner:
     def _book(self, run_id: int, attempt_id: int) -> ChunkBook:
         run = self.ledger.get_run(run_id)
         book = ChunkBook(partitions=run.partitions if run else None, done=self.ledger.chunks(run_id))
+        if book.partitions is not None:
+            stored = self.ledger.key_ranges(run_id)
+            if stored is not None:
+                from featurestore.partitioning import KeyRanges
+
+                book.ranges = KeyRanges.from_json(json.loads(stored))
 
         def record(i: int, stats: dict) -> None:
             if book.partitions is not None and (run is None or run.partitions is None):
-                self.ledger.set_partitions(run_id, book.partitions)
+                ranges = None if book.ranges is None else json.dumps(book.ranges.to_json())
+                self.ledger.set_partitions(run_id, book.partitions, ranges)
             self.ledger.record_chunk(run_id, i, stats, attempt_id)
 
         book.record = record

@@ -14,7 +14,8 @@ from featurestore.writers.base import (
     OnlineWriter,
     StoreNotReadyError,
     WriterError,
+    writer_class,
     writer_for,
 )
 
-__all__ = ["EncodingError", "OnlineWriter", "StoreNotReadyError", "WriterError", "writer_for"]
+__all__ = ["EncodingError", "OnlineWriter", "StoreNotReadyError", "WriterError", "writer_class", "writer_for"]

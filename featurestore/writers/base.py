@@ -47,6 +47,7 @@ __all__ = [
     "StoreNotReadyError",
     "WriterError",
     "prepare",
+    "writer_class",
     "writer_for",
 ]
 
@@ -65,6 +66,10 @@ class OnlineWriter(abc.ABC):
     Construction opens nothing; the first :meth:`write` connects.  A writer is not
     thread-safe; use one per thread or task.
     """
+
+    #: True when the store keeps rows in a B-tree ordered by the serialised entity key:
+    #: callers then split work by key range (:mod:`featurestore.partitioning`), not by hash.
+    key_ordered: bool = False
 
     def __init__(self, target: WriteTarget):
         self.target = target
@@ -230,13 +235,8 @@ class EncodingWriter(OnlineWriter):
 _SQLITE_TYPES = ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore")
 
 
-def writer_for(target: WriteTarget, **options) -> OnlineWriter:
-    """The native writer for the repo's online store, else :class:`FallbackWriter`.
-
-    Native writers cover SQLite, standalone Redis and PostgreSQL with entity key
-    serialisation v3 and no vector search; anything else goes through Feast's
-    own ``online_write_batch``.  ``options`` go to the writer's constructor.
-    """
+def writer_class(target: WriteTarget) -> type[OnlineWriter]:
+    """The writer class :func:`writer_for` picks for ``target``'s store (imports nothing else)."""
     cfg = target.repo_config
     store = cfg.online_store
     kind = getattr(store, "type", None)
@@ -244,15 +244,25 @@ def writer_for(target: WriteTarget, **options) -> OnlineWriter:
     if native and kind in _SQLITE_TYPES:
         from featurestore.writers.sqlite import SqliteWriter
 
-        return SqliteWriter(target, **options)
+        return SqliteWriter
     if native and kind == "redis" and getattr(store.redis_type, "value", store.redis_type) == "redis":
         from featurestore.writers.redis import RedisWriter
 
-        return RedisWriter(target, **options)
+        return RedisWriter
     if native and kind == "postgres":
         from featurestore.writers.postgres import PostgresWriter
 
-        return PostgresWriter(target, **options)
+        return PostgresWriter
     from featurestore.writers.fallback import FallbackWriter
 
-    return FallbackWriter(target, **options)
+    return FallbackWriter
+
+
+def writer_for(target: WriteTarget, **options) -> OnlineWriter:
+    """The native writer for the repo's online store, else :class:`FallbackWriter`.
+
+    Native writers cover SQLite, standalone Redis and PostgreSQL with entity key
+    serialisation v3 and no vector search; anything else goes through Feast's
+    own ``online_write_batch``.  ``options`` go to the writer's constructor.
+    """
+    return writer_class(target)(target, **options)

@@ -78,6 +78,8 @@ def _timestamp_field(micros: np.ndarray, present: np.ndarray | None = None) -> p
 class PostgresWriter(EncodingWriter):
     """One psycopg connection per writer (Feast's connection settings); a transaction per chunk."""
 
+    key_ordered = True
+
     def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000):
         super().__init__(target, chunk_rows=chunk_rows)
         self._conn = None

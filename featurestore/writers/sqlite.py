@@ -58,6 +58,8 @@ def _quote(name: str) -> str:
 class SqliteWriter(EncodingWriter):
     """One connection per writer; one ``BEGIN IMMEDIATE`` transaction per chunk."""
 
+    key_ordered = True
+
     def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000, busy_timeout_s: float = 30.0,
                  serialize: bool = True):
         super().__init__(target, chunk_rows=chunk_rows)

@@ -77,6 +77,8 @@ def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
     assert detected.total_seconds() < 120
     after = ledger.chunks(run.id)
     assert len(after) == final.partitions == 8
+    # the online store is SQLite: chunks are key ranges, fixed by aws' attempt and reused by gcp's
+    assert ledger.key_ranges(run.id) is not None
     for chunk, stats in done_before.items():
         assert after[chunk]["attempt_id"] == stats["attempt_id"], "a finished chunk was recomputed"
     gcp_attempt = {a["id"] for a in attempts if a["provider"] == "gcp"}

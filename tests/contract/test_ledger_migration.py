@@ -46,7 +46,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 4
+        assert ledger.schema_version() == SCHEMA_VERSION == 5
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -54,9 +54,13 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         start, end = datetime(2026, 1, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 2, tzinfo=UTC)
         rid, how = ledger.claim("user_features", start, end, trigger="manual", lease=timedelta(seconds=30))
         assert (rid, how) == (2, "claimed")
-        ledger.set_partitions(rid, 4)
+        ledger.set_partitions(rid, 4, '{"common": "01", "bounds": ["7", "9"]}')
         ledger.record_chunk(rid, 0, {"rows_out": 10})
         assert ledger.chunks(rid)[0]["rows_out"] == 10
+        # v5: the key-range split is kept beside the chunk count, and fixed by the first caller
+        ledger.set_partitions(rid, 2)
+        assert ledger.get_run(rid).partitions == 4
+        assert ledger.key_ranges(rid) == '{"common": "01", "bounds": ["7", "9"]}'
         assert ledger.acquire_leader(None, timedelta(seconds=5)) == 1
         assert ledger.claim("user_features", datetime(2026, 1, 1, tzinfo=UTC), start, trigger="manual",
                             lease=timedelta(seconds=30)) == (None, "succeeded")
@@ -72,6 +76,6 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 4 and len(again.runs()) == 2
+        assert again.schema_version() == 5 and len(again.runs()) == 2
     finally:
         again.close()
