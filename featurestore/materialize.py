@@ -230,7 +230,8 @@ def _frame(plan: ViewPlan):
 
     with dask.config.set({"dataframe.convert-string": False}):
         try:
-            ddf = dd.read_parquet(plan.path, columns=list(plan.source_columns), storage_options=plan.storage_options)
+            ddf = dd.read_parquet(plan.path, columns=list(plan.source_columns), storage_options=plan.storage_options,
+                                  blocksize=INPUT_BLOCK)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise SourceError(
                 f"feature view {plan.name!r}: cannot read {plan.path} with columns {list(plan.source_columns)}: "
@@ -242,6 +243,9 @@ def _frame(plan: ViewPlan):
         ddf = ddf.assign(**{ts: dd.to_datetime(ddf[ts], utc=True)})
     lo, hi = _bounds(ddf._meta[ts], plan.start, plan.end)
     return ddf[(ddf[ts] >= lo) & (ddf[ts] < hi)]
+
+
+INPUT_BLOCK = "64MiB"  # largest input partition (uncompressed parquet), as for jobs (scheduler.executor)
 
 
 def _n_workers(client) -> int:

@@ -41,8 +41,9 @@ from featurestore.writers import _columns as col
 from featurestore.writers._encode import entity_keys
 
 WIDTH = 32  # bytes of each key compared after the common prefix
-PART_COLUMN = "_skyfeast_part"
+PART_COLUMN = "_partitions"  # the name Dask's shuffle takes as partition numbers, unhashed
 SAMPLE_PER_PARTITION = 2_000  # input rows sampled per input partition
+BLOCK = 262_144  # rows whose keys are serialised at once when tagging partitions
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,15 @@ def order_keys(keys: pa.Array, common: bytes) -> np.ndarray:
     n, c = len(keys), len(common)
     if n == 0:
         return np.zeros(0, dtype=f"S{WIDTH}")
-    head = pc.binary_slice(keys, 0, c + WIDTH)
-    if not pa.types.is_large_binary(head.type):
-        head = head.cast(pa.large_binary())
-    mat, _ = col._padded(head, col.lengths(head), c + WIDTH)
+    keys = col.as_binary(keys)
+    lens = col.lengths(keys)
+    if lens.min() == lens.max():  # fixed-width keys (integer ids): straight from the buffer
+        width = min(int(lens[0]), c + WIDTH)
+        mat = np.zeros((n, c + WIDTH), dtype=np.uint8)
+        mat[:, :width] = np.frombuffer(col.span(keys, 0, n), dtype=np.uint8).reshape(n, -1)[:, :width]
+    else:
+        head = pc.binary_slice(keys, 0, c + WIDTH)
+        mat, _ = col._padded(head, col.lengths(head), c + WIDTH)
     if c:
         ref = np.frombuffer(common, dtype=np.uint8)
         diff = mat[:, :c] != ref
@@ -142,24 +148,39 @@ def sample_rows(ddf, target: WriteTarget, size: int = SAMPLE_PER_PARTITION):
 
 
 def _with_part(pdf: pd.DataFrame, target: WriteTarget, ranges: KeyRanges) -> pd.DataFrame:
+    """``pdf`` with its rows' partition numbers; keys are serialised a block at a time, so an
+    input partition of millions of rows needs a few tens of MB beside it, not GBs."""
     part = np.zeros(len(pdf), dtype=np.int64)
-    keyed = pdf[list(target.join_keys)].notna().all(axis=1).to_numpy()  # null keys: partition 0 (the writer
-    if keyed.any():                                                      # refuses them with a clear error)
-        part[keyed] = partition_of(serialised_keys(pdf[keyed] if not keyed.all() else pdf, target), ranges)
+    keys = pdf[list(target.join_keys)]
+    keyed = keys.notna().all(axis=1).to_numpy()  # null keys: partition 0 (the writer refuses them)
+    if keyed.all():
+        for start in range(0, len(pdf), BLOCK):
+            block = slice(start, start + BLOCK)
+            part[block] = partition_of(serialised_keys(keys.iloc[block], target), ranges)
+    else:
+        rows = np.flatnonzero(keyed)
+        for start in range(0, len(rows), BLOCK):
+            block = rows[start : start + BLOCK]
+            part[block] = partition_of(serialised_keys(keys.iloc[block], target), ranges)
     return pdf.assign(**{PART_COLUMN: part})
 
 
 def range_shuffle(ddf, target: WriteTarget, ranges: KeyRanges):
     """``ddf`` rearranged so that partition ``i`` holds exactly the rows of key range ``i``.
 
-    The partition number becomes the index (Dask's range shuffle); the columns are unchanged.
+    The rows are tagged with their partition number in the column Dask's own shuffle
+    reads partition numbers from (``_partitions``: what ``DataFrame.shuffle`` assigns by
+    hashing), and handed to the same shuffle (p2p on a distributed cluster): no
+    extra copy of the frame, unlike ``set_index`` with divisions, which assigns its
+    own column and then sorts every output partition.
     """
+    from dask.dataframe.dask_expr import new_collection
+    from dask.dataframe.dask_expr._shuffle import Shuffle
+
     meta = ddf._meta.assign(**{PART_COLUMN: np.zeros(0, dtype=np.int64)})
     tagged = ddf.map_partitions(_with_part, target, ranges, meta=meta)
-    n = ranges.partitions
-    # Divisions 0, 1, ..., n-1, n-1: Dask's searchsorted puts part i in output partition i.
-    # (sort=False would only relabel the index, without moving any row.)
-    return tagged.set_index(PART_COLUMN, divisions=[*range(n), n - 1])
+    shuffled = new_collection(Shuffle(tagged.expr, PART_COLUMN, ranges.partitions, True))
+    return shuffled.drop(columns=[PART_COLUMN])
 
 
 def keeps_key_order(target: WriteTarget) -> bool:

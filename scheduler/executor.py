@@ -273,6 +273,11 @@ def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> N
         store.delete(store.list(out_key))
 
 
+# Largest input partition (uncompressed parquet) a task reads at once: a file of a whole
+# day of events is split by row groups instead of arriving as one multi-GB pandas frame.
+INPUT_BLOCK = "64MiB"
+
+
 def _key_ranges(client, ddf, target: WriteTarget, partitions: int):
     """Key ranges from a sample of the source when the online store keeps rows in key order
     (chunks then write disjoint slices of its B-tree); None otherwise or for an empty window."""
@@ -303,7 +308,7 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     urls = [source_store.url(k) for k in keys]
     rs, re_ = pd.Timestamp(read_start), pd.Timestamp(read_end)
     with dask.config.set({"dataframe.convert-string": False}):
-        ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None,
+        ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None, blocksize=INPUT_BLOCK,
                               filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:
