@@ -153,6 +153,8 @@ def _redis(db: int):
 def _online_config(kind: str, tag: str, request) -> dict:
     if kind.endswith("+num"):  # Feast then also fills value_num
         return {**_online_config(kind[:-4], tag, request), "enable_openai_compatible_store": True}
+    if kind.endswith("+tz"):  # sessions in a zone other than UTC (set on the test's database)
+        return _online_config(kind[:-3], tag, request)
     if kind == "sqlite":
         return {"type": "sqlite", "path": "online.db"}
     if kind == "redis":
@@ -184,7 +186,7 @@ def make_store(config: str, tag: str, root: Path, project: str, request) -> Stor
     repo = root / f"repo_{tag}"
     repo.mkdir()
     online = _online_config(config, tag, request)
-    kind = config.removesuffix("+num")
+    kind = config.removesuffix("+num").removesuffix("+tz")
     (repo / "feature_store.yaml").write_text(yaml.safe_dump({
         "project": project, "registry": "registry.db", "provider": "local", "online_store": online,
         "offline_store": {"type": "file"}, "entity_key_serialization_version": 3,
@@ -194,11 +196,23 @@ def make_store(config: str, tag: str, root: Path, project: str, request) -> Stor
     return store
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres", "fallback", "sqlite+num", "postgres+num"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "fallback", "sqlite+num", "postgres+num", "postgres+tz"])
 def pair(request, tmp_path):
-    """(skyfeast store, Feast reference store, writer factory) for one store kind."""
+    """(skyfeast store, Feast reference store, writer factory) for one store kind.
+
+    ``postgres+tz``: the database's sessions run in America/New_York, where Feast's
+    naive-UTC ``timestamp`` parameters are converted in that zone, so the writer must
+    take its stage path instead of COPYing straight into Feast's table."""
     config = "sqlite" if request.param == "fallback" else request.param
-    kind = config.removesuffix("+num")
+    kind = config.removesuffix("+num").removesuffix("+tz")
+    if config.endswith("+tz"):
+        _need_psycopg_pool()
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        database = make_url(request.getfixturevalue("pg_url")).database
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=database, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE \"{database}\" SET timezone TO 'America/New_York'")
     project = f"sf_{uuid.uuid4().hex[:10]}"
     stores = [make_store(config, tag, tmp_path, project, request) for tag in ("a", "b")]
     if request.param == "fallback":
@@ -208,7 +222,9 @@ def pair(request, tmp_path):
         def make_writer(target):
             return writer_for(target, chunk_rows=64)
     make_writer.expected = {"sqlite": "SqliteWriter", "redis": "RedisWriter", "postgres": "PostgresWriter",
-                            "fallback": "FallbackWriter"}[request.param.removesuffix("+num")]
+                            "fallback": "FallbackWriter"}[request.param.removesuffix("+num").removesuffix("+tz")]
+    # PostgreSQL: whether fresh chunks may be COPYed straight into Feast's table (UTC sessions only)
+    make_writer.direct = {"postgres": True, "postgres+num": True, "postgres+tz": False}.get(request.param)
     yield stores[0], stores[1], make_writer
     if kind == "redis":
         for db in REDIS_DBS:
@@ -324,6 +340,8 @@ def test_identical_to_feast(pair):
             assert type(writer).__name__ == make_writer.expected
             chunked = pa.concat_tables([table.slice(0, half // 2), table.slice(half // 2, half - half // 2)])
             sent = writer.write(chunked) + writer.write(table.slice(half))
+            if make_writer.direct is not None:
+                assert writer._direct is make_writer.direct
         assert sent <= table.num_rows
 
     dump_a, dump_b = ours.dump(), ref.dump()
