@@ -30,6 +30,7 @@ handled here; cluster and sentinel go to the fallback writer.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -295,10 +296,8 @@ class RedisWriter(EncodingWriter):
             return None
         n = len(chunk)
         done = np.zeros(n, dtype=bool)
-        pool = client.connection_pool
-        conn = pool.get_connection()
         failure = None
-        try:
+        with _borrowed(client) as conn:
             read = _replies(conn)
             offs = col.offsets(rows)
             at = 0
@@ -319,11 +318,6 @@ class RedisWriter(EncodingWriter):
                 window, at = stop - at, stop
                 if 2 * busy > window:  # most keys stored: a re-materialisation, leave it to the script
                     break
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
         if failure is not None:
             self._restore = False
         self.restored += int(done.sum())
@@ -360,8 +354,6 @@ class RedisWriter(EncodingWriter):
         per_key = 2 if self._ttl > 0 else 1
         rows = None
         left: list[tuple[int, int]] = []
-        pool = client.connection_pool
-        conn = pool.get_connection()
         groups = [(a, min(a + self.fresh_group, n)) for a in range(0, n, self.fresh_group)]
 
         def probe(i: int) -> list:
@@ -373,7 +365,7 @@ class RedisWriter(EncodingWriter):
             span = col.span(keys, a, b)
             return [b"*%d\r\n$5\r\nWATCH\r\n" % (1 + b - a), span, b"*%d\r\n$6\r\nEXISTS\r\n" % (1 + b - a), span]
 
-        try:
+        with _borrowed(client) as conn:
             conn.send_packed_command(probe(0))
             read = _replies(conn)
             for i, (a, b) in enumerate(groups):
@@ -403,11 +395,6 @@ class RedisWriter(EncodingWriter):
                     continue
                 self.written += m
                 self.fresh_groups += 1
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
         return left
 
 
@@ -475,10 +462,8 @@ def _pipeline(client, commands: list[list], window_bytes: int) -> int:
     """
     from redis.exceptions import NoScriptError, ResponseError
 
-    pool = client.connection_pool
-    conn = pool.get_connection()
     written = 0
-    try:
+    with _borrowed(client) as conn:
         read = _replies(conn)
         pending = list(range(len(commands)))
         for _ in range(2):
@@ -499,6 +484,16 @@ def _pipeline(client, commands: list[list], window_bytes: int) -> int:
             client.script_load(UPSERT_LUA)  # same text, same sha: the packed commands stay valid
             pending = retry
         raise RuntimeError("Redis kept answering NOSCRIPT after SCRIPT LOAD")
+
+
+@contextlib.contextmanager
+def _borrowed(client):
+    """A pooled connection for raw pipelining.  Disconnected (not reused) if anything goes
+    wrong mid-stream: its unread replies would otherwise reach the pool's next user."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        yield conn
     except BaseException:
         conn.disconnect()
         raise
