@@ -432,6 +432,37 @@ def test_postgres_insert_race_falls_back_to_upsert(pair, direct):
         assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["newer", "newer"]}
 
 
+@pytest.mark.parametrize("pair", ["postgres"], indirect=True)
+def test_postgres_fresh_probe_never_scans_the_table(pair):
+    """The fresh-chunk probe (``entity_key = ANY($1)``) goes through the index on every chunk,
+    including after psycopg has prepared it: a sequential scan compares every stored row
+    with every key of the chunk (hours on a large table)."""
+    import psycopg
+
+    ours, _, make_writer = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    schema, table = ours.online["db_schema"], f"{ours.project}_user_more"
+
+    def rows(ids: np.ndarray) -> pa.Table:
+        return pa.table({"user_id": pa.array(ids, pa.int64()),
+                         "event_ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * len(ids), pa.timestamp("us", tz="UTC")),
+                         "m_f64": pa.array(ids.astype(np.float64)), "m_str": pa.array([f"v{i}" for i in ids])})
+
+    def seq_scans() -> int:
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=ours.online["database"]) as conn:
+            return conn.execute("SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                                (schema, table)).fetchone()[0]
+
+    with make_writer(target) as writer:  # chunks of 64 entities
+        writer.write(rows(np.arange(0, 640)))  # 10 chunks: the table is not empty any more
+    before = seq_scans()
+    with make_writer(target) as writer:
+        writer.write(rows(np.arange(640, 1600)))  # 15 fresh chunks, 15 probes on one connection
+    assert seq_scans() == before
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=ours.online["database"]) as conn:
+        assert conn.execute(f'SELECT COUNT(*) FROM "{schema}"."{table}"').fetchone()[0] == 1600 * 2
+
+
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
 def test_redis_error_reply_leaves_writer_usable(pair):
     ours, _, make_writer = pair
