@@ -42,7 +42,8 @@ from featurestore.writers._encode import entity_keys
 
 WIDTH = 32  # bytes of each key compared after the common prefix
 PART_COLUMN = "_partitions"  # the name Dask's shuffle takes as partition numbers, unhashed
-SAMPLE_PER_PARTITION = 2_000  # input rows sampled per input partition
+SAMPLE_PER_PARTITION = 2_000  # input rows sampled per input partition...
+SAMPLE_TOTAL = 200_000  # ...and at most about this many in all (down to 100 per partition)
 BLOCK = 262_144  # rows whose keys are serialised at once when tagging partitions
 
 
@@ -141,9 +142,12 @@ def _sample(pdf: pd.DataFrame, columns: Sequence[str], size: int) -> pd.DataFram
     return pdf[list(columns)].iloc[::step]
 
 
-def sample_rows(ddf, target: WriteTarget, size: int = SAMPLE_PER_PARTITION):
-    """Lazily, about ``size`` evenly spaced rows' join keys from every partition of ``ddf``."""
+def sample_rows(ddf, target: WriteTarget, size: int | None = None):
+    """Lazily, about ``size`` evenly spaced rows' join keys from every partition of ``ddf``
+    (default: :data:`SAMPLE_PER_PARTITION`, less when there are many partitions)."""
     cols = list(target.join_keys)
+    if size is None:
+        size = max(100, min(SAMPLE_PER_PARTITION, SAMPLE_TOTAL // max(1, ddf.npartitions)))
     return ddf.map_partitions(_sample, cols, size, meta=ddf._meta[cols])
 
 
@@ -174,13 +178,27 @@ def range_shuffle(ddf, target: WriteTarget, ranges: KeyRanges):
     extra copy of the frame, unlike ``set_index`` with divisions, which assigns its
     own column and then sorts every output partition.
     """
-    from dask.dataframe.dask_expr import new_collection
-    from dask.dataframe.dask_expr._shuffle import Shuffle
-
     meta = ddf._meta.assign(**{PART_COLUMN: np.zeros(0, dtype=np.int64)})
     tagged = ddf.map_partitions(_with_part, target, ranges, meta=meta)
-    shuffled = new_collection(Shuffle(tagged.expr, PART_COLUMN, ranges.partitions, True))
-    return shuffled.drop(columns=[PART_COLUMN])
+    n = ranges.partitions
+    internal = _dask_shuffle()
+    if internal is None:  # a Dask without this internal: the public range shuffle (a copy and a sort more)
+        # divisions 0, 1, ..., n-1, n-1: Dask's searchsorted puts part i in output partition i
+        # (its own "_partitions" column is assigned on the way, hence the rename)
+        return (tagged.rename(columns={PART_COLUMN: "_skyfeast_part"})
+                .set_index("_skyfeast_part", divisions=[*range(n), n - 1]))
+    new_collection, shuffle = internal
+    return new_collection(shuffle(tagged.expr, PART_COLUMN, n, True)).drop(columns=[PART_COLUMN])
+
+
+def _dask_shuffle():
+    """``(new_collection, Shuffle)`` of Dask's expression API, or None where they moved."""
+    try:
+        from dask.dataframe.dask_expr import new_collection
+        from dask.dataframe.dask_expr._shuffle import Shuffle
+    except ImportError:
+        return None
+    return new_collection, Shuffle
 
 
 def keeps_key_order(target: WriteTarget) -> bool:

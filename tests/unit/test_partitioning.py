@@ -131,6 +131,46 @@ def test_ranges_survive_the_ledger_round_trip():
 def test_null_join_keys_go_to_partition_zero_and_others_are_unchanged():
     from featurestore.partitioning import PART_COLUMN, _with_part
 
+    Target = _int_target()
+    frame = pd.DataFrame({"user_id": pd.array([5, None, 9, 11], dtype="Int64"), "x": [1, 2, 3, 4]})
+    keys = entity_keys(pa.table({"user_id": [5, 9, 11]}), {"user_id": ValueType.INT64})
+    ranges = key_ranges(keys, 3)
+    got = _with_part(frame, Target, ranges)
+    assert got[PART_COLUMN].tolist() == [partition_of(keys, ranges)[0], 0, *partition_of(keys, ranges)[1:]]
+    assert got["x"].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("internal", [True, False], ids=["dask-shuffle", "public-set-index"])
+def test_range_shuffle_puts_each_range_in_its_partition(internal, monkeypatch):
+    """On Dask's synchronous scheduler: through Dask's own shuffle, and through the public
+    set_index fallback used when that internal is missing."""
+    import dask
+    import dask.dataframe as dd
+
+    import featurestore.partitioning as partitioning
+    from featurestore.partitioning import range_shuffle, sample_rows, serialised_keys
+
+    assert partitioning._dask_shuffle() is not None  # this Dask has it
+    if not internal:
+        monkeypatch.setattr(partitioning, "_dask_shuffle", lambda: None)
+    target = _int_target()
+    ids = RNG.permutation(30_000).astype(np.int64) * 13
+    frame = pd.DataFrame({"user_id": ids, "x": np.arange(len(ids))})
+    ddf = dd.from_pandas(frame, npartitions=4)
+    with dask.config.set(scheduler="sync"):
+        sample = sample_rows(ddf, target, size=500).compute()
+        assert 1_900 <= len(sample) <= 2_100
+        ranges = key_ranges(serialised_keys(sample, target), 5)
+        parts = [p.compute() for p in range_shuffle(ddf, target, ranges).to_delayed()]
+    assert len(parts) == ranges.partitions == 5
+    want = partition_of(serialised_keys(frame, target), ranges)
+    for i, part in enumerate(parts):
+        assert list(part.columns) == ["user_id", "x"]  # the partition column is gone
+        assert len(part) > 0 and (want[part["x"].to_numpy()] == i).all()
+    assert sum(len(p) for p in parts) == len(frame)
+
+
+def _int_target():
     class Target:
         join_keys = ("user_id",)
 
@@ -145,9 +185,4 @@ def test_null_join_keys_go_to_partition_zero_and_others_are_unchanged():
 
             entity_columns = [_Col]
 
-    frame = pd.DataFrame({"user_id": pd.array([5, None, 9, 11], dtype="Int64"), "x": [1, 2, 3, 4]})
-    keys = entity_keys(pa.table({"user_id": [5, 9, 11]}), {"user_id": ValueType.INT64})
-    ranges = key_ranges(keys, 3)
-    got = _with_part(frame, Target, ranges)
-    assert got[PART_COLUMN].tolist() == [partition_of(keys, ranges)[0], 0, *partition_of(keys, ranges)[1:]]
-    assert got["x"].tolist() == [1, 2, 3, 4]
+    return Target
