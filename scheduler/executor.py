@@ -313,11 +313,10 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:
         raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
-    if book.partitions is None:
-        book.partitions = job.partitions or max(2, 2 * _n_workers(client))
-        book.ranges = _key_ranges(client, ddf, target, book.partitions)
-        if book.ranges is not None:
-            book.partitions = book.ranges.partitions
+    if book.partitions is None:  # the first attempt fixes the chunking for all later ones
+        wanted = job.partitions or max(2, 2 * _n_workers(client))
+        ranges = _key_ranges(client, ddf, target, wanted)
+        book.ranges, book.partitions = ranges, (wanted if ranges is None else ranges.partitions)
     with client.as_current():  # lets dask pick the p2p shuffle of this cluster
         if book.ranges is not None:
             from featurestore.partitioning import range_shuffle
