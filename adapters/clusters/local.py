@@ -73,14 +73,24 @@ def forwarding_enabled() -> bool:
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skyfeast-spawner")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _load_prctl():
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux/glibc: no parent-death signal
+        return None
+
+
+# Loaded in the parent, once: between fork and exec the child only makes the call.
+# Importing a module or dlopen()ing a library there, in a copy of a process whose other
+# threads (gRPC's, Dask's) may hold loader or allocator locks, can hang the child forever.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class LocalConnector(ClusterConnector):
@@ -174,6 +184,16 @@ class LocalConnector(ClusterConnector):
                 f"worker-{i}.log"))
         return address
 
+    def _workers_state(self) -> str:
+        """Each worker process: running or its exit code, and the end of its log."""
+        parts = []
+        for i, proc in enumerate(self._workers):
+            code = proc.poll()
+            state = "running" if code is None else f"exited {code}"
+            tail = self._log_tail(f"worker-{i}.log")[-600:].strip().replace("\n", " | ")
+            parts.append(f"worker {i} (pid {proc.pid}) {state}: {tail or '<empty log>'}")
+        return "; ".join(parts)
+
     def _log_tail(self, name: str) -> str:
         try:
             return (Path(self._tmp.name) / name).read_text(errors="replace")[-2000:]
@@ -196,7 +216,11 @@ class LocalConnector(ClusterConnector):
                                             name=self.name)
                 self._address = self._forwarder.address
             client = Client(self._address, timeout=30, set_as_default=False)
-            client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
+            try:
+                client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
+            except TimeoutError as exc:
+                client.close()
+                raise TimeoutError(f"{exc}; {self._workers_state()}") from None
             self._client = client  # only now is the cluster "connected" (and probed by the health monitor)
         except Transient:
             self.close()
