@@ -245,7 +245,10 @@ def _frame(plan: ViewPlan):
     return ddf[(ddf[ts] >= lo) & (ddf[ts] < hi)]
 
 
-INPUT_BLOCK = "64MiB"  # largest input partition (uncompressed parquet), as for jobs (scheduler.executor)
+# Largest input partition (uncompressed parquet) a task reads at once, here and for feature
+# jobs (scheduler.executor): a day of events in one file is split by row groups instead of
+# arriving as one multi-GB pandas frame.
+INPUT_BLOCK = "64MiB"
 
 
 def _n_workers(client) -> int:

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from featurestore.repo import WriteTarget
 from featurestore.writers import _columns as col
 from featurestore.writers._encode import entity_keys
+from featurestore.writers.base import join_key_types
 
 WIDTH = 32  # bytes of each key compared after the common prefix
 PART_COLUMN = "_partitions"  # the name Dask's shuffle takes as partition numbers, unhashed
@@ -66,15 +67,10 @@ class KeyRanges:
         return cls(bytes.fromhex(data["common"]), tuple(bytes.fromhex(b) for b in data["bounds"]))
 
 
-def key_types(target: WriteTarget) -> dict:
-    types = {ec.name: ec.dtype.to_value_type() for ec in target.feature_view.entity_columns}
-    return {k: types[k] for k in target.join_keys}
-
-
 def serialised_keys(frame: pd.DataFrame, target: WriteTarget) -> pa.Array:
     """Feast's serialised entity key (v3) of every row of ``frame``."""
     table = pa.Table.from_pandas(frame[list(target.join_keys)], preserve_index=False)
-    return entity_keys(table, key_types(target))
+    return entity_keys(table, join_key_types(target))
 
 
 def order_keys(keys: pa.Array, common: bytes) -> np.ndarray:
@@ -156,16 +152,10 @@ def _with_part(pdf: pd.DataFrame, target: WriteTarget, ranges: KeyRanges) -> pd.
     input partition of millions of rows needs a few tens of MB beside it, not GBs."""
     part = np.zeros(len(pdf), dtype=np.int64)
     keys = pdf[list(target.join_keys)]
-    keyed = keys.notna().all(axis=1).to_numpy()  # null keys: partition 0 (the writer refuses them)
-    if keyed.all():
-        for start in range(0, len(pdf), BLOCK):
-            block = slice(start, start + BLOCK)
-            part[block] = partition_of(serialised_keys(keys.iloc[block], target), ranges)
-    else:
-        rows = np.flatnonzero(keyed)
-        for start in range(0, len(rows), BLOCK):
-            block = rows[start : start + BLOCK]
-            part[block] = partition_of(serialised_keys(keys.iloc[block], target), ranges)
+    rows = np.flatnonzero(keys.notna().all(axis=1).to_numpy())  # null keys: partition 0 (the writer refuses them)
+    for start in range(0, len(rows), BLOCK):
+        block = rows[start : start + BLOCK]
+        part[block] = partition_of(serialised_keys(keys.iloc[block], target), ranges)
     return pdf.assign(**{PART_COLUMN: part})
 
 

@@ -273,11 +273,6 @@ def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> N
         store.delete(store.list(out_key))
 
 
-# Largest input partition (uncompressed parquet) a task reads at once: a file of a whole
-# day of events is split by row groups instead of arriving as one multi-GB pandas frame.
-INPUT_BLOCK = "64MiB"
-
-
 def _key_ranges(client, ddf, target: WriteTarget, partitions: int):
     """Key ranges from a sample of the source when the online store keeps rows in key order
     (chunks then write disjoint slices of its B-tree); None otherwise or for an empty window."""
@@ -300,6 +295,8 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     """``keys`` are on ``source_store`` (default: ``store``, which receives the outputs)."""
     import dask
     import dask.dataframe as dd
+
+    from featurestore.materialize import INPUT_BLOCK
 
     book = book or ChunkBook()
     src = job.source

@@ -151,6 +151,12 @@ def _feature_types(target: WriteTarget) -> dict:
     return {f.name: f.dtype.to_value_type() for f in target.feature_view.features}
 
 
+def join_key_types(target: WriteTarget) -> dict:
+    """Feast value type of each join key, in ``target.join_keys`` order."""
+    types = {ec.name: ec.dtype.to_value_type() for ec in target.feature_view.entity_columns}
+    return {k: types[k] for k in target.join_keys}
+
+
 def created_column(target: WriteTarget) -> str | None:
     source = target.feature_view.batch_source
     return (getattr(source, "created_timestamp_column", None) or None) if source is not None else None
@@ -168,8 +174,7 @@ def prepare(target: WriteTarget, table: pa.Table) -> Batch:
     keep = need + ([created_name] if created_name in table.column_names else [])
     table = table.select(list(dict.fromkeys(keep))).combine_chunks()
 
-    key_types = {ec.name: ec.dtype.to_value_type() for ec in target.feature_view.entity_columns}
-    keys = entity_keys(table, {k: key_types[k] for k in target.join_keys})
+    keys = entity_keys(table, join_key_types(target))
     event_us, present = utc_micros(table.column(target.timestamp_field), target.timestamp_field)
     if not present.all():
         raise EncodingError(f"timestamp field {target.timestamp_field!r} has {int((~present).sum())} null value(s)")
