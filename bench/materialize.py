@@ -16,7 +16,9 @@ same kind of ceiling: the rows skyfeast stored, prebuilt, loaded into an empty
 copy of Feast's table by one connection in one transaction, in primary-key order
 (SQLite: one ``INSERT INTO ... SELECT`` from an in-memory table, SQLite's own
 insert cost with no Python at all; PostgreSQL: a binary ``COPY``, the server's
-bulk path).
+bulk path).  PostgreSQL admits parallel writers, so its rows are also split into
+``--workers`` key ranges copied by that many connections at once, the most that
+skyfeast's parallel writers could reach on the same cores.
 
     .venv/bin/python bench/materialize.py --entities 200000 --stores sqlite,redis,postgres
     .venv/bin/python bench/materialize.py --entities 1000000 --runs 3 --vanilla-entities 100000
@@ -327,41 +329,71 @@ def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tuple[flo
     return statistics.median(times), len(keys)
 
 
-def postgres_ceiling(sky: Repo, entities: int, runs: int) -> tuple[float, int]:
+def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1) -> tuple[float, int]:
     """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
-    exported as one binary COPY buffer, then ``COPY ... FROM STDIN (FORMAT BINARY)`` in one
-    transaction into an empty ``LIKE ... INCLUDING ALL`` copy of Feast's table (same primary key
-    and indexes): the server's bulk-load limit for Feast's layout, no newest-wins check."""
+    exported as binary COPY buffers, then ``COPY ... FROM STDIN (FORMAT BINARY)`` into an empty
+    ``LIKE ... INCLUDING ALL`` copy of Feast's table (same primary key and indexes): the server's
+    bulk-load limit for Feast's layout, no newest-wins check.  With ``connections`` > 1 the rows
+    are split into that many contiguous key ranges, each copied by its own connection in its
+    own transaction, all at once (what parallel writers could reach at best); the time is the
+    wall time until the last one commits."""
+    import threading
+
     import psycopg
 
     table = f"{sky.project}_{VIEW}"
     ceiling = f"ceil_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=sky.database) as conn:
-        keys = conn.execute(f'SELECT entity_key FROM "{table}" GROUP BY entity_key ORDER BY entity_key LIMIT %s',
-                            (entities,)).fetchall()
-        last = keys[-1][0]
-        buf = bytearray()
-        with conn.cursor().copy(f'COPY (SELECT * FROM "{table}" WHERE entity_key <= %s '
-                                "ORDER BY entity_key, feature_name) TO STDOUT (FORMAT BINARY)", (last,)) as copy:
-            for block in copy:
-                buf += block
+
+    def connect():
+        return psycopg.connect(host="127.0.0.1", user="postgres", dbname=sky.database)
+
+    with connect() as conn:
+        keys = [r[0] for r in conn.execute(f'SELECT entity_key FROM "{table}" GROUP BY entity_key '
+                                           "ORDER BY entity_key LIMIT %s", (entities,)).fetchall()]
+        bounds = [keys[(len(keys) * (i + 1)) // connections - 1] for i in range(connections)]
+        buffers = []
+        for i, last in enumerate(bounds):
+            low = "" if i == 0 else "entity_key > %(low)s AND "
+            buf = bytearray()
+            with conn.cursor().copy(f'COPY (SELECT * FROM "{table}" WHERE {low}entity_key <= %(last)s '
+                                    "ORDER BY entity_key, feature_name) TO STDOUT (FORMAT BINARY)",
+                                    {"low": bounds[i - 1] if i else None, "last": last}) as copy:
+                for block in copy:
+                    buf += block
+            buffers.append(bytes(buf))
         conn.execute(f'CREATE TABLE "{ceiling}" (LIKE "{table}" INCLUDING ALL)')
         conn.commit()
         times = []
+        writers = [connect() for _ in buffers]
         try:
+            def load(writer, buf: bytes, errors: list) -> None:
+                try:
+                    with writer.cursor().copy(f'COPY "{ceiling}" FROM STDIN (FORMAT BINARY)') as copy:
+                        for start in range(0, len(buf), 1 << 20):
+                            copy.write(buf[start : start + (1 << 20)])
+                    writer.commit()
+                except BaseException as exc:  # reported below, on the main thread
+                    errors.append(exc)
+
             for _ in range(runs):
                 conn.execute(f'TRUNCATE "{ceiling}"')
                 conn.commit()
+                errors: list = []
+                threads = [threading.Thread(target=load, args=(w, b, errors)) for w, b in zip(writers, buffers)]
                 t = time.perf_counter()
-                with conn.cursor().copy(f'COPY "{ceiling}" FROM STDIN (FORMAT BINARY)') as copy:
-                    for start in range(0, len(buf), 1 << 20):
-                        copy.write(bytes(buf[start : start + (1 << 20)]))
-                conn.commit()
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
                 times.append(time.perf_counter() - t)
+                if errors:
+                    raise errors[0]
             n = conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{ceiling}"').fetchone()[0]
             if n != len(keys):
                 raise RuntimeError("the PostgreSQL ceiling lost rows; fix the bench")
         finally:
+            for writer in writers:
+                writer.close()
             conn.execute(f'DROP TABLE IF EXISTS "{ceiling}"')
             conn.commit()
     return statistics.median(times), len(keys)
@@ -479,6 +511,13 @@ def main(argv: list[str] | None = None) -> int:
                     ceiling = row["ceiling"] = _rate(m, secs)
                     print(f"{kind:<9} {label:<16} {m:>10,} {secs:>9.2f} {ceiling:>10,.0f} "
                           f"{ceiling * args.features:>12,.0f} {ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
+                    if kind == "postgres" and args.workers > 1:
+                        # skyfeast's workers copy at once, so show what that many connections reach.
+                        secs2, m2 = postgres_ceiling(sky, m, args.runs, connections=args.workers)
+                        parallel = row["parallel_ceiling"] = _rate(m2, secs2)
+                        print(f"{kind:<9} {f'{args.workers}-conn COPY':<16} {m2:>10,} {secs2:>9.2f} {parallel:>10,.0f} "
+                              f"{parallel * args.features:>12,.0f} {parallel / rates['vanilla Feast']:>9.1f}x",
+                              flush=True)
                     print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / ceiling:.0%} of the {what} into Feast's "
                           "table (prebuilt rows, no newest-wins check)", flush=True)
                 summary.append(row)
@@ -493,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
                   f" = {row['skyfeast'] / row['vanilla Feast']:.1f}x"
                   + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the store's raw one-connection ceiling ({row['ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
                      if "ceiling" in row else "")
+                  + (f"; {row['skyfeast'] / row['parallel_ceiling']:.0%} of {args.workers} connections copying at once "
+                     f"({row['parallel_ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
+                     if "parallel_ceiling" in row else "")
                   + (f"; peak worker RSS {row['worker_peak_mib']:,.0f} MiB" if row["worker_peak_mib"] else ""))
     finally:
         connector.close()
