@@ -9,19 +9,31 @@ timings include loading the Feast repo; every run starts from an empty online
 store.  Vanilla Feast manages ~1,700 rows/s into SQLite, so it is timed on the
 first ``--vanilla-entities`` users only and its *rate* is compared (the output
 says so).  Peak RSS of each Dask worker (``VmHWM``, reset before the timed
-skyfeast runs of each store) is printed beside the skyfeast figures.  For Redis the script also measures a raw ingest ceiling: Feast's own
-hash layout as prebuilt ``HSET`` commands, sent pipelined over one redis-py
-connection, no newest-wins check.  For SQLite and PostgreSQL it measures the
-same kind of ceiling: the rows skyfeast stored, prebuilt, loaded into an empty
-copy of Feast's table by one connection in one transaction, in primary-key order
+skyfeast runs of each store) is printed beside the skyfeast figures.  After the
+timed runs, vanilla ``get_online_features`` reads a sample of entities from each
+store and must return the newest values of the window, as computed from the
+parquet source.
+
+With ``--update`` the dataset holds a second day of new values for the same
+users; each run first stores day one (untimed, by skyfeast) and then times day
+two, so every row is an upsert over a stored one: the incremental case
+(``materialize-incremental`` every hour).
+
+For Redis the script also measures a raw ingest ceiling: Feast's own hash layout
+as prebuilt ``HSET`` commands, sent pipelined over one redis-py connection, no
+newest-wins check.  For SQLite and PostgreSQL it measures the same kind of
+ceiling: the rows skyfeast stored, prebuilt, loaded into an empty copy of
+Feast's table by one connection in one transaction, in primary-key order
 (SQLite: one ``INSERT INTO ... SELECT`` from an in-memory table, SQLite's own
 insert cost with no Python at all; PostgreSQL: a binary ``COPY``, the server's
 bulk path).  PostgreSQL admits parallel writers, so its rows are also split into
 ``--workers`` key ranges copied by that many connections at once, the most that
-skyfeast's parallel writers could reach on the same cores.
+skyfeast's parallel writers could reach on the same cores.  The ceilings are
+bulk loads into an empty table, so ``--update`` does not print them.
 
     .venv/bin/python bench/materialize.py --entities 200000 --stores sqlite,redis,postgres
     .venv/bin/python bench/materialize.py --entities 1000000 --runs 3 --vanilla-entities 100000
+    .venv/bin/python bench/materialize.py --entities 200000 --vanilla-entities 20000 --update
 
 Needs Redis on 127.0.0.1:6379 (db ``--redis-db``; only this run's keys are
 touched and removed) and PostgreSQL on 127.0.0.1:5432 (a throw-away database,
@@ -53,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
+END2 = END + timedelta(days=1)  # --update: the second day, over entities the first day stored
 VIEW = "bench_fv"
 PORTS = {"sqlite": None, "redis": 6379, "postgres": 5432}
 
@@ -70,19 +83,46 @@ def _pg_admin(statement: str) -> None:
         conn.execute(statement)
 
 
-def make_dataset(root: Path, entities: int, features: int, vanilla_entities: int) -> tuple[Path, Path]:
-    """Full dataset and its first ``vanilla_entities`` users, as parquet; events strictly inside [START, END)."""
+def make_dataset(root: Path, entities: int, features: int, vanilla_entities: int,
+                 days: int = 1) -> tuple[Path, Path]:
+    """Full dataset and its first ``vanilla_entities`` users, as parquet: one event per user and
+    day, strictly inside [START, START + days), with new values every day."""
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({
-        "user_id": rng.permutation(entities).astype(np.int64) * 7919,
-        "event_ts": pd.Timestamp(START) + pd.to_timedelta(rng.integers(1, 86_399, entities), unit="s"),
-    })
-    for i in range(features):
-        frame[f"f{i}"] = rng.random(entities).astype(np.float32)
+    users = rng.permutation(entities).astype(np.int64) * 7919
+    frames = []
+    for day in range(days):
+        frame = pd.DataFrame({
+            "user_id": users,
+            "event_ts": pd.Timestamp(START + timedelta(days=day))
+            + pd.to_timedelta(rng.integers(1, 86_399, entities), unit="s"),
+        })
+        for i in range(features):
+            frame[f"f{i}"] = rng.random(entities).astype(np.float32)
+        frames.append(frame)
     full, subset = root / "full.parquet", root / "subset.parquet"
-    frame.to_parquet(full, index=False, row_group_size=100_000)
-    frame.iloc[:vanilla_entities].to_parquet(subset, index=False, row_group_size=100_000)
+    for frame_days, path in ((frames, full), ([f.iloc[:vanilla_entities] for f in frames], subset)):
+        pd.concat(frame_days, ignore_index=True).to_parquet(path, index=False, row_group_size=100_000)
     return full, subset
+
+
+def check_reads(repo: "Repo", data: Path, start: datetime, end: datetime, features: int, sample: int = 200) -> None:
+    """Vanilla ``get_online_features`` must return, for a sample of entities, the values of
+    their newest event in [start, end) as read from the parquet source."""
+    from feast import FeatureStore
+
+    frame = pd.read_parquet(data)
+    window = frame[(frame["event_ts"] >= pd.Timestamp(start)) & (frame["event_ts"] < pd.Timestamp(end))]
+    newest = window.sort_values("event_ts").groupby("user_id").tail(1).set_index("user_id")
+    users = newest.index.to_numpy()[np.linspace(0, len(newest) - 1, min(sample, len(newest))).astype(int)]
+    names = [f"f{i}" for i in range(features)]
+    got = FeatureStore(repo_path=str(repo.path)).get_online_features(
+        features=[f"{VIEW}:{n}" for n in names], entity_rows=[{"user_id": int(u)} for u in users]).to_dict()
+    for name in names:
+        want = newest.loc[users, name].to_numpy(np.float32)
+        have = np.array(got[name], dtype=np.float32)
+        if not np.array_equal(want, have):
+            raise RuntimeError(f"{repo.kind}: Feast reads {name} different from the source's newest values; "
+                               "the bench's store is wrong")
 
 
 class Repo:
@@ -163,11 +203,11 @@ def clear_redis(db: int, project: str) -> None:
 # ---------------------------------------------------------------- the two contenders
 
 
-def run_skyfeast(repo: Repo, client) -> float:
+def run_skyfeast(repo: Repo, client, start: datetime = START, end: datetime = END) -> float:
     from featurestore.materialize import materialize
 
     t = time.perf_counter()
-    materialize(repo.path, [VIEW], START, END, client=client)
+    materialize(repo.path, [VIEW], start, end, client=client)
     return time.perf_counter() - t
 
 
@@ -197,12 +237,12 @@ def worker_peaks(client) -> list[float]:
     return sorted((v for v in client.run(_peak_rss_mib).values() if v is not None), reverse=True)
 
 
-def run_vanilla(repo: Repo) -> float:
+def run_vanilla(repo: Repo, start: datetime = START, end: datetime = END) -> float:
     from feast import FeatureStore
 
     t = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        FeatureStore(repo_path=str(repo.path)).materialize(START, END, feature_views=[VIEW])
+        FeatureStore(repo_path=str(repo.path)).materialize(start, end, feature_views=[VIEW])
     return time.perf_counter() - t
 
 
@@ -417,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-entities", type=int, default=200_000,
                     help="entities loaded for each store's raw ceiling (default 200000)")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    ap.add_argument("--update", action="store_true",
+                    help="time a second day of new values over entities already stored (an incremental run: "
+                         "every row is an upsert) instead of a first load into an empty store")
     ap.add_argument("--redis-db", type=int, default=9)
     ap.add_argument("--start-timeout", type=float, default=600.0,
                     help="seconds to wait for the Dask workers (each imports Feast: minutes on a loaded host)")
@@ -440,10 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     try:
         t = time.perf_counter()
-        full, subset = make_dataset(tmp, args.entities, args.features, vanilla_n)
+        full, subset = make_dataset(tmp, args.entities, args.features, vanilla_n, days=2 if args.update else 1)
+        window = (END, END2) if args.update else (START, END)
         print(f"dataset: {args.entities:,} entities x {args.features} float32 features, one event each "
+              f"{'on each of two days ' if args.update else ''}"
               f"({time.perf_counter() - t:.1f}s to build); vanilla Feast measured on the first {vanilla_n:,} entities; "
-              f"median of {args.runs} run(s); every run into an empty store", flush=True)
+              f"median of {args.runs} run(s); "
+              + ("every run updates a store holding the first day (written untimed by skyfeast)" if args.update
+                 else "every run into an empty store"), flush=True)
         client = connector.connect()
         logging.getLogger("distributed").setLevel(logging.ERROR)
         warm = Repo("sqlite", tmp / "warmup", subset, args.features, redis_db=args.redis_db, database=database)
@@ -463,17 +510,21 @@ def main(argv: list[str] | None = None) -> int:
             van = Repo(kind, tmp / kind / "vanilla", subset, args.features, redis_db=args.redis_db, database=database)
             try:
                 rates = {}
-                for label, repo, n, fn in (("vanilla Feast", van, vanilla_n, run_vanilla),
-                                           ("skyfeast", sky, args.entities, lambda r: run_skyfeast(r, client))):
+                for label, repo, n, fn in (("vanilla Feast", van, vanilla_n, lambda r: run_vanilla(r, *window)),
+                                           ("skyfeast", sky, args.entities,
+                                            lambda r: run_skyfeast(r, client, *window))):
                     times = []
                     if label == "skyfeast":
                         client.run(_reset_peak_rss)
                     for _ in range(args.runs):
                         repo.clear()
+                        if args.update:  # the first day, already stored when the timed run starts
+                            run_skyfeast(repo, client, START, END)
                         times.append(fn(repo))
                         stored = repo.count()
                         if stored != n:
                             raise RuntimeError(f"{label} on {kind} stored {stored:,} entities, expected {n:,}")
+                    check_reads(repo, subset if repo is van else full, *window, args.features)
                     median = statistics.median(times)
                     rates[label] = _rate(n, median)
                     ratio = f"{rates[label] / rates['vanilla Feast']:.1f}x"
@@ -482,7 +533,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{kind:<9} {label:<16} {n:>10,} {median:>9.2f} {rates[label]:>10,.0f} "
                           f"{rates[label] * args.features:>12,.0f} {ratio:>10}  {peak}", flush=True)
                 row = {"store": kind, **rates, "worker_peak_mib": max(peaks) if peaks else None}
-                if kind == "redis":
+                if args.update:
+                    pass  # the ceilings below are bulk loads into an empty table: no measure of an update
+                elif kind == "redis":
                     m = min(args.ceiling_entities, args.entities)
                     project = f"ceil_{uuid.uuid4().hex[:8]}"
                     commands = resp_hset_commands(full, args.features, project, m)

@@ -773,3 +773,55 @@ def test_redis_restore_refused_falls_back_to_the_other_paths(pair, monkeypatch):
         assert writer.fresh_groups == 1  # refused RESTORE: the new keys took the fresh-key path
         writer.write(_late_rows(datetime(2024, 2, 1, tzinfo=UTC), 3.0, "later"))
     assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["later", "later"]}
+
+
+def _many_rows(users: np.ndarray, ts: datetime, value: float) -> pa.Table:
+    n = len(users)
+    return pa.table({
+        "user_id": pa.array(users, pa.int64()),
+        "event_ts": pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
+        "m_f64": pa.array(value + np.arange(n, dtype=np.float64)),
+        "m_str": pa.array([f"v{value}-{u}" for u in users]),
+    })
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_rematerialisation_goes_straight_to_the_script(pair):
+    """A chunk whose keys are mostly stored (a re-materialisation) is sent to the newest-wins script
+    after one EXISTS of a sample, without RESTORE payloads; the stored hashes then equal Feast's own
+    write of the same rows, and an older rewrite changes nothing.  A chunk of mostly new keys still
+    creates them with RESTORE."""
+    from featurestore.writers.redis import RedisWriter
+
+    ours, ref, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+    users = np.arange(1000, 1300)
+    with RedisWriter(target) as writer:
+        writer.write(_many_rows(users, t_old, 1.0))
+        assert writer.restored == 300 and writer.probed_stored == 0
+        newer = _many_rows(users, t_new, 5.0)
+        assert writer.write(newer) == 300
+        assert writer.probed_stored == 1 and writer.restored == 300 and writer.written == 600
+        writer.write(_many_rows(users, t_old, 9.0))  # late data over stored keys: nothing written
+        assert writer.probed_stored == 2 and writer.written == 600
+        # 280 new keys and 20 stored ones: the sample finds few stored, RESTORE creates the new keys
+        mixed = _many_rows(np.arange(1280, 1580), t_new + timedelta(days=1), 7.0)
+        writer.write(mixed)
+        assert writer.probed_stored == 2 and writer.restored == 580 and writer.written == 900
+    feast_write(ref, "user_more", _many_rows(users, t_old, 1.0))
+    feast_write(ref, "user_more", newer)
+    feast_write(ref, "user_more", mixed)
+    client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
+    try:
+        ours_keys = sorted(client.scan_iter(match=b"*" + ours.project.encode(), count=1000))
+        ref_keys = sorted(client.scan_iter(match=b"*" + ref.project.encode(), count=1000))
+        assert len(ours_keys) == len(ref_keys) == 580
+        for a, b in zip(ours_keys, ref_keys):
+            assert a[: -len(ours.project)] == b[: -len(ref.project)]
+            assert client.hgetall(a) == client.hgetall(b)
+    finally:
+        client.close()
+    got = ours.feature_store().get_online_features(
+        features=["user_more:m_f64", "user_more:m_str"], entity_rows=[{"user_id": 1000}, {"user_id": 1290}]).to_dict()
+    assert got["m_f64"] == [5.0, 7.0 + 10] and got["m_str"] == ["v5.0-1000", "v7.0-1290"]
