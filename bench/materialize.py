@@ -28,8 +28,11 @@ Feast's table by one connection in one transaction, in primary-key order
 insert cost with no Python at all; PostgreSQL: a binary ``COPY``, the server's
 bulk path).  PostgreSQL admits parallel writers, so its rows are also split into
 ``--workers`` key ranges copied by that many connections at once, the most that
-skyfeast's parallel writers could reach on the same cores.  The ceilings are
-bulk loads into an empty table, so ``--update`` does not print them.
+skyfeast's parallel writers could reach on the same cores.  With ``--update``
+each ceiling is the same load over rows already stored: Redis, the same
+``HSET``s over stored hashes; SQLite and PostgreSQL, the newest-wins
+``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (PostgreSQL: after a ``COPY``
+into a temp stage), every row an update.
 
     .venv/bin/python bench/materialize.py --entities 200000 --stores sqlite,redis,postgres
     .venv/bin/python bench/materialize.py --entities 1000000 --runs 3 --vanilla-entities 100000
@@ -328,13 +331,22 @@ def check_ceiling_layout(commands: np.ndarray, sky_project: str, ceiling_project
 # ---------------------------------------------------------------- SQL ceilings
 
 
-def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tuple[float, int]:
+def _upsert_set(table: str, cols: list[str], excluded: str) -> str:
+    """``ON CONFLICT`` clause: newest wins, as skyfeast's and Feast's SQL stores resolve a stored row."""
+    updates = ", ".join(f"{c} = {excluded}.{c}" for c in cols if c not in ("entity_key", "feature_name"))
+    return (f"ON CONFLICT (entity_key, feature_name) DO UPDATE SET {updates} "
+            f'WHERE "{table}".event_ts IS NULL OR {excluded}.event_ts >= "{table}".event_ts')
+
+
+def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int, upsert: bool = False) -> tuple[float, int]:
     """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
     prebuilt in an in-memory TEMP table in primary-key order, then copied by one ``INSERT INTO
     ... SELECT`` in one transaction into a fresh table with Feast's own DDL (read back from the
     skyfeast repo's database): SQLite's own cost of inserting these rows, with no Python, no
     encoding, no newest-wins check and the most favourable (globally sorted) order, so a
-    ceiling no writer of Feast's layout passes on one connection."""
+    ceiling no writer of Feast's layout passes on one connection.  With ``upsert`` the table
+    already holds the same keys with older rows (loaded untimed) and the timed statement is the
+    newest-wins upsert over them, every row an update: the same ceiling for an incremental run."""
     import sqlite3
 
     table = f"{sky.project}_{VIEW}"
@@ -358,9 +370,18 @@ def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tuple[flo
             conn.execute("BEGIN")
             conn.executemany(f'INSERT INTO prebuilt VALUES ({", ".join("?" * len(cols))})', rows)
             conn.execute("COMMIT")
+            load = f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT * FROM prebuilt'
+            if upsert:
+                # The stored rows the timed upsert updates: a day older, other value bytes of the
+                # same size.  (Rewriting a row with identical bytes lets SQLite skip the page
+                # write, which no real update does.)
+                older = ["randomblob(length(value))" if c == "value" else "event_ts - 86400" if c == "event_ts"
+                         else c for c in cols]
+                conn.execute(f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT {", ".join(older)} FROM prebuilt')
+                load += " WHERE true " + _upsert_set(table, cols, "excluded")
             t = time.perf_counter()
             conn.execute("BEGIN")
-            conn.execute(f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT * FROM prebuilt')
+            conn.execute(load)
             conn.execute("COMMIT")
             times.append(time.perf_counter() - t)
             if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != len(rows):
@@ -369,14 +390,18 @@ def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tuple[flo
     return statistics.median(times), len(keys)
 
 
-def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1) -> tuple[float, int]:
+def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1,
+                     upsert: bool = False) -> tuple[float, int]:
     """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
     exported as binary COPY buffers, then ``COPY ... FROM STDIN (FORMAT BINARY)`` into an empty
     ``LIKE ... INCLUDING ALL`` copy of Feast's table (same primary key and indexes): the server's
     bulk-load limit for Feast's layout, no newest-wins check.  With ``connections`` > 1 the rows
     are split into that many contiguous key ranges, each copied by its own connection in its
     own transaction, all at once (what parallel writers could reach at best); the time is the
-    wall time until the last one commits."""
+    wall time until the last one commits.  With ``upsert`` the table already holds the same rows
+    (loaded untimed) and each connection times a ``COPY`` into a temp stage plus the newest-wins
+    ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` over them, every row an update: the same
+    ceiling for an incremental run."""
     import threading
 
     import psycopg
@@ -401,16 +426,32 @@ def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1) 
                 for block in copy:
                     buf += block
             buffers.append(bytes(buf))
+        cols = [r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = quote_ident(%s)::regclass "
+                                           "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,))]
         conn.execute(f'CREATE TABLE "{ceiling}" (LIKE "{table}" INCLUDING ALL)')
         conn.commit()
         times = []
         writers = [connect() for _ in buffers]
+        stage = "ceiling_stage"
+        if upsert:
+            for writer in writers:
+                writer.execute(f'CREATE TEMP TABLE {stage} (LIKE "{table}") ON COMMIT DELETE ROWS')
+                writer.commit()
+        target = stage if upsert else f'"{ceiling}"'
+        names = ", ".join(cols)
+        apply = f'INSERT INTO "{ceiling}" ({names}) SELECT {names} FROM {stage} ' + _upsert_set(ceiling, cols, "EXCLUDED")
+
+        def copy_in(writer, buf: bytes, into: str) -> None:
+            with writer.cursor().copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy:
+                for start in range(0, len(buf), 1 << 20):
+                    copy.write(buf[start : start + (1 << 20)])
+
         try:
             def load(writer, buf: bytes, errors: list) -> None:
                 try:
-                    with writer.cursor().copy(f'COPY "{ceiling}" FROM STDIN (FORMAT BINARY)') as copy:
-                        for start in range(0, len(buf), 1 << 20):
-                            copy.write(buf[start : start + (1 << 20)])
+                    copy_in(writer, buf, target)
+                    if upsert:
+                        writer.execute(apply)
                     writer.commit()
                 except BaseException as exc:  # reported below, on the main thread
                     errors.append(exc)
@@ -418,6 +459,10 @@ def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1) 
             for _ in range(runs):
                 conn.execute(f'TRUNCATE "{ceiling}"')
                 conn.commit()
+                if upsert:  # the stored rows the timed upserts update
+                    for buf in buffers:
+                        copy_in(conn, buf, f'"{ceiling}"')
+                    conn.commit()
                 errors: list = []
                 threads = [threading.Thread(target=load, args=(w, b, errors)) for w, b in zip(writers, buffers)]
                 t = time.perf_counter()
@@ -533,46 +578,53 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{kind:<9} {label:<16} {n:>10,} {median:>9.2f} {rates[label]:>10,.0f} "
                           f"{rates[label] * args.features:>12,.0f} {ratio:>10}  {peak}", flush=True)
                 row = {"store": kind, **rates, "worker_peak_mib": max(peaks) if peaks else None}
-                if args.update:
-                    pass  # the ceilings below are bulk loads into an empty table: no measure of an update
-                elif kind == "redis":
-                    m = min(args.ceiling_entities, args.entities)
+                m = min(args.ceiling_entities, args.entities)
+                if kind == "redis":
                     project = f"ceil_{uuid.uuid4().hex[:8]}"
+                    # with --update the HSETs are over stored hashes: the rows of the first pass
                     commands = resp_hset_commands(full, args.features, project, m)
                     times = []
                     for _ in range(args.runs):
                         clear_redis(args.redis_db, project)
+                        if args.update:
+                            run_redis_ceiling(commands, args.redis_db)
                         times.append(run_redis_ceiling(commands, args.redis_db))
-                    check_ceiling_layout(commands, sky.project, project, args.redis_db)
+                    if not args.update:  # skyfeast stored the second day's values: other bytes
+                        check_ceiling_layout(commands, sky.project, project, args.redis_db)
                     clear_redis(args.redis_db, project)
                     ceiling = _rate(m, statistics.median(times))
                     row["ceiling"] = ceiling
-                    print(f"{kind:<9} {'raw HSET ceiling':<16} {m:>10,} {statistics.median(times):>9.2f} "
+                    label = "HSET over stored" if args.update else "raw HSET ceiling"
+                    print(f"{kind:<9} {label:<16} {m:>10,} {statistics.median(times):>9.2f} "
                           f"{ceiling:>10,.0f} {ceiling * args.features:>12,.0f} "
                           f"{ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
                     print(f"{kind:<9} skyfeast at {rates['skyfeast'] / ceiling:.0%} of one connection pipelining "
-                          "Feast's own HSETs (no newest-wins check; skyfeast creates new hashes with RESTORE, "
-                          "which costs the server less, so it can pass this)", flush=True)
-                elif kind in ("sqlite", "postgres"):
-                    m = min(args.ceiling_entities, args.entities)
+                          "Feast's own HSETs" + (" over stored hashes (no newest-wins check, which skyfeast's script "
+                                                 "makes per key)" if args.update else
+                                                 " (no newest-wins check; skyfeast creates new hashes with RESTORE, "
+                                                 "which costs the server less, so it can pass this)"), flush=True)
+                else:
+                    what = "upsert over stored rows" if args.update else "bulk load into an empty table"
                     if kind == "sqlite":
-                        secs, m = sqlite_ceiling(sky, tmp / kind, m, args.runs)
-                        label, what = "SQL bulk ceiling", "one-connection in-SQLite bulk INSERT ... SELECT ceiling"
+                        secs, m = sqlite_ceiling(sky, tmp / kind, m, args.runs, upsert=args.update)
+                        label = "SQL upsert ceil." if args.update else "SQL bulk ceiling"
+                        what = f"one-connection in-SQLite INSERT ... SELECT ceiling ({what})"
                     else:
-                        secs, m = postgres_ceiling(sky, m, args.runs)
-                        label, what = "raw COPY ceiling", "one-connection binary COPY ceiling"
+                        secs, m = postgres_ceiling(sky, m, args.runs, upsert=args.update)
+                        label = "COPY+upsert ceil" if args.update else "raw COPY ceiling"
+                        what = f"one-connection binary COPY ceiling ({what})"
                     ceiling = row["ceiling"] = _rate(m, secs)
                     print(f"{kind:<9} {label:<16} {m:>10,} {secs:>9.2f} {ceiling:>10,.0f} "
                           f"{ceiling * args.features:>12,.0f} {ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
                     if kind == "postgres" and args.workers > 1:
                         # skyfeast's workers copy at once, so show what that many connections reach.
-                        secs2, m2 = postgres_ceiling(sky, m, args.runs, connections=args.workers)
+                        secs2, m2 = postgres_ceiling(sky, m, args.runs, connections=args.workers, upsert=args.update)
                         parallel = row["parallel_ceiling"] = _rate(m2, secs2)
-                        print(f"{kind:<9} {f'{args.workers}-conn COPY':<16} {m2:>10,} {secs2:>9.2f} {parallel:>10,.0f} "
-                              f"{parallel * args.features:>12,.0f} {parallel / rates['vanilla Feast']:>9.1f}x",
-                              flush=True)
+                        print(f"{kind:<9} {f'{args.workers} conns at once':<16} {m2:>10,} {secs2:>9.2f} "
+                              f"{parallel:>10,.0f} {parallel * args.features:>12,.0f} "
+                              f"{parallel / rates['vanilla Feast']:>9.1f}x", flush=True)
                     print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / ceiling:.0%} of the {what} into Feast's "
-                          "table (prebuilt rows, no newest-wins check)", flush=True)
+                          "table (prebuilt rows)", flush=True)
                 summary.append(row)
             finally:
                 for repo in (sky, van):
@@ -585,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
                   f" = {row['skyfeast'] / row['vanilla Feast']:.1f}x"
                   + (f"; {row['skyfeast'] / row['ceiling']:.0%} of the store's raw one-connection ceiling ({row['ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
                      if "ceiling" in row else "")
-                  + (f"; {row['skyfeast'] / row['parallel_ceiling']:.0%} of {args.workers} connections copying at once "
+                  + (f"; {row['skyfeast'] / row['parallel_ceiling']:.0%} of {args.workers} connections at once "
                      f"({row['parallel_ceiling'] / row['vanilla Feast']:.1f}x vanilla)"
                      if "parallel_ceiling" in row else "")
                   + (f"; peak worker RSS {row['worker_peak_mib']:,.0f} MiB" if row["worker_peak_mib"] else ""))
