@@ -743,7 +743,7 @@ def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
     with RedisWriter(target, restore=False) as other:
         other.write(_late_rows(t_new, 2.0, "new"))
     with RedisWriter(target) as writer:
-        writer.write(rows)  # both keys exist: BUSYKEY, then the script, which keeps the newer row
+        writer.write(rows)  # both keys stored: the probe sends them to the script, which keeps the newer row
         assert writer.restored == 0 and writer.written == 0
     assert _read(ours)["m_str"] == ["new", "new"]
 
