@@ -320,10 +320,11 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
     ``books`` maps view name → :class:`scheduler.executor.ChunkBook`: partitions
     already in ``book.done`` are skipped, and a view's partitioning (count, and
     key ranges for key-ordered stores) is fixed by its first attempt.  Missing
-    entries are created (pass the same dict to a retry on another cluster).  ``record(view, start, end)`` is called once a
-    view's last partition is written.  A failure in one view cancels that view
-    only; its :class:`ViewResult` carries the error.  Never raises for a view's
-    failure; ``KeyboardInterrupt`` cancels everything and propagates.
+    entries are created (pass the same dict to a retry on another cluster).
+    ``record(view, start, end)`` is called once a view's last partition is
+    written.  A failure in one view cancels that view only; its
+    :class:`ViewResult` carries the error.  Never raises for a view's failure;
+    ``KeyboardInterrupt`` cancels everything and propagates.
     """
     import dask
     from distributed import as_completed

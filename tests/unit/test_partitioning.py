@@ -131,11 +131,11 @@ def test_ranges_survive_the_ledger_round_trip():
 def test_null_join_keys_go_to_partition_zero_and_others_are_unchanged():
     from featurestore.partitioning import PART_COLUMN, _with_part
 
-    Target = _int_target()
+    target = _int_target()
     frame = pd.DataFrame({"user_id": pd.array([5, None, 9, 11], dtype="Int64"), "x": [1, 2, 3, 4]})
     keys = entity_keys(pa.table({"user_id": [5, 9, 11]}), {"user_id": ValueType.INT64})
     ranges = key_ranges(keys, 3)
-    got = _with_part(frame, Target, ranges)
+    got = _with_part(frame, target, ranges)
     assert got[PART_COLUMN].tolist() == [partition_of(keys, ranges)[0], 0, *partition_of(keys, ranges)[1:]]
     assert got["x"].tolist() == [1, 2, 3, 4]
 
