@@ -4,7 +4,7 @@ Only modules in this package import cloud SDKs (boto3, google.cloud). Their
 errors are translated into the neutral errors of :mod:`adapters.base`.
 """
 
-from adapters.base import (
+from skyfeast.adapters.base import (
     AdapterError,
     ClusterConnector,
     NotFound,
@@ -13,7 +13,7 @@ from adapters.base import (
     QuotaExceeded,
     Transient,
 )
-from adapters.registry import make_cluster, make_store
+from skyfeast.adapters.registry import make_cluster, make_store
 
 __all__ = [
     "AdapterError",

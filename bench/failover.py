@@ -63,7 +63,7 @@ def setup(dest: Path, seed_args: list[str]) -> Path:
 def chunk_times(ledger, run_id: int) -> list[float]:
     import sqlalchemy as sa
 
-    from scheduler.ledger_schema import chunks_t
+    from skyfeast.scheduler.ledger.schema import chunks_t
 
     with ledger.engine.connect() as conn:
         rows = conn.execute(sa.select(chunks_t.c.done_at).where(chunks_t.c.run_id == run_id)).all()
@@ -83,8 +83,8 @@ def fault_free(runner, job, window) -> dict:
 
 def ready(runner, job, provider: str, timeout: float = 300) -> bool:
     """Bring ``provider``'s cluster back (a kill leaves it dead) and wait until it is preferred again."""
-    from scheduler.drill import warm_up
-    from scheduler.policy import place
+    from skyfeast.scheduler.control.policy import place
+    from skyfeast.scheduler.drills.drill import warm_up
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from scheduler.commands import _runtime
-    from scheduler.config import load_config
-    from scheduler.console import ProgressReporter
-    from scheduler.drill import run_drill
-    from scheduler.windows import latest_window, parse_time
+    from skyfeast.scheduler.app import open_runtime
+    from skyfeast.scheduler.cli.console import ProgressReporter
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.drills.drill import run_drill
+    from skyfeast.scheduler.timing.windows import latest_window, parse_time
 
     tmp = Path(tempfile.mkdtemp(prefix="skyfeast-bench-failover-"))
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         window = latest_window(job.schedule, parse_time(AT))
         # one runtime (ledger, pool, monitor, clusters) for every run: clusters stay up between
         # runs as in a daemon, and a cluster start (tens of seconds here) is not in any figure
-        with ProgressReporter(quiet=True) as reporter, _runtime(cfg, reporter) as runner:
+        with ProgressReporter(quiet=True) as reporter, open_runtime(cfg, reporter) as rt:
+            runner = rt.runner
             for i in range(args.trials):
                 t = {"trial": i + 1}
                 if not ready(runner, job, "aws"):

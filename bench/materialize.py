@@ -207,7 +207,7 @@ def clear_redis(db: int, project: str) -> None:
 
 
 def run_skyfeast(repo: Repo, client, start: datetime = START, end: datetime = END) -> float:
-    from featurestore.materialize import materialize
+    from skyfeast.featurestore.materialize import materialize
 
     t = time.perf_counter()
     materialize(repo.path, [VIEW], start, end, client=client)
@@ -516,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     vanilla_n = min(args.vanilla_entities, args.entities)
 
-    import adapters.clusters.local as local_clusters
-    from adapters.clusters.local import LocalConnector
+    import skyfeast.adapters.clusters.local as local_clusters
+    from skyfeast.adapters.clusters.local import LocalConnector
 
     local_clusters.START_TIMEOUT = args.start_timeout
 

@@ -36,8 +36,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from featurestore.repo import FeastRepo, load_store
-from featurestore.writers import writer_for
+from skyfeast.featurestore.repo import FeastRepo, load_store
+from skyfeast.featurestore.writers import writer_for
 
 
 def _reachable(port: int) -> bool:

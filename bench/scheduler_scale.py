@@ -82,10 +82,10 @@ def main() -> int:
     cfg_path = build_project(tmp / "p", args.feature_jobs, args.model_jobs, args.state)
 
     t0 = time.perf_counter()
-    from scheduler.config import load_config
-    from scheduler.daemon import Daemon
-    from scheduler.ledger import Ledger
-    from scheduler.runner import Outcome
+    from skyfeast.scheduler.app.daemon import Daemon
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.run.runner import Outcome
 
     cfg = load_config(cfg_path)
     ledger = Ledger(cfg.state_url)
@@ -129,7 +129,7 @@ def main() -> int:
         with ledger.engine.connect() as conn:
             import sqlalchemy as sa
 
-            from scheduler.ledger_schema import runs_t
+            from skyfeast.scheduler.ledger.schema import runs_t
 
             done = conn.execute(sa.select(sa.func.count()).where(runs_t.c.status == "succeeded")).scalar_one()
         if done >= expected:

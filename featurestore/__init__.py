@@ -1,3 +1,3 @@
 """Everything that touches Feast: repo access, online writes, registry bookkeeping."""
 
-from featurestore import _typechecks  # noqa: F401  (before Feast is imported: see that module)
+from skyfeast.featurestore import _typechecks  # noqa: F401  (before Feast is imported: see that module)

@@ -3,7 +3,7 @@
 In ``feature_store.yaml``::
 
     batch_engine:
-      type: featurestore.engine.DaskComputeEngine
+      type: skyfeast.featurestore.engine.DaskComputeEngine
       # at most one of these two; with neither, a LocalCluster of `workers` × `threads`:
       skyfeast_config: ../skyfeast.yaml   # its providers, highest priority first, with failover
       address: tcp://scheduler:8786       # an existing Dask scheduler
@@ -37,7 +37,6 @@ engine too.  A LocalCluster lives for one ``materialize`` call.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -53,16 +52,16 @@ from feast.infra.compute_engines.base import ComputeEngine
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import Field, StrictStr, model_validator
 
-from featurestore.materialize import MaterializeError, ViewResult, plan_view, run_with_failover
+from skyfeast.featurestore.materialize import MaterializeError, ViewResult, plan_view, run_with_failover
 
 log = logging.getLogger("skyfeast.engine")
-ENGINE_TYPE = "featurestore.engine.DaskComputeEngine"
+ENGINE_TYPE = "skyfeast.featurestore.engine.DaskComputeEngine"
 
 
 class DaskComputeEngineConfig(FeastConfigBaseModel):
     """``batch_engine`` settings; Feast finds this class by the engine's name + ``Config``."""
 
-    type: Literal["featurestore.engine.DaskComputeEngine"] = ENGINE_TYPE
+    type: Literal["skyfeast.featurestore.engine.DaskComputeEngine"] = ENGINE_TYPE
     skyfeast_config: StrictStr | None = None
     """Path of a skyfeast.yaml (relative to the Feast repo) whose providers run the work."""
     address: StrictStr | None = None
@@ -82,7 +81,7 @@ class DaskComputeEngineConfig(FeastConfigBaseModel):
         if self.tls is not None:
             if not self.address:
                 raise ValueError("batch_engine: tls applies to address only")
-            from scheduler.config import ClusterTLS
+            from skyfeast.adapters.clusters._tls import ClusterTLS
 
             ClusterTLS.model_validate(self.tls)  # unknown or missing keys are named here, at feast apply
         return self
@@ -117,24 +116,25 @@ class DaskMaterializationJob(MaterializationJob):
 
 
 Providers = Sequence[tuple[str, Callable[[], Any]]]
+PROVIDER_SOURCES = "skyfeast.provider_sources"
+"""Entry-point group of the callables that turn a ``skyfeast_config`` path into providers.
+
+The scheduler registers ``skyfeast.scheduler.app:engine_providers`` there (see
+pyproject.toml): this layer states the contract and never imports the scheduler.
+A source is called as ``source(path)`` and returns a context manager yielding
+``(name, connect)`` pairs, best first, that closes the providers on exit; it raises
+a :class:`ValueError` subclass with a readable message for an invalid file."""
 
 
-@contextlib.contextmanager
 def skyfeast_providers(config_path: str | Path):
-    """Yield ``(name, connect)`` for the providers of a skyfeast.yaml, best first; closes them after.
+    """``(name, connect)`` for the providers of a skyfeast.yaml, best first, as a context manager."""
+    from importlib.metadata import entry_points
 
-    Raises ``scheduler.errors.ConfigError`` for an invalid file.
-    """
-    from scheduler.config import load_config
-    from scheduler.policy import place
-    from scheduler.providers import ProviderPool
-
-    cfg = load_config(config_path, check_imports=False, check_feast=False)
-    pool = ProviderPool(cfg)
-    try:
-        yield [(name, functools.partial(pool.client, name)) for name in place(list(cfg.providers), pool.views())]
-    finally:
-        pool.close()
+    sources = entry_points(group=PROVIDER_SOURCES)
+    if not sources:
+        raise MaterializeError(f"batch_engine: skyfeast_config needs skyfeast's scheduler installed "
+                               f"(no entry point in group {PROVIDER_SOURCES!r})")
+    return next(iter(sources)).load()(config_path)
 
 
 @contextlib.contextmanager
@@ -146,9 +146,11 @@ def _connector(connector, name: str):
 
 
 class DaskComputeEngine(ComputeEngine):
+    config_class: type[DaskComputeEngineConfig] = DaskComputeEngineConfig
+
     def __init__(self, *, repo_config, offline_store, online_store, **settings):
         super().__init__(repo_config=repo_config, offline_store=offline_store, online_store=online_store)
-        self.config = DaskComputeEngineConfig(**settings)
+        self.config = self.config_class(**settings)
 
     @property
     def supports_batch(self) -> bool:
@@ -178,13 +180,11 @@ class DaskComputeEngine(ComputeEngine):
                 path = Path(self.repo_config.repo_path) / path
             return skyfeast_providers(path)
         if cfg.address:
-            from adapters.registry import make_cluster
-            from scheduler.config import AddressCluster
+            from skyfeast.adapters.registry import address_connector
 
-            model = AddressCluster(type="address", address=cfg.address, tls=cfg.tls)
             base = Path(self.repo_config.repo_path) if self.repo_config.repo_path is not None else None
-            return _connector(make_cluster(model, "address", base_dir=base), "address")
-        from adapters.clusters.local import LocalConnector
+            return _connector(address_connector(cfg.address, tls=cfg.tls, base_dir=base), "address")
+        from skyfeast.adapters.clusters.local import LocalConnector
 
         return _connector(LocalConnector(workers=cfg.workers, threads=cfg.threads, memory_limit="auto",
                                          name="feast-engine"), "local")

@@ -52,7 +52,7 @@ from typing import Any
 
 import pandas as pd
 
-from featurestore.repo import FeastRepo, FeastRepoError, WriteTarget, _quiet
+from skyfeast.featurestore.repo import FeastRepo, FeastRepoError, WriteTarget, _quiet
 
 ProgressFn = Callable[[int, int], None]
 RecordFn = Callable[[str, datetime, datetime], None]
@@ -208,7 +208,7 @@ def _views(repo: FeastRepo, names: list[str] | None) -> list:
 
 # --------------------------------------------------------------------------- worker side
 def _write_partition(pdf: pd.DataFrame, target: WriteTarget) -> dict:
-    from featurestore.online import write_latest
+    from skyfeast.featurestore.online import write_latest
 
     rows = write_latest(pdf, target) if len(pdf) else 0
     return {"rows_in": len(pdf), "rows": rows}
@@ -259,7 +259,7 @@ def _n_workers(client) -> int:
 
 
 def _new_book():
-    from scheduler.executor import ChunkBook
+    from skyfeast.scheduler.run.executor import ChunkBook
 
     return ChunkBook()
 
@@ -276,8 +276,8 @@ class _Run:
 
 def is_infrastructure(exc: BaseException) -> bool:
     """True when another cluster may succeed: anything but bad input, bad data or a missing table."""
-    from featurestore.online import OutputSchemaError
-    from featurestore.writers import EncodingError, StoreNotReadyError
+    from skyfeast.featurestore.online import OutputSchemaError
+    from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError
 
     data = (MaterializeError, FeastRepoError, OutputSchemaError, EncodingError, StoreNotReadyError,
             FileNotFoundError, KeyError, TypeError, ValueError)
@@ -288,7 +288,7 @@ def _split(client, runs: list[_Run], frames: dict, default_parts: int) -> None:
     """Fix each new run's partitioning in its book: key ranges from a sample of the input
     for stores kept in key order, a hash of the join keys otherwise.  Books that already
     have one (a resumed run) keep it."""
-    from featurestore.partitioning import keeps_key_order, key_ranges, sample_rows, serialised_keys
+    from skyfeast.featurestore.partitioning import keeps_key_order, key_ranges, sample_rows, serialised_keys
 
     new = [r for r in runs if r.book.partitions is None]
     ranged = [r for r in new if keeps_key_order(r.plan.target)]
@@ -352,7 +352,7 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
         try:
             with client.as_current():  # lets dask pick this cluster's p2p shuffle
                 if book.ranges is not None:
-                    from featurestore.partitioning import range_shuffle
+                    from skyfeast.featurestore.partitioning import range_shuffle
 
                     parts = range_shuffle(ddf, plan.target, book.ranges).to_delayed()
                 else:

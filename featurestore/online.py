@@ -14,7 +14,7 @@ import threading
 import pandas as pd
 import pyarrow as pa
 
-from featurestore.repo import WriteTarget
+from skyfeast.featurestore.repo import WriteTarget
 
 _local = threading.local()  # writers are not thread-safe: one per worker thread
 
@@ -34,7 +34,7 @@ def check_columns(frame: pd.DataFrame, target: WriteTarget) -> None:
 
 
 def _writer(target: WriteTarget):
-    from featurestore.writers import writer_for
+    from skyfeast.featurestore.writers import writer_for
 
     cache = getattr(_local, "writers", None)
     if cache is None:

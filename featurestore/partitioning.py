@@ -36,10 +36,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.repo import WriteTarget
-from featurestore.writers import _columns as col
-from featurestore.writers._encode import entity_keys
-from featurestore.writers.base import join_key_types
+from skyfeast.featurestore.repo import WriteTarget
+from skyfeast.featurestore.writers import _columns as col
+from skyfeast.featurestore.writers._encode import entity_keys
+from skyfeast.featurestore.writers.base import join_key_types
 
 WIDTH = 32  # bytes of each key compared after the common prefix
 PART_COLUMN = "_partitions"  # the name Dask's shuffle takes as partition numbers, unhashed
@@ -193,6 +193,6 @@ def _dask_shuffle():
 
 def keeps_key_order(target: WriteTarget) -> bool:
     """True when the native writer for ``target``'s store writes into a key-ordered B-tree."""
-    from featurestore.writers import writer_class
+    from skyfeast.featurestore.writers import writer_class
 
     return getattr(writer_class(target), "key_ordered", False)

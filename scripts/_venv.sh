@@ -25,7 +25,7 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   status=${PIPESTATUS[0]}
   set -e
   [ "$status" -eq 0 ] || { echo "pip install failed (exit $status)" >&2; exit 1; }
-  "$VENV/bin/python" -c 'import scheduler, featurestore, adapters, feast, distributed' \
+  "$VENV/bin/python" -c 'import skyfeast.scheduler, skyfeast.featurestore, skyfeast.adapters, feast, distributed' \
     || { echo "install failed" >&2; exit 1; }
   if [ "$EXTRAS" = "test" ]; then
     "$VENV/bin/python" -c 'import pytest, psycopg, psycopg_pool, redis, boto3, s3fs, gcsfs, moto, psutil' \

@@ -14,9 +14,9 @@ import importlib
 import logging
 from types import ModuleType
 
-from adapters.base import AdapterError, ClusterConnector, translating
-from adapters.clusters._client import open_client
-from adapters.clusters._tls import translate_comm_error
+from skyfeast.adapters.base import AdapterError, ClusterConnector, translating
+from skyfeast.adapters.clusters._client import open_client
+from skyfeast.adapters.clusters._tls import translate_comm_error
 
 log = logging.getLogger("skyfeast.clusters")
 

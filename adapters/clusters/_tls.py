@@ -1,4 +1,5 @@
-"""TLS for Dask connections: ``distributed.security.Security`` from file paths, and TLS failures as neutral errors."""
+"""TLS for Dask connections: the settings model, ``distributed.security.Security`` from file paths, and TLS
+failures as neutral errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,26 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
-from adapters.base import AdapterError, PermissionDenied, Transient
+from pydantic import BaseModel, ConfigDict, Field
+
+from skyfeast.adapters.base import AdapterError, PermissionDenied, Transient
+
+
+class ClusterTLS(BaseModel):
+    """Client side of mutual TLS, handed to ``distributed.security.Security``.
+
+    Paths are relative to the config file. ``key`` may be omitted when ``cert``
+    holds the private key too. (Whether the files exist is checked in
+    the scheduler's config checks, where the config file's directory is known.)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    ca_file: str = Field(min_length=1, description="CA certificate(s) the scheduler's certificate must chain to")
+    cert: str = Field(min_length=1, description="client certificate (PEM)")
+    key: str | None = Field(None, min_length=1, description="client private key (PEM); default: inside `cert`")
+    require_encryption: bool = Field(True, description="refuse unencrypted connections")
+
 
 
 def make_security(*, ca_file: str | Path, cert: str | Path, key: str | Path | None = None,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from adapters.base import ClusterConnector, translating
-from adapters.clusters._client import open_client
-from adapters.clusters._tls import translate_comm_error
+from skyfeast.adapters.base import ClusterConnector, translating
+from skyfeast.adapters.clusters._client import open_client
+from skyfeast.adapters.clusters._tls import translate_comm_error
 
 log = logging.getLogger("skyfeast.clusters.address")
 

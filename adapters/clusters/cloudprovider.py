@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.clusters._sdk import SDKConnector, require
+from skyfeast.adapters.clusters._sdk import SDKConnector, require
 
 BACKENDS = {"ec2": ("dask_cloudprovider.aws", "EC2Cluster"), "gcp": ("dask_cloudprovider.gcp", "GCPCluster")}
 

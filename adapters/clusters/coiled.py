@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.base import AdapterError, NotFound
-from adapters.clusters._sdk import SDKConnector, require
-from adapters.clusters._tls import translate_comm_error
+from skyfeast.adapters.base import AdapterError, NotFound
+from skyfeast.adapters.clusters._sdk import SDKConnector, require
+from skyfeast.adapters.clusters._tls import translate_comm_error
 
 
 class CoiledConnector(SDKConnector):

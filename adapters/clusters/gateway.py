@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from adapters.base import AdapterError, NotFound, PermissionDenied, Transient
-from adapters.clusters._client import open_client
-from adapters.clusters._sdk import SDKConnector, require
-from adapters.clusters._tls import translate_comm_error
+from skyfeast.adapters.base import AdapterError, NotFound, PermissionDenied, Transient
+from skyfeast.adapters.clusters._client import open_client
+from skyfeast.adapters.clusters._sdk import SDKConnector, require
+from skyfeast.adapters.clusters._tls import translate_comm_error
 
 
 def make_auth(kind: str, *, username: str | None = None, password: str | None = None,

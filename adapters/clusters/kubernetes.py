@@ -7,9 +7,9 @@ call made here follows dask-kubernetes' ``KubeCluster.from_name`` (which sets
 
 from __future__ import annotations
 
-from adapters.base import AdapterError, NotFound
-from adapters.clusters._sdk import SDKConnector, require
-from adapters.clusters._tls import translate_comm_error
+from skyfeast.adapters.base import AdapterError, NotFound
+from skyfeast.adapters.clusters._sdk import SDKConnector, require
+from skyfeast.adapters.clusters._tls import translate_comm_error
 
 
 class KubernetesConnector(SDKConnector):

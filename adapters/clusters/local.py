@@ -21,9 +21,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import tempfile
 import threading
 import time
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from adapters.base import ClusterConnector, Transient
+from skyfeast.adapters.base import ClusterConnector, Transient
 
 log = logging.getLogger("skyfeast.clusters.local")
 START_TIMEOUT = 120.0  # the scheduler imports PRELOAD first: tens of seconds on a loaded 2-core box

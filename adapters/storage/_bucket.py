@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import ClassVar
 
-from adapters.base import NotFound, ObjectStore, PermissionDenied
+from skyfeast.adapters.base import NotFound, ObjectStore, PermissionDenied
 
 GLOB_CHARS = "*?["
 

@@ -24,8 +24,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient, translating
-from adapters.storage._bucket import BucketStore, MissingExtra
+from skyfeast.adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient, translating
+from skyfeast.adapters.storage._bucket import BucketStore, MissingExtra
 
 QUOTA_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
 

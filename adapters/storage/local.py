@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from adapters.base import AdapterError, NotFound, ObjectStore, PermissionDenied, QuotaExceeded, Transient
+from skyfeast.adapters.base import AdapterError, NotFound, ObjectStore, PermissionDenied, QuotaExceeded, Transient
 
 
 @contextlib.contextmanager

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient, translating
-from adapters.storage._bucket import BucketStore, MissingExtra
+from skyfeast.adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient, translating
+from skyfeast.adapters.storage._bucket import BucketStore, MissingExtra
 
 NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload"}
 DENIED = {

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import joblib
 import numpy as np
-
 from seed import generate, parse_end
 from transforms import user_features
 

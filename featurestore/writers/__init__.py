@@ -9,7 +9,7 @@
 and the exception tree.
 """
 
-from featurestore.writers.base import (
+from skyfeast.featurestore.writers.base import (
     EncodingError,
     OnlineWriter,
     StoreNotReadyError,

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from feast.value_type import ValueType
 
-from featurestore.writers import _columns as col
+from skyfeast.featurestore.writers import _columns as col
 
 # Protobuf tags (field number << 3 | wire type) of feast.types.Value.
 _TAG_BYTES, _TAG_STRING, _TAG_INT32, _TAG_INT64 = 0x0A, 0x12, 0x18, 0x20

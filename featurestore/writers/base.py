@@ -30,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.online import OutputSchemaError
-from featurestore.repo import WriteTarget
-from featurestore.writers._encode import (
+from skyfeast.featurestore.online import OutputSchemaError
+from skyfeast.featurestore.repo import WriteTarget
+from skyfeast.featurestore.writers._encode import (
     EncodingError,
     FeatureColumn,
     entity_keys,
@@ -247,18 +247,18 @@ def writer_class(target: WriteTarget) -> type[OnlineWriter]:
     kind = getattr(store, "type", None)
     native = cfg.entity_key_serialization_version == 3 and not getattr(store, "vector_enabled", False)
     if native and kind in _SQLITE_TYPES:
-        from featurestore.writers.sqlite import SqliteWriter
+        from skyfeast.featurestore.writers.sqlite import SqliteWriter
 
         return SqliteWriter
     if native and kind == "redis" and getattr(store.redis_type, "value", store.redis_type) == "redis":
-        from featurestore.writers.redis import RedisWriter
+        from skyfeast.featurestore.writers.redis import RedisWriter
 
         return RedisWriter
     if native and kind == "postgres":
-        from featurestore.writers.postgres import PostgresWriter
+        from skyfeast.featurestore.writers.postgres import PostgresWriter
 
         return PostgresWriter
-    from featurestore.writers.fallback import FallbackWriter
+    from skyfeast.featurestore.writers.fallback import FallbackWriter
 
     return FallbackWriter
 

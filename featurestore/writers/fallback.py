@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 
-from featurestore.online import OutputSchemaError
-from featurestore.repo import WriteTarget
-from featurestore.writers.base import OnlineWriter, created_column, prepare
+from skyfeast.featurestore.online import OutputSchemaError
+from skyfeast.featurestore.repo import WriteTarget
+from skyfeast.featurestore.writers.base import OnlineWriter, created_column, prepare
 
 
 class FallbackWriter(OnlineWriter):

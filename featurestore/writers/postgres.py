@@ -34,10 +34,10 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-from featurestore.repo import WriteTarget
-from featurestore.writers import _columns as col
-from featurestore.writers._columns import to_list
-from featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
+from skyfeast.featurestore.repo import WriteTarget
+from skyfeast.featurestore.writers import _columns as col
+from skyfeast.featurestore.writers._columns import to_list
+from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
 
 _STAGE = "skyfeast_online_stage"
 _STAGE_COLUMNS = ("entity_key", "feature_name", "value", "value_text", "value_num", "event_ts", "created_ts")

@@ -39,10 +39,10 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-from featurestore.repo import WriteTarget
-from featurestore.writers import _columns as col
-from featurestore.writers._encode import timestamp_proto
-from featurestore.writers.base import Batch, EncodingWriter
+from skyfeast.featurestore.repo import WriteTarget
+from skyfeast.featurestore.writers import _columns as col
+from skyfeast.featurestore.writers._encode import timestamp_proto
+from skyfeast.featurestore.writers.base import Batch, EncodingWriter
 
 # KEYS: hash keys.  ARGV: n_features, ts_field, ttl, field names..., then per key:
 # serialised Timestamp, value_1..value_n.  Returns the number of keys written.

@@ -40,10 +40,10 @@ except ImportError:  # not POSIX: SQLite's busy handler alone
 
 import numpy as np
 
-from featurestore.repo import WriteTarget
-from featurestore.writers._columns import to_list
-from featurestore.writers._encode import sqlite_seconds
-from featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
+from skyfeast.featurestore.repo import WriteTarget
+from skyfeast.featurestore.writers._columns import to_list
+from skyfeast.featurestore.writers._encode import sqlite_seconds
+from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
 
 _STAGE = "skyfeast_stage"
 # Features per staging pass: 3 + 3 * 200 columns and bound variables stay far

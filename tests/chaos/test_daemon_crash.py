@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from scheduler.ledger import Fenced, Ledger
+from skyfeast.scheduler.ledger import Fenced, Ledger
 from tests.chaos.conftest import DaemonProc, add_slow_transform, chaos_edit, future_end, wait_for
 from tests.integration.conftest import make_project
 from tests.integration.reference import expected_features, load_events

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.drill import run_drill
+from skyfeast.scheduler.drills.drill import run_drill
 from tests.chaos.conftest import future_end
 from tests.conftest import ROOT
 from tests.integration.conftest import make_project

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from adapters.base import Transient
-from scheduler.faults import BucketStorageOutage
+from skyfeast.adapters.base import Transient
+from skyfeast.scheduler.drills.faults import BucketStorageOutage
 from tests.emulators import S3_KEYS, make_s3_bucket, need_sdk
 
 pytestmark = pytest.mark.chaos
@@ -26,7 +26,7 @@ def _task_write(url: str, opts: dict, data: bytes) -> None:
 
 def test_s3_outage_cuts_control_plane_and_in_flight_tasks_then_restores(moto_server):
     need_sdk("S3 backend", "s3", "boto3", "s3fs")
-    from adapters.storage.s3 import S3Store
+    from skyfeast.adapters.storage.s3 import S3Store
 
     endpoint = moto_server.endpoint
     store = S3Store(make_s3_bucket(endpoint), "drill", endpoint_url=endpoint, **S3_KEYS)

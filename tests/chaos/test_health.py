@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from scheduler.config import HealthSettings, LocalCluster, LocalStorage, Provider
-from scheduler.health import HealthMonitor
-from scheduler.policy import ProviderState
-from scheduler.providers import ProviderPool
+from skyfeast.scheduler.config import HealthSettings, LocalCluster, LocalStorage, Provider
+from skyfeast.scheduler.control.health import HealthMonitor
+from skyfeast.scheduler.control.policy import ProviderState
+from skyfeast.scheduler.control.providers import ProviderPool
 
 pytestmark = pytest.mark.chaos
 

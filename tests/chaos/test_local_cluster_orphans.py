@@ -17,7 +17,7 @@ pytestmark = pytest.mark.chaos
 
 CHILD = r"""
 import json, sys, threading, time
-from adapters.clusters.local import LocalConnector
+from skyfeast.adapters.clusters.local import LocalConnector
 
 # other threads importing and allocating while the cluster's processes are forked
 def churn():

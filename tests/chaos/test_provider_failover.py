@@ -11,7 +11,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from scheduler.ledger import Ledger
+from skyfeast.scheduler.ledger import Ledger
 from tests.chaos.conftest import wait_for
 from tests.chaos.test_daemon_crash import _assert_online_equals_fresh_computation
 from tests.integration.conftest import AT, BIN, Spawned, make_project, skyfeast_json

@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adapters.storage.s3 import S3Store
-from scheduler.ledger import Ledger
-from scheduler.offline import read_manifest
-from scheduler.windows import Window
+from skyfeast.adapters.storage.s3 import S3Store
+from skyfeast.scheduler.ledger import Ledger
+from skyfeast.scheduler.run.offline import read_manifest
+from skyfeast.scheduler.timing.windows import Window
 from tests.chaos.conftest import DaemonProc, wait_for
 from tests.emulators import S3_KEYS, make_s3_bucket, running, start_moto
 from tests.integration.conftest import BIN, make_project

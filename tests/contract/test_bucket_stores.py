@@ -17,9 +17,8 @@ import time
 import fsspec
 import pytest
 
+from skyfeast.adapters.base import NotFound, ObjectStore, PermissionDenied, Transient
 from tests.conftest import importorskip
-
-from adapters.base import NotFound, ObjectStore, PermissionDenied, Transient
 from tests.emulators import S3_KEYS, closed_port, make_gcs_bucket, make_s3_bucket, need_sdk, unique_bucket
 
 
@@ -27,12 +26,12 @@ def _bucket_store(request: pytest.FixtureRequest, kind: str, bucket: str | None 
                   **kw) -> ObjectStore:
     if kind == "s3":
         need_sdk("S3 backend", "s3", "boto3", "s3fs")
-        from adapters.storage.s3 import S3Store
+        from skyfeast.adapters.storage.s3 import S3Store
 
         endpoint = endpoint or request.getfixturevalue("moto_server").endpoint
         return S3Store(bucket or make_s3_bucket(endpoint), endpoint_url=endpoint, **{**S3_KEYS, **kw})
     need_sdk("GCS backend", "gcs", "google.cloud.storage", "gcsfs")
-    from adapters.storage.gcs import GCSStore
+    from skyfeast.adapters.storage.gcs import GCSStore
 
     endpoint = endpoint or request.getfixturevalue("gcs_emulator").endpoint
     return GCSStore(bucket or make_gcs_bucket(endpoint), project="skyfeast-test", endpoint=endpoint, **kw)
@@ -153,7 +152,7 @@ def moto_with_auth():
     ("no-policy", "AccessDenied"),
 ])
 def test_s3_bad_credentials_are_permission_denied(moto_with_auth, who, code):
-    from adapters.storage.s3 import S3Store
+    from skyfeast.adapters.storage.s3 import S3Store
 
     endpoint, bucket, (akid, secret), denied = moto_with_auth
     creds = {"unknown-key": ("AKIANOSUCHKEY0000000", secret), "wrong-secret": (akid, "not-the-secret"),
@@ -175,7 +174,7 @@ def test_s3_bad_credentials_are_permission_denied(moto_with_auth, who, code):
 
 
 def test_s3_without_any_credentials_is_permission_denied(request, monkeypatch, tmp_path):
-    from adapters.storage.s3 import S3Store
+    from skyfeast.adapters.storage.s3 import S3Store
 
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
@@ -193,7 +192,7 @@ def test_s3_without_any_credentials_is_permission_denied(request, monkeypatch, t
 # --------------------------------------------------------------------------- construction, urls, options (no I/O)
 def test_s3_url_and_storage_options():
     importorskip("boto3")
-    from adapters.storage.s3 import S3Store
+    from skyfeast.adapters.storage.s3 import S3Store
 
     full = S3Store("b", prefix="/runs/a/", region="eu-west-1", endpoint_url="http://h:1", access_key_id="K",
                    secret_access_key="S", session_token="T")
@@ -210,7 +209,7 @@ def test_s3_url_and_storage_options():
 
 def test_gcs_url_and_storage_options(monkeypatch, tmp_path):
     importorskip("google.cloud.storage")
-    from adapters.storage.gcs import GCSStore
+    from skyfeast.adapters.storage.gcs import GCSStore
 
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud application-default credentials

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from scheduler.errors import UserError
-from scheduler.ledger import SCHEMA_VERSION, Ledger, LedgerError, RunRow
+from skyfeast.scheduler.errors import UserError
+from skyfeast.scheduler.ledger import SCHEMA_VERSION, Ledger, LedgerError, RunRow
 
 UTC = timezone.utc
 HOUR = timedelta(hours=1)

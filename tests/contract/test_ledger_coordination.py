@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.ledger import Fenced, Ledger
+from skyfeast.scheduler.ledger import Fenced, Ledger
 
 UTC = timezone.utc
 S = datetime(2026, 1, 1, tzinfo=UTC)

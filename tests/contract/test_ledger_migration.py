@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from scheduler.ledger import Ledger
-from scheduler.ledger_schema import SCHEMA_VERSION
+from skyfeast.scheduler.ledger import Ledger
+from skyfeast.scheduler.ledger.schema import SCHEMA_VERSION
 
 UTC = timezone.utc
 

@@ -19,7 +19,7 @@ import fsspec
 import pandas as pd
 import pytest
 
-from adapters.base import AdapterError, NotFound, ObjectStore, PermissionDenied
+from skyfeast.adapters.base import AdapterError, NotFound, ObjectStore, PermissionDenied
 from tests.emulators import S3_KEYS, make_gcs_bucket, make_s3_bucket, need_sdk
 
 
@@ -29,7 +29,7 @@ from tests.emulators import S3_KEYS, make_gcs_bucket, make_s3_bucket, need_sdk
 # or a bucket prefix); ``make("")`` is the namespace itself. Clean-up goes via
 # request.addfinalizer.
 def _local(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], ObjectStore]:
-    from adapters.storage.local import LocalStore
+    from skyfeast.adapters.storage.local import LocalStore
 
     # roots are not created up front: a store must work from an unused root
     return lambda name: LocalStore(tmp_path / "bucket" / name)
@@ -37,7 +37,7 @@ def _local(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], ObjectSt
 
 def _s3(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], ObjectStore]:
     need_sdk("S3 backend", "s3", "boto3", "s3fs")
-    from adapters.storage.s3 import S3Store
+    from skyfeast.adapters.storage.s3 import S3Store
 
     endpoint = request.getfixturevalue("moto_server").endpoint
     bucket = make_s3_bucket(endpoint)  # a fresh bucket per test; make("") is its root
@@ -46,7 +46,7 @@ def _s3(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], ObjectStore
 
 def _gcs(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], ObjectStore]:
     need_sdk("GCS backend", "gcs", "google.cloud.storage", "gcsfs")
-    from adapters.storage.gcs import GCSStore
+    from skyfeast.adapters.storage.gcs import GCSStore
 
     endpoint = request.getfixturevalue("gcs_emulator").endpoint
     bucket = make_gcs_bucket(endpoint)

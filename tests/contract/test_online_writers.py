@@ -24,10 +24,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from featurestore.online import OutputSchemaError
-from featurestore.repo import FeastRepo
-from featurestore.writers import EncodingError, StoreNotReadyError, writer_for
-from featurestore.writers.fallback import FallbackWriter
+from skyfeast.featurestore.online import OutputSchemaError
+from skyfeast.featurestore.repo import FeastRepo
+from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError, writer_for
+from skyfeast.featurestore.writers.fallback import FallbackWriter
 from tests.conftest import REDIS_URL, REQUIRE_SERVICES, need_service
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -96,7 +96,7 @@ class Store:
     online: dict
 
     def feature_store(self):
-        from featurestore.repo import load_store
+        from skyfeast.featurestore.repo import load_store
 
         return load_store(self.repo)
 
@@ -468,7 +468,7 @@ def test_redis_error_reply_leaves_writer_usable(pair):
     ours, _, make_writer = pair
     import redis
 
-    from featurestore.writers._encode import entity_keys
+    from skyfeast.featurestore.writers._encode import entity_keys
 
     target = FeastRepo(ours.repo).write_target("user_more")
     rows = _late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "x")
@@ -577,7 +577,7 @@ def test_value_encoding_matches_feast(vtype, arr):
     from feast.infra.online_stores.helpers import extract_text_and_num
     from feast.type_map import python_values_to_proto_values
 
-    from featurestore.writers._encode import FeatureColumn
+    from skyfeast.featurestore.writers._encode import FeatureColumn
 
     try:
         expected = _feast_bytes(arr, vtype)
@@ -601,7 +601,7 @@ def test_sqlite_seconds_match_feasts_adapter(zone, monkeypatch):
     """Feast stores ``int(naive_utc.timestamp())``, which Python reads in the local zone."""
     import time
 
-    from featurestore.writers._encode import sqlite_seconds
+    from skyfeast.featurestore.writers._encode import sqlite_seconds
 
     rng = np.random.default_rng(SEED)
     micros = np.r_[rng.integers(-2 * 10**15, 4 * 10**15, 500), [-1, -999_999, -1_000_000, 0, 1, 999_999]]
@@ -623,7 +623,7 @@ def test_int64_with_nulls_stays_exact():
     """A documented difference: Feast rounds int64 beyond 2**53 when the column has nulls; we don't."""
     from feast.value_type import ValueType
 
-    from featurestore.writers._encode import FeatureColumn
+    from skyfeast.featurestore.writers._encode import FeatureColumn
 
     arr = pa.array([2**60 + 1, None], pa.int64())
     ours = FeatureColumn("x", arr, ValueType.INT64).proto_bytes.to_pylist()
@@ -640,7 +640,7 @@ def test_entity_keys_and_timestamps_match_feast():
     from feast.value_type import ValueType as V
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from featurestore.writers._encode import entity_keys, timestamp_proto, utc_micros
+    from skyfeast.featurestore.writers._encode import entity_keys, timestamp_proto, utc_micros
 
     rng = np.random.default_rng(SEED)
     n = 500
@@ -673,7 +673,7 @@ def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
     """The fresh-key path (WATCH, EXISTS, MULTI/HSET/EXEC) meets a newer row written by another
     client after its probe: EXEC aborts, the group goes through the newest-wins script, and the
     newer row survives; with no race the fresh path writes the group itself."""
-    from featurestore.writers.redis import RedisWriter
+    from skyfeast.featurestore.writers.redis import RedisWriter
 
     ours, _, _ = pair
     target = FeastRepo(ours.repo).write_target("user_more")
@@ -716,7 +716,7 @@ def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
     """New entities are created by RESTORE: the same hash, TTL and encoding as Feast's HSET; a key
     that exists (another writer got there first) answers BUSYKEY and goes through the newest-wins
     script, so a newer stored row survives an older RESTORE attempt."""
-    from featurestore.writers.redis import RedisWriter
+    from skyfeast.featurestore.writers.redis import RedisWriter
 
     ours, ref, _ = pair
     target = FeastRepo(ours.repo).write_target("user_more")
@@ -762,7 +762,7 @@ def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
 def test_redis_restore_refused_falls_back_to_the_other_paths(pair, monkeypatch):
     """A server that refuses the payload (here: a DUMP version it does not know) turns RESTORE off
     for the writer; the rows are still written, new keys through the fresh-key path."""
-    import featurestore.writers.redis as redis_writer
+    import skyfeast.featurestore.writers.redis as redis_writer
 
     ours, _, _ = pair
     target = FeastRepo(ours.repo).write_target("user_more")
@@ -791,7 +791,7 @@ def test_redis_rematerialisation_goes_straight_to_the_script(pair):
     after one EXISTS of a sample, without RESTORE payloads; the stored hashes then equal Feast's own
     write of the same rows, and an older rewrite changes nothing.  A chunk of mostly new keys still
     creates them with RESTORE."""
-    from featurestore.writers.redis import RedisWriter
+    from skyfeast.featurestore.writers.redis import RedisWriter
 
     ours, ref, _ = pair
     target = FeastRepo(ours.repo).write_target("user_more")

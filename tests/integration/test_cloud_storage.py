@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapters.storage.gcs import GCSStore
-from adapters.storage.s3 import S3Store
+from skyfeast.adapters.storage.gcs import GCSStore
+from skyfeast.adapters.storage.s3 import S3Store
 from tests.emulators import S3_KEYS, make_gcs_bucket, make_s3_bucket
 from tests.integration.conftest import AT, make_project, skyfeast_json
 from tests.integration.reference import expected_features, load_events

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import NotFound, PermissionDenied, make_cluster
+from skyfeast.adapters import NotFound, PermissionDenied, make_cluster
 from tests.conftest import importorskip
 from tests.integration.test_cluster_tls import probe_identity
 
@@ -76,7 +76,7 @@ def gateway_server(tmp_path_factory):
     importorskip("dask_gateway_server")
     import dask_gateway
 
-    from adapters.clusters.gateway import _close_gateway
+    from skyfeast.adapters.clusters.gateway import _close_gateway
 
     d = tmp_path_factory.mktemp("gateway")
     api_port, proxy_port = _free_port(), _free_port()
@@ -113,7 +113,7 @@ def gateway_server(tmp_path_factory):
 
 
 def _gateway_cfg(tmp_path: Path, body: str):
-    from scheduler.config import load_config
+    from skyfeast.scheduler.config import load_config
 
     (tmp_path / "data").mkdir(exist_ok=True)
     cfg = tmp_path / "skyfeast.yaml"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters import PermissionDenied, Transient, make_cluster
-from adapters.clusters.address import AddressConnector
+from skyfeast.adapters import PermissionDenied, Transient, make_cluster
+from skyfeast.adapters.clusters.address import AddressConnector
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT = 60
@@ -152,7 +152,7 @@ def probe_identity(address: str, security=None, connection_args: dict | None = N
 
 def _address_cfg(tmp_path: Path, text: str, pki: dict[str, Path]):
     """Write a config next to copies of the client certificates and load it (relative tls paths)."""
-    from scheduler.config import load_config
+    from skyfeast.scheduler.config import load_config
 
     certs = tmp_path / "certs"
     certs.mkdir()
@@ -208,10 +208,10 @@ def test_tls_connector_from_config_runs_a_task(tls_cluster, tmp_path):
 def test_health_monitor_probes_a_tls_provider(tls_cluster, tmp_path):
     """The daemon's own path: ProviderPool connects with the config's relative TLS paths, and the
     health monitor's probe processes speak TLS to the scheduler; without TLS the probe fails."""
-    from scheduler.health import HealthMonitor, ProbePool
-    from scheduler.ledger import Ledger
-    from scheduler.policy import ProviderState
-    from scheduler.providers import ProviderPool
+    from skyfeast.scheduler.control.health import HealthMonitor, ProbePool
+    from skyfeast.scheduler.control.policy import ProviderState
+    from skyfeast.scheduler.control.providers import ProviderPool
+    from skyfeast.scheduler.ledger import Ledger
 
     address, pki, _ = tls_cluster
     cfg = _address_cfg(tmp_path, f"""\
@@ -267,7 +267,7 @@ def test_plain_tcp_to_a_tls_scheduler_fails_neutrally(tls_cluster):
 
 def test_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
     """A client certificate the scheduler does not trust (and a CA that does not sign the scheduler)."""
-    from adapters.clusters._tls import make_security
+    from skyfeast.adapters.clusters._tls import make_security
 
     address, _, _ = tls_cluster
     rogue = make_pki(tmp_path / "rogue", ca_name="rogue-ca")
@@ -279,7 +279,7 @@ def test_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
 
 
 def test_unreadable_tls_files_are_permission_denied(tmp_path):
-    from adapters.clusters._tls import make_security
+    from skyfeast.adapters.clusters._tls import make_security
 
     with pytest.raises(PermissionDenied, match="ca_file .*missing.pem is not a readable file"):
         make_security(ca_file=tmp_path / "missing.pem", cert=tmp_path / "c.pem")
@@ -295,7 +295,7 @@ def test_a_client_that_failed_to_connect_is_closed_at_once(tls_cluster):
     deadlocked on LoopRunner's lock for 10 s, then failed with a bare AssertionError."""
     from distributed import Client
 
-    from adapters.clusters._client import _clients_in
+    from skyfeast.adapters.clusters._client import _clients_in
 
     address, _, _ = tls_cluster
     for addr in (address, address.replace("tls://", "tcp://")):  # TLS missing; plain TCP to the TLS port
@@ -312,7 +312,7 @@ def test_feast_engine_plugin_reaches_a_tls_scheduler(tls_cluster, tmp_path):
     """``batch_engine: {address: tls://..., tls: {...}}``: paths relative to the Feast repo."""
     from types import SimpleNamespace
 
-    from featurestore.engine import DaskComputeEngine, DaskComputeEngineConfig
+    from skyfeast.featurestore.engine import DaskComputeEngine, DaskComputeEngineConfig
 
     address, pki, _ = tls_cluster
     repo = tmp_path / "repo"

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.ledger import Ledger
-from tests.integration.conftest import Spawned, BIN, make_project, skyfeast, skyfeast_json
+from skyfeast.scheduler.ledger import Ledger
+from tests.integration.conftest import BIN, Spawned, make_project, skyfeast, skyfeast_json
 
 pytestmark = pytest.mark.integration
 

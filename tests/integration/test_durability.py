@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.config import load_config
-from scheduler.daemon import Daemon
-from scheduler.ledger import Ledger
-from scheduler.runner import Outcome
-from tests.integration.conftest import Spawned, AT, BIN, make_project, skyfeast, skyfeast_json
+from skyfeast.scheduler.app.daemon import Daemon
+from skyfeast.scheduler.config import load_config
+from skyfeast.scheduler.ledger import Ledger
+from skyfeast.scheduler.run.runner import Outcome
+from tests.integration.conftest import AT, BIN, Spawned, make_project, skyfeast, skyfeast_json
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc

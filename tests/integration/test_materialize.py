@@ -167,7 +167,7 @@ def intervals(repo: Path, view: str) -> list[tuple[datetime, datetime]]:
 
 @pytest.fixture(scope="module")
 def client():
-    from adapters.clusters.local import LocalConnector
+    from skyfeast.adapters.clusters.local import LocalConnector
 
     conn = LocalConnector(workers=2, threads=1, memory_limit="auto", name="test-materialize")
     yield conn.connect()
@@ -176,7 +176,7 @@ def client():
 
 @pytest.fixture(scope="module")
 def materialized(dataset, client, tmp_path_factory):
-    from featurestore.materialize import materialize
+    from skyfeast.featurestore.materialize import materialize
 
     repo = make_repo(tmp_path_factory.mktemp("mat") / "skyfeast", dataset["root"])
     shutil.copytree(repo, repo.parent / "vanilla")  # same registry, empty online store: for vanilla Feast
@@ -224,7 +224,7 @@ def test_late_data_never_replaces_newer_values(dataset, client, tmp_path):
     """[T1, T2) then the older [T0, T1): newer values stay; the view is never MATERIALIZING."""
     from feast.feature_view import FeatureViewState
 
-    from featurestore.materialize import materialize
+    from skyfeast.featurestore.materialize import materialize
 
     repo = make_repo(tmp_path / "late", dataset["root"])
     seen: set[int] = set()
@@ -256,9 +256,9 @@ def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client
     chunk writes exactly the entities of its range; an attempt given an earlier attempt's book
     writes only the chunks still missing, over the same ranges, and the two halves add up to the
     same table as one run."""
-    from featurestore.materialize import _prepare, run_plans
-    from featurestore.partitioning import partition_of, serialised_keys
-    from scheduler.executor import ChunkBook
+    from skyfeast.featurestore.materialize import _prepare, run_plans
+    from skyfeast.featurestore.partitioning import partition_of, serialised_keys
+    from skyfeast.scheduler.run.executor import ChunkBook
 
     want = expected(dataset["stats"], T0, T3, ["event_ts"])
     full = make_repo(tmp_path / "full", dataset["root"])
@@ -290,7 +290,7 @@ def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client
 
 
 def _command(*argv: str) -> tuple[int, str]:
-    from scheduler.commands_materialize import add_parser, cmd_materialize
+    from skyfeast.scheduler.cli.materialize import add_parser, cmd_materialize
 
     parser = argparse.ArgumentParser(prog="skyfeast")
     add_parser(parser.add_subparsers(dest="command"))
@@ -309,7 +309,7 @@ def _closed_port() -> int:
 
 
 def test_command_usage_errors(dataset, tmp_path):
-    from scheduler.errors import UsageError
+    from skyfeast.scheduler.errors import UsageError
 
     repo = make_repo(tmp_path / "usage", dataset["root"])
     bad = [

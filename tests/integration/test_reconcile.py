@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.storage.local import LocalStore
-from adapters.storage.s3 import S3Store
-from scheduler.config import load_config
-from scheduler.ledger import Ledger
-from scheduler.offline import manifest_key, owner_of, read_manifest, reconcile
-from scheduler.windows import Window
+from skyfeast.adapters.storage.local import LocalStore
+from skyfeast.adapters.storage.s3 import S3Store
+from skyfeast.scheduler.config import load_config
+from skyfeast.scheduler.ledger import Ledger
+from skyfeast.scheduler.run.offline import manifest_key, owner_of, read_manifest, reconcile
+from skyfeast.scheduler.timing.windows import Window
 from tests.emulators import S3_KEYS, make_s3_bucket
 
 pytestmark = pytest.mark.integration

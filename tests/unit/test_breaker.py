@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.policy import Breaker, HealthRules, ProviderState, observe, placement_state
+from skyfeast.scheduler.control.policy import Breaker, HealthRules, ProviderState, observe, placement_state
 
 R = HealthRules(miss_budget=3, blocklist_ttl=10, failback_after=20, min_workers=1)
 H, DEG, DOWN, HALF = ProviderState.HEALTHY, ProviderState.DEGRADED, ProviderState.DOWN, ProviderState.HALF_OPEN

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.catchup import due_fires
-from scheduler.config import CronSchedule
-from scheduler.windows import make_trigger
+from skyfeast.scheduler.config import CronSchedule
+from skyfeast.scheduler.timing.catchup import due_fires
+from skyfeast.scheduler.timing.windows import make_trigger
 
 UTC = timezone.utc
 HOURLY = make_trigger(CronSchedule(type="cron", expr="0 * * * *"))

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters import NotFound, make_cluster
-from scheduler.cli import main
-from scheduler.config import load_config
+from skyfeast.adapters import NotFound, make_cluster
+from skyfeast.scheduler.cli import main
+from skyfeast.scheduler.config import load_config
 from tests.unit.test_config_errors import feast_repo  # noqa: F401  (session fixture: a minimal applied Feast repo)
 
 HEAD = """\
@@ -290,7 +290,7 @@ def test_gateway_config_builds_its_connector_with_env_secrets(tmp_path, monkeypa
         password: ${SKYFEAST_T_GW_PW}
         connect_timeout: 45s
     """), "p1")
-    from adapters.clusters.gateway import GatewayConnector
+    from skyfeast.adapters.clusters.gateway import GatewayConnector
 
     assert isinstance(conn, GatewayConnector)
     assert (conn.gateway_address, conn.cluster_name, conn.proxy_address, conn.auth, conn.connect_timeout) == (
@@ -301,7 +301,7 @@ def test_gateway_config_builds_its_connector_with_env_secrets(tmp_path, monkeypa
 
 def test_gateway_auth_objects_are_dask_gatewayʼs():
     auth = pytest.importorskip("dask_gateway.auth", reason="dask-gateway (skyfeast[gateway]) is not installed")
-    from adapters.clusters.gateway import make_auth
+    from skyfeast.adapters.clusters.gateway import make_auth
 
     basic = make_auth("basic", username="u", password="p")
     assert isinstance(basic, auth.BasicAuth) and (basic.username, basic.password) == ("u", "p")
@@ -313,8 +313,8 @@ def test_gateway_auth_objects_are_dask_gatewayʼs():
 
 
 def test_missing_sdk_at_connect_time_names_the_extra(monkeypatch):
-    from adapters.clusters._sdk import MissingExtra
-    from adapters.clusters.kubernetes import KubernetesConnector
+    from skyfeast.adapters.clusters._sdk import MissingExtra
+    from skyfeast.adapters.clusters.kubernetes import KubernetesConnector
 
     sdks_absent(monkeypatch, "dask_kubernetes", "dask_kubernetes.operator")
     conn = KubernetesConnector(cluster_name="c", name="p1")
@@ -366,7 +366,7 @@ def test_fake_sdk_kubernetes_connector_calls_from_name(tmp_path, monkeypatch):
 
 def test_fake_sdk_kubernetes_missing_cluster_is_not_found(monkeypatch):
     """FAKE dask_kubernetes raising the ValueError KubeCluster raises for CONNECT_ONLY on an absent cluster."""
-    from adapters.clusters.kubernetes import KubernetesConnector
+    from skyfeast.adapters.clusters.kubernetes import KubernetesConnector
 
     err = ValueError("Cluster features doesn't already exist and create mode is 'CreateMode.CONNECT_ONLY'")
     fake_module(monkeypatch, "dask_kubernetes.operator",
@@ -494,7 +494,7 @@ def test_cluster_examples_in_the_config_reference_are_valid():
     import yaml
     from pydantic import TypeAdapter
 
-    from scheduler.config import Cluster
+    from skyfeast.scheduler.config import Cluster
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
     section = doc[doc.index("### `cluster`, by `type`"):doc.index("### `storage`, by `type`")]
@@ -512,8 +512,8 @@ def test_silent_gateway_is_transient_within_connect_timeout():
     import socket
     import time
 
-    from adapters import Transient
-    from adapters.clusters.gateway import GatewayConnector
+    from skyfeast.adapters import Transient
+    from skyfeast.adapters.clusters.gateway import GatewayConnector
 
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from featurestore.writers import _columns as col
+from skyfeast.featurestore.writers import _columns as col
 
 
 def _ragged(rng, n, low, high):

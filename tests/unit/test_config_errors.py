@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import pytest
 
-from scheduler.cli import main
-from scheduler.config import load_config
+from skyfeast.scheduler.cli import main
+from skyfeast.scheduler.config import load_config
 
 BIN = Path(sys.executable).parent
 

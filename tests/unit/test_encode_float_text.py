@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from featurestore.writers._encode import FeatureColumn, float_text
+from skyfeast.featurestore.writers._encode import FeatureColumn, float_text
 
 
 def _values() -> np.ndarray:

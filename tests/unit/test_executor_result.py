@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from scheduler.executor import Cancelled, ProviderDown, TimeoutExpired, _result
+from skyfeast.scheduler.run.executor import Cancelled, ProviderDown, TimeoutExpired, _result
 
 
 class SlowFetch:

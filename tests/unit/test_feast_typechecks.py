@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 PROBE = textwrap.dedent("""
-    import scheduler  # installs the filter, as every skyfeast entry point does
+    import skyfeast.scheduler  # installs the filter, as every skyfeast entry point does
     import feast
     from feast.types import Float32
     from typeguard import typechecked

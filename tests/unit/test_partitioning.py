@@ -14,8 +14,8 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from featurestore.partitioning import KeyRanges, key_ranges, order_keys, partition_of
-from featurestore.writers._encode import entity_keys
+from skyfeast.featurestore.partitioning import KeyRanges, key_ranges, order_keys, partition_of
+from skyfeast.featurestore.writers._encode import entity_keys
 
 RNG = np.random.default_rng(7)
 
@@ -129,7 +129,7 @@ def test_ranges_survive_the_ledger_round_trip():
 
 
 def test_null_join_keys_go_to_partition_zero_and_others_are_unchanged():
-    from featurestore.partitioning import PART_COLUMN, _with_part
+    from skyfeast.featurestore.partitioning import PART_COLUMN, _with_part
 
     target = _int_target()
     frame = pd.DataFrame({"user_id": pd.array([5, None, 9, 11], dtype="Int64"), "x": [1, 2, 3, 4]})
@@ -147,8 +147,8 @@ def test_range_shuffle_puts_each_range_in_its_partition(internal, monkeypatch):
     import dask
     import dask.dataframe as dd
 
-    import featurestore.partitioning as partitioning
-    from featurestore.partitioning import range_shuffle, sample_rows, serialised_keys
+    import skyfeast.featurestore.partitioning as partitioning
+    from skyfeast.featurestore.partitioning import range_shuffle, sample_rows, serialised_keys
 
     assert partitioning._dask_shuffle() is not None  # this Dask has it
     if not internal:

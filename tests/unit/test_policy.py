@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.policy import (
+from skyfeast.scheduler.control.policy import (
     FailureClass,
     ProviderState,
     ProviderView,

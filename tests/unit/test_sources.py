@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.storage.local import LocalStore
-from scheduler.errors import DataError, UserError
-from scheduler.sources import expand, placeholders, resolve
+from skyfeast.adapters.storage.local import LocalStore
+from skyfeast.scheduler.errors import DataError, UserError
+from skyfeast.scheduler.run.sources import expand, placeholders, resolve
 
 UTC = timezone.utc
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from skyfeast.adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient
 from tests.conftest import importorskip
-
-from adapters.base import AdapterError, NotFound, PermissionDenied, QuotaExceeded, Transient
 
 
 def _exact(err: AdapterError | None, cls: type) -> bool:
@@ -46,7 +45,7 @@ def _client_error(code: str, status: int):
 ])
 def test_s3_client_errors(code, status, expected):
     importorskip("botocore")
-    from adapters.storage.s3 import translate
+    from skyfeast.adapters.storage.s3 import translate
 
     err = translate(_client_error(code, status), "read s3://b/k")
     assert _exact(err, expected), err
@@ -65,14 +64,14 @@ def test_s3_client_errors(code, status, expected):
 ])
 def test_s3_botocore_errors(name, kwargs, expected):
     exceptions = importorskip("botocore.exceptions")
-    from adapters.storage.s3 import translate
+    from skyfeast.adapters.storage.s3 import translate
 
     assert _exact(translate(getattr(exceptions, name)(**kwargs), "w"), expected)
 
 
 def test_s3_map_errors_chains_and_passes_foreign_errors():
     importorskip("botocore")
-    from adapters.storage.s3 import map_errors
+    from skyfeast.adapters.storage.s3 import map_errors
 
     sdk = _client_error("NoSuchKey", 404)
     with pytest.raises(NotFound) as info, map_errors("read"):
@@ -108,7 +107,7 @@ def _gx():
 ])
 def test_gcs_api_errors(name, expected):
     gx = _gx()
-    from adapters.storage.gcs import translate
+    from skyfeast.adapters.storage.gcs import translate
 
     err = translate(getattr(gx, name)("m"), "read gs://b/k")
     assert _exact(err, expected), err
@@ -117,7 +116,7 @@ def test_gcs_api_errors(name, expected):
 
 def test_gcs_forbidden_for_rate_limits_is_quota():
     gx = _gx()
-    from adapters.storage.gcs import translate
+    from skyfeast.adapters.storage.gcs import translate
 
     assert _exact(translate(gx.Forbidden("m", errors=[{"reason": "rateLimitExceeded"}]), "w"), QuotaExceeded)
     assert _exact(translate(gx.Forbidden("m", errors=[{"reason": "forbidden"}]), "w"), PermissionDenied)
@@ -128,7 +127,7 @@ def test_gcs_transport_and_auth_errors():
     import requests
     from google.auth import exceptions as gax
 
-    from adapters.storage.gcs import translate
+    from skyfeast.adapters.storage.gcs import translate
 
     assert _exact(translate(gx.RetryError("deadline", cause=requests.ConnectionError("refused")), "w"), Transient)
     assert _exact(translate(requests.ConnectionError("refused"), "w"), Transient)

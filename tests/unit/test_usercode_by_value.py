@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from scheduler.usercode import ByValue, import_callable
+from skyfeast.scheduler.run.usercode import ByValue, import_callable
 
 
 def test_project_function_is_pickled_by_value_and_runs_elsewhere(tmp_path):

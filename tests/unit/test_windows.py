@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from scheduler.config import CronSchedule, IntervalSchedule, ParquetSource
-from scheduler.windows import (
+from skyfeast.scheduler.config import CronSchedule, IntervalSchedule, ParquetSource
+from skyfeast.scheduler.timing.windows import (
     Window,
     latest_window,
     make_trigger,

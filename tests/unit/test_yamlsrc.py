@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-import scheduler.config  # noqa: F401  (registers the discriminator tags pydantic puts in locations)
-from scheduler.errors import ConfigError, Problem
-from scheduler.yamlsrc import SourceMap, format_path, load_yaml
+import skyfeast.scheduler.config  # noqa: F401  (registers the discriminator tags pydantic puts in locations)
+from skyfeast.scheduler.config.yamlsrc import SourceMap, format_path, load_yaml
+from skyfeast.scheduler.errors import ConfigError, Problem
 
 VAR = "SKYFEAST_TEST_YAMLSRC_VAR"
 OTHER = "SKYFEAST_TEST_YAMLSRC_OTHER"
@@ -309,7 +309,7 @@ def test_pydantic_errors_map_to_lines():
     """End to end through pydantic: each error of a real model lands on its key."""
     from pydantic import ValidationError
 
-    from scheduler.config import Config
+    from skyfeast.scheduler.config import Config
 
     data, smap = load_yaml(TAGGED, "f.yaml")
     with pytest.raises(ValidationError) as ei:

@@ -1,0 +1,110 @@
+"""The app's wiring: one :class:`Runtime` holds the ledger, the Feast repo, the provider pool, the
+health monitor and the runner of one process, started and closed together.
+
+Every entry point that runs jobs (``run``, ``daemon``, ``backfill``, ``drill``, ``bench/``) opens a
+runtime with :func:`open_runtime`; :func:`build_daemon` adds the scheduling loop and the leader's
+reconciler pass; :func:`engine_providers` is what the Feast engine plugin
+(:mod:`skyfeast.featurestore.engine`) finds through the ``skyfeast.provider_sources`` entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from skyfeast.scheduler.config import Config
+
+if TYPE_CHECKING:
+    from skyfeast.featurestore.repo import FeastRepo
+    from skyfeast.scheduler.app.daemon import Daemon
+    from skyfeast.scheduler.control.health import HealthMonitor
+    from skyfeast.scheduler.control.providers import ProviderPool
+    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.run.runner import Runner
+
+log = logging.getLogger("skyfeast.app")
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    ledger: Ledger
+    repo: FeastRepo
+    pool: ProviderPool
+    monitor: HealthMonitor
+    runner: Runner
+
+
+@contextlib.contextmanager
+def open_runtime(cfg: Config, reporter=None) -> Iterator[Runtime]:
+    """Open the ledger, the repo and the providers, start the health monitor; close all on exit.
+
+    The monitor runs for every runtime, not only the daemon's: a hung provider must fail over
+    within the health deadline, not wait for the job's timeout."""
+    from skyfeast.featurestore.repo import FeastRepo
+    from skyfeast.scheduler.control.health import HealthMonitor
+    from skyfeast.scheduler.control.providers import ProviderPool
+    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.run.runner import Runner
+
+    ledger = Ledger(cfg.state_url)
+    try:
+        repo = FeastRepo(cfg.feast_repo)
+        pool = ProviderPool(cfg)
+        try:
+            pool.set_cordons(ledger.cordons())
+            runner = Runner(cfg, ledger, repo, pool, reporter=reporter)
+            monitor = HealthMonitor(pool, ledger, cfg.health)
+            monitor.start()
+            try:
+                yield Runtime(cfg, ledger, repo, pool, monitor, runner)
+            finally:
+                monitor.close()
+                runner.close()
+        finally:
+            pool.close()
+    finally:
+        ledger.close()
+
+
+def build_daemon(rt: Runtime, *, max_parallel: int | None = None, grace: float | None = None) -> Daemon:
+    """The scheduling loop over ``rt``, with the leader's reconciler pass as its maintenance."""
+    from skyfeast.scheduler.app.daemon import Daemon
+    from skyfeast.scheduler.control.policy import ProviderState
+    from skyfeast.scheduler.run.reconcile import reconcile
+
+    last_stop: list[str | None] = [None]
+
+    def reconcile_pass() -> None:
+        pool = rt.pool
+        rep = reconcile(rt.cfg, rt.ledger, pool.stores(),
+                        available=lambda name: pool.breaker(name).state is not ProviderState.DOWN)
+        if rep.runs or rep.stopped != last_stop[0]:  # a waiting reconciler logs once, not every pass
+            log.info("reconcile: %s", {k: v for k, v in rep.as_dict().items() if k != "runs"})
+        last_stop[0] = rep.stopped
+
+    return Daemon(rt.cfg, rt.ledger, rt.runner.execute_claimed, cancel=rt.runner.stop,
+                  max_parallel=max_parallel, grace=grace, maintenance=reconcile_pass)
+
+
+@contextlib.contextmanager
+def engine_providers(config_path: str | Path):
+    """``(name, connect)`` for the providers of a skyfeast.yaml, best first; closes them on exit.
+
+    The Feast engine plugin's ``skyfeast_config`` (entry point ``skyfeast.provider_sources``).
+    Raises :class:`~skyfeast.scheduler.errors.ConfigError` for an invalid file."""
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.control.policy import place
+    from skyfeast.scheduler.control.providers import ProviderPool
+
+    cfg = load_config(config_path, check_imports=False, check_feast=False)
+    pool = ProviderPool(cfg)
+    try:
+        yield [(name, functools.partial(pool.client, name)) for name in place(list(cfg.providers), pool.views())]
+    finally:
+        pool.close()

@@ -1,0 +1,5 @@
+import sys
+
+from skyfeast.scheduler.cli.main import main
+
+sys.exit(main())

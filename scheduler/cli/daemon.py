@@ -1,0 +1,53 @@
+"""``skyfeast daemon``: run jobs on schedule until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from skyfeast.scheduler.cli.common import add_config, install_signal_handlers, safe_url
+from skyfeast.scheduler.errors import UsageError
+
+log = logging.getLogger("skyfeast.cli")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("daemon", help="run jobs on schedule until SIGINT/SIGTERM")
+    add_config(p)
+    p.add_argument("--ticks", type=int, help="exit after dispatching this many ticks (for drills and demos)")
+    p.add_argument("--max-parallel", type=int, help="concurrent runs (default: daemon.max_parallel, 4)")
+    p.add_argument("--grace", type=float, help="seconds running work gets at shutdown (default: daemon.grace, 60)")
+    p.set_defaults(func=cmd_daemon)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.app import build_daemon, open_runtime
+    from skyfeast.scheduler.cli.console import ProgressReporter, err
+    from skyfeast.scheduler.config import load_config
+
+    cfg = load_config(args.config)
+    if args.ticks is not None and args.ticks < 1:
+        raise UsageError("--ticks must be at least 1")
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError("--max-parallel must be at least 1")
+    if args.grace is not None and args.grace < 0:
+        raise UsageError("--grace must be zero or more seconds")
+    with ProgressReporter() as reporter, open_runtime(cfg, reporter) as rt:
+        runner = rt.runner
+        daemon = build_daemon(rt, max_parallel=args.max_parallel, grace=args.grace)
+
+        def on_stop(sig: str) -> None:
+            if daemon.stop.is_set():
+                runner.stop.set()  # second signal: cancel running work now
+            err.print(f"skyfeast: {sig} received, stopping (again to cancel running work)")
+            daemon.stop.set()
+
+        install_signal_handlers(on_stop)
+        err.print(f"skyfeast daemon {runner.ledger.owner}: {len(cfg.jobs)} job(s), ledger {safe_url(cfg.state_url)}")
+        daemon.serve(max_ticks=args.ticks)
+    failed = [o for o in daemon.outcomes if o.status == "failed"]
+    err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
+    if daemon.deposed:
+        err.print("skyfeast daemon: lost leadership to another daemon; exiting so a supervisor restarts it as standby")
+        return 1
+    return 1 if failed else 0

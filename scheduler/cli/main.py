@@ -1,0 +1,83 @@
+"""``skyfeast`` command line.
+
+Exit status: 0 success; 1 a run failed; 2 bad config, data or arguments
+(one readable message, never a traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from datetime import timezone
+
+from skyfeast.scheduler import __version__
+from skyfeast.scheduler.errors import UserError
+
+UTC = timezone.utc
+EPILOG = """exit status: 0 ok, 1 a run failed, 2 bad config/data/arguments.
+docs: README.md and docs/config.md"""
+
+
+COMMANDS = ("validate", "plan", "run", "daemon", "status", "ops", "drill", "materialize")
+"""Command modules of this package, in ``--help`` order; each has ``register(subparsers)``, which adds its
+subcommand(s) with ``set_defaults(func=...)``.  Their top-level imports stay light: all load for ``--help``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="skyfeast", description="Schedule feature and model jobs on Dask "
+                                 "clusters across clouds and materialise them into Feast.", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"skyfeast {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for Dask logs)")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"skyfeast.scheduler.cli.{name}").register(sub)
+    return ap
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    import distributed  # noqa: F401  (configures its loggers on import; override them below)
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Dask logs reconnect attempts of clients whose cluster we shut down ourselves, with tracebacks;
+    # skyfeast reports failures of runs in its own words, so only -vv shows those libraries' logs
+    quiet = logging.CRITICAL if verbose < 2 else logging.INFO
+    for name in list(logging.root.manager.loggerDict):  # children too: dask config sets their levels
+        if name.split(".")[0] in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
+            logging.getLogger(name).setLevel(quiet)
+    for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
+        logging.getLogger(noisy).setLevel(quiet)
+    logging.getLogger("skyfeast").setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        sys.stderr.write(f"skyfeast: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("skyfeast: interrupted\n")
+        return 130
+    except Exception as exc:
+        from skyfeast.featurestore.repo import FeastRepoError
+
+        if isinstance(exc, FeastRepoError):
+            sys.stderr.write(f"skyfeast: error: {exc}\n")
+            return 2
+        if args.debug:
+            raise
+        sys.stderr.write(f"skyfeast: internal error: {type(exc).__name__}: {exc}\n"
+                         "(re-run with --debug for a traceback, and please report it)\n")
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Operator commands: ``trigger``, ``backfill``, ``cancel``, ``cordon``/``uncordon``, ``reconcile``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from skyfeast.scheduler.cli.common import (
+    add_config,
+    add_json,
+    install_signal_handlers,
+    job_named,
+    parse_time_arg,
+    print_json,
+    progress_bar,
+)
+from skyfeast.scheduler.config import load_config
+from skyfeast.scheduler.errors import UsageError
+from skyfeast.scheduler.timing.windows import Window, latest_window, next_fires, parse_time, window_for_fire
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("trigger", help="ask the daemon to run one window of a job (queued in the ledger)")
+    add_config(p)
+    add_json(p)
+    p.add_argument("job")
+    p.add_argument("--window", metavar="START/END", help="ISO-8601 bounds (default: the job's latest complete window)")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for the run to finish")
+    p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("backfill", help="run every window of a job between two times (resumable)")
+    add_config(p)
+    add_json(p)
+    p.add_argument("job")
+    p.add_argument("--start", required=True, help="ISO-8601; windows starting at or after this")
+    p.add_argument("--end", required=True, help="ISO-8601; windows ending at or before this")
+    p.add_argument("--parallel", type=int, default=1, help="windows at once (default 1)")
+    p.add_argument("--force", action="store_true", help="re-run windows that already succeeded")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run")
+    add_config(p)
+    p.add_argument("run_id", type=int)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("cordon", help="keep new runs off a provider (persisted in the ledger)")
+    add_config(p)
+    p.add_argument("provider")
+    p.add_argument("--reason", help="shown in `skyfeast status`")
+    p.set_defaults(func=cmd_cordon)
+
+    p = sub.add_parser("uncordon", help="let new runs use a cordoned provider again")
+    add_config(p)
+    p.add_argument("provider")
+    p.set_defaults(func=cmd_cordon)
+
+    p = sub.add_parser("reconcile", help="copy offline outputs written during failovers to the primary storage",
+                       description="Copies every part file that a failed-over run wrote outside the primary "
+                                   "provider's storage (offline.primary) to the same key there, removes stale "
+                                   "parts, and writes the primary's manifest, so that Feast historical retrieval "
+                                   "sees every window. The daemon's leader also does this every "
+                                   "offline.reconcile_every. Exit 1 when something is still pending.")
+    add_config(p)
+    add_json(p)
+    p.add_argument("--limit", type=int, default=None, help="runs per pass (default: offline.reconcile_batch)")
+    p.add_argument("--all", action="store_true", help="repeat passes until nothing is pending or a pass fails")
+    p.set_defaults(func=cmd_reconcile)
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.cli.console import out
+    from skyfeast.scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    job = job_named(cfg, args.job)
+    if args.window:
+        start_s, sep, end_s = args.window.partition("/")
+        if not sep:
+            raise UsageError(f"--window: expected START/END, got {args.window!r}")
+        try:
+            window = Window(parse_time_arg(start_s, "--window"), parse_time_arg(end_s, "--window"))
+        except ValueError as exc:
+            raise UsageError(f"--window: {exc}") from None
+    else:
+        window = latest_window(job.schedule, parse_time("now"))
+    ledger = Ledger(cfg.state_url)
+    try:
+        run_id, status = ledger.enqueue(job.name, window.start, window.end)
+        deadline = time.monotonic() + (args.wait or 0)
+        while args.wait and status not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = ledger.get_run(run_id).status
+        row = ledger.get_run(run_id)
+    finally:
+        ledger.close()
+    if args.json:
+        print_json({"run_id": run_id, "job": job.name, "window": {"start": window.start.isoformat(),
+                     "end": window.end.isoformat()}, "status": status, "error": row.error if row else None})
+    else:
+        out.print(f"run {run_id}: {job.name} {window} is {status}" + (f": {row.error}" if row and row.error else ""))
+    if args.wait:
+        return 0 if status == "succeeded" else 1
+    return 0
+
+
+def backfill_windows(job, start, end) -> list[Window]:
+    """Windows of ``job``'s schedule that lie inside [start, end]."""
+    if end <= start:
+        raise UsageError("--end must be after --start")
+    out: list[Window] = []
+    t = start
+    while True:
+        fires = next_fires(job.schedule, t, 500)
+        if not fires:
+            break
+        for f in fires:
+            if f > end:
+                return out
+            w = window_for_fire(job.schedule, f)
+            if w.start >= start:
+                out.append(w)
+        t = fires[-1]
+        if len(out) > 100_000:
+            raise UsageError("backfill spans more than 100,000 windows; split it")
+    return out
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.app import open_runtime
+    from skyfeast.scheduler.cli.console import ProgressReporter, err, out, outcomes_table
+
+    cfg = load_config(args.config)
+    job = job_named(cfg, args.job)
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    windows = backfill_windows(job, parse_time_arg(args.start, "--start"), parse_time_arg(args.end, "--end"))
+    if not windows:
+        raise UsageError(f"no window of {job.name!r} lies inside {args.start} .. {args.end}")
+    results = {}
+    lease_wait = cfg.daemon.run_lease.total_seconds() * 2 + 5
+    bar = progress_bar(f"backfill {job.name}", quiet=args.json)
+    with ProgressReporter(quiet=True) as reporter, open_runtime(cfg, reporter) as rt, bar:
+        runner = rt.runner
+        stop = runner.stop
+        install_signal_handlers(lambda sig: stop.set())
+        task = bar.add_task("", total=len(windows))
+
+        def one(w: Window):
+            if stop.is_set():
+                return None
+            o = runner.run_window(job, w, trigger="backfill", force=args.force)
+            # a window still "running" under a dead process's lease: wait for the lease, then resume it
+            give_up = time.monotonic() + lease_wait
+            while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
+                   and not stop.is_set()):
+                time.sleep(1)
+                o = runner.run_window(job, w, trigger="backfill", force=args.force)
+            results[w] = o
+            bar.advance(task)
+            if bar.disable and not args.json:
+                err.print(f"{w}: {o.status} {o.reason or o.error or ''}".rstrip())
+            return o
+
+        with ThreadPoolExecutor(max_workers=args.parallel, thread_name_prefix="skyfeast-backfill") as ex:
+            list(ex.map(one, windows))
+    outcomes = [results[w] for w in windows if w in results]
+    missing = len(windows) - len(outcomes)
+    ok = missing == 0 and all(o.status in ("succeeded", "skipped") and o.reason != "already running"
+                              for o in outcomes)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    if args.json:
+        print_json({"ok": ok, "job": job.name, "windows": len(windows), "counts": counts, "not_started": missing,
+                     "runs": [o.as_dict() for o in outcomes]})
+    else:
+        out.print(outcomes_table(outcomes))
+        out.print(f"{len(windows)} window(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                  + (f", {missing} not started (interrupted; re-run the same command to resume)" if missing else ""))
+    if stop.is_set():
+        return 130  # interrupted: re-running the same command resumes
+    return 0 if ok else 1
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.cli.console import out
+    from skyfeast.scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    ledger = Ledger(cfg.state_url)
+    try:
+        status = ledger.request_cancel(args.run_id)
+    finally:
+        ledger.close()
+    if status is None:
+        raise UsageError(f"no run with id {args.run_id}")
+    out.print(f"run {args.run_id}: {status}")
+    return 0
+
+
+def cmd_cordon(args: argparse.Namespace) -> int:
+    """``cordon``: new runs avoid the provider until ``uncordon``; running ones finish."""
+    from skyfeast.scheduler.cli.console import out
+    from skyfeast.scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    if args.provider not in cfg.providers:
+        raise UsageError(f"unknown provider {args.provider!r}; defined: {sorted(cfg.providers)}")
+    ledger = Ledger(cfg.state_url)
+    try:
+        if args.command == "cordon":
+            ledger.cordon(args.provider, reason=args.reason)
+            out.print(f"provider {args.provider}: cordoned" + (f" ({args.reason})" if args.reason else ""))
+        else:
+            was = ledger.uncordon(args.provider)
+            out.print(f"provider {args.provider}: " + ("uncordoned" if was else "was not cordoned"))
+    finally:
+        ledger.close()
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """``reconcile``: bring the primary offline location up to date (see skyfeast.scheduler.run.reconcile)."""
+    from skyfeast.adapters import make_store
+    from skyfeast.scheduler.cli.console import out
+    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.run.reconcile import reconcile
+
+    if args.limit is not None and not 1 <= args.limit <= 100_000:
+        raise UsageError(f"--limit {args.limit}: must be between 1 and 100000")
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    stores = {name: make_store(p.storage, cfg.base_dir) for name, p in cfg.providers.items()}
+    ledger = Ledger(cfg.state_url)
+    try:
+        reports = []
+        while True:
+            rep = reconcile(cfg, ledger, stores, limit=args.limit)
+            reports.append(rep)
+            if not (args.all and rep.ok and rep.runs and rep.pending_left):
+                break
+    finally:
+        ledger.close()
+    total = {"primary": cfg.primary_provider, "ok": all(r.ok for r in reports), "passes": len(reports),
+             "reconciled": sum(r.as_dict()["reconciled"] for r in reports),
+             "failed": sum(r.as_dict()["failed"] for r in reports),
+             "copied_files": sum(r.as_dict()["copied_files"] for r in reports),
+             "copied_bytes": sum(r.as_dict()["copied_bytes"] for r in reports),
+             "pending_left": reports[-1].pending_left, "stopped": reports[-1].stopped,
+             "runs": [run for r in reports for run in r.as_dict()["runs"]]}
+    if args.json:
+        print_json(total)
+    else:
+        for run in total["runs"]:
+            what = f"error: {run['error']}" if run["error"] else f"{run['copied']} part(s) copied, {run['removed']} stale removed"
+            out.print(f"{run['job']} {run['window']}: {what}")
+        out.print(f"primary {total['primary']}: {total['reconciled']} run(s) reconciled, {total['failed']} failed, "
+                  f"{total['pending_left']} pending" + (f"; stopped: {total['stopped']}" if total["stopped"] else ""))
+    return 0 if total["ok"] and total["pending_left"] == 0 else 1
+
+
+__all__ = ["backfill_windows", "cmd_backfill", "cmd_cancel", "cmd_cordon", "cmd_reconcile", "cmd_trigger", "register"]

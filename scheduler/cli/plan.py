@@ -1,0 +1,60 @@
+"""``skyfeast plan``: next fire times, windows and placement of each job."""
+
+from __future__ import annotations
+
+import argparse
+
+from skyfeast.scheduler.cli.common import add_config, add_json, parse_at, print_json
+from skyfeast.scheduler.errors import UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="next fire times, windows and placement of each job")
+    add_config(p)
+    add_json(p)
+    p.add_argument("-n", "--count", type=int, default=3, help="fire times per job (default 3)")
+    p.add_argument("--at", help="pretend the time is this ISO-8601 instant (default: now)")
+    p.set_defaults(func=cmd_plan)
+
+
+def _schedule_text(s) -> str:
+    return f"cron {s.expr} ({s.timezone})" if s.type == "cron" else f"every {s.every}"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.control.policy import ProviderView, place
+    from skyfeast.scheduler.timing.windows import next_fires, window_for_fire
+
+    cfg = load_config(args.config)
+    if not 1 <= args.count <= 1000:
+        raise UsageError("--count must be between 1 and 1000")
+    at = parse_at(args.at)
+    views = {n: ProviderView(priority=p.priority) for n, p in cfg.providers.items()}
+    jobs = []
+    for job in cfg.jobs:
+        cands = place(cfg.allowed_providers(job), views)
+        fires = next_fires(job.schedule, at, args.count)
+        jobs.append({
+            "name": job.name,
+            "kind": job.kind,
+            "schedule": job.schedule.model_dump(mode="json"),
+            "feature_view": job.feature_view,
+            "provider": cands[0] if cands else None,
+            "candidates": cands,
+            "next_fires": [
+                {"fire": f.isoformat(), "window": {"start": w.start.isoformat(), "end": w.end.isoformat()}}
+                for f in fires for w in [window_for_fire(job.schedule, f)]
+            ],
+        })
+    plan = {"project": cfg.project, "at": at.isoformat(), "jobs": jobs}
+    if args.json:
+        print_json(plan)
+        return 0
+    from skyfeast.scheduler.cli.console import out, table
+
+    rows = [[j["name"], j["kind"], _schedule_text(job.schedule), j["provider"],
+             "\n".join(f"{f['fire']}  window {f['window']['start']} → {f['window']['end']}" for f in j["next_fires"])]
+            for j, job in zip(jobs, cfg.jobs)]
+    out.print(table(f"plan for {cfg.project} at {at.isoformat()}", ["job", "kind", "schedule", "provider", "next fires"], rows))
+    return 0

@@ -1,0 +1,118 @@
+"""``skyfeast status`` and ``skyfeast runs``: providers, runs and freshness from the ledger."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from typing import Any
+
+from skyfeast.scheduler.cli.common import add_config, add_json, print_json, safe_url
+
+UTC = timezone.utc
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="providers, latest runs and feature view freshness")
+    add_config(p)
+    add_json(p)
+    p.add_argument("--limit", type=int, default=10, help="latest runs to show (default 10)")
+    p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers "
+                   "(starts local clusters)")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("runs", help="list runs from the ledger")
+    add_config(p)
+    add_json(p)
+    p.add_argument("--job")
+    p.add_argument("--status", choices=["queued", "running", "interrupted", "succeeded", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_runs)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from skyfeast.featurestore.repo import FeastRepo
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.control.providers import ProviderPool
+    from skyfeast.scheduler.ledger import Ledger
+
+    cfg = load_config(args.config)
+    ledger = Ledger(cfg.state_url)
+    pool = ProviderPool(cfg)
+    try:
+        last = ledger.last_success_by_provider()
+        providers = []
+        for name, p in sorted(cfg.providers.items(), key=lambda kv: (kv[1].priority, kv[0])):
+            store = pool.store(name)
+            entry: dict[str, Any] = {
+                "name": name, "priority": p.priority, "cluster": p.cluster.type, "storage": store.url(),
+                "storage_ok": True, "storage_error": None, "workers": None, "state": "unknown",
+                "last_success": last[name].isoformat() if name in last else None,
+            }
+            try:
+                store.check()
+            except Exception as exc:
+                entry["storage_ok"], entry["storage_error"] = False, str(exc)
+            if args.probe:
+                try:
+                    client = pool.client(name)
+                    entry["workers"] = len(client.scheduler_info(n_workers=-1)["workers"])
+                    entry["state"] = "healthy" if entry["workers"] and entry["storage_ok"] else "degraded"
+                except Exception as exc:
+                    entry["state"], entry["probe_error"] = "down", str(exc)
+            providers.append(entry)
+        runs = [r.as_dict() for r in ledger.runs(limit=args.limit)]
+        leader = ledger.leader()
+        if leader is not None:  # an expired lease names the last leader, not a current one
+            leader["active"] = datetime.fromisoformat(leader["lease_until"]) > datetime.now(UTC)
+        cordons = ledger.cordons()
+        for entry in providers:
+            entry["cordoned"] = entry["name"] in cordons
+            entry["cordon"] = cordons.get(entry["name"])
+        freshness = FeastRepo(cfg.feast_repo).freshness()
+    finally:
+        pool.close()
+        ledger.close()
+    status = {"project": cfg.project, "at": datetime.now(UTC).isoformat(), "ledger": safe_url(cfg.state_url),
+              "leader": leader, "providers": providers, "runs": runs, "feature_views": freshness}
+    if args.json:
+        print_json(status)
+        return 0
+    from skyfeast.scheduler.cli.console import out, table
+
+    if leader is None:
+        out.print("leader: none (no daemon has run against this ledger)")
+    elif leader["active"]:
+        out.print(f"leader: {leader['holder']} (token {leader['token']}, lease until {leader['lease_until']})")
+    else:
+        out.print(f"leader: none now (last: {leader['holder']}, token {leader['token']}, "
+                  f"lease expired {leader['lease_until']})")
+    out.print(table("providers", ["name", "priority", "cluster", "state", "cordoned", "workers", "storage", "storage ok",
+                                  "last success"],
+                    [[p["name"], p["priority"], p["cluster"], p["state"], p["cordoned"], p["workers"], p["storage"],
+                      p["storage_ok"], p["last_success"]] for p in providers]))
+    out.print(table("latest runs", ["id", "job", "window", "status", "provider", "attempts", "rows", "error"],
+                    [[r["id"], r["job"], f"{r['window_start']} → {r['window_end']}", r["status"], r["provider"],
+                      r["attempts"], r["rows_written"], (r["error"] or "")[:80]] for r in runs]))
+    out.print(table("feature views", ["feature view", "materialized until", "age (s)", "intervals"],
+                    [[f["feature_view"], f["materialized_until"], f["age_seconds"], f["intervals"]] for f in freshness]))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.ledger import Ledger
+
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
+    ledger = Ledger(cfg.state_url)
+    try:
+        runs = ledger.runs(job=args.job, status=args.status, limit=args.limit)
+        if args.json:
+            print_json({"runs": [dict(r.as_dict(), attempt_log=ledger.attempts(r.id)) for r in runs]})
+            return 0
+    finally:
+        ledger.close()
+    from skyfeast.scheduler.cli.console import out, table
+
+    out.print(table("runs", ["id", "job", "window", "status", "provider", "attempts", "rows", "failure", "error"],
+                    [[r.id, r.job, f"{r.window_start:%Y-%m-%dT%H:%M}Z → {r.window_end:%Y-%m-%dT%H:%M}Z", r.status,
+                      r.provider, r.attempts, r.rows_written, r.failure_class, r.error] for r in runs]))
+    return 0

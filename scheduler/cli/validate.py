@@ -1,0 +1,33 @@
+"""``skyfeast validate`` and ``skyfeast schema``: check a config file, print its JSON Schema."""
+
+from __future__ import annotations
+
+import argparse
+
+from skyfeast.scheduler.cli.common import add_config, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="check a config file (and the Feast repo it names)")
+    add_config(p)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("schema", help="print the JSON Schema of skyfeast.yaml")
+    p.set_defaults(func=cmd_schema)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.config import json_schema
+
+    print_json(json_schema())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.config import load_config
+
+    cfg = load_config(args.config)
+    from skyfeast.scheduler.cli.console import out
+
+    out.print(f"{args.config}: ok ({len(cfg.providers)} provider(s), {len(cfg.jobs)} job(s), "
+              f"Feast repo {cfg.feast_repo})")
+    return 0

@@ -1,0 +1,180 @@
+"""Semantic checks that pydantic cannot do alone.
+
+Each check yields :class:`~scheduler.errors.Problem` located through the
+config's :class:`~scheduler.yamlsrc.SourceMap`: unknown providers, duplicate
+job names, dangling or cyclic job sources, user code that cannot be imported,
+a Feast repo or feature view that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from skyfeast.scheduler.config.yamlsrc import SourceMap
+from skyfeast.scheduler.errors import Problem
+from skyfeast.scheduler.run.usercode import ImportProblem, import_callable
+
+if TYPE_CHECKING:
+    from skyfeast.scheduler.config import Config
+
+
+def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, check_feast: bool) -> list[Problem]:
+    problems: list[Problem] = []
+    names: dict[str, int] = {}
+    for i, job in enumerate(cfg.jobs):
+        if job.name in names:
+            problems.append(smap.problem(("jobs", i, "name"), f"duplicate job name {job.name!r} (first at jobs[{names[job.name]}])"))
+        names.setdefault(job.name, i)
+        for k, prov in enumerate(job.providers or []):
+            if prov not in cfg.providers:
+                problems.append(
+                    smap.problem(("jobs", i, "providers", k), f"unknown provider {prov!r}; defined: {sorted(cfg.providers)}")
+                )
+    for i, job in enumerate(cfg.jobs):
+        src = job.source
+        if src.type == "job":
+            if src.job == job.name:
+                problems.append(smap.problem(("jobs", i, "source", "job"), "a job cannot read its own output"))
+            elif src.job not in names:
+                problems.append(smap.problem(("jobs", i, "source", "job"), f"unknown job {src.job!r}; defined: {sorted(names)}"))
+            elif cfg.jobs[names[src.job]].schedule != job.schedule:
+                # the job reads its upstream's output *for the same window*
+                problems.append(smap.problem(("jobs", i, "schedule"),
+                                             f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
+    problems += _cycle_problems(cfg, smap, names)
+    problems += _sdk_problems(cfg, smap)
+    problems += _cluster_problems(cfg, smap)
+    problems += _data_problems(cfg, smap)
+    if check_imports:
+        for i, job in enumerate(cfg.jobs):
+            spec, key = (job.transform, "transform") if job.kind == "feature" else (job.model.scorer, ("model", "scorer"))
+            try:
+                import_callable(spec, cfg.base_dir)
+            except ImportProblem as exc:
+                loc = ("jobs", i, *(key if isinstance(key, tuple) else (key,)))
+                problems.append(smap.problem(loc, str(exc)))
+    if check_feast:
+        problems += _feast_problems(cfg, smap)
+    return problems
+
+
+def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """Source replicas name real providers, every allowed provider can read its source,
+    and the offline primary exists."""
+    out = []
+    if cfg.offline.primary is not None and cfg.offline.primary not in cfg.providers:
+        out.append(smap.problem(("offline", "primary"),
+                                f"unknown provider {cfg.offline.primary!r}; defined: {sorted(cfg.providers)}"))
+    for i, job in enumerate(cfg.jobs):
+        src = job.source
+        if src.type != "parquet" or src.replicas is None:
+            continue
+        for prov in src.replicas:
+            if prov not in cfg.providers:
+                out.append(smap.problem(("jobs", i, "source", "replicas", prov),
+                                        f"unknown provider {prov!r}; defined: {sorted(cfg.providers)}"))
+        if not src.replicas:
+            out.append(smap.problem(("jobs", i, "source", "replicas"), "must name at least one provider"))
+        elif not src.cross_cloud:
+            lacking = [p for p in (job.providers or cfg.providers) if p in cfg.providers and p not in src.replicas]
+            if lacking:
+                out.append(smap.problem(("jobs", i, "source", "replicas"),
+                                        f"provider(s) {lacking} may run job {job.name!r} but hold no replica of its "
+                                        "source; add a replica, narrow `providers`, or set `cross_cloud: true`"))
+    return out
+
+
+def _sdk_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    import importlib.util
+
+    from skyfeast.scheduler.config.models import _SDKS
+
+    out = []
+    for name, prov in cfg.providers.items():
+        need = _SDKS.get(prov.storage.type)
+        if need is None:
+            continue
+        module, extra = need
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            out.append(smap.problem(("providers", name, "storage", "type"),
+                                    f"storage type {prov.storage.type!r} needs {module}: pip install 'skyfeast[{extra}]'"))
+    return out
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing or broken
+        return False
+
+
+def _cluster_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """Cluster SDKs (optional extras) are installed; TLS settings match the address and their files exist."""
+    from skyfeast.scheduler.config import CLUSTER_SDKS, TLS_SCHEMES
+
+    out = []
+    for name, prov in cfg.providers.items():
+        cl, at = prov.cluster, ("providers", name, "cluster")
+        key = f"{cl.type}:{cl.backend}" if cl.type == "cloudprovider" else cl.type
+        if key in CLUSTER_SDKS:
+            modules, extra = CLUSTER_SDKS[key]
+            missing = [m for m in modules if not _importable(m)]
+            if missing:
+                what = f"cluster type {cl.type!r}" + (f" (backend {cl.backend})" if cl.type == "cloudprovider" else "")
+                out.append(smap.problem((*at, "type"),
+                                        f"{what} needs {', '.join(missing)}: pip install 'skyfeast[{extra}]'"))
+        if cl.type != "address":
+            continue
+        if cl.address.startswith(TLS_SCHEMES) and cl.tls is None:
+            out.append(smap.problem((*at, "address"), f"{cl.address.split('://')[0]}:// address needs "
+                                    "`tls: {ca_file, cert, key}` (the client certificate the scheduler trusts)"))
+        elif cl.tls is not None and not cl.address.startswith(TLS_SCHEMES):
+            out.append(smap.problem((*at, "tls"), f"tls is set but address {cl.address!r} is not tls:// or wss://"))
+        if cl.tls is not None:
+            for field in ("ca_file", "cert", "key"):
+                value = getattr(cl.tls, field)
+                if value is not None and not cfg.resolve(value).is_file():
+                    out.append(smap.problem((*at, "tls", field), f"file not found: {cfg.resolve(value)}"))
+    return out
+
+
+def _cycle_problems(cfg: "Config", smap: SourceMap, names: dict[str, int]) -> list[Problem]:
+    # self references are reported on their own ("a job cannot read its own output")
+    deps = {j.name: j.source.job for j in cfg.jobs if j.source.type == "job" and j.source.job != j.name}
+    out = []
+    for start in deps:
+        seen = [start]
+        cur = deps.get(start)
+        while cur is not None and cur in deps:
+            if cur == start:
+                out.append(smap.problem(("jobs", names[start], "source", "job"), f"job sources form a cycle: {' -> '.join([*seen, start])}"))
+                break
+            if cur in seen:
+                break
+            seen.append(cur)
+            cur = deps.get(cur)
+    return out
+
+
+def _feast_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    repo = cfg.feast_repo
+    if not (repo / "feature_store.yaml").is_file():
+        return [smap.problem(("feast", "repo"), f"no feature_store.yaml in {repo}")]
+    from skyfeast.featurestore.repo import FeastRepoError, feature_view_names
+
+    try:
+        fvs = feature_view_names(repo)
+    except FeastRepoError as exc:
+        return [smap.problem(("feast", "repo"), str(exc))]
+    out = []
+    for i, job in enumerate(cfg.jobs):
+        if job.feature_view not in fvs:
+            hint = f"; known: {sorted(fvs)}" if fvs else "; the registry is empty, did you run `feast apply`?"
+            out.append(smap.problem(("jobs", i, "feature_view"), f"feature view {job.feature_view!r} not found in Feast repo {repo}{hint}"))
+    return out

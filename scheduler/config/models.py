@@ -1,0 +1,479 @@
+"""The ``skyfeast.yaml`` model: pydantic v2, no I/O.
+
+``extra="forbid"`` everywhere and discriminated unions on ``type`` (clusters,
+storage, schedules, sources) and on ``kind`` (jobs).  Loading a file lives in
+:mod:`skyfeast.scheduler.config.load`; checks that need more than one field in
+:mod:`skyfeast.scheduler.config.checks`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from skyfeast.adapters.clusters._tls import ClusterTLS
+from skyfeast.scheduler.config.yamlsrc import SourceMap, register_tags
+
+_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+NAME_RE = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
+IMPORT_RE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"`` → timedelta. Bare numbers are seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '15m', '1h' or '7d'")
+    if isinstance(value, (int, float)):
+        secs = float(value)
+    elif isinstance(value, str) and (m := _DUR_RE.match(value)):
+        secs = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; use e.g. '30s', '15m', '1h' or '7d'")
+    if secs <= 0:
+        raise ValueError("duration must be positive")
+    return timedelta(seconds=secs)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------- clusters
+class LocalCluster(_Strict):
+    """A ``distributed.LocalCluster`` the daemon starts and owns (worker processes)."""
+
+    type: Literal["local"]
+    workers: int = Field(2, ge=1, le=256, description="number of worker processes")
+    threads: int = Field(1, ge=1, le=64, description="threads per worker")
+    memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB'")
+
+
+TLS_SCHEMES = ("tls://", "wss://")
+
+
+class AddressCluster(_Strict):
+    """An existing Dask scheduler reached at ``address`` (``tcp://host:8786``, ``tls://host:8786``)."""
+
+    type: Literal["address"]
+    address: str = Field(pattern=r"^(tcp|tls|ws|wss|inproc|ucx)://.+")
+    connect_timeout: Duration = Field(default=timedelta(seconds=10))
+    tls: ClusterTLS | None = Field(None, description="client certificate for a tls:// or wss:// scheduler")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.address.startswith(TLS_SCHEMES)
+
+
+class GatewayCluster(_Strict):
+    """A named cluster that already runs behind a dask-gateway server (extra ``gateway``).
+
+    The daemon connects to it and never shuts it down. ``auth``: ``none``,
+    ``basic`` (``username``/``password``), ``kerberos``, or ``jupyterhub``
+    (``api_token``).
+    """
+
+    type: Literal["gateway"]
+    address: str = Field(pattern=r"^https?://.+", description="the gateway's HTTP API, e.g. https://gw.example.com")
+    cluster_name: str = Field(min_length=1, description="name of the running gateway cluster")
+    proxy_address: str | None = Field(None, description="scheduler proxy, e.g. gateway.example.com:8786")
+    public_address: str | None = Field(None, pattern=r"^https?://.+")
+    auth: Literal["none", "basic", "kerberos", "jupyterhub"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    api_token: SecretStr | None = Field(None, validate_default=True)
+    connect_timeout: Duration = Field(default=timedelta(seconds=30))
+
+    @field_validator("username", "password", "api_token")
+    @classmethod
+    def _auth_fields(cls, v: Any, info: ValidationInfo) -> Any:
+        auth = info.data.get("auth")  # absent when `auth` itself is invalid
+        wanted = {"basic": ("username", "password"), "jupyterhub": ("api_token",)}.get(auth, ())
+        if v is not None and auth is not None and info.field_name not in wanted:
+            raise ValueError(f"{info.field_name} cannot be used with auth: {auth}")
+        if v is None and auth == "jupyterhub" and info.field_name == "api_token":
+            raise ValueError("auth: jupyterhub needs api_token (e.g. api_token: ${JUPYTERHUB_API_TOKEN})")
+        return v
+
+
+class KubernetesCluster(_Strict):
+    """A running dask-kubernetes operator cluster (``KubeCluster.from_name``; extra ``kubernetes``).
+
+    Connect-only: a missing cluster is an error, and the daemon never deletes it.
+    """
+
+    type: Literal["kubernetes"]
+    name: str = Field(min_length=1, description="name of the DaskCluster resource")
+    namespace: str | None = Field(None, description="default: the current kube context's namespace")
+    port_forward_cluster_ip: bool | None = Field(
+        None, description="port-forward a ClusterIP scheduler service (when the daemon runs outside Kubernetes)")
+    connect_timeout: Duration = Field(default=timedelta(seconds=60))
+
+
+class CoiledCluster(_Strict):
+    """A named Coiled cluster (extra ``coiled``).
+
+    Reuse-only unless ``create: true``: without it a missing cluster is an
+    error instead of a new (billed) cluster. ``options`` are further
+    ``coiled.Cluster`` arguments, used when the cluster is created.
+    """
+
+    type: Literal["coiled"]
+    name: str = Field(min_length=1)
+    workspace: str | None = None
+    create: bool = Field(False, description="create the cluster when it does not exist")
+    shutdown_on_close: bool = Field(False, description="stop the Coiled cluster when the daemon stops")
+    options: dict[str, Any] = Field(default_factory=dict, description="more coiled.Cluster(...) keyword arguments")
+
+    @field_validator("options")
+    @classmethod
+    def _no_managed_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _reject_keys(v, ("name", "workspace", "shutdown_on_close", "asynchronous"))
+
+
+class CloudProviderCluster(_Strict):
+    """A dask-cloudprovider ``EC2Cluster`` or ``GCPCluster`` the daemon creates and closes (extra ``cloudprovider``).
+
+    ``options`` are the cluster class's keyword arguments (``region``,
+    ``instance_type``, ``projectid``, ``zone``, ``machine_type``, ...).
+    """
+
+    type: Literal["cloudprovider"]
+    backend: Literal["ec2", "gcp"]
+    n_workers: int = Field(1, ge=0, le=1000)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_managed_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _reject_keys(v, ("n_workers", "asynchronous"))
+
+
+def _reject_keys(options: dict[str, Any], managed: tuple[str, ...]) -> dict[str, Any]:
+    bad = sorted(k for k in options if k in managed)
+    if bad:
+        raise ValueError(f"{', '.join(bad)} cannot be set in options (set by skyfeast or a key of its own)")
+    return options
+
+
+Cluster = Annotated[
+    Union[LocalCluster, AddressCluster, GatewayCluster, KubernetesCluster, CoiledCluster, CloudProviderCluster],
+    Field(discriminator="type"),
+]
+# cluster type (and cloudprovider backend) -> (modules that must be importable, skyfeast extra)
+CLUSTER_SDKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "gateway": (("dask_gateway",), "gateway"),
+    "kubernetes": (("dask_kubernetes",), "kubernetes"),
+    "coiled": (("coiled",), "coiled"),
+    "cloudprovider:ec2": (("dask_cloudprovider", "aiobotocore"), "cloudprovider"),
+    "cloudprovider:gcp": (("dask_cloudprovider", "googleapiclient"), "cloudprovider"),
+}
+
+
+# --------------------------------------------------------------------------- storage
+class LocalStorage(_Strict):
+    """A directory on a filesystem every worker can see. ``root`` is relative to the config file."""
+
+    type: Literal["local"]
+    root: str
+
+
+class S3Storage(_Strict):
+    """An S3 (or S3-compatible) bucket. Credentials default to the standard AWS chain."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> "S3Storage":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key must be given together (or neither)")
+        return self
+
+
+class GCSStorage(_Strict):
+    """A Google Cloud Storage bucket; ``endpoint`` points at an emulator or private endpoint."""
+
+    type: Literal["gcs"]
+    bucket: str = Field(min_length=3, max_length=222)
+    prefix: str = ""
+    project: str | None = None
+    endpoint: str | None = Field(None, pattern=r"^https?://")
+
+
+Storage = Annotated[Union[LocalStorage, S3Storage, GCSStorage], Field(discriminator="type")]
+_SDKS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}
+
+
+class Provider(_Strict):
+    cluster: Cluster
+    storage: Storage
+    priority: int = Field(100, ge=0, description="lower runs first")
+
+
+# --------------------------------------------------------------------------- schedules
+class CronSchedule(_Strict):
+    """A crontab expression (5 fields). Each fire processes [previous fire, this fire)."""
+
+    type: Literal["cron"]
+    expr: str
+    timezone: str = "UTC"
+
+    @field_validator("expr")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"cron expression {v!r} must have 5 fields (minute hour day month weekday)")
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}") from None
+        return v
+
+
+class IntervalSchedule(_Strict):
+    """Fires every ``every``; each fire processes [fire - every, fire). Aligned to ``anchor``."""
+
+    type: Literal["interval"]
+    every: Duration
+    anchor: str = Field("1970-01-01T00:00:00Z", description="ISO time the grid is aligned to")
+
+
+Schedule = Annotated[Union[CronSchedule, IntervalSchedule], Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- sources
+class ParquetSource(_Strict):
+    """Parquet files under the provider's storage root.
+
+    ``path`` may be a glob and may hold ``{start}``/``{end}`` (formatted with a
+    strftime spec, e.g. ``{start:%Y-%m-%d}``) or ``{date}`` which expands to
+    one path per UTC day the read range touches.
+    """
+
+    type: Literal["parquet"]
+    path: str
+    timestamp_field: str = "event_timestamp"
+    lookback: Duration | None = Field(
+        None, description="read [window end - lookback, window end) instead of the window alone"
+    )
+    replicas: dict[str, str] | None = Field(
+        None, description="provider -> path of this source on that provider's storage; default: every "
+                          "provider holds it at `path`")
+    cross_cloud: bool = Field(
+        False, description="a provider with no replica may read another provider's replica (egress costs)")
+
+    def replica_path(self, provider: str) -> str | None:
+        """The path of the replica on ``provider``'s own storage, or None if it has none."""
+        if self.replicas is None:
+            return self.path
+        return self.replicas.get(provider)
+
+
+class JobOutputSource(_Strict):
+    """The offline output another job wrote for the same window."""
+
+    type: Literal["job"]
+    job: str
+
+
+Source = Annotated[Union[ParquetSource, JobOutputSource], Field(discriminator="type")]
+
+
+class ModelSpec(_Strict):
+    artifact: str = Field(description="path under the provider's storage root, e.g. models/risk.joblib")
+    scorer: str = Field(pattern=IMPORT_RE, description="module:function(model, frame, window) -> frame")
+
+
+# --------------------------------------------------------------------------- jobs
+class _JobBase(_Strict):
+    name: str = Field(pattern=NAME_RE)
+    schedule: Schedule
+    source: Source
+    feature_view: str
+    providers: list[str] | None = Field(None, description="allowed providers; default: all")
+    retries: int = Field(0, ge=0, le=100)
+    timeout: Duration = Field(default=timedelta(hours=1))
+    partitions: int | None = Field(None, ge=1, le=100_000, description="partitions after entity shuffle")
+    catchup: Literal["none", "latest", "all"] = Field(
+        "all", description="windows missed while no daemon ran: none, only the latest, or all")
+    max_catchup: Duration = Field(default=timedelta(hours=24), description="never catch up windows older than this")
+
+
+class FeatureJob(_JobBase):
+    kind: Literal["feature"]
+    transform: str = Field(pattern=IMPORT_RE, description="module:function(frame, window) -> frame")
+
+
+class ModelJob(_JobBase):
+    kind: Literal["model"]
+    model: ModelSpec
+
+
+Job = Annotated[Union[FeatureJob, ModelJob], Field(discriminator="kind")]
+
+
+class DaemonSettings(_Strict):
+    """How daemons coordinate through the ledger."""
+
+    run_lease: Duration = Field(default=timedelta(seconds=30),
+                                description="a running run not heartbeated for this long is resumed by another daemon")
+    leader_lease: Duration = Field(default=timedelta(seconds=10),
+                                   description="leader lease; a standby takes over this long after the leader dies")
+    poll: Duration = Field(default=timedelta(seconds=1), description="how often queued and orphaned runs are picked up")
+    max_parallel: int = Field(4, ge=1, le=1024, description="runs executing at once")
+    grace: Duration = Field(default=timedelta(seconds=60), description="SIGTERM: time running work gets before it is cancelled")
+
+    @model_validator(mode="after")
+    def _lease_vs_poll(self) -> "DaemonSettings":
+        for key in ("leader_lease", "run_lease"):
+            if getattr(self, key) < 3 * self.poll:
+                raise ValueError(f"{key} must be at least 3 x poll, so it can be renewed in time")
+        return self
+
+
+class HealthSettings(_Strict):
+    """Provider health probing and the circuit breaker (see scheduler.policy.observe)."""
+
+    interval: Duration = Field(default=timedelta(seconds=1), description="time between probes of a provider")
+    timeout: Duration = Field(default=timedelta(seconds=2), description="deadline of one probe")
+    miss_budget: int = Field(3, ge=1, le=100, description="consecutive failed probes before a provider is down")
+    blocklist_ttl: Duration = Field(default=timedelta(seconds=30), description="how long a down provider is avoided")
+    failback_after: Duration = Field(default=timedelta(seconds=30),
+                                     description="healthy time before new runs return to a recovered provider")
+    min_workers: int = Field(1, ge=0, description="fewer workers than this makes a provider degraded")
+
+
+class OfflineSettings(_Strict):
+    """Where Feast reads offline outputs, and how outputs written elsewhere get there."""
+
+    primary: str | None = Field(None, description="provider whose storage the Feast batch sources point at; "
+                                                   "default: the provider with the lowest priority value")
+    reconcile_every: Duration = Field(default=timedelta(minutes=5),
+                                      description="how often the leader copies failed-over outputs to the primary")
+    reconcile_batch: int = Field(50, ge=1, le=10_000, description="runs reconciled per pass")
+
+
+class FeastSettings(_Strict):
+    repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
+
+
+class Config(_Strict):
+    project: str = Field(pattern=NAME_RE)
+    state: str | None = Field(None, description="SQLAlchemy URL or file path of the run ledger")
+    feast: FeastSettings
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
+    providers: dict[str, Provider] = Field(min_length=1)
+    jobs: list[Job] = Field(default_factory=list)
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+    _file: str = PrivateAttr(default="skyfeast.yaml")
+    _smap: SourceMap | None = PrivateAttr(default=None)
+
+    @field_validator("feast", mode="before")
+    @classmethod
+    def _feast_shorthand(cls, v: Any) -> Any:
+        return {"repo": v} if isinstance(v, str) else v
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, v: dict[str, Provider]) -> dict[str, Provider]:
+        for name in v:
+            if not re.match(NAME_RE, name):
+                raise ValueError(f"provider name {name!r} must match {NAME_RE}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> "Config":
+        # cross references are checked in config.checks so that each
+        # problem gets its own location; nothing to do here.
+        return self
+
+    # ---- resolved locations -------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def file(self) -> str:
+        return self._file
+
+    @property
+    def source_map(self) -> SourceMap | None:
+        return self._smap
+
+    def resolve(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self._base_dir / path).resolve()
+
+    @property
+    def feast_repo(self) -> Path:
+        return self.resolve(self.feast.repo)
+
+    @property
+    def state_url(self) -> str:
+        if self.state is None:
+            return f"sqlite:///{self._base_dir / '.skyfeast' / 'state.db'}"
+        if "://" in self.state:
+            return self.state
+        return f"sqlite:///{self.resolve(self.state)}"
+
+    def job(self, name: str) -> FeatureJob | ModelJob:
+        for j in self.jobs:
+            if j.name == name:
+                return j
+        raise KeyError(name)
+
+    def allowed_providers(self, job: FeatureJob | ModelJob) -> list[str]:
+        return list(job.providers) if job.providers else list(self.providers)
+
+    @property
+    def primary_provider(self) -> str:
+        """The provider whose storage holds the offline outputs Feast reads."""
+        if self.offline.primary is not None:
+            return self.offline.primary
+        return min(self.providers, key=lambda n: (self.providers[n].priority, n))
+
+
+register_tags("local", "address", "gateway", "kubernetes", "coiled", "cloudprovider", "s3", "gcs", "cron", "interval",
+              "parquet", "job", "feature", "model")

@@ -1,0 +1,259 @@
+"""``skyfeast drill``: break the preferred provider of a job mid-run and measure recovery.
+
+The faults (see :mod:`scheduler.faults`): against a cluster this process
+manages (``type: local``) they are real: ``kill`` SIGKILLs the Dask scheduler
+process, ``hang`` SIGSTOPs it (SIGCONT restores), ``partition`` makes the TCP
+forwarder between this process and the scheduler drop every byte (forwarding
+again restores). ``storage-outage`` makes the provider's storage unreachable
+(local root moved away; S3/GCS endpoint pointed at a closed port). Against a
+remote cluster the cluster faults fence the provider inside this process
+(its circuit is forced open).
+
+:func:`run_drill` returns the report (also used by ``bench/failover.py``):
+time to detection, time to the first finished chunk on the new provider, run
+completion, rows, duplicate and lost windows, restore and failback times, a
+timeline, and each SLO of the scenario with pass/fail. The CLI exits 1 when an
+SLO is breached or the run did not complete.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skyfeast.scheduler.config import Config, load_config
+from skyfeast.scheduler.control.policy import ProviderState, place
+from skyfeast.scheduler.drills.faults import MODES, make_fault
+from skyfeast.scheduler.errors import UsageError
+from skyfeast.scheduler.timing.windows import latest_window, parse_time
+
+DEFAULT_SLO = {"kill": {"max_detection_s": 2.0, "max_first_task_s": 30.0},
+               "hang": {"max_detection_s": 10.0, "max_first_task_s": 40.0},
+               "partition": {"max_detection_s": 10.0, "max_first_task_s": 40.0},
+               "storage-outage": {"max_detection_s": 10.0, "max_first_task_s": 60.0}}
+
+
+STUCK_AFTER = 180.0  # seconds the drilled run may take after the fault before the fault is lifted
+
+
+def _scenario(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"--scenario {path}: {exc}") from None
+    if not isinstance(data, dict) or not set(data) <= {"mode", "job", "slo", "description"}:
+        raise UsageError(f"--scenario {path}: expected a mapping with mode, job, slo, description")
+    return data
+
+
+def _wait(pred, timeout: float, step: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def _pick_job(cfg: Config, provider: str, job_name: str | None):
+    if provider not in cfg.providers:
+        raise UsageError(f"unknown provider {provider!r}; defined: {sorted(cfg.providers)}")
+    jobs = [j for j in cfg.jobs if j.kind == "feature" and provider in cfg.allowed_providers(j)
+            and len(cfg.allowed_providers(j)) > 1]
+    if job_name:
+        jobs = [j for j in jobs if j.name == job_name]
+    if not jobs:
+        raise UsageError(f"no feature job{' ' + repr(job_name) if job_name else ''} may run on {provider!r} "
+                         "and fail over to another provider")
+    return jobs[0]
+
+
+def run_drill(config: str | Path | Config, provider: str, mode: str | None = None, *, job: str | None = None,
+              scenario: str | None = None, recovery: bool = True, at: str = "now",
+              min_chunks: int = 1, warm: bool = False, runner=None) -> dict[str, Any]:
+    """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
+
+    ``recovery`` False skips waiting for the provider to become healthy and preferred again
+    after the restore (benchmarks; ``restore_s`` and ``failback_s`` are then None).
+    ``warm`` starts every provider the job may use before the run (as in a daemon whose
+    clusters are already up), so that failover is measured without a cluster's cold start.
+    ``runner`` runs the drill in an existing runtime (:func:`skyfeast.scheduler.app.open_runtime`) instead
+    of a new one; ``config`` must then be that runtime's Config.
+    ``at`` picks the window (the latest complete one at that time). The fault lands once
+    ``min_chunks`` chunks are recorded. Raises UsageError for a drill that cannot exercise failover.
+    """
+    from skyfeast.scheduler.app import open_runtime
+
+    scen = _scenario(scenario)
+    mode = mode or scen.get("mode", "kill")
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode}: unknown; known: {', '.join(MODES)}")
+    cfg = config if isinstance(config, Config) else load_config(config)
+    job = _pick_job(cfg, provider, job or scen.get("job"))
+    slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
+    window = latest_window(job.schedule, parse_time(at))
+
+    if runner is not None:
+        report = _in_runtime(cfg, runner, job, window, provider, mode, recovery, min_chunks, warm)
+    else:
+        with open_runtime(cfg) as rt:
+            report = _in_runtime(cfg, rt.runner, job, window, provider, mode, recovery, min_chunks, warm)
+    checks = {
+        "max_detection_s": report["detection_s"] is not None and report["detection_s"] <= slo["max_detection_s"],
+        "max_first_task_s": (report["first_task_on_new_provider_s"] is not None
+                             and report["first_task_on_new_provider_s"] <= slo["max_first_task_s"]),
+    }
+    report["slo"] = {k: {"limit": slo[k], "ok": v} for k, v in checks.items()}
+    report["ok"] = (report["completed"] and all(checks.values()) and report["duplicate_windows"] == 0
+                    and not report["run_blocked_until_restore"])
+    return report
+
+
+def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, recovery: bool, min_chunks: int,
+                warm: bool) -> dict[str, Any]:
+    pool = runner.pool
+    cands = place(cfg.allowed_providers(job), pool.views())
+    if not cands or cands[0] != provider:
+        raise UsageError(f"{provider!r} is not {job.name!r}'s preferred provider now (order: {cands}); "
+                         "the drill would not exercise failover")
+    # storage faults are set up before the run (a relayed endpoint must be in the storage
+    # options its tasks get); cluster faults once the run has started the cluster
+    faults = [make_fault(pool, provider, mode)] if mode == "storage-outage" else []
+    try:
+        for f in faults:
+            f.prepare()
+        if warm:
+            warm_up(pool, cfg.allowed_providers(job))
+        return _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks)
+    finally:
+        for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
+            f.close()
+
+
+# what a worker imports for its first feature task (Feast among it: seconds on a cold worker)
+WORKER_MODULES = ("scheduler.executor", "featurestore.writers")
+
+
+def warm_up(pool, providers) -> None:
+    """Start (connect) these providers' clusters, in parallel, and have their workers import
+    the task code, so that a timed run does not pay for it; raises what ``pool.client`` raises."""
+    import importlib
+
+    errors: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            client = pool.client(name)
+            for mod in WORKER_MODULES:
+                client.run(importlib.import_module, mod)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(p,), name=f"skyfeast-warm-{p}") for p in providers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: list, recovery: bool,
+           min_chunks: int) -> dict[str, Any]:
+    pool, ledger = runner.pool, runner.ledger
+    result: dict[str, Any] = {}
+    prior = ledger.find_run(job.name, window.start, window.end)
+    # a forced re-run keeps the window's run row, and with it the attempts of earlier runs
+    earlier = {a["id"] for a in ledger.attempts(prior.id)} if prior else set()
+    t_start = time.monotonic()
+    t = threading.Thread(target=lambda: result.update(o=runner.run_window(job, window, trigger="drill", force=True)),
+                         name="skyfeast-drill-run", daemon=True)
+    t.start()
+
+    def mid_run():
+        r = ledger.find_run(job.name, window.start, window.end)
+        return r if r and r.status == "running" and r.partitions and len(ledger.chunks(r.id)) >= min_chunks else None
+
+    run = _wait(mid_run, 180)
+    if run is None:
+        t.join(timeout=60)
+        raise UsageError(f"{job.name} never got part-way on {provider}; is its window too small to drill?")
+    if not faults:
+        faults.append(make_fault(pool, provider, mode))
+    fault = faults[0]
+    done_at_fault = len(ledger.chunks(run.id))
+    t_fault = time.monotonic()
+    fault.inject()
+
+    def detected():
+        a = ledger.attempts(run.id)
+        return (pool.breaker(provider).state is ProviderState.DOWN
+                or any(x["provider"] == provider and x["outcome"] == "failed" and x["id"] not in earlier for x in a))
+
+    t_detect = time.monotonic() if _wait(detected, 120, 0.05) else None
+
+    def first_task_elsewhere():
+        attempts = {a["id"]: a["provider"] for a in ledger.attempts(run.id)}
+        return any(attempts.get(c["attempt_id"]) not in (None, provider) for c in ledger.chunks(run.id).values())
+
+    t_first = time.monotonic() if _wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
+        and first_task_elsewhere() else None
+    # A run can stay blocked on the faulty provider (executor._watch calls Future.result()
+    # without a deadline on a future that finished just before a hang or partition; that
+    # call waits for the scheduler, not for the watchdog). Such a run would never finish
+    # while the fault lasts, so the fault is lifted after STUCK_AFTER and the report says so.
+    blocked = _wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1) is None
+    if blocked:
+        fault.restore()
+    t.join(timeout=600)
+    t_done = time.monotonic()
+    outcome = result.get("o")
+    fault.restore()
+    t_restore0 = time.monotonic()
+    restored = recovery and _wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
+                                  cfg.health.blocklist_ttl.total_seconds() + 120, 0.2)
+    t_restored = time.monotonic()
+    back = None
+    if restored:
+        back = _wait(lambda: (place(cfg.allowed_providers(job), pool.views()) or [None])[0] == provider,
+                     cfg.health.failback_after.total_seconds() + 30, 0.2)
+    t_back = time.monotonic()
+    rows = ledger.runs(job=job.name, limit=100_000)
+    same = [r for r in rows if (r.window_start, r.window_end) == (window.start, window.end)]
+    final = ledger.get_run(run.id)
+    attempts = [a for a in ledger.attempts(run.id) if a["id"] not in earlier]
+    by_attempt = {a["id"]: a["provider"] for a in attempts}
+    chunks = ledger.chunks(run.id)
+
+    def rel(x):
+        return round(x - t_start, 3) if x is not None else None
+
+    return {
+        "provider": provider, "mode": mode, "fault": fault.how, "job": job.name,
+        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+        "detection_s": round(t_detect - t_fault, 3) if t_detect is not None else None,
+        "first_task_on_new_provider_s": round(t_first - t_fault, 3) if t_first is not None else None,
+        "completed": bool(outcome and outcome.status == "succeeded"),
+        "completed_on": outcome.provider if outcome else None,
+        "error": outcome.error if outcome else "the run did not finish",
+        "rows_written": final.rows_written if final else None,
+        "chunks": len(chunks), "partitions": final.partitions if final else None,
+        "chunks_done_at_fault": done_at_fault,
+        "chunks_by_provider": {p: sum(by_attempt.get(c["attempt_id"]) == p for c in chunks.values())
+                               for p in dict.fromkeys(by_attempt.values())},
+        "attempts": [{k: a[k] for k in ("provider", "outcome", "failure_class", "error")} for a in attempts],
+        "duplicate_windows": max(0, len(same) - 1), "lost_windows": 0 if same else 1,
+        "restore_s": round(t_restored - t_restore0, 3) if restored else None,
+        "failback_s": round(t_back - t_restored, 3) if back else None,
+        "timeline_s": {"fault": rel(t_fault), "detected": rel(t_detect), "first_task_elsewhere": rel(t_first),
+                       "run_finished": rel(t_done)},
+        "run_seconds": outcome.seconds if outcome else None,
+        "run_blocked_until_restore": blocked,
+    }

@@ -1,0 +1,21 @@
+"""The run ledger: runs, attempts, chunks, leases, leadership and cordons (SQLAlchemy 2).
+
+* :mod:`.core` – :class:`Ledger`, the only writer of the tables;
+* :mod:`.schema` – the tables and the migrations between schema versions;
+* :mod:`.copies` – bookkeeping of offline parts the reconciler still has to copy.
+"""
+
+from skyfeast.scheduler.ledger.core import (
+    FAILURE_CLASSES,
+    LEADER,
+    PENDING,
+    RUN_STATES,
+    SCHEMA_VERSION,
+    Fenced,
+    Ledger,
+    LedgerError,
+    RunRow,
+)
+
+__all__ = ["FAILURE_CLASSES", "LEADER", "PENDING", "RUN_STATES", "SCHEMA_VERSION", "Fenced", "Ledger", "LedgerError",
+           "RunRow"]

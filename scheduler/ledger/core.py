@@ -1,0 +1,523 @@
+"""The run ledger: one row per (job, window), with attempts, chunks and leases.
+
+SQLAlchemy 2 Core over SQLite (default) or PostgreSQL (for HA). The unique
+key ``(job, window_start, window_end)`` is the run's idempotency key: a
+window is claimed by one runner at a time and, once succeeded, never again.
+
+Run states: ``queued`` → ``running`` → ``succeeded | failed | cancelled``.
+A ``running`` run carries an owner and a lease; a run whose lease expired
+(its process died) can be re-claimed and resumed from its recorded chunks.
+
+Leadership: :meth:`Ledger.acquire_leader` takes or renews the leader lease
+and returns its fencing token. From then on every write of this ``Ledger``
+first checks, in the same transaction, that the token is still current, and
+raises :class:`Fenced` otherwise — a deposed leader cannot commit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+
+from skyfeast.scheduler.errors import UserError
+from skyfeast.scheduler.ledger.copies import CopyBook
+from skyfeast.scheduler.ledger.schema import (
+    SCHEMA_VERSION,
+    SchemaTooNew,
+    UTCDateTime,
+    attempts_t,
+    chunks_t,
+    cordons_t,
+    job_state_t,
+    leader_t,
+    meta_t,
+    migrate,
+    runs_t,
+)
+
+UTC = timezone.utc
+LEADER = "daemon"
+# "interrupted": started, then given back at a clean shutdown; it keeps its chunks and the
+# next claimer resumes it (unlike "queued", which starts afresh)
+RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
+FAILURE_CLASSES = ("user_code", "data", "infrastructure", "timeout", "cancelled")
+__all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime"]
+
+
+PENDING = ("queued", "running", "interrupted")
+
+
+def _waits_on(job: str, upstream: str):
+    """SQL: this row is a run of ``job`` whose window's ``upstream`` run is not finished yet."""
+    up = runs_t.alias("up")
+    return sa.and_(runs_t.c.job == job, sa.exists().where(
+        up.c.job == upstream, up.c.window_start == runs_t.c.window_start,
+        up.c.window_end == runs_t.c.window_end, up.c.status.in_(PENDING)))
+
+
+class LedgerError(UserError):
+    """The ledger cannot be opened or belongs to an incompatible version."""
+
+
+class Fenced(Exception):
+    """This process's leader token is stale: a newer leader exists; the write was rolled back."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    job: str
+    window_start: datetime
+    window_end: datetime
+    status: str
+    trigger: str
+    provider: str | None
+    owner: str | None
+    attempts: int
+    rows_written: int | None
+    partitions: int | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    failure_class: str | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _row(r: Any) -> RunRow:
+    m = r._mapping
+    return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
+
+
+class Ledger(CopyBook):
+    """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
+
+    def __init__(self, url: str, *, owner: str | None = None):
+        self.url = url
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.token: int | None = None  # fencing token while leader
+        self.deposed = False  # lost the lease without releasing it: every later write is refused
+        self._local = threading.local()
+        try:
+            if url.startswith("sqlite:"):
+                path = url.split("sqlite:///", 1)[-1]
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+                sa.event.listen(self.engine, "connect", _sqlite_connect)
+                sa.event.listen(self.engine, "begin", _sqlite_begin)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.is_pg = self.engine.dialect.name == "postgresql"
+            with self.engine.begin() as conn:
+                if self.is_pg:  # serialise concurrent first starts
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7707001)"))
+                migrate(conn)
+        except SchemaTooNew as exc:
+            raise LedgerError(f"ledger {_safe(url)} has {exc}; upgrade skyfeast instead of downgrading the ledger") from None
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise LedgerError(f"state: {url!r} is not a usable SQLAlchemy URL: {exc}") from None
+        except OperationalError as exc:
+            raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).scalar_one())
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; checks the fencing token first when this ledger is leader."""
+        if self.deposed:
+            raise Fenced(f"this process lost the leader lease (token {self.token}); write refused")
+        with self.engine.begin() as conn:
+            if self.token is not None:
+                q = sa.select(leader_t.c.token, leader_t.c.holder).where(leader_t.c.name == LEADER)
+                if self.is_pg:
+                    q = q.with_for_update(read=True)  # no takeover can commit before this write does
+                row = conn.execute(q).first()
+                if row is None or row.token != self.token or row.holder != self.owner:
+                    raise Fenced(f"fencing token {self.token} is stale (current: {row.token if row else None})")
+            yield conn
+
+    # ------------------------------------------------------------------ leadership
+    def acquire_leader(self, holder: str | None, ttl: timedelta) -> int | None:
+        """Take the leader lease if free or expired, or renew our own. Returns the fencing token or None.
+
+        The token increases on every change of holder; renewals keep it.
+        """
+        holder = holder or self.owner
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(leader_t).where(leader_t.c.name == LEADER)).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(leader_t.insert().values(name=LEADER, holder=holder, token=1, lease_until=now + ttl))
+                except IntegrityError:
+                    return self._lost()
+                token = 1
+            elif self.deposed:
+                return None
+            elif row.holder == holder and (row.token == self.token or self.token is None):
+                token = row.token
+                res = conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.token == row.token,
+                                                           leader_t.c.holder == holder).values(lease_until=now + ttl))
+                if res.rowcount != 1:
+                    return self._lost()
+            elif row.lease_until < now:
+                token = row.token + 1
+                res = conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.token == row.token)
+                                   .values(holder=holder, token=token, lease_until=now + ttl))
+                if res.rowcount != 1:
+                    return self._lost()
+            else:
+                return self._lost()
+        self.token = token
+        return token
+
+    def _lost(self) -> None:
+        if self.token is not None:
+            self.deposed = True  # we were leader: keep fencing ourselves off
+        return None
+
+    def release_leader(self, holder: str | None = None) -> None:
+        holder = holder or self.owner
+        with self.engine.begin() as conn:
+            conn.execute(leader_t.update().where(leader_t.c.name == LEADER, leader_t.c.holder == holder,
+                                                 leader_t.c.token == self.token)
+                         .values(lease_until=datetime(1970, 1, 1, tzinfo=UTC)))
+        self.token = None
+        self.deposed = False
+
+    def leader(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(leader_t).where(leader_t.c.name == LEADER)).first()
+        return None if r is None else {"holder": r.holder, "token": r.token, "lease_until": r.lease_until.isoformat()}
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, job: str, start: datetime, end: datetime, *, trigger: str, lease: timedelta,
+              force: bool = False) -> tuple[int | None, str]:
+        """Take the run for (job, window): ``(run_id, "claimed")`` or ``(None, current_status)``.
+
+        Queued, failed and cancelled runs, and running ones whose lease expired,
+        are re-claimed. ``force`` also re-claims a succeeded window.
+        """
+        now = _now()
+        with self._write() as conn:
+            try:
+                with conn.begin_nested():
+                    rid = conn.execute(runs_t.insert().values(
+                        job=job, window_start=start, window_end=end, status="running", trigger=trigger, owner=self.owner,
+                        lease_until=now + lease, created_at=now, started_at=now, attempts=0,
+                    )).inserted_primary_key[0]
+                return int(rid), "claimed"
+            except IntegrityError:
+                pass
+            row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.lease_until).where(
+                runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
+            ok = row.status in ("queued", "failed", "cancelled", "interrupted") or (
+                force and row.status == "succeeded") or (
+                row.status == "running" and row.lease_until is not None and row.lease_until < now)
+            if not ok:
+                return None, row.status
+            resume = row.status in ("running", "interrupted")
+            if not self._take(conn, row.id, row.status, now + lease, trigger=trigger, fresh=not resume):
+                # lost a race: another claimer changed the row since we read it; report what it is now
+                return None, conn.execute(sa.select(runs_t.c.status).where(runs_t.c.id == row.id)).scalar_one()
+            return int(row.id), "claimed"
+
+    def _take(self, conn: sa.Connection, run_id: int, status: str, lease_until: datetime, *,
+              trigger: str | None = None, fresh: bool) -> bool:
+        """Conditionally move a run to running/owned-by-us. ``fresh`` restarts it (chunks dropped)."""
+        values: dict[str, Any] = dict(status="running", owner=self.owner, lease_until=lease_until, ended_at=None,
+                                      failure_class=None, error=None)
+        if trigger:
+            values["trigger"] = trigger
+        if fresh:  # a resumed run keeps an operator's pending cancel request
+            values.update(started_at=_now(), partitions=None, key_ranges=None, cancel_requested=False)
+        q = runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == status)
+        if status == "running":
+            q = q.where(runs_t.c.lease_until < _now())
+        if conn.execute(q.values(**values)).rowcount != 1:
+            return False
+        if fresh:
+            conn.execute(chunks_t.delete().where(chunks_t.c.run_id == run_id))
+        return True
+
+    def claim_many(self, items: list[tuple[str, datetime, datetime]], *, trigger: str,
+                   lease: timedelta) -> list[tuple[int, str, datetime, datetime]]:
+        """Insert runs for new windows in one transaction; windows that already have a run are skipped."""
+        if not items:
+            return []
+        now = _now()
+        rows = [dict(job=j, window_start=s, window_end=e, status="running", trigger=trigger, owner=self.owner,
+                     lease_until=now + lease, created_at=now, started_at=now, attempts=0, cancel_requested=False)
+                for j, s, e in items]
+        dialect = sa.dialects.postgresql if self.is_pg else sa.dialects.sqlite
+        stmt = dialect.insert(runs_t).on_conflict_do_nothing(
+            index_elements=["job", "window_start", "window_end"]
+        ).returning(runs_t.c.id, runs_t.c.job, runs_t.c.window_start, runs_t.c.window_end)
+        out: list[tuple[int, str, datetime, datetime]] = []
+        with self._write() as conn:
+            for i in range(0, len(rows), 2000):
+                out += [tuple(r) for r in conn.execute(stmt, rows[i:i + 2000])]
+        return out
+
+    def _claim_where(self, cond, lease: timedelta, limit: int, *, fresh: bool,
+                     after: dict[str, str] | None = None) -> list[RunRow]:
+        now = _now()
+        out = []
+        if after:
+            cond = sa.and_(cond, *(~_waits_on(job, up) for job, up in after.items()))
+        with self._write() as conn:
+            q = sa.select(runs_t.c.id, runs_t.c.status).where(cond).order_by(runs_t.c.window_end).limit(limit)
+            if self.is_pg:
+                q = q.with_for_update(skip_locked=True)
+            for rid, status in conn.execute(q).all():
+                if self._take(conn, rid, status, now + lease, fresh=fresh):
+                    out.append(rid)
+            rows = conn.execute(sa.select(runs_t).where(runs_t.c.id.in_(out))).all() if out else []
+        return [_row(r) for r in rows]
+
+    def claim_queued(self, lease: timedelta, limit: int = 100, *, after: dict[str, str] | None = None) -> list[RunRow]:
+        """Queued runs, started afresh. ``after`` maps a job to its upstream job: a run of such a
+        job is left alone while the upstream run of its window is still queued, running or
+        interrupted (it would only be handed back), so a waiting run is not re-claimed every poll."""
+        return self._claim_where(runs_t.c.status == "queued", lease, limit, fresh=True, after=after)
+
+    def reclaim_expired(self, lease: timedelta, limit: int = 100, *,
+                        after: dict[str, str] | None = None) -> list[RunRow]:
+        """Running runs whose owner stopped heartbeating, and runs interrupted by a clean
+        shutdown: take them over, keeping their chunks. ``after`` as for :meth:`claim_queued`."""
+        cond = sa.or_(sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now()),
+                      runs_t.c.status == "interrupted")
+        return self._claim_where(cond, lease, limit, fresh=False, after=after)
+
+    def release_runs(self, run_ids: list[int]) -> None:
+        """Give up runs we claimed but will not execute: never-started ones go back to ``queued``,
+        started ones become ``interrupted``: they keep their chunks and are claimable at once."""
+        mine = sa.and_(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner, runs_t.c.status == "running")
+        with self._write() as conn:
+            conn.execute(runs_t.update().where(mine, runs_t.c.attempts == 0)
+                         .values(status="queued", owner=None, lease_until=None, started_at=None))
+            conn.execute(runs_t.update().where(mine).values(status="interrupted", owner=None, lease_until=None))
+
+    def enqueue(self, job: str, start: datetime, end: datetime, *, trigger: str = "manual") -> tuple[int, str]:
+        """Ask a daemon to run (job, window). Returns (run_id, status) — "queued" or the existing state."""
+        now = _now()
+        with self._write() as conn:
+            try:
+                with conn.begin_nested():
+                    rid = conn.execute(runs_t.insert().values(
+                        job=job, window_start=start, window_end=end, status="queued", trigger=trigger,
+                        created_at=now, attempts=0, cancel_requested=False)).inserted_primary_key[0]
+                return int(rid), "queued"
+            except IntegrityError:
+                pass
+            row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status).where(
+                runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
+            if row.status in ("failed", "cancelled"):
+                conn.execute(runs_t.update().where(runs_t.c.id == row.id, runs_t.c.status == row.status)
+                             .values(status="queued", trigger=trigger, owner=None, lease_until=None))
+                return int(row.id), "queued"
+            return int(row.id), row.status
+
+    def request_cancel(self, run_id: int) -> str | None:
+        """Cancel a queued run now, or ask the owner of a running one to cancel. Returns the resulting status."""
+        with self._write() as conn:
+            r = conn.execute(sa.select(runs_t.c.status).where(runs_t.c.id == run_id)).first()
+            if r is None:
+                return None
+            if r.status in ("queued", "interrupted"):
+                conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == r.status)
+                             .values(status="cancelled", ended_at=_now(), failure_class="cancelled",
+                                     error="cancelled by operator before it started" if r.status == "queued"
+                                     else "cancelled by operator while interrupted"))
+                return "cancelled"
+            if r.status == "running":
+                conn.execute(runs_t.update().where(runs_t.c.id == run_id).values(cancel_requested=True))
+                return "cancelling"
+            return r.status
+
+    def heartbeat(self, run_ids: list[int], lease: timedelta) -> set[int]:
+        """Extend our leases; return the runs we must stop (cancel requested, or no longer ours)."""
+        with self._write() as conn:
+            conn.execute(runs_t.update().where(runs_t.c.id.in_(run_ids), runs_t.c.owner == self.owner,
+                                               runs_t.c.status == "running").values(lease_until=_now() + lease))
+            rows = conn.execute(sa.select(runs_t.c.id, runs_t.c.owner, runs_t.c.status, runs_t.c.cancel_requested)
+                                .where(runs_t.c.id.in_(run_ids))).all()
+        return {r.id for r in rows if r.cancel_requested or r.owner != self.owner or r.status != "running"}
+
+    # ------------------------------------------------------------------ progress
+    def start_attempt(self, run_id: int, provider: str) -> int:
+        with self._write() as conn:
+            n = conn.execute(sa.select(sa.func.count()).where(attempts_t.c.run_id == run_id)).scalar_one() + 1
+            aid = conn.execute(attempts_t.insert().values(run_id=run_id, number=n, provider=provider,
+                                                          started_at=_now())).inserted_primary_key[0]
+            conn.execute(runs_t.update().where(runs_t.c.id == run_id).values(attempts=n, provider=provider))
+        return int(aid)
+
+    def finish_attempt(self, attempt_id: int, *, outcome: str, failure_class: str | None = None,
+                       error: str | None = None, rows: int | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
+                ended_at=_now(), outcome=outcome, failure_class=failure_class, error=error, rows_written=rows))
+
+    def set_partitions(self, run_id: int, n: int, key_ranges: str | None = None) -> None:
+        """Fix a run's chunking (chunk count, and the key-range split as JSON if any) once."""
+        with self._write() as conn:
+            conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.partitions.is_(None))
+                         .values(partitions=n, key_ranges=key_ranges))
+
+    def key_ranges(self, run_id: int) -> str | None:
+        """The JSON key-range split :meth:`set_partitions` stored, or None (hash chunks, or not fixed yet)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs_t.c.key_ranges).where(runs_t.c.id == run_id)).scalar_one_or_none()
+
+    def record_chunk(self, run_id: int, chunk: int, stats: dict, attempt_id: int | None = None) -> None:
+        with self._write() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(chunks_t.insert().values(
+                        run_id=run_id, chunk=chunk, attempt_id=attempt_id, rows_in=stats.get("rows_in", 0),
+                        rows_out=stats.get("rows_out", 0), rows_online=stats.get("rows_online", 0),
+                        file=stats.get("file"), done_at=_now()))
+            except IntegrityError:
+                pass  # already recorded (a resumed attempt rewrote it): idempotent
+
+    def chunks(self, run_id: int) -> dict[int, dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(chunks_t).where(chunks_t.c.run_id == run_id)).all()
+        return {r.chunk: {"rows_in": r.rows_in, "rows_out": r.rows_out, "rows_online": r.rows_online,
+                          "file": r.file, "attempt_id": r.attempt_id} for r in rows}
+
+    def finish_success(self, run_id: int, attempt_id: int, rows: int, *, copy_to_primary: bool = False) -> bool:
+        """Mark the attempt and the run succeeded in one transaction, so a crash can never leave
+        a succeeded attempt under a run that is still running. False if the run was taken over.
+        ``copy_to_primary`` queues its offline parts for the reconciler in the same transaction."""
+        now = _now()
+        with self._write() as conn:
+            res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
+                status="succeeded", ended_at=now, rows_written=rows, failure_class=None, error=None,
+                lease_until=None, cancel_requested=False))
+            if res.rowcount != 1:
+                return False
+            conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
+                ended_at=now, outcome="succeeded", rows_written=rows))
+            if copy_to_primary:
+                self.mark_copy_pending(conn, run_id)
+        return True
+
+    def finish_run(self, run_id: int, *, status: str, rows: int | None = None,
+                   failure_class: str | None = None, error: str | None = None) -> bool:
+        """Record the end of a run we own. Returns False if another process took it over meanwhile."""
+        assert status in RUN_STATES
+        with self._write() as conn:
+            res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
+                status=status, ended_at=_now(), rows_written=rows, failure_class=failure_class, error=error,
+                lease_until=None, cancel_requested=False))
+        return res.rowcount == 1
+
+    # ------------------------------------------------------------------ job state
+    def last_fires(self) -> dict[str, datetime]:
+        with self.engine.connect() as conn:
+            return {r.job: r.last_fire for r in conn.execute(sa.select(job_state_t))}
+
+    def set_last_fires(self, fires: dict[str, datetime]) -> None:
+        if not fires:
+            return
+        dialect = sa.dialects.postgresql if self.is_pg else sa.dialects.sqlite
+        stmt = dialect.insert(job_state_t)
+        stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={"last_fire": stmt.excluded.last_fire},
+                                          where=job_state_t.c.last_fire < stmt.excluded.last_fire)
+        with self._write() as conn:
+            conn.execute(stmt, [{"job": j, "last_fire": f} for j, f in fires.items()])
+
+    # ------------------------------------------------------------------ cordons
+    def cordon(self, provider: str, *, reason: str | None, by: str | None = None) -> None:
+        with self.engine.begin() as conn:  # an operator action: not fenced
+            conn.execute(cordons_t.delete().where(cordons_t.c.provider == provider))
+            conn.execute(cordons_t.insert().values(provider=provider, reason=reason, by=by or self.owner, at=_now()))
+
+    def uncordon(self, provider: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(cordons_t.delete().where(cordons_t.c.provider == provider)).rowcount == 1
+
+    def cordons(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {r.provider: {"reason": r.reason, "by": r.by, "at": r.at.isoformat()}
+                    for r in conn.execute(sa.select(cordons_t))}
+
+    # ------------------------------------------------------------------ queries
+    def get_run(self, run_id: int) -> RunRow | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(runs_t).where(runs_t.c.id == run_id)).first()
+        return _row(r) if r else None
+
+    def find_run(self, job: str, start: datetime, end: datetime) -> RunRow | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(runs_t).where(
+                runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).first()
+        return _row(r) if r else None
+
+    def runs(self, *, job: str | None = None, status: str | None = None, limit: int = 50) -> list[RunRow]:
+        q = sa.select(runs_t).order_by(runs_t.c.window_end.desc(), runs_t.c.id.desc()).limit(limit)
+        if job:
+            q = q.where(runs_t.c.job == job)
+        if status:
+            q = q.where(runs_t.c.status == status)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def attempts(self, run_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(attempts_t).where(attempts_t.c.run_id == run_id).order_by(attempts_t.c.number))
+            return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r._mapping.items()} for r in rows]
+
+    def last_success_by_provider(self) -> dict[str, datetime]:
+        q = sa.select(runs_t.c.provider, sa.func.max(runs_t.c.ended_at, type_=UTCDateTime)).where(
+            runs_t.c.status == "succeeded").group_by(runs_t.c.provider)
+        with self.engine.connect() as conn:
+            return {p: t for p, t in conn.execute(q) if p}
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let the "begin" hook issue BEGIN IMMEDIATE
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # take the write lock up front: a fencing check and the write it guards see the same database
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _safe(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<url>"

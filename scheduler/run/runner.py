@@ -1,0 +1,341 @@
+"""Run a (job, window): claim it in the ledger, place it, execute, fail over, record.
+
+One :class:`Runner` per daemon or CLI invocation; ``run_window`` is
+thread-safe and may be called concurrently for different windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from skyfeast.featurestore.repo import FeastRepo
+from skyfeast.scheduler.config import Config, FeatureJob, ModelJob
+from skyfeast.scheduler.control.policy import FailureClass, ProviderState, Step, backoff, next_step, place
+from skyfeast.scheduler.control.providers import ProviderPool
+from skyfeast.scheduler.errors import DataError
+from skyfeast.scheduler.ledger import PENDING, Ledger
+from skyfeast.scheduler.run.executor import ChunkBook, ProviderDown, classify, describe, run_feature_job, run_model_job
+from skyfeast.scheduler.run.heartbeat import Heartbeat
+from skyfeast.scheduler.run.offline import owner_of, write_manifest
+from skyfeast.scheduler.run.sources import resolve
+from skyfeast.scheduler.run.usercode import import_callable
+from skyfeast.scheduler.timing.windows import Window
+
+log = logging.getLogger("skyfeast.runner")
+
+
+@dataclass
+class Outcome:
+    job: str
+    window: Window
+    status: str  # succeeded | failed | skipped
+    run_id: int | None = None
+    provider: str | None = None
+    attempts: int = 0
+    rows: int = 0
+    rows_online: int = 0
+    partitions: int = 0
+    seconds: float = 0.0
+    failure_class: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["window"] = {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()}
+        return d
+
+
+class Reporter(Protocol):
+    def attempt(self, job: str, window: Window, provider: str, number: int) -> None: ...
+    def progress(self, job: str, window: Window, done: int, total: int) -> None: ...
+    def finished(self, outcome: Outcome) -> None: ...
+
+
+class NullReporter:
+    def attempt(self, job, window, provider, number):  # noqa: D401 - protocol impl
+        pass
+
+    def progress(self, job, window, done, total):
+        pass
+
+    def finished(self, outcome):
+        pass
+
+
+class Runner:
+    def __init__(self, cfg: Config, ledger: Ledger, repo: FeastRepo, pool: ProviderPool,
+                 reporter: Reporter | None = None, stop: threading.Event | None = None):
+        self.cfg = cfg
+        self.ledger = ledger
+        self.repo = repo
+        self.pool = pool
+        self.reporter = reporter or NullReporter()
+        self.stop = stop or threading.Event()
+        self.heartbeat = Heartbeat(ledger, cfg.daemon.run_lease)
+        self._registry_lock = threading.Lock()
+        self._progress_at: dict[str, float] = {}  # provider -> last time one of its tasks finished
+
+    def close(self) -> None:
+        self.heartbeat.close()
+
+    # ------------------------------------------------------------------ public
+    def run_window(self, job: FeatureJob | ModelJob, window: Window, *, trigger: str = "manual",
+                   force: bool = False) -> Outcome:
+        """Claim (job, window) in the ledger and run it; a window someone else owns is skipped."""
+        run_id, why = self.ledger.claim(job.name, window.start, window.end, trigger=trigger,
+                                        lease=self.cfg.daemon.run_lease, force=force)
+        if run_id is None:
+            out = Outcome(job.name, window, "skipped", reason=f"already {why}")
+            self.reporter.finished(out)
+            return out
+        return self.execute_claimed(job, window, run_id)
+
+    def execute_claimed(self, job: FeatureJob | ModelJob, window: Window, run_id: int) -> Outcome:
+        """Run a window this process already claimed; resumes from the chunks the ledger holds."""
+        t0 = time.monotonic()
+        cancel = self.heartbeat.register(run_id)
+        try:
+            out = self._execute(job, window, run_id, cancel)
+        finally:
+            self.heartbeat.unregister(run_id)
+        out.seconds = round(time.monotonic() - t0, 3)
+        self.reporter.finished(out)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _execute(self, job, window: Window, run_id: int, cancel: threading.Event) -> Outcome:
+        waiting = self._upstream_pending(job, window)
+        if waiting:
+            # its input is still being computed (e.g. a new leader picked both runs up separately):
+            # hand the run back instead of failing it; the next poll claims it again
+            self.ledger.release_runs([run_id])
+            return Outcome(job.name, window, "skipped", run_id=run_id, reason=waiting)
+        locality = self._locality(job, window)
+        candidates = place(self.cfg.allowed_providers(job), self.pool.views(), locality)
+        out = Outcome(job.name, window, "failed", run_id=run_id)
+        if not candidates:
+            return self._fail(out, FailureClass.INFRASTRUCTURE, "no provider is available for this job")
+        user_failures = 0
+        idx = 0
+        cancelled = lambda: self.stop.is_set() or cancel.is_set()  # noqa: E731
+        while idx < len(candidates):
+            provider = candidates[idx]
+            aid = self.ledger.start_attempt(run_id, provider)
+            out.attempts += 1
+            out.provider = provider
+            self.reporter.attempt(job.name, window, provider, out.attempts)
+            try:
+                res = self._attempt(job, window, provider, self._book(run_id, aid),
+                                    self._watchdog(provider, cancelled))
+            except Exception as exc:  # classified below; nothing escapes a run
+                fclass = classify(exc)
+                err = describe(exc)
+                log.warning("%s %s on %s: %s failure: %s", job.name, window, provider, fclass.value, err)
+                self.ledger.finish_attempt(aid, outcome="failed", failure_class=fclass.value, error=err)
+                if fclass is FailureClass.INFRASTRUCTURE:
+                    self.pool.mark(provider, ProviderState.DEGRADED)
+                if fclass is FailureClass.USER_CODE:
+                    user_failures += 1
+                step = next_step(fclass, user_failures=user_failures, retries=job.retries,
+                                 providers_left=len(candidates) - idx - 1)
+                if step is Step.RETRY_SAME and not cancelled():
+                    wait = threading.Event()
+                    delay = backoff(user_failures)
+                    deadline = time.monotonic() + delay
+                    while time.monotonic() < deadline and not cancelled():
+                        wait.wait(0.1)
+                    if cancelled():
+                        return self._fail(out, FailureClass.CANCELLED, "cancelled during retry backoff")
+                    continue
+                if step is Step.FAIL_OVER and not cancelled():
+                    idx += 1
+                    continue
+                return self._fail(out, fclass, err)
+            try:
+                with self._registry_lock:
+                    self.repo.record_materialization(job.feature_view, window.start, window.end)
+            except Exception as exc:  # data is written; only Feast's bookkeeping failed: retryable
+                err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
+                self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
+                return self._fail(out, FailureClass.INFRASTRUCTURE, err)
+            copy = self._write_manifest(job, window, run_id, provider, res)
+            if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy):
+                log.warning("run %s was taken over by another process before it could be recorded", run_id)
+            out.status = "succeeded"
+            out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
+            return out
+        return out  # unreachable: the loop returns
+
+    def _write_manifest(self, job, window: Window, run_id: int, provider: str, res) -> bool:
+        """Write the window's manifest next to the outputs; True if any part is off the primary
+        storage (the reconciler must copy it there)."""
+        stores = self.pool.stores()
+        primary = self.cfg.primary_provider
+        owners = [owner_of(url, stores) for url in res.files]
+        try:
+            write_manifest(self.pool.store(provider), job=job.name, feature_view=job.feature_view, window=window,
+                           run_id=run_id, provider=provider, files=res.files, rows=res.rows_out)
+        except Exception as exc:  # the ledger holds the same list; the reconciler rewrites it on the primary
+            log.warning("%s %s: cannot write the manifest on %s: %s", job.name, window, provider, exc)
+        return any(o is None or o[0] != primary for o in owners)
+
+    def _upstream_files(self, up_run, upstream, window: Window, provider: str) -> list[tuple[str, dict]]:
+        """(url, storage options) of every part file the upstream run wrote, on whichever
+        provider's storage each chunk landed (a failed-over run's parts can span two)."""
+        recorded = sorted(c["file"] for c in self.ledger.chunks(up_run.id).values() if c.get("file"))
+        if recorded:
+            stores = self.pool.stores()
+            out = []
+            for url in recorded:
+                hit = owner_of(url, stores)
+                if hit is None:
+                    raise DataError(f"upstream part {url} is on no configured provider's storage")
+                out.append((url, stores[hit[0]].storage_options))
+            return out
+        store = self.pool.store(up_run.provider or provider)  # runs recorded before chunk files existed
+        return [(store.url(k), store.storage_options)
+                for k in store.glob(f"offline/{upstream.feature_view}/{window.tag}-part*.parquet")]
+
+    def _watchdog(self, provider: str, cancelled):
+        """What executors poll while they wait: True to cancel; raises ProviderDown when the
+        health monitor opened the provider's circuit (a hung or partitioned cluster never
+        fails its futures by itself)."""
+        h = self.cfg.health
+        # a provider whose tasks keep finishing is not hung, whatever a slow probe says
+        quiet_for = h.timeout.total_seconds() * h.miss_budget + h.interval.total_seconds()
+        started = time.monotonic()
+
+        def check() -> bool:
+            if self.pool.breaker(provider).state is ProviderState.DOWN and \
+                    time.monotonic() - max(started, self._progress_at.get(provider, 0.0)) > quiet_for:
+                raise ProviderDown(f"provider {provider} was marked down by the health monitor "
+                                   f"and finished no task for {quiet_for:.0f}s")
+            return cancelled()
+        return check
+
+    def _book(self, run_id: int, attempt_id: int) -> ChunkBook:
+        run = self.ledger.get_run(run_id)
+        book = ChunkBook(partitions=run.partitions if run else None, done=self.ledger.chunks(run_id))
+        if book.partitions is not None:
+            stored = self.ledger.key_ranges(run_id)
+            if stored is not None:
+                from skyfeast.featurestore.partitioning import KeyRanges
+
+                book.ranges = KeyRanges.from_json(json.loads(stored))
+
+        def record(i: int, stats: dict) -> None:
+            if book.partitions is not None and (run is None or run.partitions is None):
+                ranges = None if book.ranges is None else json.dumps(book.ranges.to_json())
+                self.ledger.set_partitions(run_id, book.partitions, ranges)
+            self.ledger.record_chunk(run_id, i, stats, attempt_id)
+
+        book.record = record
+        return book
+
+    def _fail(self, out: Outcome, fclass: FailureClass, err: str) -> Outcome:
+        status = "cancelled" if fclass is FailureClass.CANCELLED else "failed"
+        out.status, out.failure_class, out.error = status, fclass.value, err
+        if fclass is FailureClass.CANCELLED and self.stop.is_set():
+            # shutdown, not an operator's cancel: the attempt is recorded as cancelled, and the
+            # run is released with its chunks so that the next daemon (or run) resumes it
+            self.ledger.release_runs([out.run_id])
+            out.reason = "released for resume after shutdown"
+            return out
+        if not self.ledger.finish_run(out.run_id, status=status, failure_class=fclass.value, error=err):
+            log.warning("run %s was taken over by another process before it could be recorded", out.run_id)
+        return out
+
+    def _upstream_pending(self, job, window: Window) -> str | None:
+        if job.source.type != "job":
+            return None
+        up = self.ledger.find_run(job.source.job, window.start, window.end)
+        if up is not None and up.status in PENDING:
+            return f"waiting for upstream {job.source.job!r} (run {up.id} is {up.status})"
+        return None
+
+    def _source_replica(self, job: FeatureJob, provider: str):
+        """(store, path) of the source replica this provider reads: its own, or (``cross_cloud``)
+        the first replica, in placement order, on a provider that is not down."""
+        src = job.source
+        own = src.replica_path(provider)
+        if own is not None:
+            return self.pool.store(provider), own
+        if not src.cross_cloud:
+            raise DataError(f"provider {provider!r} holds no replica of {job.name!r}'s source and "
+                            "cross_cloud is false")
+        for other in place(list(src.replicas or {}), self.pool.views()):
+            return self.pool.store(other), src.replicas[other]
+        raise ProviderDown(f"no provider holding a replica of {job.name!r}'s source is available")
+
+    def _locality(self, job, window: Window) -> str | None:
+        if job.source.type == "job":
+            up = self.ledger.find_run(job.source.job, window.start, window.end)
+            return up.provider if up and up.status == "succeeded" else None
+        if job.source.replicas:  # the first listed replica is the preferred place to read it
+            return next(iter(job.source.replicas))
+        return None
+
+    def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled):
+        deadline = time.monotonic() + job.timeout.total_seconds()
+        target = self.repo.write_target(job.feature_view)
+        store = self.pool.store(provider)
+
+        def progress(done: int, total: int) -> None:
+            self._progress_at[provider] = time.monotonic()
+            self.reporter.progress(job.name, window, done, total)
+
+        if isinstance(job, FeatureJob):
+            start, end = window.read_range(job.source)
+            src_store, src_path = self._source_replica(job, provider)
+            # an unreachable storage must fail over, not look like a window with no input files
+            src_store.check()
+            keys = resolve(src_store, src_path, start, end)
+            fn = import_callable(job.transform, self.cfg.base_dir)
+            client = self.pool.client(provider)
+            return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
+                                   keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
+                                   source_store=src_store)
+        upstream = self.cfg.job(job.source.job)
+        up_run = self.ledger.find_run(upstream.name, window.start, window.end)
+        if up_run is None or up_run.status != "succeeded":
+            raise DataError(
+                f"upstream job {upstream.name!r} has no successful run for window {window}; run it first"
+            )
+        inputs = self._upstream_files(up_run, upstream, window, provider)
+        if not inputs:
+            raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
+        fn = import_callable(job.model.scorer, self.cfg.base_dir)
+        client = self.pool.client(provider)
+        return run_model_job(client=client, store=store, job=job, window=window,
+                             target=target, scorer=fn, inputs=inputs, deadline=deadline, progress=progress,
+                             cancelled=cancelled, book=book)
+
+
+def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]:
+    """Upstream jobs before the jobs that read their output (config checks exclude cycles)."""
+    by_name = {j.name: j for j in jobs}
+    done: dict[str, None] = {}
+
+    def visit(j) -> None:
+        if j.name in done:
+            return
+        if j.source.type == "job" and j.source.job in by_name:
+            visit(by_name[j.source.job])
+        done[j.name] = None
+
+    for j in jobs:
+        visit(j)
+    return [by_name[n] for n in done]
+
+
+def now_utc() -> datetime:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc)
