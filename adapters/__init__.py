@@ -1,7 +1,7 @@
 """The cloud boundary: object storage and Dask cluster connectors.
 
 Only modules in this package import cloud SDKs (boto3, google.cloud). Their
-errors are translated into the neutral errors of :mod:`adapters.base`.
+errors are translated into the neutral errors of :mod:`skyfeast.adapters.base`.
 """
 
 from skyfeast.adapters.base import (

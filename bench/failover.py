@@ -13,7 +13,7 @@ Per trial:
 
 1. a fault-free run of ``user_features`` for that window (``Runner.run_window``);
 2. a ``kill`` drill and 3. a ``hang`` drill of the preferred provider (``aws``),
-   through :func:`scheduler.drill.run_drill`, the code behind ``skyfeast drill``.
+   through :func:`skyfeast.scheduler.drills.drill.run_drill`, the code behind ``skyfeast drill``.
 
 Figures:
 

@@ -3,7 +3,7 @@
 Writes N entities × F float32 features (one feature view, int64 entity key) into
 fresh SQLite / Redis / PostgreSQL online stores, ``--runs`` times each, and
 prints the median rows/s and feature values/s of both paths and their ratio.
-The Feast path is what ``featurestore.online.write_latest`` does: Arrow →
+The Feast path is what ``skyfeast.featurestore.online.write_latest`` does: Arrow →
 ``_convert_arrow_to_proto`` → ``online_write_batch`` in batches of 5,000.
 Each run starts from an empty store (so both measure inserts).
 

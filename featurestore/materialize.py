@@ -7,10 +7,10 @@ cluster instead of in one process:
   ``dask.dataframe``, keeping event timestamps in ``[start, end)``;
 * rows are shuffled by entity, so every entity lands in exactly one partition:
   for SQLite and PostgreSQL, whose tables are B-trees in serialised-key order,
-  each partition is one contiguous key range (:mod:`featurestore.partitioning`,
+  each partition is one contiguous key range (:mod:`skyfeast.featurestore.partitioning`,
   ranges from a sample of the input); for other stores, a hash of the join keys;
 * one task per partition, *on the workers*, writes the newest row per entity
-  with :func:`featurestore.online.write_latest` (the native newest-wins writers),
+  with :func:`skyfeast.featurestore.online.write_latest` (the native newest-wins writers),
   so the client never holds the range and a worker holds one partition at a time;
 * all partitions of all views are submitted together, so views run concurrently;
 * ``record_materialization`` is called once per view, as soon as all of its
@@ -21,7 +21,7 @@ cluster instead of in one process:
 clusters: an infrastructure failure moves the unfinished views to the next
 cluster, which rewrites only the partitions that are not written yet.
 :func:`plan_view` and :func:`run_plans` are the lower level the Feast engine
-plugin (:mod:`featurestore.engine`) shares.
+plugin (:mod:`skyfeast.featurestore.engine`) shares.
 
 Exceptions::
 
@@ -52,7 +52,9 @@ from typing import Any
 
 import pandas as pd
 
-from skyfeast.featurestore.repo import FeastRepo, FeastRepoError, WriteTarget, _quiet
+from skyfeast.adapters.failures import is_infrastructure
+from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
+from skyfeast.featurestore.repo import FeastRepo, WriteTarget, _quiet
 
 ProgressFn = Callable[[int, int], None]
 RecordFn = Callable[[str, datetime, datetime], None]
@@ -60,6 +62,8 @@ RecordFn = Callable[[str, datetime, datetime], None]
 
 class MaterializeError(Exception):
     """Root of this module's errors; the message is user-facing."""
+
+    failure_class = "data"  # see skyfeast.adapters.failures
 
 
 class UnknownFeatureViewError(MaterializeError, LookupError):
@@ -80,6 +84,7 @@ class MaterializeFailed(MaterializeError):
     def __init__(self, result: MaterializeResult, infrastructure: bool):
         self.result = result
         self.infrastructure = infrastructure
+        self.failure_class = "infrastructure" if infrastructure else "data"
         failed = [v for v in result.per_view.values() if v.error]
         super().__init__("; ".join(f"{v.feature_view}: {v.error}" for v in failed))
 
@@ -245,25 +250,6 @@ def _frame(plan: ViewPlan):
     return ddf[(ddf[ts] >= lo) & (ddf[ts] < hi)]
 
 
-# Largest input partition (uncompressed parquet) a task reads at once, here and for feature
-# jobs (scheduler.executor): a day of events in one file is split by row groups instead of
-# arriving as one multi-GB pandas frame.
-INPUT_BLOCK = "64MiB"
-
-
-def _n_workers(client) -> int:
-    try:
-        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    except Exception:  # an unreachable scheduler surfaces when the graph is submitted
-        return 1
-
-
-def _new_book():
-    from skyfeast.scheduler.run.executor import ChunkBook
-
-    return ChunkBook()
-
-
 @dataclass
 class _Run:
     plan: ViewPlan
@@ -274,96 +260,50 @@ class _Run:
     seconds: float = 0.0
 
 
-def is_infrastructure(exc: BaseException) -> bool:
-    """True when another cluster may succeed: anything but bad input, bad data or a missing table."""
-    from skyfeast.featurestore.online import OutputSchemaError
-    from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError
-
-    data = (MaterializeError, FeastRepoError, OutputSchemaError, EncodingError, StoreNotReadyError,
-            FileNotFoundError, KeyError, TypeError, ValueError)
-    return not isinstance(exc, data)
-
-
-def _split(client, runs: list[_Run], frames: dict, default_parts: int) -> None:
-    """Fix each new run's partitioning in its book: key ranges from a sample of the input
-    for stores kept in key order, a hash of the join keys otherwise.  Books that already
-    have one (a resumed run) keep it."""
-    from skyfeast.featurestore.partitioning import keeps_key_order, key_ranges, sample_rows, serialised_keys
-
-    new = [r for r in runs if r.book.partitions is None]
-    ranged = [r for r in new if keeps_key_order(r.plan.target)]
-    for run in new:
-        run.book.partitions = max(default_parts, frames[run.plan.name].npartitions)
-    if not ranged:
-        return
-    try:
-        with client.as_current():
-            samples = client.compute([sample_rows(frames[r.plan.name], r.plan.target) for r in ranged], sync=True)
-    except Exception as exc:
-        for run in ranged:
-            run.error, run.book.partitions = exc, None  # the next attempt samples again
-        return
-    for run, sample in zip(ranged, samples):
-        try:
-            ranges = key_ranges(serialised_keys(sample, run.plan.target), run.book.partitions)
-        except Exception as exc:  # a join key Feast cannot serialise: the writer would refuse it too
-            run.error, run.book.partitions = exc, None
-            continue
-        if ranges is not None:  # None: no rows in the range, any split will do
-            run.book.ranges, run.book.partitions = ranges, ranges.partitions
-
-
 def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, progress: ProgressFn | None = None,
               record: RecordFn | None = None, partitions: int | None = None) -> dict[str, ViewResult]:
     """Write every plan's partitions on ``client``'s cluster, all views at once.
 
-    ``books`` maps view name → :class:`scheduler.executor.ChunkBook`: partitions
-    already in ``book.done`` are skipped, and a view's partitioning (count, and
-    key ranges for key-ordered stores) is fixed by its first attempt.  Missing
-    entries are created (pass the same dict to a retry on another cluster).
+    ``books`` maps view name → :class:`~skyfeast.featurestore.chunks.ChunkBook`:
+    partitions already in ``book.done`` are skipped, and a view's partitioning
+    (count, and key ranges for key-ordered stores) is fixed by its first attempt.
+    Missing entries are created (pass the same dict to a retry on another cluster).
     ``record(view, start, end)`` is called once a view's last partition is
     written.  A failure in one view cancels that view only; its
     :class:`ViewResult` carries the error.  Never raises for a view's failure;
     ``KeyboardInterrupt`` cancels everything and propagates.
     """
     import dask
-    from distributed import as_completed
 
     books = {} if books is None else books
-    default_parts = partitions or 2 * _n_workers(client)
+    default_parts = partitions or 2 * n_workers(client)
     runs: dict[str, _Run] = {}
-    owner: dict[str, tuple[str, int]] = {}
-    tasks: list = []
-    keys: list[tuple[str, int]] = []
     frames = {}
     for plan in plans:
-        book = books.setdefault(plan.name, _new_book())
-        run = runs[plan.name] = _Run(plan, book, time.monotonic())
+        run = runs[plan.name] = _Run(plan, books.setdefault(plan.name, ChunkBook()), time.monotonic())
         try:
             frames[plan.name] = _frame(plan)
         except Exception as exc:
             run.error = exc
-    _split(client, [runs[n] for n in frames], frames, default_parts)
+    items = [(ddf, runs[name].plan.target, runs[name].book, max(default_parts, ddf.npartitions))
+             for name, ddf in frames.items()]
+    for name, error in zip(frames, fix_partitioning(client, items)):
+        runs[name].error = error
+    tasks: list = []
+    keys: list[tuple[str, int]] = []
     for name, ddf in frames.items():
-        run, plan = runs[name], runs[name].plan
-        book = run.book
+        run = runs[name]
         if run.error is not None:
             continue
         try:
-            with client.as_current():  # lets dask pick this cluster's p2p shuffle
-                if book.ranges is not None:
-                    from skyfeast.featurestore.partitioning import range_shuffle
-
-                    parts = range_shuffle(ddf, plan.target, book.ranges).to_delayed()
-                else:
-                    parts = ddf.shuffle(on=list(plan.target.join_keys), npartitions=book.partitions).to_delayed()
+            parts = by_chunk(client, ddf, run.plan.target, run.book).to_delayed()
         except Exception as exc:
             run.error = exc
             continue
         for i, part in enumerate(parts):
-            if i not in book.done:
-                tasks.append(dask.delayed(_write_partition, pure=False)(part, plan.target))
-                keys.append((plan.name, i))
+            if i not in run.book.done:
+                tasks.append(dask.delayed(_write_partition, pure=False)(part, run.plan.target))
+                keys.append((name, i))
     total = sum(r.book.partitions or 0 for r in runs.values() if r.error is None)
     done = sum(len(r.book.done) for r in runs.values() if r.error is None)
     if progress:
@@ -378,34 +318,34 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
                 run.error = exc
 
     futures = client.compute(tasks) if tasks else []
-    for fut, key in zip(futures, keys):
-        owner[fut.key] = key
-        runs[key[0]].futures.append(fut)
+    owner = {fut.key: key for fut, key in zip(futures, keys)}
+    for fut, (name, _) in zip(futures, keys):
+        runs[name].futures.append(fut)
     for run in runs.values():  # nothing left to write: a retry after every partition succeeded
         if run.error is None and not run.futures:
             finish(run)
-    try:
-        for fut in as_completed(futures, with_results=False, loop=client.loop):
-            name, i = owner[fut.key]
-            run = runs[name]
-            if run.error is not None:
-                continue
-            try:
-                stats = fut.result()
-            except Exception as exc:  # includes FutureCancelledError (scheduler lost)
-                run.error = exc
-                client.cancel([f for f in run.futures if not f.done()], force=True)
-                continue
-            run.book.done[i] = stats
-            run.book.record(i, stats)
-            done += 1
-            if progress:
-                progress(done, total)
-            if len(run.book.done) == run.book.partitions:
-                finish(run)
-    except BaseException:
-        client.cancel(futures, force=True)
-        raise
+
+    def on_result(fut, stats: dict) -> None:
+        nonlocal done
+        name, i = owner[fut.key]
+        run = runs[name]
+        if run.error is not None:
+            return
+        run.book.done[i] = stats
+        run.book.record(i, stats)
+        done += 1
+        if progress:
+            progress(done, total)
+        if len(run.book.done) == run.book.partitions:
+            finish(run)
+
+    def on_error(fut, exc: BaseException) -> None:
+        run = runs[owner[fut.key][0]]
+        if run.error is None:
+            run.error = exc
+            client.cancel([f for f in run.futures if not f.done()], force=True)
+
+    watch(client, futures, on_result=on_result, on_error=on_error)
     return {name: _view_result(run) for name, run in runs.items()}
 
 
@@ -496,7 +436,7 @@ def run_with_failover(plans: Sequence[ViewPlan], providers: Sequence[tuple[str, 
             if not is_infrastructure(exc):
                 raise
             for plan in pending:
-                run = _Run(plan, books.setdefault(plan.name, _new_book()), time.monotonic(), error=exc)
+                run = _Run(plan, books.setdefault(plan.name, ChunkBook()), time.monotonic(), error=exc)
                 results[plan.name] = _view_result(run)
         pending = [p for p in pending if results[p.name].infrastructure]
         if not pending:

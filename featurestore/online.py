@@ -1,7 +1,7 @@
 """Worker-side online writes.
 
 ``write_latest`` runs inside a Dask task: it hands one partition's rows to the
-native writer for the repo's online store (:mod:`featurestore.writers`: SQLite,
+native writer for the repo's online store (:mod:`skyfeast.featurestore.writers`: SQLite,
 Redis, PostgreSQL, vectorised and newest-wins), or to Feast's own
 ``online_write_batch`` for every other store. Either way the bytes are what
 Feast itself writes, so vanilla ``get_online_features`` reads them.
@@ -53,7 +53,7 @@ def write_latest(frame: pd.DataFrame, target: WriteTarget) -> int:
     """Upsert the newest row per entity of ``frame``; an older event never replaces a newer one.
 
     Returns the number of entity rows sent. Raises :class:`OutputSchemaError`
-    for missing columns and ``featurestore.writers.EncodingError`` for values
+    for missing columns and ``skyfeast.featurestore.writers.EncodingError`` for values
     Feast could not store.
     """
     if frame.empty:

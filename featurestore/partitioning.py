@@ -22,7 +22,7 @@ that each hold one contiguous slice of the key order touch only their own slice.
 
 All rows of one entity share an order key, so an entity never spans two
 partitions.  The split is computed once per run from a sample and kept in the
-run's :class:`scheduler.executor.ChunkBook`, so a resumed run (on any provider)
+run's :class:`skyfeast.featurestore.chunks.ChunkBook`, so a resumed run (on any provider)
 assigns every entity to the same partition as the first attempt did.
 """
 

@@ -2,7 +2,7 @@
 
 :class:`FeastRepo` wraps ``feast.FeatureStore`` for the daemon process.
 :class:`WriteTarget` is the small, picklable description of one feature view
-that Dask workers need to write rows (see :mod:`featurestore.online`).
+that Dask workers need to write rows (see :mod:`skyfeast.featurestore.online`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 class FeastRepoError(Exception):
     """The Feast repo cannot be loaded or lacks an object; message is user-facing."""
+
+    failure_class = "data"  # see skyfeast.adapters.failures
 
 
 @contextlib.contextmanager

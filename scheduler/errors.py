@@ -10,7 +10,7 @@ derives from :class:`UserError`.  The tree::
 
     JobFailed                 a run failed; CLI exits 1 (summary already printed)
 
-Infrastructure errors from clouds live in :mod:`adapters.base`.
+Infrastructure errors from clouds live in :mod:`skyfeast.adapters.base`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from dataclasses import dataclass
 
 
 class UserError(Exception):
-    """An error caused by input the user controls. Printed without a traceback."""
+    """An error caused by input the user controls. Printed without a traceback.
+
+    In a run it is a ``data`` failure: the same input fails the same way on any provider."""
 
     exit_code = 2
+    failure_class = "data"
 
 
 @dataclass(frozen=True)

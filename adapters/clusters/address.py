@@ -12,9 +12,9 @@ log = logging.getLogger("skyfeast.clusters.address")
 
 
 class AddressConnector(ClusterConnector):
-    """``security`` is a ``distributed.security.Security`` (see :func:`adapters.clusters._tls.make_security`)
-    or None for a plain connection. Raises :class:`~adapters.base.PermissionDenied` when TLS is
-    refused or missing, :class:`~adapters.base.Transient` when the scheduler cannot be reached."""
+    """``security`` is a ``distributed.security.Security`` (see :func:`skyfeast.adapters.clusters._tls.make_security`)
+    or None for a plain connection. Raises :class:`~skyfeast.adapters.base.PermissionDenied` when TLS is
+    refused or missing, :class:`~skyfeast.adapters.base.Transient` when the scheduler cannot be reached."""
 
     def __init__(self, *, address: str, connect_timeout: float = 10.0, name: str = "address", security=None):
         self._address = address

@@ -83,7 +83,7 @@ def translate(exc: BaseException, what: str) -> AdapterError | None:
 
 
 def map_errors(what: str):
-    """Re-raise botocore/boto3 errors as neutral :mod:`adapters.base` errors (``from exc``)."""
+    """Re-raise botocore/boto3 errors as neutral :mod:`skyfeast.adapters.base` errors (``from exc``)."""
     return translating(translate, what)
 
 

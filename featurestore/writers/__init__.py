@@ -1,10 +1,10 @@
 """Online-store writers: Feast's storage formats, written vectorised and newest-wins.
 
 ``writer_for(target)`` returns the writer for the repo's online store:
-:class:`~featurestore.writers.sqlite.SqliteWriter`,
-:class:`~featurestore.writers.redis.RedisWriter`,
-:class:`~featurestore.writers.postgres.PostgresWriter`, or
-:class:`~featurestore.writers.fallback.FallbackWriter` (Feast's own
+:class:`~skyfeast.featurestore.writers.sqlite.SqliteWriter`,
+:class:`~skyfeast.featurestore.writers.redis.RedisWriter`,
+:class:`~skyfeast.featurestore.writers.postgres.PostgresWriter`, or
+:class:`~skyfeast.featurestore.writers.fallback.FallbackWriter` (Feast's own
 ``online_write_batch``) for everything else.  See :mod:`.base` for the contract
 and the exception tree.
 """

@@ -59,6 +59,8 @@ class WriterError(Exception):
 class StoreNotReadyError(WriterError):
     """The feature view has no online table/keyspace yet (``feast apply`` not run)."""
 
+    failure_class = "data"  # see skyfeast.adapters.failures
+
 
 class OnlineWriter(abc.ABC):
     """Writes rows of one feature view (``target``) to the online store its repo configures.
@@ -68,7 +70,7 @@ class OnlineWriter(abc.ABC):
     """
 
     #: True when the store keeps rows in a B-tree ordered by the serialised entity key:
-    #: callers then split work by key range (:mod:`featurestore.partitioning`), not by hash.
+    #: callers then split work by key range (:mod:`skyfeast.featurestore.partitioning`), not by hash.
     key_ordered: bool = False
 
     def __init__(self, target: WriteTarget):

@@ -1,6 +1,6 @@
 """The scheduling loop.
 
-* **Timing** comes from APScheduler 3 triggers (:mod:`scheduler.windows`);
+* **Timing** comes from APScheduler 3 triggers (:mod:`skyfeast.scheduler.timing.windows`);
   APScheduler's job stores are not used.
 * **Exactly once** comes from the ledger: each due (job, window) is claimed
   in one batch insert keyed by the window; a succeeded window is never claimed

@@ -17,7 +17,7 @@ from skyfeast.scheduler.errors import UserError
 
 UTC = timezone.utc
 EPILOG = """exit status: 0 ok, 1 a run failed, 2 bad config/data/arguments.
-docs: README.md and docs/config.md"""
+docs: README.md, docs/cli.md and docs/config.md"""
 
 
 COMMANDS = ("validate", "plan", "run", "daemon", "status", "ops", "drill", "materialize")

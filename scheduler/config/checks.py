@@ -1,7 +1,7 @@
 """Semantic checks that pydantic cannot do alone.
 
-Each check yields :class:`~scheduler.errors.Problem` located through the
-config's :class:`~scheduler.yamlsrc.SourceMap`: unknown providers, duplicate
+Each check yields :class:`~skyfeast.scheduler.errors.Problem` located through the
+config's :class:`~skyfeast.scheduler.config.yamlsrc.SourceMap`: unknown providers, duplicate
 job names, dangling or cyclic job sources, user code that cannot be imported,
 a Feast repo or feature view that does not exist.
 """

@@ -16,7 +16,7 @@ RPC from another process answered in 20 ms; in-process probes therefore marked
 healthy providers down. Storage checks are plain socket I/O in threads, at most
 one in flight per provider.
 
-Results go through :func:`scheduler.policy.observe` (miss budget, blocklist
+Results go through :func:`skyfeast.scheduler.control.policy.observe` (miss budget, blocklist
 TTL, half-open probes); cordons come from the ledger. A local cluster that has
 not been started yet is not started by probing: its state stays ``unknown``.
 """

@@ -1,8 +1,10 @@
 """Placement and failure policy: pure functions, no I/O.
 
-``place`` orders the providers a job may run on. ``classify`` maps an
-exception to a failure class; ``next_step`` decides what a run does after a
-failed attempt. The runner performs I/O around these decisions.
+``place`` orders the providers a job may run on; ``next_step`` decides what a
+run does after a failed attempt, from the attempt's failure class (which
+:func:`skyfeast.adapters.failures.classify` assigns); ``observe`` and
+``placement_state`` fold probe results into a provider's circuit breaker. The
+runner and the health monitor perform I/O around these decisions.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+
+from skyfeast.adapters.failures import FailureClass
 
 
 class ProviderState(str, Enum):
@@ -53,14 +57,6 @@ def place(allowed: Sequence[str], providers: Mapping[str, ProviderView], localit
             continue
         cands.append((_STATE_RANK[pv.state], 0 if name == locality else 1, pv.priority, name))
     return [c[-1] for c in sorted(cands)]
-
-
-class FailureClass(str, Enum):
-    USER_CODE = "user_code"
-    DATA = "data"
-    INFRASTRUCTURE = "infrastructure"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
 
 
 class Step(str, Enum):

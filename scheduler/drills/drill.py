@@ -1,6 +1,6 @@
 """``skyfeast drill``: break the preferred provider of a job mid-run and measure recovery.
 
-The faults (see :mod:`scheduler.faults`): against a cluster this process
+The faults (see :mod:`skyfeast.scheduler.drills.faults`): against a cluster this process
 manages (``type: local``) they are real: ``kill`` SIGKILLs the Dask scheduler
 process, ``hang`` SIGSTOPs it (SIGCONT restores), ``partition`` makes the TCP
 forwarder between this process and the scheduler drop every byte (forwarding
@@ -138,7 +138,7 @@ def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, reco
 
 
 # what a worker imports for its first feature task (Feast among it: seconds on a cold worker)
-WORKER_MODULES = ("scheduler.executor", "featurestore.writers")
+WORKER_MODULES = ("skyfeast.scheduler.run.executor", "skyfeast.featurestore.writers")
 
 
 def warm_up(pool, providers) -> None:

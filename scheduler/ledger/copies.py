@@ -3,7 +3,7 @@
 A run that succeeds with any offline part outside the primary provider's
 storage (it failed over, or ran elsewhere) is marked ``pending`` in the same
 transaction that marks it succeeded, so a crash can never lose the marker.
-The reconciler (:mod:`scheduler.reconcile`) copies the parts and marks the
+The reconciler (:mod:`skyfeast.scheduler.run.reconcile`) copies the parts and marks the
 run ``done``; a failed copy stays pending with its error and try count.
 """
 
@@ -22,7 +22,7 @@ def _now() -> datetime:
 
 
 class CopyBook:
-    """Mixed into :class:`scheduler.ledger.Ledger` (uses its ``engine`` and ``_write``)."""
+    """Mixed into :class:`skyfeast.scheduler.ledger.Ledger` (uses its ``engine`` and ``_write``)."""
 
     engine: sa.Engine
 

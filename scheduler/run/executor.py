@@ -2,11 +2,13 @@
 
 The daemon process only builds the graph and watches futures; rows are read,
 transformed, written offline (parquet) and online (Feast) *on the workers*,
-one task per partition. Exceptions are classified by :func:`classify`:
+one task per chunk.  The chunking, the shuffle and the watching are shared
+with drop-in materialisation (:mod:`skyfeast.featurestore.chunks`); a failure
+is classed by :func:`skyfeast.adapters.failures.classify`:
 
 * :class:`UserCodeError` – the transform/scorer raised or returned bad output;
-* :class:`~scheduler.errors.DataError` – the window's input is missing;
-* :class:`TimeoutExpired` – the job's ``timeout`` passed; futures are cancelled;
+* :class:`~skyfeast.scheduler.errors.DataError` – the window's input is missing or malformed;
+* ``TimeoutExpired`` – the job's ``timeout`` passed; futures are cancelled;
 * anything else from the cluster, storage or online store – infrastructure.
 """
 
@@ -14,21 +16,20 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from skyfeast.adapters.base import AdapterError, ObjectStore
-from skyfeast.featurestore.online import OutputSchemaError, check_columns, write_latest
-from skyfeast.featurestore.repo import WriteTarget
-from skyfeast.scheduler.control.policy import FailureClass
-
-# featurestore.writers imports Feast (≈10 s of CPU). Dask schedulers unpickle task graphs, and with
+# featurestore.writers imports Feast (seconds of CPU). Dask schedulers unpickle task graphs, and with
 # them this module, on their event loop: keep this module's imports light and import the writers
 # inside the worker-side functions, or a cold scheduler stops answering for that long.
+from skyfeast.adapters.base import ObjectStore
+from skyfeast.adapters.failures import FailureClass
+from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
+from skyfeast.featurestore.online import OutputSchemaError, check_columns, write_latest
+from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.scheduler.errors import DataError
 from skyfeast.scheduler.timing.windows import Window
 
@@ -36,17 +37,7 @@ from skyfeast.scheduler.timing.windows import Window
 class UserCodeError(Exception):
     """User code raised, or returned something unusable. Message includes the cause."""
 
-
-class TimeoutExpired(Exception):
-    """The job's timeout passed before all partitions finished."""
-
-
-class Cancelled(Exception):
-    """The run was cancelled (shutdown or operator)."""
-
-
-class ProviderDown(Exception):
-    """The provider's circuit opened while the attempt waited on it: an infrastructure failure."""
+    failure_class = FailureClass.USER_CODE
 
 
 @dataclass
@@ -72,27 +63,6 @@ class PartitionSpec:
     read_start: Any = None
     read_end: Any = None
     model_url: str | None = None
-
-
-def classify(exc: BaseException) -> FailureClass:
-    if isinstance(exc, (UserCodeError, OutputSchemaError)):
-        return FailureClass.USER_CODE
-    if isinstance(exc, DataError):
-        return FailureClass.DATA
-    if isinstance(exc, TimeoutExpired):
-        return FailureClass.TIMEOUT
-    if isinstance(exc, Cancelled):
-        return FailureClass.CANCELLED
-    if isinstance(exc, AdapterError) and not exc.infrastructure:
-        return FailureClass.DATA
-    return FailureClass.INFRASTRUCTURE
-
-
-def describe(exc: BaseException) -> str:
-    msg = str(exc) or type(exc).__name__
-    if isinstance(exc, (UserCodeError, DataError, TimeoutExpired, Cancelled)):
-        return msg
-    return f"{type(exc).__name__}: {msg}"
 
 
 # --------------------------------------------------------------------------- worker side
@@ -177,28 +147,9 @@ def model_partition_from_file(url: str, storage_options: dict, index: int, spec:
 ProgressFn = Callable[[int, int], None]
 
 
-@dataclass
-class ChunkBook:
-    """Resume state of a run: which partitions (chunks) are already written.
-
-    ``partitions`` is fixed at a run's first attempt and reused by every later
-    attempt, on any provider, so that chunk ``i`` always holds the same
-    entities: a hash of the join keys picks the chunk, or, when ``ranges`` is
-    set (:class:`featurestore.partitioning.KeyRanges`), the entity's slice of
-    the serialised-key order.  ``record`` is called once per chunk as soon as it
-    is written.
-    """
-
-    partitions: int | None = None
-    ranges: Any = None
-    done: dict[int, dict] = field(default_factory=dict)
-    record: Callable[[int, dict], None] = lambda i, stats: None
-
-
-def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn | None,
-           cancelled: Callable[[], bool], book: ChunkBook) -> None:
-    from distributed import as_completed
-
+def _run_chunks(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn | None,
+                cancelled: Callable[[], bool], book: ChunkBook) -> None:
+    """Compute ``tasks`` (chunk number → delayed), recording each chunk in ``book`` as it finishes."""
     total = len(tasks) + len(book.done)
     if progress:
         progress(len(book.done), total)
@@ -207,85 +158,21 @@ def _watch(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn 
     with client.as_current():
         futures = client.compute(list(tasks.values()))
     index = {f.key: i for f, i in zip(futures, tasks)}
-    finished = len(book.done)
-    try:
-        ac = as_completed(futures, with_results=False, loop=client.loop)
-        pending = set(futures)
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutExpired(f"timed out with {len(pending)} of {total} partitions unfinished")
-            if cancelled():
-                raise Cancelled("cancelled while running")
-            try:
-                batch = ac.next_batch(block=False)
-            except StopIteration:
-                break
-            if not batch:
-                time.sleep(min(0.05, remaining))
-                continue
-            for fut in batch:
-                pending.discard(fut)
-                stats = _result(fut, deadline, cancelled)
-                i = index[fut.key]
-                book.record(i, stats)
-                book.done[i] = stats
-                finished += 1
-                if progress:
-                    progress(finished, total)
-    except ProviderDown:
-        raise  # its scheduler is hung or gone: a cancel request would only block on it
-    except BaseException:
-        if client.status == "running":
-            client.cancel(futures, force=True)
-        raise
 
+    def on_result(fut, stats: dict) -> None:
+        i = index[fut.key]
+        book.record(i, stats)
+        book.done[i] = stats
+        if progress:
+            progress(len(book.done), total)
 
-def _result(fut, deadline: float, cancelled: Callable[[], bool]):
-    """``fut.result()`` that keeps checking the deadline and the watchdog: fetching a finished
-    task's result from a scheduler that hung right after it finished would otherwise block forever.
-
-    A fetch that takes longer than a second is not a failure by itself (a loaded scheduler can
-    be that slow): it is retried until the deadline, or until the health monitor, through the
-    watchdog, declares the provider down."""
-    while True:
-        try:
-            return fut.result(timeout=1.0)
-        except TimeoutError:
-            if fut.status == "error":
-                raise  # the task itself raised a TimeoutError (its exception arrives with the task's state)
-            if time.monotonic() > deadline:
-                raise TimeoutExpired("timed out fetching a finished partition's result") from None
-            if cancelled():  # raises ProviderDown when the health monitor opened the circuit
-                raise Cancelled("cancelled while running") from None
-
-
-def _n_workers(client) -> int:
-    try:
-        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    except Exception:
-        return 1
+    watch(client, futures, on_result=on_result, deadline=deadline, cancelled=cancelled)
 
 
 def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> None:
     """A run starting from scratch removes files a previous run of the window left behind."""
     if not book.done:
         store.delete(store.list(out_key))
-
-
-def _key_ranges(client, ddf, target: WriteTarget, partitions: int):
-    """Key ranges from a sample of the source when the online store keeps rows in key order
-    (chunks then write disjoint slices of its B-tree); None otherwise or for an empty window."""
-    from skyfeast.featurestore.partitioning import keeps_key_order, key_ranges, sample_rows, serialised_keys
-
-    if not keeps_key_order(target):
-        return None
-    with client.as_current():
-        sample = client.compute(sample_rows(ddf, target), sync=True)
-    try:
-        return key_ranges(serialised_keys(sample.dropna(), target), partitions)
-    except Exception:  # source keys of another type than the view's: the transform converts them; hash chunks
-        return None
 
 
 def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget, transform: Callable,
@@ -295,8 +182,6 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     """``keys`` are on ``source_store`` (default: ``store``, which receives the outputs)."""
     import dask
     import dask.dataframe as dd
-
-    from skyfeast.featurestore.materialize import INPUT_BLOCK
 
     book = book or ChunkBook()
     src = job.source
@@ -310,18 +195,11 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:
         raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
-    if book.partitions is None:  # the first attempt fixes the chunking for all later ones
-        wanted = job.partitions or max(2, 2 * _n_workers(client))
-        ranges = _key_ranges(client, ddf, target, wanted)
-        book.ranges, book.partitions = ranges, (wanted if ranges is None else ranges.partitions)
-    with client.as_current():  # lets dask pick the p2p shuffle of this cluster
-        if book.ranges is not None:
-            from skyfeast.featurestore.partitioning import range_shuffle
-
-            ddf = range_shuffle(ddf, target, book.ranges)
-        else:
-            ddf = ddf.shuffle(on=list(target.join_keys), npartitions=book.partitions)
-        parts = ddf.to_delayed()
+    # the first attempt fixes the chunking for all later ones
+    error, = fix_partitioning(client, [(ddf, target, book, job.partitions or max(2, 2 * n_workers(client)))])
+    if error is not None:
+        raise error
+    parts = by_chunk(client, ddf, target, book).to_delayed()
     out_key = f"offline/{target.name}/{window.tag}"
     _clear_stale_outputs(store, out_key, book)
     spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
@@ -329,7 +207,7 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
                          read_start=rs, read_end=re_)
     tasks = {i: dask.delayed(feature_partition, pure=False)(p, i, spec)
              for i, p in enumerate(parts) if i not in book.done}
-    _watch(client, tasks, deadline, progress, cancelled, book)
+    _run_chunks(client, tasks, deadline, progress, cancelled, book)
     return _collect(book)
 
 
@@ -349,7 +227,7 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
                          user_fn=scorer, user_fn_name=job.model.scorer, model_url=store.url(job.model.artifact))
     tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec)
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
-    _watch(client, tasks, deadline, progress, cancelled, book)
+    _run_chunks(client, tasks, deadline, progress, cancelled, book)
     return _collect(book)
 
 

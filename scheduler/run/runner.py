@@ -14,13 +14,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from skyfeast.adapters.failures import FailureClass, ProviderDown, classify, describe
+from skyfeast.featurestore.chunks import ChunkBook
 from skyfeast.featurestore.repo import FeastRepo
 from skyfeast.scheduler.config import Config, FeatureJob, ModelJob
-from skyfeast.scheduler.control.policy import FailureClass, ProviderState, Step, backoff, next_step, place
+from skyfeast.scheduler.control.policy import ProviderState, Step, backoff, next_step, place
 from skyfeast.scheduler.control.providers import ProviderPool
 from skyfeast.scheduler.errors import DataError
 from skyfeast.scheduler.ledger import PENDING, Ledger
-from skyfeast.scheduler.run.executor import ChunkBook, ProviderDown, classify, describe, run_feature_job, run_model_job
+from skyfeast.scheduler.run.executor import run_feature_job, run_model_job
 from skyfeast.scheduler.run.heartbeat import Heartbeat
 from skyfeast.scheduler.run.offline import owner_of, write_manifest
 from skyfeast.scheduler.run.sources import resolve

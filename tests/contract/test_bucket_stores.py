@@ -221,8 +221,8 @@ def test_gcs_url_and_storage_options(monkeypatch, tmp_path):
     assert emu.storage_options == {"endpoint_url": "http://127.0.0.1:9", "token": "anon", "retry_timeout": 0}
 
 
-@pytest.mark.parametrize("module,cls,extra", [("adapters.storage.s3", "S3Store", "s3"),
-                                              ("adapters.storage.gcs", "GCSStore", "gcs")])
+@pytest.mark.parametrize("module,cls,extra", [("skyfeast.adapters.storage.s3", "S3Store", "s3"),
+                                              ("skyfeast.adapters.storage.gcs", "GCSStore", "gcs")])
 def test_missing_sdk_names_the_extra(monkeypatch, module, cls, extra):
     import importlib
 

@@ -321,14 +321,14 @@ def test_feast_engine_plugin_reaches_a_tls_scheduler(tls_cluster, tmp_path):
         (repo / "certs" / f"{name}.pem").write_bytes(pki[name].read_bytes())
     tls = {"ca_file": "certs/ca.pem", "cert": "certs/client-cert.pem", "key": "certs/client-key.pem"}
     engine = DaskComputeEngine(repo_config=SimpleNamespace(repo_path=repo), offline_store=None, online_store=None,
-                               type="featurestore.engine.DaskComputeEngine", address=address, tls=tls)
+                               type="skyfeast.featurestore.engine.DaskComputeEngine", address=address, tls=tls)
     with engine._clusters() as providers:
         ((name, connect),) = providers
         client = connect()
         assert client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
     # without tls the same scheduler refuses the engine, with a neutral permission error
     bare = DaskComputeEngine(repo_config=SimpleNamespace(repo_path=repo), offline_store=None, online_store=None,
-                             type="featurestore.engine.DaskComputeEngine", address=address)
+                             type="skyfeast.featurestore.engine.DaskComputeEngine", address=address)
     with bare._clusters() as providers, pytest.raises(PermissionDenied):
         providers[0][1]()
     with pytest.raises(ValueError, match="tls applies to address only"):

@@ -256,9 +256,9 @@ def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client
     chunk writes exactly the entities of its range; an attempt given an earlier attempt's book
     writes only the chunks still missing, over the same ranges, and the two halves add up to the
     same table as one run."""
+    from skyfeast.featurestore.chunks import ChunkBook
     from skyfeast.featurestore.materialize import _prepare, run_plans
     from skyfeast.featurestore.partitioning import partition_of, serialised_keys
-    from skyfeast.scheduler.run.executor import ChunkBook
 
     want = expected(dataset["stats"], T0, T3, ["event_ts"])
     full = make_repo(tmp_path / "full", dataset["root"])
@@ -362,7 +362,7 @@ def test_command_fails_over_to_next_provider(dataset, client, tmp_path, capsys):
 def test_feast_cli_with_dask_engine(dataset, client, tmp_path):
     """`feast materialize` (the engine starts its own LocalCluster), then `feast materialize-incremental`
     (the engine uses a skyfeast.yaml's providers and fails over to this module's cluster)."""
-    engine = {"type": "featurestore.engine.DaskComputeEngine", "workers": 2}
+    engine = {"type": "skyfeast.featurestore.engine.DaskComputeEngine", "workers": 2}
     repo = make_repo(tmp_path / "engine", dataset["root"], batch_engine=engine)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 

@@ -325,8 +325,9 @@ def test_missing_sdk_at_connect_time_names_the_extra(monkeypatch):
 
 def test_connector_modules_import_no_sdk():
     """The SDKs are imported inside the connectors only, never by importing our modules."""
-    code = ("import sys, adapters, adapters.registry, adapters.clusters.gateway, adapters.clusters.kubernetes, "
-            "adapters.clusters.coiled, adapters.clusters.cloudprovider, scheduler.config; "
+    code = ("import sys, skyfeast.adapters, skyfeast.adapters.registry, skyfeast.adapters.clusters.gateway, "
+            "skyfeast.adapters.clusters.kubernetes, "
+            "skyfeast.adapters.clusters.coiled, skyfeast.adapters.clusters.cloudprovider, skyfeast.scheduler.config; "
             f"print(sorted(m for m in {SDK_MODULES!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"

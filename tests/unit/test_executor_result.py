@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from skyfeast.scheduler.run.executor import Cancelled, ProviderDown, TimeoutExpired, _result
+from skyfeast.adapters.failures import ProviderDown
+from skyfeast.featurestore.chunks import Cancelled, TimeoutExpired
+from skyfeast.featurestore.chunks import result as _result
 
 
 class SlowFetch:

@@ -1,0 +1,74 @@
+"""The one failure classifier: what kind of failure ended an attempt, and so what happens next.
+
+=================  =====================================================  ==============================
+class              meaning                                                what the scheduler does
+=================  =====================================================  ==============================
+``data``           the input is missing or malformed, or the setup is      give up: the same input fails
+                   wrong (a column, a type, a table Feast has not made)    the same way on any provider
+``user_code``      the transform or scorer raised or returned bad rows     retry in place (``retries``)
+``infrastructure`` the provider's cluster, storage or online store failed  fail over to the next provider
+``timeout``        the job's ``timeout`` passed                            give up
+``cancelled``      shutdown or an operator's ``cancel``                    give up
+=================  =====================================================  ==============================
+
+Every layer's own errors say their class with a ``failure_class`` class attribute
+(:class:`ProviderDown` here, the Feast writers' and materialisation errors in
+``skyfeast.featurestore``, the scheduler's ``DataError``), so this module needs none
+of them.  Neutral adapter errors (:mod:`.base`) are infrastructure unless they say
+otherwise (``NotFound``).  Python's and pyarrow's own exceptions are classed by type:
+``KeyError``, ``ValueError`` (pyarrow's ``ArrowInvalid`` for a corrupt parquet file is
+one), ``TypeError`` and ``UnicodeError`` come from the rows, so they are ``data``;
+anything else (lost connections, killed workers, cancelled futures, a storage root
+that vanished) is the provider's, so it is ``infrastructure``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from skyfeast.adapters.base import AdapterError
+
+
+class FailureClass(str, Enum):
+    USER_CODE = "user_code"
+    DATA = "data"
+    INFRASTRUCTURE = "infrastructure"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+class ProviderDown(Exception):
+    """The provider was declared down (its circuit opened) while an attempt waited on it."""
+
+    failure_class = FailureClass.INFRASTRUCTURE
+
+
+_DATA_TYPES = (KeyError, ValueError, TypeError, UnicodeError)
+
+
+def classify(exc: BaseException) -> FailureClass:
+    """The failure class of ``exc`` (see the module's table)."""
+    declared = getattr(exc, "failure_class", None)
+    if declared is not None:
+        return FailureClass(declared)
+    if isinstance(exc, AdapterError):
+        return FailureClass.INFRASTRUCTURE if exc.infrastructure else FailureClass.DATA
+    if isinstance(exc, _DATA_TYPES):
+        return FailureClass.DATA
+    return FailureClass.INFRASTRUCTURE
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """True when another provider may succeed where this one failed."""
+    return classify(exc) is FailureClass.INFRASTRUCTURE
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the ledger and the user: our own errors' messages as they are, others with their type."""
+    msg = str(exc) or type(exc).__name__
+    if getattr(exc, "failure_class", None) is not None and not isinstance(exc, AdapterError):
+        return msg
+    return f"{type(exc).__name__}: {msg}"
+
+
+__all__ = ["FailureClass", "ProviderDown", "classify", "describe", "is_infrastructure"]
