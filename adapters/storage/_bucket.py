@@ -11,9 +11,10 @@ import abc
 import builtins
 import fnmatch
 import posixpath
+import threading
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from skyfeast.adapters.base import NotFound, ObjectStore, PermissionDenied
 
@@ -103,11 +104,38 @@ class BucketStore(ObjectStore):
             raise ValueError(f"bucket must be a bare bucket name, got {bucket!r}")
         self.bucket = bucket
         self.prefix = clean_prefix(prefix)
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # A store travels to Dask workers by pickle: its SDK client and lock stay behind, and the
+    # copy makes its own client on first use.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The SDK client, made by :meth:`_connect` on first use (the SDKs' clients are thread-safe)."""
+        if self._client is None:
+            with self._lock, self._errors(f"connect {self.url()}"):
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url()!r})"
 
     # ---- subclass hooks
+    @abc.abstractmethod
+    def _connect(self) -> Any:
+        """A new SDK client for this store (called once, under the store's lock)."""
+
     @abc.abstractmethod
     def _errors(self, what: str) -> AbstractContextManager[None]: ...
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -138,19 +137,7 @@ class GCSStore(BucketStore):
         self.anonymous = bool(self.endpoint) and not _credentials_configured()
         self._timeout = (connect_timeout, read_timeout)
         self._retry_deadline = retry_deadline
-        self._client: Any = None
         self._retry: Any = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     @property
     def storage_options(self) -> dict:
@@ -168,28 +155,22 @@ class GCSStore(BucketStore):
             opts["token"] = "anon"
         return opts
 
-    @property
-    def client(self) -> Any:
-        """The google-cloud-storage client, created on first use."""
-        if self._client is None:
-            with self._lock, map_errors(f"connect {self.url()}"):
-                if self._client is None:
-                    storage = _sdk()
-                    kwargs: dict[str, Any] = {}
-                    if self.endpoint:
-                        kwargs["client_options"] = {"api_endpoint": self.endpoint}
-                    if self.anonymous:
-                        from google.auth.credentials import AnonymousCredentials
+    def _connect(self) -> Any:
+        storage = _sdk()
+        kwargs: dict[str, Any] = {}
+        if self.endpoint:
+            kwargs["client_options"] = {"api_endpoint": self.endpoint}
+        if self.anonymous:
+            from google.auth.credentials import AnonymousCredentials
 
-                        kwargs["credentials"] = AnonymousCredentials()
-                        kwargs["project"] = self.project  # None: no project, and no ADC lookup for one
-                    elif self.project:
-                        kwargs["project"] = self.project
-                    from google.cloud.storage.retry import DEFAULT_RETRY
+            kwargs["credentials"] = AnonymousCredentials()
+            kwargs["project"] = self.project  # None: no project, and no ADC lookup for one
+        elif self.project:
+            kwargs["project"] = self.project
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
-                    self._retry = DEFAULT_RETRY.with_timeout(self._retry_deadline)
-                    self._client = storage.Client(**kwargs)
-        return self._client
+        self._retry = DEFAULT_RETRY.with_timeout(self._retry_deadline)
+        return storage.Client(**kwargs)
 
     @property
     def _call(self) -> dict:

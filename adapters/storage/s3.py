@@ -18,7 +18,6 @@ Error translation (:func:`map_errors`)::
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -118,18 +117,6 @@ class S3Store(BucketStore):
         self.endpoint_url = endpoint_url
         self._creds = (access_key_id, secret_access_key, session_token)
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     @property
     def storage_options(self) -> dict:
@@ -140,23 +127,17 @@ class S3Store(BucketStore):
             opts["client_kwargs"] = client_kwargs
         return opts
 
-    @property
-    def client(self) -> Any:
-        """The boto3 S3 client, created on first use (boto3 clients are thread-safe)."""
-        if self._client is None:
-            with self._lock, map_errors(f"connect {self.url()}"):
-                if self._client is None:
-                    boto3, Config = _sdk()
-                    key, secret, token = self._creds
-                    connect, read, attempts = self._timeouts
-                    session = boto3.session.Session(
-                        aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token, region_name=self.region
-                    )
-                    config = Config(
-                        connect_timeout=connect, read_timeout=read, retries={"mode": "standard", "total_max_attempts": attempts}
-                    )
-                    self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
-        return self._client
+    def _connect(self) -> Any:
+        boto3, Config = _sdk()
+        key, secret, token = self._creds
+        connect, read, attempts = self._timeouts
+        session = boto3.session.Session(
+            aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token, region_name=self.region
+        )
+        config = Config(
+            connect_timeout=connect, read_timeout=read, retries={"mode": "standard", "total_max_attempts": attempts}
+        )
+        return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         return map_errors(what)

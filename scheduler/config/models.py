@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -197,12 +197,30 @@ class LocalStorage(_Strict):
     root: str
 
 
-class S3Storage(_Strict):
+class _BucketStorage(_Strict):
+    """A bucket and a key prefix in it; ``bucket`` must be a name the service accepts."""
+
+    bucket: str
+    prefix: str = ""
+    _max_dotted: ClassVar[int] = 63  # the longest name allowed when it has dots (63 without)
+    _name: ClassVar[re.Pattern[str]]
+    _rule: ClassVar[str]
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, v: str) -> str:
+        if not 3 <= len(v) <= (cls._max_dotted if "." in v else 63) or not cls._name.match(v) or ".." in v:
+            raise ValueError(f"bucket {v[:80]!r} is not a valid name: {cls._rule}")
+        return v
+
+
+class S3Storage(_BucketStorage):
     """An S3 (or S3-compatible) bucket. Credentials default to the standard AWS chain."""
 
+    _name = re.compile(r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")
+    _rule = "3 to 63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit"
+
     type: Literal["s3"]
-    bucket: str = Field(min_length=3, max_length=63)
-    prefix: str = ""
     region: str | None = None
     endpoint_url: str | None = Field(None, pattern=r"^https?://")
     access_key_id: str | None = None
@@ -216,12 +234,15 @@ class S3Storage(_Strict):
         return self
 
 
-class GCSStorage(_Strict):
+class GCSStorage(_BucketStorage):
     """A Google Cloud Storage bucket; ``endpoint`` points at an emulator or private endpoint."""
 
+    _max_dotted = 222
+    _name = re.compile(r"^[a-z0-9][a-z0-9._\-]*[a-z0-9]$")
+    _rule = ("3 to 63 lower-case letters, digits, hyphens and underscores (up to 222 with dots), "
+             "starting and ending with a letter or digit")
+
     type: Literal["gcs"]
-    bucket: str = Field(min_length=3, max_length=222)
-    prefix: str = ""
     project: str | None = None
     endpoint: str | None = Field(None, pattern=r"^https?://")
 

@@ -290,10 +290,10 @@ def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client
 
 
 def _command(*argv: str) -> tuple[int, str]:
-    from skyfeast.scheduler.cli.materialize import add_parser, cmd_materialize
+    from skyfeast.scheduler.cli.materialize import cmd_materialize, register
 
     parser = argparse.ArgumentParser(prog="skyfeast")
-    add_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     buf = io.StringIO()
     with redirect_stdout(buf):
         code = cmd_materialize(parser.parse_args(["materialize", *argv]))
