@@ -58,14 +58,6 @@ __all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDa
 PENDING = ("queued", "running", "interrupted")
 
 
-def _waits_on(job: str, upstream: str):
-    """SQL: this row is a run of ``job`` whose window's ``upstream`` run is not finished yet."""
-    up = runs_t.alias("up")
-    return sa.and_(runs_t.c.job == job, sa.exists().where(
-        up.c.job == upstream, up.c.window_start == runs_t.c.window_start,
-        up.c.window_end == runs_t.c.window_end, up.c.status.in_(PENDING)))
-
-
 class LedgerError(UserError):
     """The ledger cannot be opened or belongs to an incompatible version."""
 
@@ -286,19 +278,57 @@ class Ledger(CopyBook):
 
     def _claim_where(self, cond, lease: timedelta, limit: int, *, fresh: bool,
                      after: dict[str, str] | None = None) -> list[RunRow]:
+        """Take up to ``limit`` runs matching ``cond``, oldest window first, skipping runs whose
+        upstream run (``after``: job → upstream job) of the same window is still pending.
+
+        Candidates are read a page at a time and the upstream check is one query per page,
+        so the SQL stays the same size however many jobs have upstreams (one clause per job
+        outgrew SQLite's expression depth at a few thousand jobs)."""
         now = _now()
-        out = []
-        if after:
-            cond = sa.and_(cond, *(~_waits_on(job, up) for job, up in after.items()))
+        after = after or {}
+        out: list[int] = []
+        page = max(limit, 100)
         with self._write() as conn:
-            q = sa.select(runs_t.c.id, runs_t.c.status).where(cond).order_by(runs_t.c.window_end).limit(limit)
-            if self.is_pg:
-                q = q.with_for_update(skip_locked=True)
-            for rid, status in conn.execute(q).all():
-                if self._take(conn, rid, status, now + lease, fresh=fresh):
-                    out.append(rid)
+            last: tuple[datetime, int] | None = None
+            while len(out) < limit:
+                q = sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.job, runs_t.c.window_start,
+                              runs_t.c.window_end).where(cond)
+                if last is not None:
+                    q = q.where(sa.or_(runs_t.c.window_end > last[0],
+                                       sa.and_(runs_t.c.window_end == last[0], runs_t.c.id > last[1])))
+                q = q.order_by(runs_t.c.window_end, runs_t.c.id).limit(page)
+                if self.is_pg:
+                    q = q.with_for_update(skip_locked=True)
+                cands = conn.execute(q).all()
+                if not cands:
+                    break
+                last = (cands[-1].window_end, cands[-1].id)
+                waiting = self._waiting(conn, [c for c in cands if c.job in after], after)
+                for c in cands:
+                    if len(out) >= limit:
+                        break
+                    if (c.job, c.window_start, c.window_end) in waiting:
+                        continue
+                    if self._take(conn, c.id, c.status, now + lease, fresh=fresh):
+                        out.append(c.id)
+                if len(cands) < page:
+                    break
             rows = conn.execute(sa.select(runs_t).where(runs_t.c.id.in_(out))).all() if out else []
         return [_row(r) for r in rows]
+
+    @staticmethod
+    def _waiting(conn: sa.Connection, cands: list, after: dict[str, str]) -> set[tuple[str, datetime, datetime]]:
+        """Of ``cands`` (runs of jobs that have an upstream), those whose upstream run of the same
+        window is queued, running or interrupted."""
+        if not cands:
+            return set()
+        ends = {c.window_end for c in cands}
+        ups = {after[c.job] for c in cands}
+        pending = {(r.job, r.window_start, r.window_end) for r in conn.execute(
+            sa.select(runs_t.c.job, runs_t.c.window_start, runs_t.c.window_end).where(
+                runs_t.c.status.in_(PENDING), runs_t.c.window_end.in_(ends), runs_t.c.job.in_(ups)))}
+        return {(c.job, c.window_start, c.window_end) for c in cands
+                if (after[c.job], c.window_start, c.window_end) in pending}
 
     def claim_queued(self, lease: timedelta, limit: int = 100, *, after: dict[str, str] | None = None) -> list[RunRow]:
         """Queued runs, started afresh. ``after`` maps a job to its upstream job: a run of such a
