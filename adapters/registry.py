@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyfeast.adapters.base import ClusterConnector, ObjectStore
+
+if TYPE_CHECKING:
+    from skyfeast.adapters.clusters.local import Preload
 
 
 def make_store(cfg: Any, base_dir: Path) -> ObjectStore:
@@ -53,13 +56,16 @@ def address_connector(address: str, *, tls: Any = None, name: str = "address", b
     return AddressConnector(address=address, connect_timeout=connect_timeout, name=name, security=security)
 
 
-def make_cluster(cfg: Any, name: str, base_dir: Path | None = None) -> ClusterConnector:
+def make_cluster(cfg: Any, name: str, base_dir: Path | None = None, *,
+                 preload: Preload | None = None) -> ClusterConnector:
     """Connector for a cluster model. ``base_dir`` (the config file's directory) anchors relative
-    TLS paths; without it they are relative to the working directory."""
+    TLS paths; without it they are relative to the working directory. ``preload`` names what the
+    processes of a cluster this process starts (``local``) import at start; other types ignore it."""
     if cfg.type == "local":
-        from skyfeast.adapters.clusters.local import LocalConnector
+        from skyfeast.adapters.clusters import local
 
-        return LocalConnector(workers=cfg.workers, threads=cfg.threads, memory_limit=cfg.memory_limit, name=name)
+        return local.LocalConnector(workers=cfg.workers, threads=cfg.threads, memory_limit=cfg.memory_limit,
+                                    name=name, preload=preload or local.Preload())
     if cfg.type == "address":
         return address_connector(cfg.address, tls=cfg.tls, name=name, base_dir=base_dir,
                                  connect_timeout=cfg.connect_timeout.total_seconds())

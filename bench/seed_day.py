@@ -35,15 +35,14 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from _common import DAY, ROOT, clear_redis, make_feast_repo, online_store, redis_entities, sqlite_entities
 
-ROOT = Path(__file__).resolve().parents[1]
-DAY = datetime(2026, 3, 1, tzinfo=UTC)
 VIEW = "user_day"
 WINDOWS = {"1h": 3_600, "6h": 21_600, "24h": 86_400}
 STATS = ("events", "amount_sum", "amount_mean", "amount_max", "duration_sum")
@@ -116,13 +115,6 @@ def make_events(path: Path, events: int, users: int, seed: int = 11) -> int:
 
 def make_project(root: Path, store: str, redis_db: int, partitions: int | None) -> str:
     project = f"seedday_{uuid.uuid4().hex[:8]}"
-    online = {"sqlite": {"type": "sqlite", "path": "online.db"},
-              "redis": {"type": "redis", "connection_string": f"127.0.0.1:6379,db={redis_db}"}}[store]
-    repo = root / "feature_repo"
-    repo.mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(yaml.safe_dump({
-        "project": project, "registry": "registry.db", "provider": "local", "online_store": online,
-        "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}))
     (root / "transforms.py").write_text(TRANSFORMS)
     job = {"name": "day_features", "kind": "feature", "schedule": {"type": "cron", "expr": "0 0 * * *"},
            "source": {"type": "parquet", "path": "events/events-{date}.parquet", "timestamp_field": "event_timestamp"},
@@ -139,19 +131,10 @@ def make_project(root: Path, store: str, redis_db: int, partitions: int | None) 
                                                           "memory_limit": "2GiB"},
                                 "storage": {"type": "local", "root": "data"}}},
         "jobs": [job]}, sort_keys=False))
-
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
-    from feast.types import Float64, Int64
-
-    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
-    view = FeatureView(
-        name=VIEW, entities=[user], ttl=timedelta(days=2),
-        source=FileSource(path="../data/offline/user_day", timestamp_field="event_timestamp"),
-        schema=[Field(name="user_id", dtype=Int64)]
-        + [Field(name=f, dtype=Int64 if f in INT_FEATURES else Float64) for f in FEATURES],
-    )
-    with contextlib.redirect_stdout(open(os.devnull, "w")):
-        FeatureStore(repo_path=str(repo)).apply([user, view])
+    make_feast_repo(root / "feature_repo", project, online_store(store, redis_db=redis_db), view=VIEW,
+                    source="../data/offline/user_day", timestamp_field="event_timestamp",
+                    features={f: "Int64" if f in INT_FEATURES else "Float64" for f in FEATURES},
+                    ttl=timedelta(days=2))
     return project
 
 
@@ -217,27 +200,8 @@ class PeakMemory(threading.Thread):
 
 def stored_entities(root: Path, store: str, project: str, redis_db: int) -> int:
     if store == "sqlite":
-        import sqlite3
-
-        with contextlib.closing(sqlite3.connect(root / "feature_repo" / "online.db")) as conn:
-            return conn.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{project}_{VIEW}"').fetchone()[0]
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
-    try:
-        return sum(1 for _ in client.scan_iter(match=b"*" + project.encode(), count=10_000))
-    finally:
-        client.close()
-
-
-def clear_redis(project: str, redis_db: int) -> None:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
-    keys = list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
-    for i in range(0, len(keys), 10_000):
-        client.unlink(*keys[i : i + 10_000])
-    client.close()
+        return sqlite_entities(root / "feature_repo" / "online.db", f"{project}_{VIEW}")
+    return redis_entities(redis_db, project)
 
 
 def spot_check(root: Path, events_path: Path, user_ids: list[int]) -> None:
@@ -262,7 +226,7 @@ def spot_check(root: Path, events_path: Path, user_ids: list[int]) -> None:
                 raise RuntimeError(f"user {uid} {f}: online store has {have!r}, pandas computes {want!r}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -271,7 +235,69 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-db", type=int, default=9)
     ap.add_argument("--keep", action="store_true", help="keep the temporary project (its path is printed)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def run_day(root: Path) -> tuple[float, dict, dict[int, tuple[str, float]]]:
+    """``skyfeast run`` of the day as a subprocess: (wall seconds, its run report, peak RSS by pid)."""
+    cmd = [str(Path(sys.executable).with_name("skyfeast")), "run", "--config", str(root / "skyfeast.yaml"),
+           "--job", "day_features", "--at", (DAY + timedelta(days=1)).isoformat(), "--json"]
+    if not Path(cmd[0]).exists():
+        cmd[:1] = [sys.executable, "-m", "skyfeast.scheduler.cli"]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    memory = PeakMemory(proc.pid)
+    memory.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    peaks = memory.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"skyfeast run exited {proc.returncode}:\n{out}\n{err[-4000:]}")
+    report = json.loads(out)
+    run = report["runs"][0]
+    if run["status"] != "succeeded":
+        raise RuntimeError(f"run {run['status']}: {run.get('error')}")
+    return wall, run, peaks
+
+
+def check_store(root: Path, args: argparse.Namespace, project: str, events_path: Path, users_seen: int) -> None:
+    """One stored row per user that had events, and Feast reads what pandas computes for a sample."""
+    stored = stored_entities(root, args.store, project, args.redis_db)
+    if stored != users_seen:
+        raise RuntimeError(f"online store holds {stored:,} users, expected {users_seen:,}")
+    rng = np.random.default_rng(5)
+    sample = [int(u) * 7919 + 13 for u in rng.integers(0, args.users, 5)]
+    spot_check(root, events_path, sample)
+
+
+def summarise(args: argparse.Namespace, users_seen: int, wall: float, run: dict,
+              peaks: dict[int, tuple[str, float]]) -> dict:
+    workers = [mib for role, mib in peaks.values() if role == "dask worker"]
+    return {
+        "store": args.store, "events": args.events, "users": users_seen, "features": len(FEATURES),
+        "wall_s": round(wall, 2), "run_s": run.get("seconds"), "partitions": run.get("partitions"),
+        "rows_per_s": round(users_seen / wall), "values_per_s": round(users_seen * len(FEATURES) / wall),
+        "events_per_s": round(args.events / wall),
+        "peak_rss_mib": {f"{role} {pid}": round(mib) for pid, (role, mib) in sorted(peaks.items())},
+        "peak_worker_rss_mib": round(max(workers)) if workers else None,
+        "load_average": os.getloadavg(),
+    }
+
+
+def print_result(result: dict, run: dict, wall: float) -> None:
+    print(f"skyfeast run ({result['store']}): {wall:.1f}s wall ({run.get('seconds')}s inside the runner, "
+          f"{run.get('partitions')} partitions); {result['users']:,} users x {len(FEATURES)} features = "
+          f"{result['rows_per_s']:,} rows/s, {result['values_per_s']:,} values/s, "
+          f"{result['events_per_s']:,} events/s", flush=True)
+    for label, mib in result["peak_rss_mib"].items():
+        print(f"  peak RSS {label}: {mib:,} MiB", flush=True)
+    print(f"  load average during/after the run: {', '.join(f'{x:.1f}' for x in result['load_average'])}",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
 
     root = Path(tempfile.mkdtemp(prefix="skyfeast-seed-day-"))
@@ -283,57 +309,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"events: {args.events:,} over {DAY:%Y-%m-%d} for {users_seen:,} of {args.users:,} users "
             f"({time.perf_counter() - t:.1f}s to generate); project {root}")
         project = make_project(root, args.store, args.redis_db, args.partitions)
-
-        cmd = [str(Path(sys.executable).with_name("skyfeast")), "run", "--config", str(root / "skyfeast.yaml"),
-               "--job", "day_features", "--at", (DAY + timedelta(days=1)).isoformat(), "--json"]
-        if not Path(cmd[0]).exists():
-            cmd[:1] = [sys.executable, "-m", "scheduler.cli"]
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        memory = PeakMemory(proc.pid)
-        memory.start()
-        out, err = proc.communicate()
-        wall = time.perf_counter() - t
-        peaks = memory.stop()
-        if proc.returncode != 0:
-            raise RuntimeError(f"skyfeast run exited {proc.returncode}:\n{out}\n{err[-4000:]}")
-        report = json.loads(out)
-        run = report["runs"][0]
-        if run["status"] != "succeeded":
-            raise RuntimeError(f"run {run['status']}: {run.get('error')}")
-        stored = stored_entities(root, args.store, project, args.redis_db)
-        if stored != users_seen:
-            raise RuntimeError(f"online store holds {stored:,} users, expected {users_seen:,}")
-        rng = np.random.default_rng(5)
-        sample = [int(u) * 7919 + 13 for u in rng.integers(0, args.users, 5)]
-        spot_check(root, events_path, sample)
-
-        workers = [mib for role, mib in peaks.values() if role == "dask worker"]
-        result = {
-            "store": args.store, "events": args.events, "users": users_seen, "features": len(FEATURES),
-            "wall_s": round(wall, 2), "run_s": run.get("seconds"), "partitions": run.get("partitions"),
-            "rows_per_s": round(users_seen / wall), "values_per_s": round(users_seen * len(FEATURES) / wall),
-            "events_per_s": round(args.events / wall),
-            "peak_rss_mib": {f"{role} {pid}": round(mib) for pid, (role, mib) in sorted(peaks.items())},
-            "peak_worker_rss_mib": round(max(workers)) if workers else None,
-            "load_average": os.getloadavg(),
-        }
+        wall, run, peaks = run_day(root)
+        check_store(root, args, project, events_path, users_seen)
+        result = summarise(args, users_seen, wall, run, peaks)
         if args.json:
             print(json.dumps(result))
         else:
-            say(f"skyfeast run ({args.store}): {wall:.1f}s wall ({run.get('seconds')}s inside the runner, "
-                f"{run.get('partitions')} partitions); {users_seen:,} users x {len(FEATURES)} features = "
-                f"{result['rows_per_s']:,} rows/s, {result['values_per_s']:,} values/s, "
-                f"{result['events_per_s']:,} events/s")
-            for label, mib in result["peak_rss_mib"].items():
-                say(f"  peak RSS {label}: {mib:,} MiB")
-            say(f"  load average during/after the run: {', '.join(f'{x:.1f}' for x in result['load_average'])}")
+            print_result(result, run, wall)
         return 0
     finally:
         if args.store == "redis" and project:
             with contextlib.suppress(Exception):
-                clear_redis(project, args.redis_db)
+                clear_redis(args.redis_db, project)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 

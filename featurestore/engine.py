@@ -12,7 +12,7 @@ In ``feature_store.yaml``::
       threads: 1
 
 ``feast materialize`` and ``feast materialize-incremental`` then run every
-feature view's range with :func:`featurestore.materialize.run_with_failover`:
+feature view's range with :func:`skyfeast.featurestore.materialize.run_with_failover`:
 one Dask task per partition writes Feast's own online format from the workers,
 all views at once (``supports_batch``).  Feast itself still computes the ranges
 (``materialize-incremental``: from the last recorded end, or ``now - ttl`` the
@@ -184,10 +184,13 @@ class DaskComputeEngine(ComputeEngine):
 
             base = Path(self.repo_config.repo_path) if self.repo_config.repo_path is not None else None
             return _connector(address_connector(cfg.address, tls=cfg.tls, base_dir=base), "address")
-        from skyfeast.adapters.clusters.local import LocalConnector
+        from skyfeast.adapters.clusters.local import LocalConnector, Preload
 
+        # The scheduler imports Feast (with the typechecks filter) at start, not on its event loop
+        # when the first graph's task specs arrive; workers only the filter (see Preload).
+        preload = Preload(scheduler=("skyfeast.featurestore.writers",), workers=("skyfeast.featurestore._typechecks",))
         return _connector(LocalConnector(workers=cfg.workers, threads=cfg.threads, memory_limit="auto",
-                                         name="feast-engine"), "local")
+                                         name="feast-engine", preload=preload), "local")
 
     def materialize(self, registry, tasks: MaterializationTask | list[MaterializationTask], *,
                     lineage_parent=None, **kwargs) -> list[MaterializationJob]:

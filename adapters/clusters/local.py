@@ -6,12 +6,16 @@ SIGKILL or SIGSTOP the scheduler alone. Every child dies with the daemon
 (``PR_SET_PDEATHSIG`` on Linux), so a killed daemon leaves no orphans.
 
 The daemon's client (and the health probe) reach the scheduler through a
-:class:`Forwarder` the connector owns, while workers connect to the scheduler
-directly. That relay is the network path between daemon and cluster which a
-``partition`` drill cuts (:meth:`LocalConnector.partition`) and heals
-(:meth:`LocalConnector.restore`) over real TCP. ``SKYFEAST_LOCAL_FORWARDER=0``
+:class:`~skyfeast.adapters.clusters.forwarder.Forwarder` the connector owns,
+while workers connect to the scheduler directly. That relay is the network
+path between daemon and cluster which a ``partition`` drill cuts
+(:meth:`LocalConnector.partition`) and heals (:meth:`LocalConnector.restore`)
+over real TCP. ``SKYFEAST_LOCAL_FORWARDER=0``
 (or ``forward=False``) connects the client directly, at the price of no
 partition drills on that cluster.
+
+What the scheduler and workers import at start is the caller's choice
+(:class:`Preload`): this layer does not know whose tasks the cluster runs.
 """
 
 from __future__ import annotations
@@ -21,41 +25,56 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from skyfeast.adapters.base import ClusterConnector, Transient
+from skyfeast.adapters.clusters.forwarder import Forwarder
+
+__all__ = ["FORWARDER_ENV", "Forwarder", "LocalConnector", "Preload", "forwarding_enabled"]
 
 log = logging.getLogger("skyfeast.clusters.local")
-START_TIMEOUT = 120.0  # the scheduler imports PRELOAD first: tens of seconds on a loaded 2-core box
+START_TIMEOUT = 120.0  # the scheduler imports its preload first: tens of seconds on a loaded 2-core box
 FORWARDER_ENV = "SKYFEAST_LOCAL_FORWARDER"
-# The scheduler unpickles every submitted graph on its event loop, which imports the modules
-# the tasks reference. scheduler.executor pulls in feast (9 s idle, 30-45 s on a loaded 2-core
-# machine); imported lazily, that stalled the event loop mid-run, so health probes timed out and
-# healthy providers were declared down. Importing it at scheduler start moves the cost to
-# startup, where nothing waits on the event loop yet. Workers do not preload it: they start
-# only once the scheduler is up, so a preload there would add its cost to every cluster start
-# (past START_TIMEOUT on a loaded machine); they import it on their first task, off the
-# scheduler's event loop. SKYFEAST_SCHEDULER_PRELOAD overrides
-# (comma-separated modules; empty for none). scheduler.executor itself is light now; Feast
-# arrives with the task specs (their WriteTarget holds a Feast RepoConfig), hence
-# featurestore.writers, which imports Feast.
-PRELOAD = ("scheduler.executor", "featurestore.writers")
-# Workers preload only the filter that makes Feast's import three times cheaper
-# (featurestore._typechecks; it imports typeguard, not Feast): a task spec unpickled
-# before anything of skyfeast would otherwise import Feast with typeguard's instrumentation.
-WORKER_PRELOAD = ("featurestore._typechecks",)
+SCHEDULER_PRELOAD_ENV = "SKYFEAST_SCHEDULER_PRELOAD"
+WORKER_PRELOAD_ENV = "SKYFEAST_WORKER_PRELOAD"
 
 
-def _preload(env_name: str = "SKYFEAST_SCHEDULER_PRELOAD", default: tuple[str, ...] = PRELOAD) -> list[str]:
+@dataclass(frozen=True)
+class Preload:
+    """Modules the cluster's processes import at start (``--preload``), chosen by the caller.
+
+    The adapter itself needs none: what to preload depends on the code whose tasks
+    the cluster will run, which this layer does not know. Why a caller preloads:
+
+    ``scheduler``: the Dask scheduler unpickles every submitted graph on its event
+    loop, importing the modules the tasks reference. When that import is heavy
+    (Feast: 9 s idle, 30-45 s on a loaded 2-core machine) and happens mid-run, the
+    event loop stalls, health probes time out and a healthy cluster is declared
+    down. Preloading those modules moves the cost to scheduler start, when nothing
+    waits on the event loop yet (:data:`START_TIMEOUT` allows for it).
+
+    ``workers``: workers start only once the scheduler is up, so a heavy preload
+    there adds its cost to every cluster start; they import what tasks need on
+    their first task, off the scheduler's event loop. Preload only light modules
+    that must run before anything else (e.g. an import hook).
+
+    ``SKYFEAST_SCHEDULER_PRELOAD`` / ``SKYFEAST_WORKER_PRELOAD`` (comma-separated
+    modules; empty for none) override either list.
+    """
+
+    scheduler: tuple[str, ...] = ()
+    workers: tuple[str, ...] = ()
+
+
+def _preload_args(env_name: str, default: Sequence[str]) -> list[str]:
     env = os.environ.get(env_name)
     mods = default if env is None else [m.strip() for m in env.split(",") if m.strip()]
     return [arg for m in mods for arg in ("--preload", m)]
@@ -93,10 +112,26 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _scheduler_address(sched_file: Path) -> str | None:
+    """The address in the scheduler file, or None until it is there: the scheduler creates the file
+    and then writes it (not atomically), so a file that exists may still be empty or partial."""
+    try:
+        return json.loads(sched_file.read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class LocalConnector(ClusterConnector):
+    """Starts and owns a Dask scheduler and ``workers`` worker processes on this machine.
+
+    ``preload`` names the modules those processes import at start (see :class:`Preload`);
+    by default none.
+    """
+
     def __init__(self, *, workers: int, threads: int, memory_limit: str, name: str = "local",
-                 forward: bool | None = None):
+                 forward: bool | None = None, preload: Preload = Preload()):
         self.workers = workers
+        self.preload = preload
         self.forward = forwarding_enabled() if forward is None else forward
         self._forwarder: Forwarder | None = None
         self._scheduler_address: str | None = None
@@ -120,7 +155,7 @@ class LocalConnector(ClusterConnector):
         return self._scheduler_address
 
     @property
-    def forwarder(self) -> "Forwarder | None":
+    def forwarder(self) -> Forwarder | None:
         return self._forwarder
 
     def partition(self) -> None:
@@ -168,19 +203,18 @@ class LocalConnector(ClusterConnector):
         py = sys.executable
         self._scheduler = self._spawn([py, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                        "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file),
-                                       *_preload()],
+                                       *_preload_args(SCHEDULER_PRELOAD_ENV, self.preload.scheduler)],
                                       "scheduler.log")
         deadline = time.monotonic() + START_TIMEOUT
-        while not sched_file.exists():
+        while (address := _scheduler_address(sched_file)) is None:
             if self._scheduler.poll() is not None or time.monotonic() > deadline:
                 raise Transient(f"local scheduler for {self.name} did not start: {self._log_tail('scheduler.log')}")
             time.sleep(0.05)
-        address = json.loads(sched_file.read_text())["address"]
         for i in range(self.workers):
             self._workers.append(self._spawn(
                 [py, "-m", "distributed.cli.dask_worker", address, "--nthreads", str(self.threads), "--nworkers", "1",
                  "--memory-limit", self.memory_limit, "--no-dashboard", "--name", f"{self.name}-{i}",
-                 "--death-timeout", "30", *_preload("SKYFEAST_WORKER_PRELOAD", WORKER_PRELOAD)],
+                 "--death-timeout", "30", *_preload_args(WORKER_PRELOAD_ENV, self.preload.workers)],
                 f"worker-{i}.log"))
         return address
 
@@ -259,151 +293,3 @@ class LocalConnector(ClusterConnector):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-
-# --------------------------------------------------------------------------- TCP forwarder
-class Forwarder:
-    """A TCP relay on ``127.0.0.1:<port>`` to ``target``, so that a fault can cut one network path.
-
-    Each accepted connection gets its own upstream connection and two pump threads
-    (blocking ``recv``/``sendall``: no per-message work beyond one copy). Modes:
-
-    * forwarding (the default);
-    * :meth:`partition`: a blackhole. Sockets stay open and connections are still
-      accepted, but every byte read from either side is dropped, so peers see
-      silence, never a reset (a network partition, not a dead process);
-    * :meth:`restore`: forward again. Connections that lost bytes have a gap in
-      their stream that no protocol can resynchronise, so they are reset (as TCP
-      itself gives up on a long partition); their peers reconnect.
-
-    ``alive`` (optional) tells whether the target process still exists; once it
-    is gone the forwarder closes its listening socket, so that clients get
-    "connection refused" exactly as they would from the dead process itself.
-    """
-
-    BUFSIZE = 1 << 18
-
-    def __init__(self, target: tuple[str, int], *, alive: Callable[[], bool] | None = None,
-                 host: str = "127.0.0.1", name: str = "forwarder"):
-        self.target = target
-        self.name = name
-        self._alive = alive
-        self._host = host
-        self._lock = threading.Lock()
-        self._links: set[_Link] = set()
-        self._blackhole = False
-        self._closed = False
-        self._listener = socket.create_server((host, 0))
-        self._listener.settimeout(0.2)  # the accept loop polls ``alive`` and ``close``
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept_loop, name=f"skyfeast-fwd-{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"tcp://{self._host}:{self.port}"
-
-    @property
-    def partitioned(self) -> bool:
-        return self._blackhole
-
-    def partition(self) -> None:
-        """Drop every byte in both directions from now on (keeps sockets open)."""
-        with self._lock:
-            self._blackhole = True
-
-    def restore(self) -> None:
-        """Forward again; reset the connections whose streams lost bytes."""
-        with self._lock:
-            self._blackhole = False
-            broken = [link for link in self._links if link.dropped]
-        for link in broken:
-            self._drop(link)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            links = list(self._links)
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        for link in links:
-            self._drop(link)
-        self._thread.join(timeout=2)
-
-    # -- internals
-    def _drop(self, link: "_Link") -> None:
-        link.close()
-        with self._lock:
-            self._links.discard(link)
-
-    def _target_gone(self) -> bool:
-        return self._alive is not None and not self._alive()
-
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            if self._target_gone():
-                log.info("%s: target %s:%s is gone; refusing connections", self.name, *self.target)
-                with contextlib.suppress(OSError):
-                    self._listener.close()
-                return
-            try:
-                down, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return  # closed
-            down.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            up = None
-            if not self._blackhole:  # across a partition no new connection reaches the target
-                try:
-                    up = socket.create_connection(self.target, timeout=5)
-                    up.settimeout(None)
-                    up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    down.close()  # as the target itself would: nobody answers
-                    continue
-            link = _Link(down, up)
-            link.dropped = up is None
-            with self._lock:
-                self._links.add(link)
-            for src, dst in ((down, up), (up, down)) if up is not None else ((down, None),):
-                threading.Thread(target=self._pump, args=(link, src, dst), daemon=True,
-                                 name=f"skyfeast-fwd-{self.name}-pump").start()
-
-    def _pump(self, link: "_Link", src: socket.socket, dst: socket.socket | None) -> None:
-        try:
-            while True:
-                data = src.recv(self.BUFSIZE)
-                if not data:
-                    break
-                if self._blackhole or dst is None:
-                    link.dropped = True
-                    continue
-                dst.sendall(data)
-        except OSError:
-            pass
-        self._drop(link)
-        if src is link.up and self._target_gone():
-            with contextlib.suppress(OSError):  # don't wait for the accept loop's next poll
-                self._listener.close()
-
-
-class _Link:
-    """One relayed connection: the accepted socket and its upstream (None across a partition)."""
-
-    def __init__(self, down: socket.socket, up: socket.socket | None):
-        self.down, self.up = down, up
-        self.dropped = False
-        self._closed = False
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for s in (self.down, self.up):
-            if s is None:
-                continue
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv
-            with contextlib.suppress(OSError):
-                s.close()

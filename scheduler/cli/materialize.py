@@ -105,8 +105,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             providers = stack.enter_context(engine_providers(args.config))
         else:
             from skyfeast.adapters.clusters.local import LocalConnector
+            from skyfeast.scheduler.control.providers import LOCAL_PRELOAD
 
-            local = LocalConnector(workers=args.workers, threads=1, memory_limit="auto", name="materialize")
+            local = LocalConnector(workers=args.workers, threads=1, memory_limit="auto", name="materialize",
+                                   preload=LOCAL_PRELOAD)
             stack.callback(local.close)
             providers = [("local", local.connect)]
         stack.enter_context(bar)

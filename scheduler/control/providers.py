@@ -10,8 +10,18 @@ import threading
 import time
 
 from skyfeast.adapters import ClusterConnector, ObjectStore, make_cluster, make_store
+from skyfeast.adapters.clusters.local import Preload
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.policy import Breaker, HealthRules, ProviderState, ProviderView, placement_state
+
+# What the processes of a local cluster the daemon starts import at start (see Preload).
+# Scheduler: what unpickling a job's graph imports, paid at startup rather than on the event
+# loop mid-run: the executor (whose functions the tasks are) and Feast, which comes with the
+# task specs (a WriteTarget holds a Feast RepoConfig) and which the writers module imports.
+# Workers: only the light filter that makes their own Feast import three times cheaper; it
+# must run before anything imports Feast (a task spec unpickled first would).
+LOCAL_PRELOAD = Preload(scheduler=("skyfeast.scheduler.run.executor", "skyfeast.featurestore.writers"),
+                        workers=("skyfeast.featurestore._typechecks",))
 
 
 class ProviderPool:
@@ -41,7 +51,8 @@ class ProviderPool:
         with self._locks[name]:
             conn = self._clusters.get(name)
             if conn is None:
-                conn = self._clusters[name] = make_cluster(self.cfg.providers[name].cluster, name, self.cfg.base_dir)
+                conn = self._clusters[name] = make_cluster(self.cfg.providers[name].cluster, name, self.cfg.base_dir,
+                                                             preload=LOCAL_PRELOAD)
             try:
                 client = conn.connect()
             except Exception:

@@ -156,7 +156,7 @@ class BucketStorageOutage(Fault):
     """An S3 or GCS store becomes unreachable: its endpoint is swapped for a closed local port
     (the SDK client is rebuilt, and every ``storage_options`` handed out from then on names
     the same port). A plain ``http://host:port`` endpoint is additionally relayed through a
-    :class:`~adapters.clusters.local.Forwarder` from :meth:`prepare` on, and that relay
+    :class:`~skyfeast.adapters.clusters.forwarder.Forwarder` from :meth:`prepare` on, and that relay
     stops accepting and resets every connection at :meth:`inject`, so tasks already on the
     workers lose storage as well."""
 
@@ -177,7 +177,7 @@ class BucketStorageOutage(Fault):
         u = urlsplit(self.original or "")
         if u.scheme != "http" or not u.port:
             return
-        from skyfeast.adapters.clusters.local import Forwarder
+        from skyfeast.adapters.clusters.forwarder import Forwarder
 
         self._fwd = Forwarder((u.hostname, u.port), name="storage")
         self._set(f"http://127.0.0.1:{self._fwd.port}")
