@@ -8,6 +8,7 @@ a Feast repo or feature view that does not exist.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skyfeast.scheduler.config.yamlsrc import SourceMap
@@ -43,6 +44,8 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
                                              f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
     problems += _cycle_problems(cfg, smap, names)
     problems += _sdk_problems(cfg, smap)
+    problems += _state_problems(cfg, smap)
+    problems += _storage_problems(cfg, smap)
     problems += _cluster_problems(cfg, smap)
     problems += _data_problems(cfg, smap)
     if check_imports:
@@ -102,6 +105,43 @@ def _sdk_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
         if not found:
             out.append(smap.problem(("providers", name, "storage", "type"),
                                     f"storage type {prov.storage.type!r} needs {module}: pip install 'skyfeast[{extra}]'"))
+    return out
+
+
+_STATE_DRIVERS = {"sqlite": ("sqlite3", None), "postgresql": ("psycopg", "postgres")}
+
+
+def _state_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """The ledger URL names a supported database whose driver is installed, and an explicit
+    SQLite file's directory exists (the default ``.skyfeast/`` beside the config is created)."""
+    if cfg.state is None:
+        return []
+    url = cfg.state_url
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    dialect, _, driver = scheme.partition("+")
+    if dialect not in _STATE_DRIVERS:
+        return [smap.problem(("state",), f"unsupported ledger database {dialect or scheme!r}: use a file path or "
+                                         "sqlite:///PATH (default), or postgresql+psycopg://... for HA")]
+    if dialect == "postgresql" and driver not in ("", "psycopg"):
+        return [smap.problem(("state",), f"PostgreSQL driver {driver!r} is not supported: use postgresql+psycopg://")]
+    module, extra = _STATE_DRIVERS[dialect]
+    if not _importable(module):
+        return [smap.problem(("state",), f"a {dialect} ledger needs {module}: pip install 'skyfeast[{extra}]'")]
+    if dialect == "sqlite":
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).parent.is_dir():
+            return [smap.problem(("state",), f"directory {Path(path).parent} does not exist; create it first")]
+    return []
+
+
+def _storage_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """A local storage root that exists must be a directory (one that does not is created by the first run)."""
+    out = []
+    for name, prov in cfg.providers.items():
+        if prov.storage.type == "local":
+            root = cfg.resolve(prov.storage.root)
+            if root.exists() and not root.is_dir():
+                out.append(smap.problem(("providers", name, "storage", "root"), f"{root} is a file, not a directory"))
     return out
 
 

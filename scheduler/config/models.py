@@ -8,6 +8,7 @@ storage, schedules, sources) and on ``kind`` (jobs).  Loading a file lives in
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +35,12 @@ NAME_RE = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
 IMPORT_RE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
+_BYTES_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*([kmgt]i?b|b)?$", re.IGNORECASE)
+_BYTE_UNITS = {"b": 1, **{u + "b": 1000 ** (i + 1) for i, u in enumerate("kmgt")},
+               **{u + "ib": 1024 ** (i + 1) for i, u in enumerate("kmgt")}}
+MAX_DURATION = timedelta(days=3660)  # ten years: longer is a typo, and would overflow date arithmetic
+
+
 def parse_duration(value: Any) -> timedelta:
     """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"`` → timedelta. Bare numbers are seconds."""
     if isinstance(value, timedelta):
@@ -41,13 +48,15 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '30s', '15m', '1h' or '7d'")
     if isinstance(value, (int, float)):
-        secs = float(value)
+        secs = float(value) if abs(value) < 1e300 else math.inf
     elif isinstance(value, str) and (m := _DUR_RE.match(value)):
         secs = float(m.group(1)) * _UNITS[m.group(2)]
     else:
-        raise ValueError(f"{value!r} is not a duration; use e.g. '30s', '15m', '1h' or '7d'")
-    if secs <= 0:
+        raise ValueError(f"{str(value)[:40]!r} is not a duration; use e.g. '30s', '15m', '1h' or '7d'")
+    if not secs > 0:
         raise ValueError("duration must be positive")
+    if not secs <= MAX_DURATION.total_seconds():
+        raise ValueError(f"duration must be at most {MAX_DURATION.days} days")
     return timedelta(seconds=secs)
 
 
@@ -65,7 +74,21 @@ class LocalCluster(_Strict):
     type: Literal["local"]
     workers: int = Field(2, ge=1, le=256, description="number of worker processes")
     threads: int = Field(1, ge=1, le=64, description="threads per worker")
-    memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB'")
+    memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB', or 'auto'")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        # checked here, not by Dask at cluster start (where a bad value cost a silent two-minute wait)
+        if v == "auto":
+            return v
+        m = _BYTES_RE.match(v)
+        if not m:
+            raise ValueError(f"{v[:40]!r} is not a memory size; use e.g. '512MiB', '2GiB', '4GB' or 'auto'")
+        size = float(m.group(1)) * _BYTE_UNITS[(m.group(2) or "B").lower()]
+        if not 64 * 2**20 <= size <= 2**44:
+            raise ValueError(f"memory_limit {v!r} must be between 64MiB and 16TiB")
+        return v
 
 
 TLS_SCHEMES = ("tls://", "wss://")
@@ -254,7 +277,7 @@ _SDKS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}
 class Provider(_Strict):
     cluster: Cluster
     storage: Storage
-    priority: int = Field(100, ge=0, description="lower runs first")
+    priority: int = Field(100, ge=0, le=1_000_000, description="lower runs first")
 
 
 # --------------------------------------------------------------------------- schedules
@@ -400,7 +423,7 @@ class HealthSettings(_Strict):
     blocklist_ttl: Duration = Field(default=timedelta(seconds=30), description="how long a down provider is avoided")
     failback_after: Duration = Field(default=timedelta(seconds=30),
                                      description="healthy time before new runs return to a recovered provider")
-    min_workers: int = Field(1, ge=0, description="fewer workers than this makes a provider degraded")
+    min_workers: int = Field(1, ge=0, le=100_000, description="fewer workers than this makes a provider degraded")
 
 
 class OfflineSettings(_Strict):

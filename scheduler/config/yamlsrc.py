@@ -5,6 +5,11 @@
 found later (by pydantic, or by semantic checks) can name the line.
 ``${VAR}`` and ``${VAR:-default}`` references in string scalars are expanded
 from the environment; an undefined variable without a default is an error.
+
+The loader is bounded, so a hostile or broken file costs neither memory nor a
+traceback: at most :data:`MAX_BYTES` of text, :data:`MAX_DEPTH` levels of nesting,
+and :data:`MAX_NODES` nodes once aliases are expanded (a "billion laughs" file of
+1.4 KB expands to 10^9); each limit ends in a :class:`ConfigError` that names it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,18 @@ Path_ = tuple[str | int, ...]
 # libyaml's loader is ~10x faster (a 10,000-job config parses in about a second); same marks
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 2_000_000  # a 10,000-job config has a few hundred thousand
+
+
+class _Limit(Exception):
+    """A bound of the loader was passed; the message says which."""
+
+    def __init__(self, line: int | None, path: Path_, message: str):
+        super().__init__(message)
+        self.line, self.path = line, path
 
 
 @dataclass
@@ -100,31 +117,44 @@ def format_path(path: Sequence[str | int]) -> str:
 def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse ``text``; return data and its source map. Raises :class:`ConfigError`."""
     smap = SourceMap(file)
+    if len(text) > MAX_BYTES:
+        raise ConfigError([Problem(file, None, "", f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB; "
+                                                   "a skyfeast config is far smaller")])
     if not text.strip():
         raise ConfigError([Problem(file, None, "", "file is empty; expected a mapping with 'project', 'providers' and 'jobs'")])
     try:
-        return _load(text, file, smap, _Loader)
-    except ConfigError:
-        if _Loader is yaml.SafeLoader:
-            raise
-    # the pure-Python parser words syntax errors better and places them more precisely
-    return _load(text, file, SourceMap(file), yaml.SafeLoader)
+        try:
+            return _load(text, file, smap, _Loader)
+        except ConfigError:
+            if _Loader is yaml.SafeLoader:
+                raise
+        # the pure-Python parser words syntax errors better and places them more precisely
+        return _load(text, file, SourceMap(file), yaml.SafeLoader)
+    except _Limit as exc:  # the same on either parser: no second try
+        raise ConfigError([Problem(file, exc.line, _fmt(exc.path), str(exc))]) from None
 
 
 def _load(text: str, file: str, smap: SourceMap, loader_cls: type) -> tuple[Any, SourceMap]:
     loader = loader_cls(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_size(node)
+        except RecursionError:
+            raise _Limit(None, (), f"nesting is deeper than {MAX_DEPTH} levels") from None
         if node is None:
             raise ConfigError([Problem(file, None, "", "file holds no YAML document")])
         problems: list[Problem] = []
-        _index(node, (), smap, problems)
+        _index(node, (), smap, problems, set(), [0])
         if problems:
             raise ConfigError(problems)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
+        if "nesting depth" in str(exc.problem):  # libyaml's own bound (1,000): ours, without a second parse
+            raise _Limit(line, (), f"nesting is deeper than {MAX_DEPTH} levels") from None
         what = exc.problem or "invalid YAML"
         if exc.context:
             what = f"{exc.context}, {what}"
@@ -142,9 +172,48 @@ def _load(text: str, file: str, smap: SourceMap, loader_cls: type) -> tuple[Any,
     return data, smap
 
 
-def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem],
-           _active: set[int] | None = None) -> None:
-    active = set() if _active is None else _active
+def _check_size(root: yaml.Node) -> None:
+    """Raise :class:`_Limit` when ``root`` nests deeper than :data:`MAX_DEPTH` or expands to more than
+    :data:`MAX_NODES` nodes.  Aliases share node objects, so sizes are memoised per node: the cost is
+    that of the text, not of the expansion."""
+    size: dict[int, int] = {}
+    active: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _Limit(node.start_mark.line + 1, (), f"nesting is deeper than {MAX_DEPTH} levels")
+        key = id(node)
+        if key in size:
+            return size[key]
+        if key in active:
+            return 1  # a recursive alias: _index reports it where it is
+        active.add(key)
+        if isinstance(node, yaml.MappingNode):
+            n = 1 + sum(walk(k, depth + 1) + walk(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(walk(item, depth + 1) for item in node.value)
+        else:
+            n = 1
+        active.discard(key)
+        if n > MAX_NODES:
+            raise _Limit(node.start_mark.line + 1, (), f"the document expands to more than {MAX_NODES:,} nodes "
+                         "(YAML aliases repeating large parts?)")
+        size[key] = n
+        return n
+
+    walk(root, 0)
+
+
+def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem], active: set[int],
+           count: list[int]) -> None:
+    """Record the line of every key path under ``node``; aliases are walked where they are used,
+    so ``count`` (one cell) counts nodes as expanded and ``path`` measures the nesting."""
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise _Limit(node.start_mark.line + 1, path, f"the document expands to more than {MAX_NODES:,} nodes "
+                     "(YAML aliases repeating large parts?)")
+    if len(path) > MAX_DEPTH:
+        raise _Limit(node.start_mark.line + 1, path[:3], f"nesting is deeper than {MAX_DEPTH} levels")
     if id(node) in active:  # an alias to one of its own ancestors
         problems.append(Problem(smap.file, node.start_mark.line + 1, _fmt(path),
                                 "recursive YAML alias: a node cannot contain itself"))
@@ -164,7 +233,7 @@ def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem
             smap.lines[child] = knode.start_mark.line + 1
             if isinstance(vnode, yaml.ScalarNode):
                 smap.scalars.setdefault(path, set()).add(vnode.value)
-            _index(vnode, child, smap, problems, active)
+            _index(vnode, child, smap, problems, active, count)
             # a scalar value on its own line (e.g. block style) is reported at the key
         active.discard(id(node))
     elif isinstance(node, yaml.SequenceNode):
@@ -172,7 +241,7 @@ def _index(node: yaml.Node, path: Path_, smap: SourceMap, problems: list[Problem
         for i, item in enumerate(node.value):
             child = (*path, i)
             smap.lines[child] = item.start_mark.line + 1
-            _index(item, child, smap, problems, active)
+            _index(item, child, smap, problems, active, count)
         active.discard(id(node))
 
 

@@ -125,7 +125,10 @@ class Ledger(CopyBook):
         except SchemaTooNew as exc:
             raise LedgerError(f"ledger {_safe(url)} has {exc}; upgrade skyfeast instead of downgrading the ledger") from None
         except (ArgumentError, NoSuchModuleError) as exc:
-            raise LedgerError(f"state: {url!r} is not a usable SQLAlchemy URL: {exc}") from None
+            raise LedgerError(f"state: {_safe(url)!r} is not a usable SQLAlchemy URL: {exc}") from None
+        except ImportError as exc:  # the dialect's driver is not installed
+            extra = " (pip install 'skyfeast[postgres]')" if url.startswith("postgresql") else ""
+            raise LedgerError(f"state: {_safe(url)}: driver {exc.name or exc} is not installed{extra}") from None
         except OperationalError as exc:
             raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
 
