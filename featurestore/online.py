@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -24,6 +25,9 @@ class OutputSchemaError(ValueError):
 
 
 def check_columns(frame: pd.DataFrame, target: WriteTarget) -> None:
+    """The output contract of a job's frame for ``target``: every column of the view, no null
+    entity key or event time, and no infinite value in an integer or boolean feature (NaN is a
+    missing value; ±inf has no integer form).  Raises :class:`OutputSchemaError` naming the column."""
     need = [*target.join_keys, *target.features, target.timestamp_field]
     missing = [c for c in need if c not in frame.columns]
     if missing:
@@ -31,6 +35,24 @@ def check_columns(frame: pd.DataFrame, target: WriteTarget) -> None:
             f"output for feature view {target.name!r} lacks column(s) {missing}; "
             f"it has {list(frame.columns)}"
         )
+    for col in (*target.join_keys, target.timestamp_field):
+        n = int(frame[col].isna().sum())
+        if n:
+            raise OutputSchemaError(f"output for feature view {target.name!r} has {n:,} null {col} values")
+    for col in target.features:
+        values = frame[col]
+        if pd.api.types.is_float_dtype(values.dtype) and col in _integral_features(target):
+            n = int(np.isinf(values.to_numpy(dtype="float64", na_value=np.nan)).sum())
+            if n:
+                raise OutputSchemaError(f"output for feature view {target.name!r}: {n:,} infinite values in "
+                                        f"{col!r}, an integer or boolean feature")
+
+
+def _integral_features(target: WriteTarget) -> frozenset[str]:
+    from feast.value_type import ValueType
+
+    integral = {ValueType.INT32, ValueType.INT64, ValueType.BOOL}
+    return frozenset(f.name for f in target.feature_view.features if f.dtype.to_value_type() in integral)
 
 
 def _writer(target: WriteTarget):

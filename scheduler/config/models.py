@@ -344,6 +344,9 @@ class ParquetSource(_Strict):
                           "provider holds it at `path`")
     cross_cloud: bool = Field(
         False, description="a provider with no replica may read another provider's replica (egress costs)")
+    columns: dict[str, str | None] | None = Field(
+        None, description="columns every input file must have, each with its type (e.g. int64, double, string, "
+                          "timestamp[utc]) or null for any type; the join keys and timestamp are always required")
 
     def replica_path(self, provider: str) -> str | None:
         """The path of the replica on ``provider``'s own storage, or None if it has none."""

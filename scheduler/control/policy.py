@@ -65,15 +65,18 @@ class Step(str, Enum):
     GIVE_UP = "give_up"
 
 
-def next_step(failure: FailureClass, *, user_failures: int, retries: int, providers_left: int) -> Step:
+def next_step(failure: FailureClass, *, user_failures: int, retries: int, providers_left: int,
+              repeated: bool = False) -> Step:
     """After a failed attempt: retry in place, move to the next provider, or stop.
 
     ``user_failures`` counts user-code failures so far *including* this one.
-    Infrastructure failures never consume the user-code retry budget.
+    Infrastructure failures never consume the user-code retry budget.  ``repeated``
+    says this user-code failure is the previous one again (same exception, same
+    message, same chunk): it is deterministic, so the remaining retries are not spent.
     """
     if failure is FailureClass.INFRASTRUCTURE:
         return Step.FAIL_OVER if providers_left > 0 else Step.GIVE_UP
-    if failure is FailureClass.USER_CODE and user_failures <= retries:
+    if failure is FailureClass.USER_CODE and user_failures <= retries and not repeated:
         return Step.RETRY_SAME
     return Step.GIVE_UP
 

@@ -31,6 +31,7 @@ from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_p
 from skyfeast.featurestore.online import OutputSchemaError, check_columns, write_latest
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.scheduler.errors import DataError
+from skyfeast.scheduler.run.contracts import check_inputs, null_keys
 from skyfeast.scheduler.timing.windows import Window
 
 
@@ -73,11 +74,11 @@ def _write_offline(frame: pd.DataFrame, url: str, storage_options: dict) -> None
         frame.to_parquet(fh, index=False)
 
 
-def _call_user(spec: PartitionSpec, *args: Any) -> pd.DataFrame:
+def _call_user(spec: PartitionSpec, index: int, *args: Any) -> pd.DataFrame:
     try:
         out = spec.user_fn(*args)
-    except Exception as exc:
-        raise UserCodeError(f"{spec.user_fn_name} raised {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the chunk is named so that a repeat of the same failure is recognised
+        raise UserCodeError(f"{spec.user_fn_name} raised {type(exc).__name__} on chunk {index}: {exc}") from None
     if not isinstance(out, pd.DataFrame):
         raise UserCodeError(f"{spec.user_fn_name} returned {type(out).__name__}, expected a pandas DataFrame")
     if spec.target.timestamp_field not in out.columns:
@@ -108,10 +109,13 @@ def _finish_partition(out: pd.DataFrame, index: int, spec: PartitionSpec, rows_i
 
 def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
     ts = spec.ts_field
+    nulls = null_keys(pdf, [*spec.target.join_keys, ts])
+    if nulls:  # files without statistics got past the footer check
+        raise DataError("input rows break their contract: " + ", ".join(f"{n:,} null {c} values" for c, n in nulls.items()))
     pdf = pdf[(pdf[ts] >= spec.read_start) & (pdf[ts] < spec.read_end)]
     if pdf.empty:
         return {"rows_in": 0, "rows_out": 0, "rows_online": 0, "file": None}
-    out = _call_user(spec, pdf.reset_index(drop=True), spec.window)
+    out = _call_user(spec, index, pdf.reset_index(drop=True), spec.window)
     return _finish_partition(out, index, spec, len(pdf))
 
 
@@ -131,7 +135,7 @@ def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
         model = _load_model(spec.model_url, json.dumps(spec.storage_options, sort_keys=True))
     except Exception as exc:
         raise UserCodeError(f"cannot load model artifact {spec.model_url}: {type(exc).__name__}: {exc}") from None
-    out = _call_user(spec, model, pdf.reset_index(drop=True), spec.window)
+    out = _call_user(spec, index, model, pdf.reset_index(drop=True), spec.window)
     return _finish_partition(out, index, spec, len(pdf))
 
 
@@ -188,6 +192,8 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     read_start, read_end = window.read_range(src)
     source_store = source_store or store
     urls = [source_store.url(k) for k in keys]
+    check_inputs(urls, source_store.storage_options, keys=target.join_keys, timestamp=src.timestamp_field,
+                 declared=src.columns)
     rs, re_ = pd.Timestamp(read_start), pd.Timestamp(read_end)
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None, blocksize=INPUT_BLOCK,

@@ -125,6 +125,7 @@ class Runner:
         if not candidates:
             return self._fail(out, FailureClass.INFRASTRUCTURE, "no provider is available for this job")
         user_failures = 0
+        last_user_error: str | None = None
         idx = 0
         cancelled = lambda: self.stop.is_set() or cancel.is_set()  # noqa: E731
         while idx < len(candidates):
@@ -143,10 +144,12 @@ class Runner:
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class=fclass.value, error=err)
                 if fclass is FailureClass.INFRASTRUCTURE:
                     self.pool.mark(provider, ProviderState.DEGRADED)
+                repeated = False
                 if fclass is FailureClass.USER_CODE:
                     user_failures += 1
+                    repeated, last_user_error = err == last_user_error, err
                 step = next_step(fclass, user_failures=user_failures, retries=job.retries,
-                                 providers_left=len(candidates) - idx - 1)
+                                 providers_left=len(candidates) - idx - 1, repeated=repeated)
                 if step is Step.RETRY_SAME and not cancelled():
                     wait = threading.Event()
                     delay = backoff(user_failures)
