@@ -3,8 +3,10 @@
 =================  =====================================================  ==============================
 class              meaning                                                what the scheduler does
 =================  =====================================================  ==============================
-``data``           the input is missing or malformed, or the setup is      give up: the same input fails
-                   wrong (a column, a type, a table Feast has not made)    the same way on any provider
+``data``           the input is missing or malformed (a column, a type,    give up: the same input fails
+                   null keys, a corrupt file, a table Feast has not made)  the same way on any provider
+``config``         the setup is wrong: a storage root that is a file, a    give up: fix the config
+                   path outside the root, a config that does not load
 ``user_code``      the transform or scorer raised or returned bad rows     retry in place (``retries``)
 ``infrastructure`` the provider's cluster, storage or online store failed  fail over to the next provider
 ``timeout``        the job's ``timeout`` passed                            give up
@@ -17,9 +19,11 @@ Every layer's own errors say their class with a ``failure_class`` class attribut
 of them.  Neutral adapter errors (:mod:`.base`) are infrastructure unless they say
 otherwise (``NotFound``).  Python's and pyarrow's own exceptions are classed by type:
 ``KeyError``, ``ValueError`` (pyarrow's ``ArrowInvalid`` for a corrupt parquet file is
-one), ``TypeError`` and ``UnicodeError`` come from the rows, so they are ``data``;
-anything else (lost connections, killed workers, cancelled futures, a storage root
-that vanished) is the provider's, so it is ``infrastructure``.
+one, pandas' ``OutOfBoundsDatetime`` for a timestamp in the year 2300 another),
+``TypeError`` and ``UnicodeError`` come from the rows, so they are ``data``; a path
+that is a file where a directory must be (or the reverse) is ``config``; anything
+else (lost connections, killed workers, cancelled futures, a storage root that
+vanished) is the provider's, so it is ``infrastructure``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from skyfeast.adapters.base import AdapterError
 class FailureClass(str, Enum):
     USER_CODE = "user_code"
     DATA = "data"
+    CONFIG = "config"
     INFRASTRUCTURE = "infrastructure"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
@@ -44,6 +49,7 @@ class ProviderDown(Exception):
 
 
 _DATA_TYPES = (KeyError, ValueError, TypeError, UnicodeError)
+_CONFIG_TYPES = (NotADirectoryError, IsADirectoryError)
 
 
 def classify(exc: BaseException) -> FailureClass:
@@ -55,6 +61,8 @@ def classify(exc: BaseException) -> FailureClass:
         return FailureClass.INFRASTRUCTURE if exc.infrastructure else FailureClass.DATA
     if isinstance(exc, _DATA_TYPES):
         return FailureClass.DATA
+    if isinstance(exc, _CONFIG_TYPES):
+        return FailureClass.CONFIG
     return FailureClass.INFRASTRUCTURE
 
 

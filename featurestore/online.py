@@ -26,8 +26,9 @@ class OutputSchemaError(ValueError):
 
 def check_columns(frame: pd.DataFrame, target: WriteTarget) -> None:
     """The output contract of a job's frame for ``target``: every column of the view, no null
-    entity key or event time, and no infinite value in an integer or boolean feature (NaN is a
-    missing value; ±inf has no integer form).  Raises :class:`OutputSchemaError` naming the column."""
+    entity key or event time, no strings in a numeric feature, and no infinite value in an integer
+    or boolean feature (NaN is a missing value; ±inf has no integer form).  Raises
+    :class:`OutputSchemaError` naming the column."""
     need = [*target.join_keys, *target.features, target.timestamp_field]
     missing = [c for c in need if c not in frame.columns]
     if missing:
@@ -39,13 +40,24 @@ def check_columns(frame: pd.DataFrame, target: WriteTarget) -> None:
         n = int(frame[col].isna().sum())
         if n:
             raise OutputSchemaError(f"output for feature view {target.name!r} has {n:,} null {col} values")
+    numeric = _numeric_features(target)
     for col in target.features:
         values = frame[col]
+        if col in numeric and not pd.api.types.is_numeric_dtype(values.dtype) and pd.api.types.is_string_dtype(values):
+            raise OutputSchemaError(f"output for feature view {target.name!r}: {col!r} is a numeric feature, "
+                                    f"but holds strings ({values.dtype})")
         if pd.api.types.is_float_dtype(values.dtype) and col in _integral_features(target):
             n = int(np.isinf(values.to_numpy(dtype="float64", na_value=np.nan)).sum())
             if n:
                 raise OutputSchemaError(f"output for feature view {target.name!r}: {n:,} infinite values in "
                                         f"{col!r}, an integer or boolean feature")
+
+
+def _numeric_features(target: WriteTarget) -> frozenset[str]:
+    from feast.value_type import ValueType
+
+    numeric = {ValueType.INT32, ValueType.INT64, ValueType.FLOAT, ValueType.DOUBLE, ValueType.BOOL}
+    return frozenset(f.name for f in target.feature_view.features if f.dtype.to_value_type() in numeric)
 
 
 def _integral_features(target: WriteTarget) -> frozenset[str]:

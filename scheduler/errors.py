@@ -45,6 +45,8 @@ class Problem:
 class ConfigError(UserError):
     """The config file is invalid. Carries every problem found, each with file/line/key."""
 
+    failure_class = "config"
+
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         super().__init__(self.render())

@@ -61,10 +61,25 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
     return problems
 
 
+def _escapes_root(path: str) -> bool:
+    parts = path.replace("\\", "/").split("/")
+    return path.startswith(("/", "~")) or ".." in parts or "://" in path
+
+
 def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
-    """Source replicas name real providers, every allowed provider can read its source,
-    and the offline primary exists."""
+    """Source paths stay inside their provider's storage root, source replicas name real providers,
+    every allowed provider can read its source, and the offline primary exists."""
     out = []
+    for i, job in enumerate(cfg.jobs):
+        src = job.source
+        if src.type != "parquet":
+            continue
+        paths = [(("jobs", i, "source", "path"), src.path)]
+        paths += [(("jobs", i, "source", "replicas", prov), p) for prov, p in (src.replicas or {}).items()]
+        for loc, path in paths:
+            if _escapes_root(path):
+                out.append(smap.problem(loc, f"{path!r} must be relative to the provider's storage root, "
+                                             "without '..' (absolute paths and URLs are not allowed)"))
     if cfg.offline.primary is not None and cfg.offline.primary not in cfg.providers:
         out.append(smap.problem(("offline", "primary"),
                                 f"unknown provider {cfg.offline.primary!r}; defined: {sorted(cfg.providers)}"))

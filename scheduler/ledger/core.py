@@ -51,7 +51,7 @@ LEADER = "daemon"
 # "interrupted": started, then given back at a clean shutdown; it keeps its chunks and the
 # next claimer resumes it (unlike "queued", which starts afresh)
 RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
-FAILURE_CLASSES = ("user_code", "data", "infrastructure", "timeout", "cancelled")
+FAILURE_CLASSES = ("user_code", "data", "config", "infrastructure", "timeout", "cancelled")
 __all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime"]
 
 
@@ -445,10 +445,13 @@ class Ledger(CopyBook):
         return {r.chunk: {"rows_in": r.rows_in, "rows_out": r.rows_out, "rows_online": r.rows_online,
                           "file": r.file, "attempt_id": r.attempt_id} for r in rows}
 
-    def finish_success(self, run_id: int, attempt_id: int, rows: int, *, copy_to_primary: bool = False) -> bool:
+    def finish_success(self, run_id: int, attempt_id: int, rows: int, *, copy_to_primary: bool = False,
+                       published: dict[int, dict] | None = None) -> bool:
         """Mark the attempt and the run succeeded in one transaction, so a crash can never leave
         a succeeded attempt under a run that is still running. False if the run was taken over.
-        ``copy_to_primary`` queues its offline parts for the reconciler in the same transaction."""
+        ``copy_to_primary`` queues its offline parts for the reconciler in the same transaction;
+        ``published`` (chunk → ``{"file", "rows_online"}``) replaces each chunk's staged part
+        with the part it was published to."""
         now = _now()
         with self._write() as conn:
             res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
@@ -458,6 +461,9 @@ class Ledger(CopyBook):
                 return False
             conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
                 ended_at=now, outcome="succeeded", rows_written=rows))
+            for chunk, pub in (published or {}).items():
+                conn.execute(chunks_t.update().where(chunks_t.c.run_id == run_id, chunks_t.c.chunk == chunk)
+                             .values(file=pub["file"], rows_online=pub["rows_online"]))
             if copy_to_primary:
                 self.mark_copy_pending(conn, run_id)
         return True

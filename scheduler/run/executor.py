@@ -1,10 +1,27 @@
-"""Run one job window on one provider's Dask cluster.
+"""Run one job window on one provider's Dask cluster, in two phases.
 
 The daemon process only builds the graph and watches futures; rows are read,
-transformed, written offline (parquet) and online (Feast) *on the workers*,
-one task per chunk.  The chunking, the shuffle and the watching are shared
-with drop-in materialisation (:mod:`skyfeast.featurestore.chunks`); a failure
-is classed by :func:`skyfeast.adapters.failures.classify`:
+transformed and written *on the workers*, one task per chunk.  The chunking, the
+shuffle and the watching are shared with drop-in materialisation
+(:mod:`skyfeast.featurestore.chunks`).
+
+1. **Compute and stage.** Every chunk is transformed (or scored), checked against
+   the feature view, and its output written to a staging key
+   (``staging/<view>/<window tag>-partNNNNN.parquet``) that no reader looks at.
+   The chunk is then recorded (``book.record``): a later attempt, on any provider,
+   resumes from the staged parts instead of recomputing them.
+2. **Publish**, only once *every* chunk is staged: each chunk's rows go to Feast's
+   online store (newest-wins) and to the window's offline parts
+   (``offline/<view>/<window tag>-partNNNNN.parquet``), from worker memory or, for a
+   chunk staged by an earlier attempt, from its staged file.  Parts a previous run
+   of the window left beyond this run's chunks are removed afterwards.
+
+So a run that fails, times out or is cancelled while computing leaves the online
+store and Feast's offline source as they were.  Publishing is idempotent: an
+attempt that fails while publishing is retried or failed over, and the next
+attempt publishes every chunk again (see docs/data-safety.md).
+
+A failure is classed by :func:`skyfeast.adapters.failures.classify`:
 
 * :class:`UserCodeError` – the transform/scorer raised or returned bad output;
 * :class:`~skyfeast.scheduler.errors.DataError` – the window's input is missing or malformed;
@@ -16,7 +33,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +50,10 @@ from skyfeast.featurestore.online import OutputSchemaError, check_columns, write
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.scheduler.errors import DataError
 from skyfeast.scheduler.run.contracts import check_inputs, null_keys
+from skyfeast.scheduler.run.offline import owner_of
 from skyfeast.scheduler.timing.windows import Window
+
+log = logging.getLogger("skyfeast.executor")
 
 
 class UserCodeError(Exception):
@@ -48,6 +69,7 @@ class ExecResult:
     rows_out: int = 0
     rows_online: int = 0
     files: list[str] = field(default_factory=list)
+    published: dict[int, dict] = field(default_factory=dict)  # chunk → {"file": final part, "rows_online": n}
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,7 @@ class PartitionSpec:
     window: Window
     target: WriteTarget
     out_url: str
+    stage_url: str
     storage_options: dict
     user_fn: Callable[..., Any]
     user_fn_name: str
@@ -90,12 +113,36 @@ def _call_user(spec: PartitionSpec, index: int, *args: Any) -> pd.DataFrame:
     return out
 
 
-def _finish_partition(out: pd.DataFrame, index: int, spec: PartitionSpec, rows_in: int) -> dict:
-    cols = [*spec.target.join_keys, *spec.target.features, spec.target.timestamp_field]
-    out = out[cols + [c for c in out.columns if c not in cols]]
+def _ordered(out: pd.DataFrame, target: WriteTarget) -> pd.DataFrame:
+    cols = [*target.join_keys, *target.features, target.timestamp_field]
+    return out[cols + [c for c in out.columns if c not in cols]]
+
+
+def stage_chunk(computed: tuple[pd.DataFrame | None, int], index: int, spec: PartitionSpec) -> dict:
+    """Phase 1's last step: the chunk's output to its staging key; its stats for the chunk book."""
+    out, rows_in = computed
+    if out is None or not len(out):
+        return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None}
+    url = f"{spec.stage_url}-part{index:05d}.parquet"
+    _write_offline(out, url, spec.storage_options)
+    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": 0, "file": url}
+
+
+def publish_chunk(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
+                  spec: PartitionSpec) -> dict:
+    """Phase 2: one staged chunk into the window's offline part and the online store.
+
+    ``source`` is phase 1's result still in worker memory, or the URL of the part an
+    earlier attempt staged (read with ``source_options``).  Idempotent."""
+    if isinstance(source, str):
+        import fsspec
+
+        with fsspec.open(source, "rb", **(source_options or {})) as fh:
+            out = pd.read_parquet(fh)
+    else:
+        out = source[0]
     url = f"{spec.out_url}-part{index:05d}.parquet"
-    if len(out):
-        _write_offline(out, url, spec.storage_options)
+    _write_offline(out, url, spec.storage_options)
     from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError
 
     try:
@@ -104,19 +151,20 @@ def _finish_partition(out: pd.DataFrame, index: int, spec: PartitionSpec, rows_i
         raise UserCodeError(f"{spec.user_fn_name} returned rows the online store cannot take: {exc}") from None
     except StoreNotReadyError as exc:
         raise DataError(f"{exc}") from None
-    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": online, "file": url if len(out) else None}
+    return {"file": url, "rows_online": online}
 
 
-def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
+def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
+    """Phase 1 of a feature job's chunk: the contract on its rows, then the transform."""
     ts = spec.ts_field
     nulls = null_keys(pdf, [*spec.target.join_keys, ts])
     if nulls:  # files without statistics got past the footer check
         raise DataError("input rows break their contract: " + ", ".join(f"{n:,} null {c} values" for c, n in nulls.items()))
     pdf = pdf[(pdf[ts] >= spec.read_start) & (pdf[ts] < spec.read_end)]
     if pdf.empty:
-        return {"rows_in": 0, "rows_out": 0, "rows_online": 0, "file": None}
+        return None, 0
     out = _call_user(spec, index, pdf.reset_index(drop=True), spec.window)
-    return _finish_partition(out, index, spec, len(pdf))
+    return _ordered(out, spec.target), len(pdf)
 
 
 @functools.lru_cache(maxsize=8)
@@ -128,18 +176,19 @@ def _load_model(url: str, storage_options_json: str) -> Any:
         return joblib.load(fh)
 
 
-def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> dict:
+def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
     if pdf.empty:
-        return {"rows_in": 0, "rows_out": 0, "rows_online": 0, "file": None}
+        return None, 0
     try:
         model = _load_model(spec.model_url, json.dumps(spec.storage_options, sort_keys=True))
     except Exception as exc:
         raise UserCodeError(f"cannot load model artifact {spec.model_url}: {type(exc).__name__}: {exc}") from None
     out = _call_user(spec, index, model, pdf.reset_index(drop=True), spec.window)
-    return _finish_partition(out, index, spec, len(pdf))
+    return _ordered(out, spec.target), len(pdf)
 
 
-def model_partition_from_file(url: str, storage_options: dict, index: int, spec: PartitionSpec) -> dict:
+def model_partition_from_file(url: str, storage_options: dict, index: int,
+                              spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
     import fsspec
 
     with fsspec.open(url, "rb", **storage_options) as fh:
@@ -151,39 +200,97 @@ def model_partition_from_file(url: str, storage_options: dict, index: int, spec:
 ProgressFn = Callable[[int, int], None]
 
 
-def _run_chunks(client, tasks: dict[int, Any], deadline: float, progress: ProgressFn | None,
-                cancelled: Callable[[], bool], book: ChunkBook) -> None:
-    """Compute ``tasks`` (chunk number → delayed), recording each chunk in ``book`` as it finishes."""
+def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: float, progress: ProgressFn | None,
+                cancelled: Callable[[], bool], book: ChunkBook, stores: Mapping[str, ObjectStore]) -> dict[int, dict]:
+    """Both phases: compute and stage ``tasks`` (chunk number → delayed phase-1 result), recording
+    each chunk in ``book``; then publish every chunk of the book.  Returns chunk → published part."""
+    import dask
+
     total = len(tasks) + len(book.done)
     if progress:
         progress(len(book.done), total)
-    if not tasks:
-        return
-    with client.as_current():
-        futures = client.compute(list(tasks.values()))
-    index = {f.key: i for f, i in zip(futures, tasks)}
+    computed: dict[int, Any] = {}
+    if tasks:
+        staged = [dask.delayed(stage_chunk, pure=False)(t, i, spec) for i, t in tasks.items()]
+        with client.as_current():
+            futures = client.compute([*tasks.values(), *staged])
+        computed = dict(zip(tasks, futures[:len(tasks)]))
+        index = {f.key: i for f, i in zip(futures[len(tasks):], tasks)}
 
-    def on_result(fut, stats: dict) -> None:
-        i = index[fut.key]
-        book.record(i, stats)
-        book.done[i] = stats
-        if progress:
-            progress(len(book.done), total)
+        def on_result(fut, stats: dict) -> None:
+            i = index[fut.key]
+            book.record(i, stats)
+            book.done[i] = stats
+            if progress:
+                progress(len(book.done), total)
 
-    watch(client, futures, on_result=on_result, deadline=deadline, cancelled=cancelled)
+        watch(client, futures[len(tasks):], on_result=on_result, deadline=deadline, cancelled=cancelled)
+    # every chunk is staged: publish them all, those staged by an earlier attempt from their files
+    pubs, where = [], {}
+    for i, stats in sorted(book.done.items()):
+        if not stats.get("file"):
+            continue  # the chunk had no rows
+        if i in computed:
+            fut = client.submit(publish_chunk, computed[i], None, i, spec, pure=False)
+        else:
+            owner = owner_of(stats["file"], stores)
+            opts = stores[owner[0]].storage_options if owner else spec.storage_options
+            fut = client.submit(publish_chunk, stats["file"], opts, i, spec, pure=False)
+        pubs.append(fut)
+        where[fut.key] = i
+    published: dict[int, dict] = {}
+    watch(client, pubs, on_result=lambda fut, res: published.__setitem__(where[fut.key], res), deadline=deadline,
+          cancelled=cancelled)
+    client.cancel(list(computed.values()))  # frees the chunks' outputs on the workers
+    return published
 
 
-def _clear_stale_outputs(store: ObjectStore, out_key: str, book: ChunkBook) -> None:
-    """A run starting from scratch removes files a previous run of the window left behind."""
-    if not book.done:
-        store.delete(store.list(out_key))
+def usable_chunks(book: ChunkBook, stores: Mapping[str, ObjectStore]) -> None:
+    """Forget chunks of ``book`` whose staged part cannot be read any more, so they are computed again."""
+    for i, stats in list(book.done.items()):
+        url = stats.get("file")
+        if not url:
+            continue
+        owner = owner_of(url, stores)
+        try:
+            ok = owner is not None and stores[owner[0]].exists(owner[1])
+        except Exception:  # that storage is down: compute the chunk again here
+            ok = False
+        if not ok:
+            del book.done[i]
+
+
+def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: ChunkBook,
+            stores: Mapping[str, ObjectStore]) -> ExecResult:
+    """After publishing: remove parts an earlier run of the window left beyond this run's, then
+    the staged parts (best effort: Feast never reads a leftover staged part)."""
+    keep = {p["file"] for p in published.values()}
+    stale = [k for k in store.list(out_key) if store.url(k) not in keep]
+    if stale:
+        store.delete(stale)
+    for stats in book.done.values():
+        owner = owner_of(stats["file"], stores) if stats.get("file") else None
+        if owner is not None:
+            try:
+                stores[owner[0]].delete([owner[1]])
+            except Exception as exc:
+                log.warning("cannot remove staged part %s: %s", stats["file"], exc)
+    r = ExecResult(partitions=len(book.done), published=published)
+    for d in book.done.values():
+        r.rows_in += d.get("rows_in", 0)
+        r.rows_out += d.get("rows_out", 0)
+    r.rows_online = sum(p["rows_online"] for p in published.values())
+    r.files = [published[i]["file"] for i in sorted(published)]
+    return r
 
 
 def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget, transform: Callable,
                     keys: list[str], deadline: float, progress: ProgressFn | None = None,
                     cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
-                    source_store: ObjectStore | None = None) -> ExecResult:
-    """``keys`` are on ``source_store`` (default: ``store``, which receives the outputs)."""
+                    source_store: ObjectStore | None = None,
+                    stores: Mapping[str, ObjectStore] | None = None) -> ExecResult:
+    """``keys`` are on ``source_store`` (default: ``store``, which receives the outputs); ``stores``
+    are every provider's storages, where chunks staged by earlier attempts may be."""
     import dask
     import dask.dataframe as dd
 
@@ -206,20 +313,20 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     if error is not None:
         raise error
     parts = by_chunk(client, ddf, target, book).to_delayed()
-    out_key = f"offline/{target.name}/{window.tag}"
-    _clear_stale_outputs(store, out_key, book)
-    spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
-                         user_fn=transform, user_fn_name=job.transform, ts_field=src.timestamp_field,
-                         read_start=rs, read_end=re_)
+    stores = stores or {"": store}
+    usable_chunks(book, stores)
+    out_key, spec = _spec(store, window, target, user_fn=transform, user_fn_name=job.transform,
+                          ts_field=src.timestamp_field, read_start=rs, read_end=re_)
     tasks = {i: dask.delayed(feature_partition, pure=False)(p, i, spec)
              for i, p in enumerate(parts) if i not in book.done}
-    _run_chunks(client, tasks, deadline, progress, cancelled, book)
-    return _collect(book)
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores)
+    return _finish(store, out_key, published, book, stores)
 
 
 def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
                   scorer: Callable, inputs: list[tuple[str, dict]], deadline: float, progress: ProgressFn | None = None,
-                  cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None) -> ExecResult:
+                  cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
+                  stores: Mapping[str, ObjectStore] | None = None) -> ExecResult:
     import dask
 
     book = book or ChunkBook()
@@ -227,14 +334,28 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
         raise DataError(f"model artifact {job.model.artifact!r} not found under {store.url()}")
     # one chunk per upstream file: the upstream's partitioning is already by entity
     book.partitions = len(inputs)
-    out_key = f"offline/{target.name}/{window.tag}"
-    _clear_stale_outputs(store, out_key, book)
-    spec = PartitionSpec(window=window, target=target, out_url=store.url(out_key), storage_options=store.storage_options,
-                         user_fn=scorer, user_fn_name=job.model.scorer, model_url=store.url(job.model.artifact))
+    stores = stores or {"": store}
+    usable_chunks(book, stores)
+    out_key, spec = _spec(store, window, target, user_fn=scorer, user_fn_name=job.model.scorer,
+                          model_url=store.url(job.model.artifact))
     tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec)
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
-    _run_chunks(client, tasks, deadline, progress, cancelled, book)
-    return _collect(book)
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores)
+    return _finish(store, out_key, published, book, stores)
+
+
+def _spec(store: ObjectStore, window: Window, target: WriteTarget, **kw) -> tuple[str, PartitionSpec]:
+    out_key = f"offline/{target.name}/{window.tag}"
+    return out_key, PartitionSpec(window=window, target=target, out_url=store.url(out_key),
+                                  stage_url=store.url(f"staging/{target.name}/{window.tag}"),
+                                  storage_options=store.storage_options, **kw)
+
+
+def _spec(store: ObjectStore, window: Window, target: WriteTarget, **kw) -> tuple[str, PartitionSpec]:
+    out_key = f"offline/{target.name}/{window.tag}"
+    return out_key, PartitionSpec(window=window, target=target, out_url=store.url(out_key),
+                                  stage_url=store.url(f"staging/{target.name}/{window.tag}"),
+                                  storage_options=store.storage_options, **kw)
 
 
 def _collect(book: ChunkBook) -> ExecResult:

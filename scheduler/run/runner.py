@@ -171,7 +171,8 @@ class Runner:
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
                 return self._fail(out, FailureClass.INFRASTRUCTURE, err)
             copy = self._write_manifest(job, window, run_id, provider, res)
-            if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy):
+            if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy,
+                                              published=res.published):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
             out.status = "succeeded"
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
@@ -306,7 +307,7 @@ class Runner:
             client = self.pool.client(provider)
             return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
                                    keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
-                                   source_store=src_store)
+                                   source_store=src_store, stores=self.pool.stores())
         upstream = self.cfg.job(job.source.job)
         up_run = self.ledger.find_run(upstream.name, window.start, window.end)
         if up_run is None or up_run.status != "succeeded":
@@ -320,7 +321,7 @@ class Runner:
         client = self.pool.client(provider)
         return run_model_job(client=client, store=store, job=job, window=window,
                              target=target, scorer=fn, inputs=inputs, deadline=deadline, progress=progress,
-                             cancelled=cancelled, book=book)
+                             cancelled=cancelled, book=book, stores=self.pool.stores())
 
 
 def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]:

@@ -16,7 +16,8 @@ from skyfeast.adapters.storage.local import LocalStore
 from skyfeast.adapters.storage.s3 import S3Store
 from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.ledger import Ledger
-from skyfeast.scheduler.run.offline import manifest_key, owner_of, read_manifest, reconcile
+from skyfeast.scheduler.run.offline import manifest_key, owner_of, read_manifest
+from skyfeast.scheduler.run.reconcile import reconcile
 from skyfeast.scheduler.timing.windows import Window
 from tests.emulators import S3_KEYS, make_s3_bucket
 
