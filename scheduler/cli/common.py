@@ -28,14 +28,43 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
+EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)  # beyond: a typo, and schedules' date arithmetic overflows
+
+
 def parse_time_arg(value: str, flag: str) -> datetime:
-    """An ISO-8601 instant (or ``now``) given to ``flag``; :class:`UsageError` naming the flag otherwise."""
+    """An ISO-8601 instant (or ``now``) given to ``flag``, between 1971 and 2200; :class:`UsageError`
+    naming the flag otherwise."""
     from skyfeast.scheduler.timing.windows import parse_time
 
     try:
-        return parse_time(value)
-    except ValueError:
-        raise UsageError(f"{flag}: {value!r} is not an ISO-8601 time (e.g. 2026-11-28T09:00:00Z)") from None
+        t = parse_time(value)
+    except (ValueError, OverflowError):
+        raise UsageError(f"{flag}: {value[:60]!r} is not an ISO-8601 time (e.g. 2026-11-28T09:00:00Z)") from None
+    if not EARLIEST <= t < LATEST:
+        raise UsageError(f"{flag}: {value!r} is out of range ({EARLIEST:%Y} to {LATEST:%Y})")
+    return t
+
+
+def require_closed(window, flag: str) -> None:
+    """:class:`UsageError` for a window that ends after now: its data is not all there yet, and its
+    values, written with a future event time, would win over every real window after it."""
+    now = datetime.now(UTC)
+    if window.end > now:
+        raise UsageError(f"{flag}: window {window} ends after now ({now:%Y-%m-%dT%H:%M:%SZ}); "
+                         "a window runs once it has closed")
+
+
+def require_on_grid(schedule, window, flag: str) -> None:
+    """:class:`UsageError` for a window that is not one of ``schedule``'s windows."""
+    from datetime import timedelta
+
+    from skyfeast.scheduler.timing.windows import next_fires, window_for_fire
+
+    fires = next_fires(schedule, window.end - timedelta(microseconds=1), 1)
+    if fires != [window.end] or window_for_fire(schedule, window.end) != window:
+        raise UsageError(f"{flag}: window {window} is not on the job's schedule; give one of its windows "
+                         "(see `skyfeast plan`), or --allow-off-grid to run it anyway")
 
 
 def parse_at(value: str | None) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 from skyfeast.scheduler.cli.common import (
     add_config,
@@ -14,6 +15,8 @@ from skyfeast.scheduler.cli.common import (
     parse_time_arg,
     print_json,
     progress_bar,
+    require_closed,
+    require_on_grid,
 )
 from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.errors import UsageError
@@ -29,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("job")
     p.add_argument("--window", metavar="START/END", help="ISO-8601 bounds (default: the job's latest complete window)")
     p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for the run to finish")
+    p.add_argument("--allow-off-grid", action="store_true",
+                   help="accept a --window that is not one of the job's scheduled windows")
     p.set_defaults(func=cmd_trigger)
 
     p = sub.add_parser("backfill", help="run every window of a job between two times (resumable)")
@@ -84,6 +89,9 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             window = Window(parse_time_arg(start_s, "--window"), parse_time_arg(end_s, "--window"))
         except ValueError as exc:
             raise UsageError(f"--window: {exc}") from None
+        require_closed(window, "--window")
+        if not args.allow_off_grid:
+            require_on_grid(job.schedule, window, "--window")
     else:
         window = latest_window(job.schedule, parse_time("now"))
     ledger = Ledger(cfg.state_url)
@@ -136,7 +144,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     job = job_named(cfg, args.job)
     if args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
-    windows = backfill_windows(job, parse_time_arg(args.start, "--start"), parse_time_arg(args.end, "--end"))
+    end = parse_time_arg(args.end, "--end")
+    if end > datetime.now(timezone.utc):
+        raise UsageError(f"--end: {args.end!r} is after now; a window runs once it has closed")
+    windows = backfill_windows(job, parse_time_arg(args.start, "--start"), end)
     if not windows:
         raise UsageError(f"no window of {job.name!r} lies inside {args.start} .. {args.end}")
     results = {}

@@ -26,10 +26,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.control.policy import ProviderView, place
     from skyfeast.scheduler.timing.windows import next_fires, window_for_fire
 
+    at = parse_at(args.at)  # arguments before files: a bad --at fails fast
     cfg = load_config(args.config)
     if not 1 <= args.count <= 1000:
         raise UsageError("--count must be between 1 and 1000")
-    at = parse_at(args.at)
     views = {n: ProviderView(priority=p.priority) for n, p in cfg.providers.items()}
     jobs = []
     for job in cfg.jobs:

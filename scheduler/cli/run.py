@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from skyfeast.scheduler.cli.common import add_config, add_json, install_signal_handlers, parse_at, print_json
+from skyfeast.scheduler.cli.common import (
+    add_config,
+    add_json,
+    install_signal_handlers,
+    parse_at,
+    print_json,
+    require_closed,
+)
 from skyfeast.scheduler.errors import UsageError
 
 
@@ -38,9 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.run.runner import order_jobs
     from skyfeast.scheduler.timing.windows import latest_window
 
+    at = parse_at(args.at)  # arguments before files: a bad --at fails fast
     cfg = load_config(args.config)
     jobs = order_jobs(_select_jobs(cfg, args.job))
-    at = parse_at(args.at)
+    windows = {job.name: latest_window(job.schedule, at) for job in jobs}
+    for window in windows.values():  # before anything starts: a window in the future is a usage error
+        require_closed(window, "--at")
     outcomes = []
     with ProgressReporter(quiet=args.json) as reporter, open_runtime(cfg, reporter) as rt:
         runner = rt.runner
@@ -49,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for job in jobs:
             if stop.is_set():
                 break
-            outcomes.append(runner.run_window(job, latest_window(job.schedule, at), trigger="manual", force=args.force))
+            outcomes.append(runner.run_window(job, windows[job.name], trigger="manual", force=args.force))
     ok = all(o.status in ("succeeded", "skipped") for o in outcomes) and not stop.is_set()
     if args.json:
         print_json({"ok": ok, "at": at.isoformat(), "runs": [o.as_dict() for o in outcomes]})
