@@ -63,6 +63,17 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _no_boolean(v: Any) -> Any:
+    # pydantic's lax mode reads `workers: true` as 1; a boolean where a number belongs is a mistake
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_no_boolean)]
+Float = Annotated[float, BeforeValidator(_no_boolean)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -72,8 +83,8 @@ class LocalCluster(_Strict):
     """A ``distributed.LocalCluster`` the daemon starts and owns (worker processes)."""
 
     type: Literal["local"]
-    workers: int = Field(2, ge=1, le=256, description="number of worker processes")
-    threads: int = Field(1, ge=1, le=64, description="threads per worker")
+    workers: Int = Field(2, ge=1, le=256, description="number of worker processes")
+    threads: Int = Field(1, ge=1, le=64, description="threads per worker")
     memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB', or 'auto'")
 
     @field_validator("memory_limit")
@@ -182,7 +193,7 @@ class CloudProviderCluster(_Strict):
 
     type: Literal["cloudprovider"]
     backend: Literal["ec2", "gcp"]
-    n_workers: int = Field(1, ge=0, le=1000)
+    n_workers: Int = Field(1, ge=0, le=1000)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
@@ -277,7 +288,7 @@ _SDKS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}
 class Provider(_Strict):
     cluster: Cluster
     storage: Storage
-    priority: int = Field(100, ge=0, le=1_000_000, description="lower runs first")
+    priority: Int = Field(100, ge=0, le=1_000_000, description="lower runs first")
 
 
 # --------------------------------------------------------------------------- schedules
@@ -377,9 +388,9 @@ class _JobBase(_Strict):
     source: Source
     feature_view: str
     providers: list[str] | None = Field(None, description="allowed providers; default: all")
-    retries: int = Field(0, ge=0, le=100)
+    retries: Int = Field(0, ge=0, le=100)
     timeout: Duration = Field(default=timedelta(hours=1))
-    partitions: int | None = Field(None, ge=1, le=100_000, description="partitions after entity shuffle")
+    partitions: Int | None = Field(None, ge=1, le=100_000, description="partitions after entity shuffle")
     catchup: Literal["none", "latest", "all"] = Field(
         "all", description="windows missed while no daemon ran: none, only the latest, or all")
     max_catchup: Duration = Field(default=timedelta(hours=24), description="never catch up windows older than this")
@@ -406,7 +417,7 @@ class DaemonSettings(_Strict):
     leader_lease: Duration = Field(default=timedelta(seconds=10),
                                    description="leader lease; a standby takes over this long after the leader dies")
     poll: Duration = Field(default=timedelta(seconds=1), description="how often queued and orphaned runs are picked up")
-    max_parallel: int = Field(4, ge=1, le=1024, description="runs executing at once")
+    max_parallel: Int = Field(4, ge=1, le=1024, description="runs executing at once")
     grace: Duration = Field(default=timedelta(seconds=60), description="SIGTERM: time running work gets before it is cancelled")
 
     @model_validator(mode="after")
@@ -422,11 +433,11 @@ class HealthSettings(_Strict):
 
     interval: Duration = Field(default=timedelta(seconds=1), description="time between probes of a provider")
     timeout: Duration = Field(default=timedelta(seconds=2), description="deadline of one probe")
-    miss_budget: int = Field(3, ge=1, le=100, description="consecutive failed probes before a provider is down")
+    miss_budget: Int = Field(3, ge=1, le=100, description="consecutive failed probes before a provider is down")
     blocklist_ttl: Duration = Field(default=timedelta(seconds=30), description="how long a down provider is avoided")
     failback_after: Duration = Field(default=timedelta(seconds=30),
                                      description="healthy time before new runs return to a recovered provider")
-    min_workers: int = Field(1, ge=0, le=100_000, description="fewer workers than this makes a provider degraded")
+    min_workers: Int = Field(1, ge=0, le=100_000, description="fewer workers than this makes a provider degraded")
 
 
 class OfflineSettings(_Strict):
@@ -436,7 +447,7 @@ class OfflineSettings(_Strict):
                                                    "default: the provider with the lowest priority value")
     reconcile_every: Duration = Field(default=timedelta(minutes=5),
                                       description="how often the leader copies failed-over outputs to the primary")
-    reconcile_batch: int = Field(50, ge=1, le=10_000, description="runs reconciled per pass")
+    reconcile_batch: Int = Field(50, ge=1, le=10_000, description="runs reconciled per pass")
 
 
 class FeastSettings(_Strict):
