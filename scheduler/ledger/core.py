@@ -48,6 +48,7 @@ from skyfeast.scheduler.ledger.schema import (
 
 UTC = timezone.utc
 LEADER = "daemon"
+CONNECT_TIMEOUT = 5  # seconds; a ?connect_timeout= in the ledger URL overrides it
 # "interrupted": started, then given back at a clean shutdown; it keeps its chunks and the
 # next claimer resumes it (unlike "queued", which starts afresh)
 RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
@@ -116,7 +117,10 @@ class Ledger(CopyBook):
                 sa.event.listen(self.engine, "connect", _sqlite_connect)
                 sa.event.listen(self.engine, "begin", _sqlite_begin)
             else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+                # a server that accepts and never answers must fail in seconds, naming itself, not in minutes
+                args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT}
+                self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                                               connect_args=args)
             self.is_pg = self.engine.dialect.name == "postgresql"
             with self.engine.begin() as conn:
                 if self.is_pg:  # serialise concurrent first starts
