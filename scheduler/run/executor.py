@@ -349,21 +349,3 @@ def _spec(store: ObjectStore, window: Window, target: WriteTarget, **kw) -> tupl
     return out_key, PartitionSpec(window=window, target=target, out_url=store.url(out_key),
                                   stage_url=store.url(f"staging/{target.name}/{window.tag}"),
                                   storage_options=store.storage_options, **kw)
-
-
-def _spec(store: ObjectStore, window: Window, target: WriteTarget, **kw) -> tuple[str, PartitionSpec]:
-    out_key = f"offline/{target.name}/{window.tag}"
-    return out_key, PartitionSpec(window=window, target=target, out_url=store.url(out_key),
-                                  stage_url=store.url(f"staging/{target.name}/{window.tag}"),
-                                  storage_options=store.storage_options, **kw)
-
-
-def _collect(book: ChunkBook) -> ExecResult:
-    r = ExecResult(partitions=len(book.done))
-    for d in book.done.values():
-        r.rows_in += d.get("rows_in", 0)
-        r.rows_out += d.get("rows_out", 0)
-        r.rows_online += d.get("rows_online", 0)
-        if d.get("file"):
-            r.files.append(d["file"])
-    return r

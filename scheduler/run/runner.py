@@ -150,7 +150,9 @@ class Runner:
                     repeated, last_user_error = err == last_user_error, err
                 step = next_step(fclass, user_failures=user_failures, retries=job.retries,
                                  providers_left=len(candidates) - idx - 1, repeated=repeated)
-                if step is Step.RETRY_SAME and not cancelled():
+                if step is not Step.GIVE_UP and cancelled():  # a retry or failover was due: resume it later
+                    return self._fail(out, FailureClass.CANCELLED, f"cancelled after a {fclass.value} failure: {err}")
+                if step is Step.RETRY_SAME:
                     wait = threading.Event()
                     delay = backoff(user_failures)
                     deadline = time.monotonic() + delay
@@ -159,7 +161,7 @@ class Runner:
                     if cancelled():
                         return self._fail(out, FailureClass.CANCELLED, "cancelled during retry backoff")
                     continue
-                if step is Step.FAIL_OVER and not cancelled():
+                if step is Step.FAIL_OVER:
                     idx += 1
                     continue
                 return self._fail(out, fclass, err)
