@@ -270,7 +270,7 @@ def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: 
         store.delete(stale)
     for stats in book.done.values():
         owner = owner_of(stats["file"], stores) if stats.get("file") else None
-        if owner is not None:
+        if owner is not None and owner[1].startswith("staging/"):  # never a published part
             try:
                 stores[owner[0]].delete([owner[1]])
             except Exception as exc:
