@@ -5,8 +5,8 @@ class              meaning                                                what t
 =================  =====================================================  ==============================
 ``data``           the input is missing or malformed (a column, a type,    give up: the same input fails
                    null keys, a corrupt file, a table Feast has not made)  the same way on any provider
-``config``         the setup is wrong: a storage root that is a file, a    give up: fix the config
-                   path outside the root, a config that does not load
+``config``         the setup is wrong (a config that does not load); most  give up: fix the config
+                   such mistakes are found by ``validate`` before a run
 ``user_code``      the transform or scorer raised or returned bad rows     retry in place (``retries``)
 ``infrastructure`` the provider's cluster, storage or online store failed  fail over to the next provider
 ``timeout``        the job's ``timeout`` passed                            give up
@@ -20,10 +20,11 @@ of them.  Neutral adapter errors (:mod:`.base`) are infrastructure unless they s
 otherwise (``NotFound``).  Python's and pyarrow's own exceptions are classed by type:
 ``KeyError``, ``ValueError`` (pyarrow's ``ArrowInvalid`` for a corrupt parquet file is
 one, pandas' ``OutOfBoundsDatetime`` for a timestamp in the year 2300 another),
-``TypeError`` and ``UnicodeError`` come from the rows, so they are ``data``; a path
-that is a file where a directory must be (or the reverse) is ``config``; anything
+``TypeError`` and ``UnicodeError`` come from the rows, so they are ``data``; anything
 else (lost connections, killed workers, cancelled futures, a storage root that
-vanished) is the provider's, so it is ``infrastructure``.
+vanished or was replaced) is the provider's, so it is ``infrastructure``.  A storage
+root that is a file *before* a run is a config error that ``validate`` reports; one
+that turns into a file mid-run is an outage (the storage-outage drill does that).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ class ProviderDown(Exception):
 
 
 _DATA_TYPES = (KeyError, ValueError, TypeError, UnicodeError)
-_CONFIG_TYPES = (NotADirectoryError, IsADirectoryError)
 
 
 def classify(exc: BaseException) -> FailureClass:
@@ -61,8 +61,6 @@ def classify(exc: BaseException) -> FailureClass:
         return FailureClass.INFRASTRUCTURE if exc.infrastructure else FailureClass.DATA
     if isinstance(exc, _DATA_TYPES):
         return FailureClass.DATA
-    if isinstance(exc, _CONFIG_TYPES):
-        return FailureClass.CONFIG
     return FailureClass.INFRASTRUCTURE
 
 

@@ -260,6 +260,10 @@ class Ledger(CopyBook):
             q = q.where(runs_t.c.lease_until < _now())
         if conn.execute(q.values(**values)).rowcount != 1:
             return False
+        # attempts the previous owner never closed: it died (``lost``) or was stopped (``interrupted``)
+        conn.execute(attempts_t.update().where(attempts_t.c.run_id == run_id, attempts_t.c.ended_at.is_(None)).values(
+            ended_at=_now(), outcome="lost" if status == "running" else "interrupted",
+            error="its process stopped heartbeating" if status == "running" else "its process shut down"))
         if fresh:
             conn.execute(chunks_t.delete().where(chunks_t.c.run_id == run_id))
         return True

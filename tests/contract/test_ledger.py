@@ -103,6 +103,17 @@ def test_expired_lease_is_reclaimable(ledger):
     assert claim(ledger, lease=LONG) == (None, "running")
 
 
+def test_a_dead_owners_open_attempt_is_closed_as_lost_when_reclaimed(ledger):
+    rid, _ = claim(ledger, lease=TINY)
+    first = ledger.start_attempt(rid, "aws")
+    _expire()
+    assert claim(ledger, lease=LONG) == (rid, "claimed")
+    second = ledger.start_attempt(rid, "gcp")
+    log = {a["id"]: a for a in ledger.attempts(rid)}
+    assert log[first]["outcome"] == "lost" and log[first]["ended_at"] is not None
+    assert log[second]["outcome"] is None and log[second]["ended_at"] is None
+
+
 def test_live_lease_is_not_reclaimable(ledger):
     claim(ledger, lease=timedelta(seconds=30))
     _expire()
