@@ -13,6 +13,9 @@
   orphaned runs (lease expired: their daemon died) are claimed and resumed.
 * **Shutdown** (``stop``): no new dispatch; running work gets ``grace``
   seconds, then is cancelled and recorded as cancelled; the lease is released.
+* **No headless daemon**: when a thread it depends on dies (this loop, the run
+  heartbeat, the health monitor, the reconciler), :meth:`Daemon.serve` raises
+  :class:`ThreadDied` after the same shutdown, and the process exits non-zero.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 
 from skyfeast.scheduler.config import Config
+from skyfeast.scheduler.control.liveness import Liveness
 from skyfeast.scheduler.ledger import Fenced, Ledger
 from skyfeast.scheduler.run.runner import Outcome, order_jobs
 from skyfeast.scheduler.timing.catchup import due_fires
@@ -54,6 +58,14 @@ def chains(items: list[tuple]) -> list[list[tuple]]:
     return out
 
 
+class ThreadDied(RuntimeError):
+    """A thread this daemon depends on died; the process must exit so its supervisor restarts it."""
+
+    def __init__(self, dead: dict[str, str]):
+        self.dead = dead
+        super().__init__("; ".join(f"thread {name} died: {why}" for name, why in dead.items()) or "a thread died")
+
+
 def _log_failure(fut: Future) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("a run chain crashed", exc_info=fut.exception())
@@ -63,8 +75,9 @@ class Daemon:
     def __init__(self, cfg: Config, ledger: Ledger, execute: Execute, *, cancel: threading.Event,
                  max_parallel: int | None = None, grace: float | None = None, identity: str | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 maintenance: Callable[[], object] | None = None):
+                 maintenance: Callable[[], object] | None = None, liveness: Liveness | None = None):
         self.cfg = cfg
+        self.liveness = liveness or Liveness()  # the runtime's: its other threads report there too
         # periodic leader-only housekeeping (the offline reconciler), one at a time, off the tick loop
         self.maintenance = maintenance
         self._maint: Future | None = None
@@ -220,6 +233,12 @@ class Daemon:
         log.info("daemon %s started with %d job(s)", self.identity, len(self.jobs))
         try:
             while not self.stop.is_set():
+                self.liveness.beat("dispatch")
+                if self.liveness.failed.is_set():
+                    raise ThreadDied(self.liveness.dead())
+                if self._maint is not None and self._maint.done() and self._maint.exception() is not None:
+                    self.liveness.died("reconciler", self._maint.exception())
+                    continue
                 if not self._lead():
                     self.stop.wait(poll)
                     continue
@@ -246,7 +265,6 @@ class Daemon:
                         (self._maint is None or self._maint.done()):
                     self._maint_pool = self._maint_pool or ThreadPoolExecutor(1, thread_name_prefix="skyfeast-maint")
                     self._maint = self._maint_pool.submit(self.maintenance)
-                    self._maint.add_done_callback(_log_failure)
                     next_maint = time.monotonic() + self.cfg.offline.reconcile_every.total_seconds()
                 self._futures = [f for f in self._futures if not f.done()]
                 sleep = poll

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skyfeast.scheduler.config import Config
+from skyfeast.scheduler.control.liveness import Liveness
 
 if TYPE_CHECKING:
     from skyfeast.featurestore.repo import FeastRepo
@@ -38,6 +39,7 @@ class Runtime:
     pool: ProviderPool
     monitor: HealthMonitor
     runner: Runner
+    liveness: Liveness
 
 
 @contextlib.contextmanager
@@ -58,11 +60,12 @@ def open_runtime(cfg: Config, reporter=None) -> Iterator[Runtime]:
         pool = ProviderPool(cfg)
         try:
             pool.set_cordons(ledger.cordons())
-            runner = Runner(cfg, ledger, repo, pool, reporter=reporter)
-            monitor = HealthMonitor(pool, ledger, cfg.health)
+            liveness = Liveness()
+            runner = Runner(cfg, ledger, repo, pool, reporter=reporter, liveness=liveness)
+            monitor = HealthMonitor(pool, ledger, cfg.health, liveness=liveness)
             monitor.start()
             try:
-                yield Runtime(cfg, ledger, repo, pool, monitor, runner)
+                yield Runtime(cfg, ledger, repo, pool, monitor, runner, liveness)
             finally:
                 monitor.close()
                 runner.close()
@@ -89,7 +92,7 @@ def build_daemon(rt: Runtime, *, max_parallel: int | None = None, grace: float |
         last_stop[0] = rep.stopped
 
     return Daemon(rt.cfg, rt.ledger, rt.runner.execute_claimed, cancel=rt.runner.stop,
-                  max_parallel=max_parallel, grace=grace, maintenance=reconcile_pass)
+                  max_parallel=max_parallel, grace=grace, maintenance=reconcile_pass, liveness=rt.liveness)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from skyfeast.scheduler.cli.common import add_config, install_signal_handlers, s
 from skyfeast.scheduler.errors import UsageError
 
 log = logging.getLogger("skyfeast.cli")
+EXIT_THREAD_DIED = 70  # EX_SOFTWARE, as for an internal error: the supervisor restarts the daemon
 
 
 def register(sub) -> None:
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.app import build_daemon, open_runtime
+    from skyfeast.scheduler.app.daemon import ThreadDied
     from skyfeast.scheduler.cli.console import ProgressReporter, err
     from skyfeast.scheduler.config import load_config
 
@@ -44,7 +46,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
         install_signal_handlers(on_stop)
         err.print(f"skyfeast daemon {runner.ledger.owner}: {len(cfg.jobs)} job(s), ledger {safe_url(cfg.state_url)}")
-        daemon.serve(max_ticks=args.ticks)
+        try:
+            daemon.serve(max_ticks=args.ticks)
+        except Exception as exc:  # a dead thread, or the dispatch loop itself: never live on headless
+            if not isinstance(exc, ThreadDied):
+                log.critical("the dispatch loop died", exc_info=exc)
+            err.print(f"skyfeast daemon: {exc}; exiting so that a supervisor restarts it "
+                      "(a standby takes over meanwhile)", markup=False)
+            return EXIT_THREAD_DIED
     failed = [o for o in daemon.outcomes if o.status == "failed"]
     err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
     if daemon.deposed:

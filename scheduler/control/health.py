@@ -31,6 +31,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
+from skyfeast.scheduler.control.liveness import Liveness
 from skyfeast.scheduler.control.policy import Breaker, HealthRules, ProviderState, observe
 
 log = logging.getLogger("skyfeast.health")
@@ -141,7 +142,8 @@ class ProbePool:
 
 
 class HealthMonitor:
-    def __init__(self, pool, ledger, settings):
+    def __init__(self, pool, ledger, settings, liveness: Liveness | None = None):
+        self.liveness = liveness or Liveness()
         self.pool = pool
         self.ledger = ledger
         self.settings = settings
@@ -162,7 +164,8 @@ class HealthMonitor:
                                           thread_name_prefix="skyfeast-health-round")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="skyfeast-health", daemon=True)
+        self._thread = threading.Thread(target=self.liveness.guard("health", self._loop), name="skyfeast-health",
+                                        daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -236,6 +239,7 @@ class HealthMonitor:
         interval = self.settings.interval.total_seconds()
         wait = interval
         while not self._stop.wait(wait):
+            self.liveness.beat("health")
             try:
                 got = self.probe_once()
             except Exception:  # the monitor must survive anything a probe throws

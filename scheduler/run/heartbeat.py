@@ -12,11 +12,14 @@ import logging
 import threading
 from datetime import timedelta
 
+from skyfeast.scheduler.control.liveness import Liveness
+
 log = logging.getLogger("skyfeast.heartbeat")
 
 
 class Heartbeat:
-    def __init__(self, ledger, lease: timedelta):
+    def __init__(self, ledger, lease: timedelta, liveness: Liveness | None = None):
+        self.liveness = liveness or Liveness()
         self.ledger = ledger
         self.lease = lease
         self._runs: dict[int, threading.Event] = {}
@@ -29,7 +32,8 @@ class Heartbeat:
         with self._lock:
             self._runs[run_id] = ev
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="skyfeast-heartbeat", daemon=True)
+                self._thread = threading.Thread(target=self.liveness.guard("heartbeat", self._loop),
+                                                name="skyfeast-heartbeat", daemon=True)
                 self._thread.start()
         return ev
 
@@ -58,6 +62,7 @@ class Heartbeat:
         interval = max(self.lease.total_seconds() / 3, 0.2)
         while not self._stop.wait(interval):
             self.beat()
+            self.liveness.beat("heartbeat")
 
     def close(self) -> None:
         self._stop.set()

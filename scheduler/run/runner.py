@@ -18,6 +18,7 @@ from skyfeast.adapters.failures import FailureClass, ProviderDown, classify, des
 from skyfeast.featurestore.chunks import ChunkBook
 from skyfeast.featurestore.repo import FeastRepo
 from skyfeast.scheduler.config import Config, FeatureJob, ModelJob
+from skyfeast.scheduler.control.liveness import Liveness
 from skyfeast.scheduler.control.policy import ProviderState, Step, backoff, next_step, place
 from skyfeast.scheduler.control.providers import ProviderPool
 from skyfeast.scheduler.errors import DataError
@@ -73,14 +74,16 @@ class NullReporter:
 
 class Runner:
     def __init__(self, cfg: Config, ledger: Ledger, repo: FeastRepo, pool: ProviderPool,
-                 reporter: Reporter | None = None, stop: threading.Event | None = None):
+                 reporter: Reporter | None = None, stop: threading.Event | None = None,
+                 liveness: Liveness | None = None):
         self.cfg = cfg
         self.ledger = ledger
         self.repo = repo
         self.pool = pool
         self.reporter = reporter or NullReporter()
         self.stop = stop or threading.Event()
-        self.heartbeat = Heartbeat(ledger, cfg.daemon.run_lease)
+        self.liveness = liveness or Liveness()
+        self.heartbeat = Heartbeat(ledger, cfg.daemon.run_lease, self.liveness)
         self._registry_lock = threading.Lock()
         self._progress_at: dict[str, float] = {}  # provider -> last time one of its tasks finished
 

@@ -55,10 +55,11 @@ def add_slow_transform(project: Path) -> None:
 class DaemonProc:
     """A ``skyfeast daemon`` in its own process group, so a kill takes its Dask workers too."""
 
-    def __init__(self, cfg: Path, log: Path):
+    def __init__(self, cfg: Path, log: Path, env: dict[str, str] | None = None):
         self.log = open(log, "w")
         self.proc = subprocess.Popen([str(BIN / "skyfeast"), "-v", "daemon", "-c", str(cfg)], cwd=cfg.parent,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **(env or {})})
 
     @property
     def pid(self) -> int:
