@@ -80,6 +80,18 @@ def job_named(cfg, name: str):
         raise UsageError(f"unknown job {name!r}; defined: {sorted(j.name for j in cfg.jobs)}") from None
 
 
+def window_text(start: datetime | str, end: datetime | str) -> str:
+    """A window as every human output of the CLI prints it: ``2026-03-02T11:00:00Z/2026-03-02T12:00:00Z``."""
+    from skyfeast.scheduler.timing.windows import Window, parse_time
+
+    return str(Window(*(parse_time(t) if isinstance(t, str) else t.astimezone(UTC) for t in (start, end))))
+
+
+def yes_no(value: object) -> str:
+    """``yes``/``no`` for a flag (None stays unknown: ``-``)."""
+    return "-" if value is None else ("yes" if value else "no")
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 

@@ -23,6 +23,8 @@ from skyfeast.scheduler.errors import UsageError
 from skyfeast.scheduler.timing.windows import Window, latest_window, next_fires, parse_time, window_for_fire
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+EXIT_WAIT_TIMED_OUT = 3  # trigger --wait: the run did not finish in time (it goes on; see `skyfeast runs`)
+BACKFILL_CONFIRM = 1000  # a backfill over more windows than this asks for --yes
 
 
 def register(sub) -> None:
@@ -31,7 +33,8 @@ def register(sub) -> None:
     add_json(p)
     p.add_argument("job")
     p.add_argument("--window", metavar="START/END", help="ISO-8601 bounds (default: the job's latest complete window)")
-    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for the run to finish")
+    p.add_argument("--wait", type=float, metavar="SECONDS",
+                   help=f"wait up to this long for the run to finish (exit {EXIT_WAIT_TIMED_OUT} if it has not)")
     p.add_argument("--allow-off-grid", action="store_true",
                    help="accept a --window that is not one of the job's scheduled windows")
     p.set_defaults(func=cmd_trigger)
@@ -44,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--end", required=True, help="ISO-8601; windows ending at or before this")
     p.add_argument("--parallel", type=int, default=1, help="windows at once (default 1)")
     p.add_argument("--force", action="store_true", help="re-run windows that already succeeded")
+    p.add_argument("--yes", action="store_true",
+                   help=f"run a backfill of more than {BACKFILL_CONFIRM:,} windows (refused without it)")
     p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("cancel", help="cancel a queued or running run")
@@ -76,7 +81,7 @@ def register(sub) -> None:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from skyfeast.scheduler.cli.console import out
+    from skyfeast.scheduler.cli.console import err, out
     from skyfeast.scheduler.ledger import Ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
@@ -97,6 +102,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     ledger = Ledger(cfg.state_url)
     try:
         run_id, status = ledger.enqueue(job.name, window.start, window.end)
+        leader = ledger.leader()
+        leading = leader is not None and datetime.fromisoformat(leader["lease_until"]) > datetime.now(timezone.utc)
+        if not leading and status == "queued":
+            err.print("skyfeast: warning: no daemon leads this ledger now; the run waits in the queue until one "
+                      "does (start `skyfeast daemon`, or use `skyfeast run` to run it here)", markup=False)
         deadline = time.monotonic() + (args.wait or 0)
         while args.wait and status not in TERMINAL and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -109,6 +119,10 @@ def cmd_trigger(args: argparse.Namespace) -> int:
                      "end": window.end.isoformat()}, "status": status, "error": row.error if row else None})
     else:
         out.print(f"run {run_id}: {job.name} {window} is {status}" + (f": {row.error}" if row and row.error else ""))
+    if args.wait and status not in TERMINAL:
+        err.print(f"skyfeast: --wait: run {run_id} is still {status} after {args.wait:g}s; it goes on "
+                  f"(exit {EXIT_WAIT_TIMED_OUT})", markup=False)
+        return EXIT_WAIT_TIMED_OUT
     if args.wait:
         return 0 if status == "succeeded" else 1
     return 0
@@ -140,7 +154,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.app import open_runtime
     from skyfeast.scheduler.cli.console import ProgressReporter, err, out, outcomes_table
 
-    cfg = load_config(args.config)
+    # the arguments first (a 10-year backfill is refused at once), then the whole config as `run` checks it
+    cfg = load_config(args.config, check_imports=False, check_feast=False)
     job = job_named(cfg, args.job)
     if args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
@@ -150,6 +165,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     windows = backfill_windows(job, parse_time_arg(args.start, "--start"), end)
     if not windows:
         raise UsageError(f"no window of {job.name!r} lies inside {args.start} .. {args.end}")
+    if len(windows) > BACKFILL_CONFIRM and not args.yes:
+        raise UsageError(f"the backfill spans {len(windows):,} windows of {job.name!r} "
+                         f"({windows[0].start:%Y-%m-%d} to {windows[-1].end:%Y-%m-%d}); add --yes to run them all")
+    cfg = load_config(args.config)
+    job = job_named(cfg, args.job)
     results = {}
     lease_wait = cfg.daemon.run_lease.total_seconds() * 2 + 5
     bar = progress_bar(f"backfill {job.name}", quiet=args.json)
@@ -171,8 +191,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 o = runner.run_window(job, w, trigger="backfill", force=args.force)
             results[w] = o
             bar.advance(task)
-            if bar.disable and not args.json:
-                err.print(f"{w}: {o.status} {o.reason or o.error or ''}".rstrip())
+            if bar.disable and not args.json and o.status != "failed":  # failures: one line each, below
+                err.print(f"{w}: {o.status} {o.reason or ''}".rstrip(), markup=False)
             return o
 
         with ThreadPoolExecutor(max_workers=args.parallel, thread_name_prefix="skyfeast-backfill") as ex:
@@ -188,7 +208,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print_json({"ok": ok, "job": job.name, "windows": len(windows), "counts": counts, "not_started": missing,
                      "runs": [o.as_dict() for o in outcomes]})
     else:
-        out.print(outcomes_table(outcomes))
+        failed = [o for o in outcomes if o.status == "failed"]
+        shown = [o for o in outcomes if o.status != "failed"]
+        if shown and len(windows) <= 200:  # a long backfill: the summary, not a table of thousands
+            out.print(outcomes_table(shown))
+        for o in failed:
+            err.print(f"{o.window}: failed ({o.failure_class}): {o.error}", markup=False)
         out.print(f"{len(windows)} window(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                   + (f", {missing} not started (interrupted; re-run the same command to resume)" if missing else ""))
     if stop.is_set():

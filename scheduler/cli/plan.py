@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from skyfeast.scheduler.cli.common import add_config, add_json, parse_at, print_json
+from skyfeast.scheduler.cli.common import add_config, add_json, parse_at, print_json, window_text
 from skyfeast.scheduler.errors import UsageError
 
 
@@ -30,6 +30,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if not 1 <= args.count <= 1000:
         raise UsageError("--count must be between 1 and 1000")
+    if not cfg.jobs and not args.json:
+        from skyfeast.scheduler.cli.console import err
+
+        err.print(f"nothing to plan: {args.config} defines no jobs", markup=False)
     views = {n: ProviderView(priority=p.priority) for n, p in cfg.providers.items()}
     jobs = []
     for job in cfg.jobs:
@@ -54,7 +58,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.cli.console import out, table
 
     rows = [[j["name"], j["kind"], _schedule_text(job.schedule), j["provider"],
-             "\n".join(f"{f['fire']}  window {f['window']['start']} → {f['window']['end']}" for f in j["next_fires"])]
+             "\n".join(f"{f['fire']}  window {window_text(f['window']['start'], f['window']['end'])}"
+                       for f in j["next_fires"])]
             for j, job in zip(jobs, cfg.jobs)]
     out.print(table(f"plan for {cfg.project} at {at.isoformat()}", ["job", "kind", "schedule", "provider", "next fires"], rows))
     return 0

@@ -48,6 +48,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     at = parse_at(args.at)  # arguments before files: a bad --at fails fast
     cfg = load_config(args.config)
     jobs = order_jobs(_select_jobs(cfg, args.job))
+    if not jobs:
+        from skyfeast.scheduler.cli.console import err
+
+        err.print(f"nothing to run: {args.config} defines no jobs", markup=False)
+        if args.json:
+            print_json({"ok": True, "at": at.isoformat(), "runs": []})
+        return 0
     windows = {job.name: latest_window(job.schedule, at) for job in jobs}
     for window in windows.values():  # before anything starts: a window in the future is a usage error
         require_closed(window, "--at")

@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime, timezone
 from typing import Any
 
-from skyfeast.scheduler.cli.common import add_config, add_json, print_json, safe_url
+from skyfeast.scheduler.cli.common import add_config, add_json, job_named, print_json, safe_url, window_text, yes_no
 
 UTC = timezone.utc
 
@@ -87,10 +87,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"lease expired {leader['lease_until']})")
     out.print(table("providers", ["name", "priority", "cluster", "state", "cordoned", "workers", "storage", "storage ok",
                                   "last success"],
-                    [[p["name"], p["priority"], p["cluster"], p["state"], p["cordoned"], p["workers"], p["storage"],
-                      p["storage_ok"], p["last_success"]] for p in providers]))
+                    [[p["name"], p["priority"], p["cluster"], p["state"], yes_no(p["cordoned"]), p["workers"],
+                      p["storage"], yes_no(p["storage_ok"]), p["last_success"]] for p in providers]))
     out.print(table("latest runs", ["id", "job", "window", "status", "provider", "attempts", "rows", "error"],
-                    [[r["id"], r["job"], f"{r['window_start']} → {r['window_end']}", r["status"], r["provider"],
+                    [[r["id"], r["job"], window_text(r["window_start"], r["window_end"]), r["status"], r["provider"],
                       r["attempts"], r["rows_written"], (r["error"] or "")[:80]] for r in runs]))
     out.print(table("feature views", ["feature view", "materialized until", "age (s)", "intervals"],
                     [[f["feature_view"], f["materialized_until"], f["age_seconds"], f["intervals"]] for f in freshness]))
@@ -102,6 +102,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.ledger import Ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
+    if args.job is not None:
+        job_named(cfg, args.job)  # an unknown job is a usage error, not an empty table
     ledger = Ledger(cfg.state_url)
     try:
         runs = ledger.runs(job=args.job, status=args.status, limit=args.limit)
@@ -113,6 +115,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.cli.console import out, table
 
     out.print(table("runs", ["id", "job", "window", "status", "provider", "attempts", "rows", "failure", "error"],
-                    [[r.id, r.job, f"{r.window_start:%Y-%m-%dT%H:%M}Z → {r.window_end:%Y-%m-%dT%H:%M}Z", r.status,
+                    [[r.id, r.job, window_text(r.window_start, r.window_end), r.status,
                       r.provider, r.attempts, r.rows_written, r.failure_class, r.error] for r in runs]))
     return 0

@@ -1,0 +1,79 @@
+"""The CLI's rough edges (issue 14): one window format, yes/no, flags after the subcommand, unknown
+jobs, trigger with no daemon, --wait that runs out, and a backfill too long to start unasked."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from skyfeast.scheduler.cli import main
+from skyfeast.scheduler.cli.common import window_text, yes_no
+from skyfeast.scheduler.cli.ops import EXIT_WAIT_TIMED_OUT
+
+CONFIG = """project: p
+feast: {repo: repo}
+providers:
+  aws: {priority: 1, cluster: {type: local}, storage: {type: local, root: data}}
+jobs:
+  - name: hourly
+    kind: feature
+    schedule: {type: cron, expr: "0 * * * *"}
+    source: {type: parquet, path: "events/*.parquet", timestamp_field: ts}
+    transform: "t:f"
+    feature_view: fv
+"""
+WINDOW = "2026-03-02T05:00:00Z/2026-03-02T06:00:00Z"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    (tmp_path / "repo").mkdir()
+    path = tmp_path / "skyfeast.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+def test_one_window_format(capsys, cfg):
+    assert window_text("2026-03-02T05:00:00+00:00", datetime(2026, 3, 2, 6, tzinfo=timezone.utc)) == WINDOW
+    _cli(capsys, "trigger", "-c", cfg, "hourly", "--window", WINDOW)
+    code, out, _ = _cli(capsys, "runs", "-c", cfg)
+    assert code == 0 and WINDOW in out
+    assert "→" not in out and "+00:00" not in out
+
+
+def test_yes_no_not_python_literals():
+    assert (yes_no(True), yes_no(False), yes_no(None)) == ("yes", "no", "-")
+
+
+def test_global_flags_after_the_subcommand(capsys, cfg):
+    assert _cli(capsys, "runs", "-c", cfg, "-v")[0] == 0
+    assert _cli(capsys, "runs", "-c", cfg, "--debug")[0] == 0
+    assert _cli(capsys, "-v", "runs", "-c", cfg)[0] == 0
+
+
+def test_an_unknown_job_is_a_usage_error(capsys, cfg):
+    code, _, err = _cli(capsys, "runs", "-c", cfg, "--job", "nope")
+    assert code == 2 and "unknown job 'nope'" in err and "hourly" in err
+
+
+def test_trigger_warns_when_no_daemon_leads(capsys, cfg):
+    code, out, err = _cli(capsys, "trigger", "-c", cfg, "hourly", "--window", WINDOW)
+    assert code == 0 and "no daemon leads this ledger" in err and "queued" in out
+
+
+def test_wait_that_runs_out_says_so_with_its_own_exit_code(capsys, cfg):
+    code, _, err = _cli(capsys, "trigger", "-c", cfg, "hourly", "--window", WINDOW, "--wait", "0.6")
+    assert code == EXIT_WAIT_TIMED_OUT == 3
+    assert "--wait: run 1 is still queued after 0.6s" in err
+
+
+def test_a_backfill_of_thousands_of_windows_asks_for_yes(capsys, cfg):
+    code, _, err = _cli(capsys, "backfill", "-c", cfg, "hourly", "--start", "2016-01-01", "--end", "2026-01-01")
+    assert code == 2 and "spans 87,672 windows" in err and "--yes" in err
