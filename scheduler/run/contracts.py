@@ -10,7 +10,8 @@ problem when
   in ``columns``, or a column that the window's other files have (the first file is
   the reference: a day whose file lost a column would otherwise lose its rows silently);
 * a column's type differs from the declared one or from the reference file's;
-* the statistics count null join keys or timestamps (``1,204 null user_id values``).
+* the statistics count null join keys or timestamps (``1,204 null user_id values``);
+* the statistics show timestamps outside what pandas can hold (the year 2300).
 
 Files without statistics pass the null check here; the partition task counts nulls
 again in the rows it reads (:func:`null_keys`).
@@ -36,6 +37,11 @@ class _Footer:
     url: str
     types: dict[str, str]
     nulls: dict[str, int]
+    out_of_range: dict[str, str]
+
+
+# pandas keeps timestamps in nanoseconds: outside these bounds a value cannot be read at all
+_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
 def _type_name(t: str) -> str:
@@ -50,7 +56,7 @@ def _type_name(t: str) -> str:
     return _TYPE_ALIASES.get(t, t)
 
 
-def _footer(url: str, storage_options: dict, watched: Sequence[str]) -> _Footer:
+def _footer(url: str, storage_options: dict, watched: Sequence[str], timestamp: str) -> _Footer:
     import fsspec
     import pyarrow.parquet as pq
 
@@ -64,6 +70,7 @@ def _footer(url: str, storage_options: dict, watched: Sequence[str]) -> _Footer:
         raise DataError(f"source file {url}: not readable parquet (truncated or corrupt?): {exc}") from None
     types = {f.name: _type_name(str(f.type)) for f in schema}
     nulls: dict[str, int] = {}
+    out_of_range: dict[str, str] = {}
     names = list(schema.names)
     for col in watched:
         if col not in types:
@@ -77,7 +84,17 @@ def _footer(url: str, storage_options: dict, watched: Sequence[str]) -> _Footer:
             total += stats.null_count
         if known and total:
             nulls[col] = total
-    return _Footer(url, types, nulls)
+    if timestamp in types and types[timestamp].startswith("timestamp"):
+        j = names.index(timestamp)
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(j).statistics
+            if stats is None or not stats.has_min_max:
+                continue
+            for edge in (stats.min, stats.max):
+                t = pd.Timestamp(edge) if edge is not None else None
+                if t is not None and not _TS_MIN <= (t if t.tzinfo else t.tz_localize("UTC")) <= _TS_MAX:
+                    out_of_range[timestamp] = str(edge)
+    return _Footer(url, types, nulls, out_of_range)
 
 
 def check_inputs(urls: Sequence[str], storage_options: Mapping | None, *, keys: Sequence[str], timestamp: str,
@@ -86,7 +103,7 @@ def check_inputs(urls: Sequence[str], storage_options: Mapping | None, *, keys: 
     required = [*keys, timestamp, *(declared or {})]
     opts = dict(storage_options or {})
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
-        footers = list(pool.map(lambda u: _footer(u, opts, [*keys, timestamp]), urls))
+        footers = list(pool.map(lambda u: _footer(u, opts, [*keys, timestamp], timestamp), urls))
     if not footers:
         return
     reference = footers[0]
@@ -104,6 +121,9 @@ def check_inputs(urls: Sequence[str], storage_options: Mapping | None, *, keys: 
                 problems.append(f"source file {ft.url}: column {col!r} is {ft.types[col]}, but {typ} in {reference.url}")
         for col, n in ft.nulls.items():
             problems.append(f"source file {ft.url}: {n:,} null {col} values")
+        for col, edge in ft.out_of_range.items():
+            problems.append(f"source file {ft.url}: {col} holds {edge}, outside the years 1677-2262 that "
+                            "timestamps can hold")
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError("input data breaks its contract: " + "; ".join(problems[:5]) + more)

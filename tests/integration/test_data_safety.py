@@ -161,6 +161,23 @@ def test_a_truncated_file_is_a_data_failure_without_failover(project):
     _assert_readers_see_the_baseline(project)
 
 
+def test_timestamps_in_the_year_2300_are_a_data_failure_naming_the_file(project):
+    import pyarrow as pa
+
+    path = project["project"] / "data" / "aws" / "events" / DAY
+    table = pq.read_table(path)
+    i = table.schema.get_field_index("event_timestamp")
+    col = table.column(i).cast(pa.timestamp("us", tz=table.schema.field(i).type.tz))
+    values = col.to_pylist()
+    values[0] = datetime(2300, 1, 1, tzinfo=timezone.utc)
+    pq.write_table(table.set_column(i, "event_timestamp", pa.array(values, col.type)), path)
+    code, report = _run(project)
+    (run,) = report["runs"]
+    assert code == 1 and run["failure_class"] == "data" and DAY in run["error"] and "2300-01-01" in run["error"]
+    assert (run["attempts"], run["provider"]) == (1, "aws")
+    _assert_readers_see_the_baseline(project)
+
+
 def test_a_string_in_an_integer_feature_names_the_column(project):
     (project["project"] / "transforms_broken.py").write_text(
         "from transforms import user_features as real\n\n\n"

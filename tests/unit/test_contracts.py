@@ -91,3 +91,14 @@ def test_statistics_off_still_reads(tmp_path):
     path = tmp_path / "nostats.parquet"
     pq.write_table(table, path, write_statistics=False)
     _check([str(path)])
+
+
+def test_timestamps_beyond_what_pandas_holds_are_named(tmp_path):
+    from datetime import datetime, timezone
+
+    ts = pa.array([datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2300, 1, 1, tzinfo=timezone.utc)],
+                  pa.timestamp("us", tz="UTC"))
+    path = tmp_path / "future.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2], "ts": ts}), path)
+    with pytest.raises(DataError, match=r"future.parquet: ts holds 2300-01-01.*outside the years 1677-2262"):
+        _check([str(path)])
