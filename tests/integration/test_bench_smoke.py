@@ -1,0 +1,55 @@
+"""Small versions of the benchmarks in bench/, run as a user runs them, with generous thresholds: a
+change that makes a measured path several times slower fails here instead of waiting for someone to
+rerun a bench. (bench/scheduler_scale.py's smoke is tests/unit/test_dispatch_scale.py; the failover
+bench's path is the drill, which tests/chaos/ covers.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REDIS_URL, ROOT, _host_port, need_service
+
+pytestmark = pytest.mark.integration
+
+
+def _bench(*args: str, timeout: float = 400) -> tuple[str, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / args[0]), *args[1:]], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout, time.monotonic() - t0
+
+
+def test_materialize_bench_small():
+    out, _ = _bench("materialize.py", "--entities", "20000", "--vanilla-entities", "1000", "--ceiling-entities",
+                    "5000", "--runs", "1", "--stores", "sqlite")
+    ratio = float(re.search(r"sqlite: skyfeast .* = ([0-9.]+)x", out).group(1))
+    # about 5x vanilla on an idle machine (docs/benchmarks.md); several times slower fails
+    assert ratio >= 1.2, out[-2000:]
+
+
+def test_materialize_bench_small_redis():
+    need_service("Redis", *_host_port(REDIS_URL, 6379))
+    out, _ = _bench("materialize.py", "--entities", "20000", "--vanilla-entities", "1000", "--ceiling-entities",
+                    "5000", "--runs", "1", "--stores", "redis")
+    ratio = float(re.search(r"redis: skyfeast .* = ([0-9.]+)x", out).group(1))
+    assert ratio >= 2.0, out[-2000:]  # 10x to 20x vanilla on this machine
+
+
+def test_seed_day_bench_small():
+    out, wall = _bench("seed_day.py", "--events", "200000", "--users", "20000", "--store", "sqlite", "--json")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["users"] > 19_000 and result["values_per_s"] > 0
+    # one run of a day of 200k events takes well under a minute here, start-up included
+    assert result["wall_s"] < 180, result
+
+
+def test_materialize_writers_bench_small():
+    out, _ = _bench("materialize_writers.py", "--rows", "20000", "--runs", "1", "--stores", "sqlite")
+    assert "sqlite" in out
