@@ -25,6 +25,7 @@ from skyfeast.scheduler.timing.windows import Window, latest_window, next_fires,
 TERMINAL = ("succeeded", "failed", "cancelled")
 EXIT_WAIT_TIMED_OUT = 3  # trigger --wait: the run did not finish in time (it goes on; see `skyfeast runs`)
 BACKFILL_CONFIRM = 1000  # a backfill over more windows than this asks for --yes
+BACKFILL_MAX = 100_000  # and one over more than this is refused: split it
 
 
 def register(sub) -> None:
@@ -128,8 +129,9 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0
 
 
-def backfill_windows(job, start, end) -> list[Window]:
-    """Windows of ``job``'s schedule that lie inside [start, end]."""
+def backfill_windows(job, start, end, limit: int = 100_000) -> list[Window]:
+    """Windows of ``job``'s schedule that lie inside [start, end]; at most ``limit`` + 1 are listed
+    (enough to tell that there are more than ``limit``)."""
     if end <= start:
         raise UsageError("--end must be after --start")
     out: list[Window] = []
@@ -144,9 +146,9 @@ def backfill_windows(job, start, end) -> list[Window]:
             w = window_for_fire(job.schedule, f)
             if w.start >= start:
                 out.append(w)
+            if len(out) > limit:
+                return out
         t = fires[-1]
-        if len(out) > 100_000:
-            raise UsageError("backfill spans more than 100,000 windows; split it")
     return out
 
 
@@ -162,12 +164,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     end = parse_time_arg(args.end, "--end")
     if end > datetime.now(timezone.utc):
         raise UsageError(f"--end: {args.end!r} is after now; a window runs once it has closed")
-    windows = backfill_windows(job, parse_time_arg(args.start, "--start"), end)
+    limit = BACKFILL_MAX if args.yes else BACKFILL_CONFIRM
+    windows = backfill_windows(job, parse_time_arg(args.start, "--start"), end, limit=limit)
     if not windows:
         raise UsageError(f"no window of {job.name!r} lies inside {args.start} .. {args.end}")
-    if len(windows) > BACKFILL_CONFIRM and not args.yes:
-        raise UsageError(f"the backfill spans {len(windows):,} windows of {job.name!r} "
-                         f"({windows[0].start:%Y-%m-%d} to {windows[-1].end:%Y-%m-%d}); add --yes to run them all")
+    if len(windows) > limit:
+        if args.yes:
+            raise UsageError(f"the backfill spans more than {BACKFILL_MAX:,} windows of {job.name!r}; split it")
+        raise UsageError(f"the backfill spans more than {BACKFILL_CONFIRM:,} windows of {job.name!r} "
+                         f"(from {args.start} to {args.end}); add --yes to run them all")
     cfg = load_config(args.config)
     job = job_named(cfg, args.job)
     results = {}

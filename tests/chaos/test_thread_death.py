@@ -20,7 +20,7 @@ def _leader_pid(ledger: Ledger) -> str | None:
     return holder.split(":")[1] if holder.count(":") >= 1 else None
 
 
-@pytest.mark.parametrize("thread", ["heartbeat", "health"])
+@pytest.mark.parametrize("thread", ["heartbeat"])  # the health monitor's death: tests/unit/test_liveness.py
 def test_a_dead_thread_ends_the_daemon_and_the_standby_takes_over(tmp_path, pg_url, thread):
     project = tmp_path / "p"
     cfg = make_project(project, end=future_end(), users=300, per_day=2000, edit=chaos_edit(pg_url))
