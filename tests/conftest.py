@@ -45,24 +45,96 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
     return u.hostname or "127.0.0.1", u.port or default_port
 
 
-@pytest.fixture
-def pg_url():
-    """URL of a fresh PostgreSQL database, created for this test and dropped after it."""
+def _pg_url_for(database: str, schema: str | None = None) -> str:
+    """``PG_URL`` pointed at ``database``; with ``schema``, every connection's ``search_path`` is that schema."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL).set(database=database)
+    if schema is not None:
+        url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+# Schemas every PostgreSQL database has; anything else in the shared database belongs to one test.
+_PG_SYSTEM_SCHEMAS = ("public", "information_schema")
+
+
+@pytest.fixture(scope="session")
+def _pg_session_database():
+    """One PostgreSQL database for the whole session (CREATE/DROP DATABASE cost ~1 s each).
+
+    Yields its name and an AUTOCOMMIT engine on it, with which ``pg_url`` makes and cleans up schemas.
+    """
     need_service("PostgreSQL", *_host_port(PG_URL, 5432))
     import sqlalchemy as sa
 
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     name = f"skyfeast_t_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
-        ), {"n": name})
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    shared = sa.create_engine(_pg_url_for(name), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        yield name, shared
+    finally:
+        shared.dispose()
+        with admin.connect() as c:
+            c.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+            ), {"n": name})
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _pg_reset(conn, name: str) -> None:
+    """Put the shared database back as CREATE DATABASE made it: no sessions of the test left, no
+    database-level settings (a test may ``ALTER DATABASE ... SET timezone``), no schemas or tables."""
+    import sqlalchemy as sa
+
+    conn.execute(sa.text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET ALL'))
+    schemas = conn.execute(sa.text(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> ALL(:keep)"
+    ), {"keep": list(_PG_SYSTEM_SCHEMAS)}).scalars().all()
+    for schema in schemas:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    dirty = conn.execute(sa.text(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public') OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n "
+        "ON n.oid = p.pronamespace WHERE n.nspname = 'public') OR EXISTS (SELECT 1 FROM pg_type t "
+        "JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'public')"
+    )).scalar()
+    if dirty:  # recreated as initdb makes it (owner and privileges changed in PostgreSQL 15)
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        if int(conn.execute(sa.text("SHOW server_version_num")).scalar()) >= 150000:
+            conn.execute(sa.text("CREATE SCHEMA public AUTHORIZATION pg_database_owner"))
+            conn.execute(sa.text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+        else:
+            conn.execute(sa.text("CREATE SCHEMA public"))
+            conn.execute(sa.text("GRANT ALL ON SCHEMA public TO PUBLIC"))
+
+
+@pytest.fixture
+def pg_url(_pg_session_database):
+    """URL of a fresh, empty PostgreSQL schema: the URL sets ``search_path`` to it (``?options=-csearch_path=``).
+
+    The schema lives in one database shared by the session, which is put back to empty after every
+    test (sessions terminated, database settings reset, every schema the test made dropped), so a
+    test that uses the database directly (``make_url(pg_url).database``) also starts from a fresh one.
+    """
+    need_service("PostgreSQL", *_host_port(PG_URL, 5432))
+    import sqlalchemy as sa
+
+    name, shared = _pg_session_database
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with shared.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _pg_url_for(name, schema)
+    finally:
+        with shared.connect() as conn:
+            _pg_reset(conn, name)
 
 
 @pytest.fixture

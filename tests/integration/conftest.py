@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +35,47 @@ def skyfeast(*args: str, cwd: Path, timeout: float = 300, check: bool = False, e
     return proc
 
 
+def skyfeast_inprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``skyfeast ARGS`` run as ``skyfeast.scheduler.cli.main(ARGS)`` in this process, in ``cwd``.
+
+    For tests of argument and config handling only (no clusters, no daemons): it saves a Python start
+    and the Feast import (5-7 s each on a loaded host).  Returns a CompletedProcess like ``skyfeast``;
+    an exception that escapes ``main`` is printed to ``stderr`` as a traceback with exit status 1, as
+    the interpreter would.  Logger levels that ``main`` sets are restored afterwards.
+    """
+    import logging
+    import traceback
+
+    import distributed  # noqa: F401  (configures its loggers on import: before the snapshot below)
+
+    from skyfeast.scheduler.cli import main
+
+    def loggers() -> list[logging.Logger]:
+        return [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger))]
+
+    levels = {lg.name: lg.level for lg in loggers()}
+    out, err = io.StringIO(), io.StringIO()
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    err.write(f"{exc.code}\n")
+            except Exception:  # noqa: BLE001 - reported as the interpreter would
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        os.chdir(old)
+        for lg in loggers():  # loggers made during main() keep their default (NOTSET)
+            lg.setLevel(levels.get(lg.name, logging.NOTSET))
+    return subprocess.CompletedProcess(["skyfeast", *args], code, out.getvalue(), err.getvalue())
+
+
 def skyfeast_json(*args: str, cwd: Path, **kw) -> tuple[int, dict]:
     proc = skyfeast(*args, "--json", cwd=cwd, **kw)
     try:
@@ -37,13 +84,92 @@ def skyfeast_json(*args: str, cwd: Path, **kw) -> tuple[int, dict]:
         raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
 
 
+# ---------------------------------------------------------------- quickstart projects
+#
+# ``feast apply`` (a subprocess, 10-20 s on a loaded 2-core host) gives the same registry and online
+# tables for every project, since the quickstart's Feast definitions do not depend on the events.  So
+# it runs once per session, into an "applied" template; each set of seed arguments is seeded once,
+# into a copy of that; and every ``make_project`` copies the seeded template.  Paths in
+# skyfeast.yaml and feature_store.yaml are relative, but Feast's registry records the online store's
+# absolute path (its infra objects, used by the next ``feast apply`` to tear down what changed):
+# ``_copy_project`` points that at the copy, so no project can touch the template's (or another
+# project's) online store.
+
+_TEMPLATE_ROOT: Path | None = None
+_TEMPLATES: dict[tuple, Path] = {}
+_SKIP = shutil.ignore_patterns("__pycache__", ".skyfeast")
+
+
+def _template_root() -> Path:
+    global _TEMPLATE_ROOT
+    if _TEMPLATE_ROOT is None:
+        _TEMPLATE_ROOT = Path(tempfile.mkdtemp(prefix="skyfeast-quickstart-templates-"))
+        atexit.register(shutil.rmtree, _TEMPLATE_ROOT, ignore_errors=True)
+    return _TEMPLATE_ROOT
+
+
+def _retarget_registry(src: Path, dest: Path) -> None:
+    """Rewrite the absolute paths of ``src`` that Feast stored in ``dest``'s registry to ``dest``'s."""
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+    path = dest / "data" / "registry.db"
+    if not path.exists():
+        return
+    old, new = str(src), str(dest)
+    registry = RegistryProto()
+    registry.ParseFromString(path.read_bytes())
+    for obj in registry.infra.infra_objects:
+        if obj.HasField("sqlite_table"):
+            obj.sqlite_table.path = obj.sqlite_table.path.replace(old, new, 1)
+    data = registry.SerializeToString()
+    if old.encode() in data:
+        raise AssertionError(f"Feast's registry holds another absolute path under {old}; teach _retarget_registry it")
+    path.write_bytes(data)
+
+
+def _copy_project(src: Path, dest: Path) -> None:
+    shutil.copytree(src, dest, ignore=_SKIP)
+    _retarget_registry(src, dest)
+
+
+def _applied_template() -> Path:
+    """The quickstart after ``feast apply``, without events: made once per session."""
+    if "applied" not in _TEMPLATES:
+        dest = _template_root() / "applied" / "quickstart"
+        shutil.copytree(QUICKSTART, dest, ignore=shutil.ignore_patterns("data", "__pycache__", ".skyfeast"))
+        subprocess.run([str(BIN / "feast"), "apply"], cwd=dest / "feature_repo", check=True, capture_output=True,
+                       timeout=180)
+        _TEMPLATES["applied"] = dest
+    return _TEMPLATES["applied"]
+
+
+def _seed(project: Path, argv: list[str]) -> None:
+    """``python seed.py ARGV`` in ``project``, in this process (saves a Python start and pandas import)."""
+    spec = importlib.util.spec_from_file_location(f"_quickstart_seed_{uuid.uuid4().hex[:8]}", project / "seed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = module.main(argv)
+    if status:
+        raise AssertionError(f"seed.py {' '.join(argv)} exited {status}")
+
+
+def _seeded_template(end: str, users: int, per_day: int, days: int) -> Path:
+    """The applied quickstart seeded with these arguments: made once per session for each set of them."""
+    key = ("seeded", end, users, per_day, days)
+    if key not in _TEMPLATES:
+        dest = _template_root() / f"seeded-{len(_TEMPLATES)}" / "quickstart"
+        _copy_project(_applied_template(), dest)
+        _seed(dest, ["--users", str(users), "--events-per-day", str(per_day), "--days", str(days), "--end", end])
+        _TEMPLATES[key] = dest
+    return _TEMPLATES[key]
+
+
 def make_project(dest: Path, *, end: str = END, users: int = 1500, per_day: int = 15000, days: int = 8,
                  edit=None) -> Path:
-    """Copy the quickstart to ``dest``, seed deterministic events, ``feast apply``. Returns the config path."""
-    shutil.copytree(QUICKSTART, dest, ignore=shutil.ignore_patterns("data", "__pycache__", ".skyfeast"))
-    subprocess.run([sys.executable, "seed.py", "--users", str(users), "--events-per-day", str(per_day),
-                    "--days", str(days), "--end", end], cwd=dest, check=True, capture_output=True, timeout=120)
-    subprocess.run([str(BIN / "feast"), "apply"], cwd=dest / "feature_repo", check=True, capture_output=True, timeout=180)
+    """A quickstart project at ``dest``: deterministic events seeded, ``feast apply`` done. Returns the
+    config path. ``dest`` is a private copy of a session template (see above), as if made from scratch."""
+    _copy_project(_seeded_template(end, users, per_day, days), dest)
     cfg = dest / "skyfeast.yaml"
     if edit is not None:
         data = yaml.safe_load(cfg.read_text())

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.integration.conftest import AT, make_project, skyfeast, skyfeast_json
+from tests.integration.conftest import AT, make_project, skyfeast, skyfeast_inprocess, skyfeast_json
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def test_bad_cli_arguments_exit_2_without_traceback(tmp_path):
     for args in (["run", "-c", str(cfg), "--job", "nope"], ["run", "-c", str(cfg), "--at", "yesterday-ish"],
                  ["plan", "-c", str(cfg), "--count", "0"], ["run", "-c", str(tmp_path / "missing.yaml")],
                  ["frobnicate"]):
-        proc = skyfeast(*args, cwd=cfg.parent)
+        proc = skyfeast_inprocess(*args, cwd=cfg.parent)  # argument handling: no process needed
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and proc.stderr.strip(), args
 
