@@ -21,7 +21,9 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
   set +e
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}" 2>&1 \
-    | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither a file nor a directory' >&2
+    | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither a file nor a directory' \
+        -e 'BuildBackendWarning: Editable installation' -e '^ *!!$' -e '^ *\*\*\*\*' -e '^ *$' \
+        -e 'Please be careful with folders' -e 'name as your package as they may' -e 'with strategy, WheelFile' >&2
   status=${PIPESTATUS[0]}
   set -e
   [ "$status" -eq 0 ] || { echo "pip install failed (exit $status)" >&2; exit 1; }
