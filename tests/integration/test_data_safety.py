@@ -74,6 +74,19 @@ def _run(project, *extra) -> tuple[int, dict]:
                          cwd=project["project"])
 
 
+def _run_with_transform(project, body: str) -> tuple[int, dict]:
+    """Run the window with ``user_features`` replaced by a wrapper of the real one whose body is ``body``."""
+    (project["project"] / "transforms_broken.py").write_text(
+        "from transforms import user_features as real\n\n\ndef user_features(events, window):\n" + body)
+    cfg = project["cfg"]
+    text = cfg.read_text()
+    cfg.write_text(text.replace("transforms:user_features", "transforms_broken:user_features"))
+    try:
+        return _run(project)
+    finally:
+        cfg.write_text(text)
+
+
 def _assert_readers_see_the_baseline(project) -> None:
     assert _online(project["project"]) == project["online"], "a failed window changed vanilla Feast reads"
     assert _offline(project["project"]) == project["offline"], "a failed window changed Feast's offline source"
@@ -121,19 +134,9 @@ def test_a_missing_key_column_is_not_retried(project):
 
 
 def test_a_transform_raising_in_one_partition_writes_no_partition(project):
-    (project["project"] / "transforms_broken.py").write_text(
-        "from transforms import user_features as real\n\n\n"
-        "def user_features(events, window):\n"
-        "    if (events['user_id'] == 7919).any():  # seed.py's first user\n"
-        "        raise ValueError('user 7919 is cursed')\n"
-        "    return real(events, window)\n")
-    cfg = project["cfg"]
-    text = cfg.read_text()
-    cfg.write_text(text.replace("transforms:user_features", "transforms_broken:user_features"))
-    try:
-        code, report = _run(project)
-    finally:
-        cfg.write_text(text)
+    code, report = _run_with_transform(project, "    if (events['user_id'] == 7919).any():  # seed.py's first user\n"
+                                                "        raise ValueError('user 7919 is cursed')\n"
+                                                "    return real(events, window)\n")
     (run,) = report["runs"]
     assert code == 1 and run["failure_class"] == "user_code" and "user 7919 is cursed" in run["error"]
     # the same error on the same chunk twice is deterministic: not retried a third time (retries: 2)
@@ -179,18 +182,8 @@ def test_timestamps_in_the_year_2300_are_a_data_failure_naming_the_file(project)
 
 
 def test_a_string_in_an_integer_feature_names_the_column(project):
-    (project["project"] / "transforms_broken.py").write_text(
-        "from transforms import user_features as real\n\n\n"
-        "def user_features(events, window):\n"
-        "    out = real(events, window)\n"
-        "    return out.assign(events_1h=out['events_1h'].astype(str) + 'x')\n")
-    cfg = project["cfg"]
-    text = cfg.read_text()
-    cfg.write_text(text.replace("transforms:user_features", "transforms_broken:user_features"))
-    try:
-        code, report = _run(project)
-    finally:
-        cfg.write_text(text)
+    code, report = _run_with_transform(project, "    out = real(events, window)\n"
+                                                "    return out.assign(events_1h=out['events_1h'].astype(str) + 'x')\n")
     (run,) = report["runs"]
     assert code == 1 and run["failure_class"] == "user_code" and "'events_1h'" in run["error"]
     assert run["provider"] == "aws" and run["attempts"] <= 2  # retried at most once: the error repeats

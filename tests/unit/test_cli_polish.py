@@ -10,19 +10,8 @@ import pytest
 from skyfeast.scheduler.cli import main
 from skyfeast.scheduler.cli.common import window_text, yes_no
 from skyfeast.scheduler.cli.ops import EXIT_WAIT_TIMED_OUT
+from tests.unit.test_window_arguments import CONFIG
 
-CONFIG = """project: p
-feast: {repo: repo}
-providers:
-  aws: {priority: 1, cluster: {type: local}, storage: {type: local, root: data}}
-jobs:
-  - name: hourly
-    kind: feature
-    schedule: {type: cron, expr: "0 * * * *"}
-    source: {type: parquet, path: "events/*.parquet", timestamp_field: ts}
-    transform: "t:f"
-    feature_view: fv
-"""
 WINDOW = "2026-03-02T05:00:00Z/2026-03-02T06:00:00Z"
 
 
