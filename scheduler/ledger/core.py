@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, Ope
 
 from skyfeast.scheduler.errors import UserError
 from skyfeast.scheduler.ledger.copies import CopyBook
+from skyfeast.scheduler.ledger.probes import ProbeBook
 from skyfeast.scheduler.ledger.schema import (
     SCHEMA_VERSION,
     SchemaTooNew,
@@ -99,7 +100,7 @@ def _row(r: Any) -> RunRow:
     return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
 
 
-class Ledger(CopyBook):
+class Ledger(CopyBook, ProbeBook):
     """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
 
     def __init__(self, url: str, *, owner: str | None = None):

@@ -11,6 +11,8 @@ Version history:
   primary provider's storage, until the reconciler has copied them there.
 * 5 – runs gain ``key_ranges`` (JSON): the key-range split of a run whose chunks
   are slices of the online store's key order, kept for resume like ``partitions``.
+* 6 – ``skyfeast_provider_probes``: each provider's latest health probe (state,
+  time, workers, error, and which process probed), so ``status`` can show it.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -23,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 UTC = timezone.utc
 
 
@@ -139,6 +141,17 @@ offline_copies_t = sa.Table(
 sa.Index("ix_copies_state", offline_copies_t.c.state, offline_copies_t.c.run_id)
 
 
+provider_probes_t = sa.Table(
+    "skyfeast_provider_probes", metadata,
+    sa.Column("provider", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # a ProviderState value
+    sa.Column("checked_at", UTCDateTime, nullable=False),
+    sa.Column("workers", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("by", sa.String(128), nullable=False),  # the probing process's ledger owner
+)
+
+
 class SchemaTooNew(Exception):
     def __init__(self, found: int):
         self.found = found
@@ -166,7 +179,11 @@ def _v4_to_v5(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE skyfeast_runs ADD COLUMN key_ranges TEXT"))
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+def _v5_to_v6(conn: sa.Connection) -> None:
+    pass  # only a new table, created by create_all below
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def migrate(conn: sa.Connection) -> int:

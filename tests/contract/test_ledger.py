@@ -470,3 +470,40 @@ def test_newer_ledger_is_not_touched(ledger_url):
 def test_unusable_url_is_a_ledger_error():
     with pytest.raises(LedgerError):
         Ledger("nosuchdialect://x/y")
+
+
+# ---------------------------------------------------------------------- provider probes
+def test_provider_probes_keep_the_latest_result_per_provider(ledger_url):
+    led = Ledger(ledger_url, owner="daemon-a")
+    other = Ledger(ledger_url, owner="daemon-b")
+    try:
+        assert led.probes() == {}
+        led.record_probe("aws", "healthy", workers=2, at=u(2026, 12, 1, 9))
+        led.record_probe("gcp", "down", error="refused", at=u(2026, 12, 1, 9))
+        other.record_probe("aws", "degraded", workers=0, at=u(2026, 12, 1, 9, 0, 5))  # overwrites, names its prober
+        got = led.probes()
+        assert got == {
+            "aws": {"state": "degraded", "checked_at": u(2026, 12, 1, 9, 0, 5), "workers": 0, "error": None,
+                    "by": "daemon-b"},
+            "gcp": {"state": "down", "checked_at": u(2026, 12, 1, 9), "workers": None, "error": "refused",
+                    "by": "daemon-a"},
+        }
+        led.record_probe("gcp", "healthy", workers=3)  # default time: now; the error is cleared
+        gcp = other.probes()["gcp"]
+        assert (gcp["state"], gcp["workers"], gcp["error"]) == ("healthy", 3, None)
+        assert abs((datetime.now(UTC) - gcp["checked_at"]).total_seconds()) < 60
+    finally:
+        led.close()
+        other.close()
+
+
+def test_recording_probes_is_not_fenced(ledger_url):
+    """A standby (or a deposed leader) still records what it observed: probes are not decisions."""
+    leader, standby = Ledger(ledger_url), Ledger(ledger_url)
+    try:
+        assert leader.acquire_leader(None, LONG) is not None
+        standby.record_probe("aws", "healthy", workers=1)
+        assert leader.probes()["aws"]["by"] == standby.owner
+    finally:
+        leader.close()
+        standby.close()

@@ -46,7 +46,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 5
+        assert ledger.schema_version() == SCHEMA_VERSION == 6
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -72,10 +72,37 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         assert ledger.pending_copies()[0]["tries"] == 1
         ledger.finish_copy(rid)
         assert ledger.pending_copies() == [] and ledger.copy_states() == {"done": 1}
+        # v6: each provider's latest probe
+        ledger.record_probe("aws", "healthy", workers=2)
+        assert ledger.probes()["aws"]["state"] == "healthy"
     finally:
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 5 and len(again.runs()) == 2
+        assert again.schema_version() == 6 and len(again.runs()) == 2
     finally:
         again.close()
+
+
+def test_v5_ledger_gains_the_probe_table_and_keeps_its_rows(ledger_url):
+    """The ledger of the previous release (v5: no skyfeast_provider_probes) is upgraded in place."""
+    ledger = Ledger(ledger_url)
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    rid, _ = ledger.claim("user_features", start, end, trigger="manual", lease=timedelta(seconds=30))
+    ledger.cordon("gcp", reason="maintenance")
+    ledger.close()
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:  # back to what v5 created
+        conn.execute(sa.text("DROP TABLE skyfeast_provider_probes"))
+        conn.execute(sa.text("UPDATE skyfeast_meta SET value = '5' WHERE key = 'schema_version'"))
+    engine.dispose()
+
+    ledger = Ledger(ledger_url)
+    try:
+        assert ledger.schema_version() == 6
+        assert ledger.get_run(rid).status == "running" and "gcp" in ledger.cordons()
+        assert ledger.probes() == {}
+        ledger.record_probe("aws", "down", error="refused")
+        assert ledger.probes()["aws"]["error"] == "refused"
+    finally:
+        ledger.close()
