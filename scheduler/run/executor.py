@@ -21,6 +21,11 @@ store and Feast's offline source as they were.  Publishing is idempotent: an
 attempt that fails while publishing is retried or failed over, and the next
 attempt publishes every chunk again (see docs/data-safety.md).
 
+A **drill** run (``publish=False``, ``skyfeast drill``) does phase 1 exactly as above,
+on the workers, but stages under ``drills/<view>/<window tag>-partNNNNN.parquet`` (never
+the key a concurrent production run of the window stages to), skips phase 2, and then
+removes what it staged: no reader ever sees its rows.
+
 A failure is classed by :func:`skyfeast.adapters.failures.classify`:
 
 * :class:`UserCodeError` – the transform/scorer raised or returned bad output;
@@ -54,6 +59,8 @@ from skyfeast.scheduler.run.offline import owner_of
 from skyfeast.scheduler.timing.windows import Window
 
 log = logging.getLogger("skyfeast.executor")
+STAGING = "staging"  # where a run stages its chunks before publishing them
+DRILL_STAGING = "drills"  # where a drill run stages them (no reader looks, nothing is published)
 
 
 class UserCodeError(Exception):
@@ -201,9 +208,11 @@ ProgressFn = Callable[[int, int], None]
 
 
 def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: float, progress: ProgressFn | None,
-                cancelled: Callable[[], bool], book: ChunkBook, stores: Mapping[str, ObjectStore]) -> dict[int, dict]:
+                cancelled: Callable[[], bool], book: ChunkBook, stores: Mapping[str, ObjectStore],
+                publish: bool = True) -> dict[int, dict]:
     """Both phases: compute and stage ``tasks`` (chunk number → delayed phase-1 result), recording
-    each chunk in ``book``; then publish every chunk of the book.  Returns chunk → published part."""
+    each chunk in ``book``; then, if ``publish``, publish every chunk of the book.  Returns chunk →
+    published part (empty without ``publish``)."""
     import dask
 
     total = len(tasks) + len(book.done)
@@ -225,6 +234,9 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
                 progress(len(book.done), total)
 
         watch(client, futures[len(tasks):], on_result=on_result, deadline=deadline, cancelled=cancelled)
+    if not publish:
+        client.cancel(list(computed.values()))
+        return {}
     # every chunk is staged: publish them all, those staged by an earlier attempt from their files
     pubs, where = [], {}
     for i, stats in sorted(book.done.items()):
@@ -261,16 +273,19 @@ def usable_chunks(book: ChunkBook, stores: Mapping[str, ObjectStore]) -> None:
 
 
 def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: ChunkBook,
-            stores: Mapping[str, ObjectStore]) -> ExecResult:
+            stores: Mapping[str, ObjectStore], publish: bool = True) -> ExecResult:
     """After publishing: remove parts an earlier run of the window left beyond this run's, then
-    the staged parts (best effort: Feast never reads a leftover staged part)."""
-    keep = {p["file"] for p in published.values()}
-    stale = [k for k in store.list(out_key) if store.url(k) not in keep]
-    if stale:
-        store.delete(stale)
+    the staged parts (best effort: Feast never reads a leftover staged part).  Without
+    ``publish`` (a drill) the window's parts are left alone and only the staged parts go."""
+    if publish:
+        keep = {p["file"] for p in published.values()}
+        stale = [k for k in store.list(out_key) if store.url(k) not in keep]
+        if stale:
+            store.delete(stale)
+    staging = f"{STAGING if publish else DRILL_STAGING}/"
     for stats in book.done.values():
         owner = owner_of(stats["file"], stores) if stats.get("file") else None
-        if owner is not None and owner[1].startswith("staging/"):  # never a published part
+        if owner is not None and owner[1].startswith(staging):  # never a published part
             try:
                 stores[owner[0]].delete([owner[1]])
             except Exception as exc:
@@ -288,9 +303,10 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
                     keys: list[str], deadline: float, progress: ProgressFn | None = None,
                     cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
                     source_store: ObjectStore | None = None,
-                    stores: Mapping[str, ObjectStore] | None = None) -> ExecResult:
+                    stores: Mapping[str, ObjectStore] | None = None, publish: bool = True) -> ExecResult:
     """``keys`` are on ``source_store`` (default: ``store``, which receives the outputs); ``stores``
-    are every provider's storages, where chunks staged by earlier attempts may be."""
+    are every provider's storages, where chunks staged by earlier attempts may be.  ``publish``
+    False: a drill run (see the module docstring)."""
     import dask
     import dask.dataframe as dd
 
@@ -315,18 +331,18 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     parts = by_chunk(client, ddf, target, book).to_delayed()
     stores = stores or {"": store}
     usable_chunks(book, stores)
-    out_key, spec = _spec(store, window, target, user_fn=transform, user_fn_name=job.transform,
+    out_key, spec = _spec(store, window, target, publish, user_fn=transform, user_fn_name=job.transform,
                           ts_field=src.timestamp_field, read_start=rs, read_end=re_)
     tasks = {i: dask.delayed(feature_partition, pure=False)(p, i, spec)
              for i, p in enumerate(parts) if i not in book.done}
-    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores)
-    return _finish(store, out_key, published, book, stores)
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, publish)
+    return _finish(store, out_key, published, book, stores, publish)
 
 
 def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
                   scorer: Callable, inputs: list[tuple[str, dict]], deadline: float, progress: ProgressFn | None = None,
                   cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
-                  stores: Mapping[str, ObjectStore] | None = None) -> ExecResult:
+                  stores: Mapping[str, ObjectStore] | None = None, publish: bool = True) -> ExecResult:
     import dask
 
     book = book or ChunkBook()
@@ -336,16 +352,17 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     book.partitions = len(inputs)
     stores = stores or {"": store}
     usable_chunks(book, stores)
-    out_key, spec = _spec(store, window, target, user_fn=scorer, user_fn_name=job.model.scorer,
+    out_key, spec = _spec(store, window, target, publish, user_fn=scorer, user_fn_name=job.model.scorer,
                           model_url=store.url(job.model.artifact))
     tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec)
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
-    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores)
-    return _finish(store, out_key, published, book, stores)
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, publish)
+    return _finish(store, out_key, published, book, stores, publish)
 
 
-def _spec(store: ObjectStore, window: Window, target: WriteTarget, **kw) -> tuple[str, PartitionSpec]:
+def _spec(store: ObjectStore, window: Window, target: WriteTarget, publish: bool, **kw) -> tuple[str, PartitionSpec]:
     out_key = f"offline/{target.name}/{window.tag}"
+    staging = STAGING if publish else DRILL_STAGING
     return out_key, PartitionSpec(window=window, target=target, out_url=store.url(out_key),
-                                  stage_url=store.url(f"staging/{target.name}/{window.tag}"),
+                                  stage_url=store.url(f"{staging}/{target.name}/{window.tag}"),
                                   storage_options=store.storage_options, **kw)

@@ -92,22 +92,27 @@ class Runner:
 
     # ------------------------------------------------------------------ public
     def run_window(self, job: FeatureJob | ModelJob, window: Window, *, trigger: str = "manual",
-                   force: bool = False) -> Outcome:
-        """Claim (job, window) in the ledger and run it; a window someone else owns is skipped."""
-        run_id, why = self.ledger.claim(job.name, window.start, window.end, trigger=trigger,
+                   force: bool = False, drill_as: str | None = None) -> Outcome:
+        """Claim (job, window) in the ledger and run it; a window someone else owns is skipped.
+
+        ``drill_as`` makes it a drill run: claimed and recorded under that job name, so the
+        production run of the window is neither claimed nor rewritten; computed and staged as
+        usual, but nothing is published (no online or offline write, no Feast interval)."""
+        run_id, why = self.ledger.claim(drill_as or job.name, window.start, window.end, trigger=trigger,
                                         lease=self.cfg.daemon.run_lease, force=force)
         if run_id is None:
             out = Outcome(job.name, window, "skipped", reason=f"already {why}")
             self.reporter.finished(out)
             return out
-        return self.execute_claimed(job, window, run_id)
+        return self.execute_claimed(job, window, run_id, drill=drill_as is not None)
 
-    def execute_claimed(self, job: FeatureJob | ModelJob, window: Window, run_id: int) -> Outcome:
+    def execute_claimed(self, job: FeatureJob | ModelJob, window: Window, run_id: int, *,
+                        drill: bool = False) -> Outcome:
         """Run a window this process already claimed; resumes from the chunks the ledger holds."""
         t0 = time.monotonic()
         cancel = self.heartbeat.register(run_id)
         try:
-            out = self._execute(job, window, run_id, cancel)
+            out = self._execute(job, window, run_id, cancel, drill)
         finally:
             self.heartbeat.unregister(run_id)
         out.seconds = round(time.monotonic() - t0, 3)
@@ -115,7 +120,7 @@ class Runner:
         return out
 
     # ------------------------------------------------------------------ internals
-    def _execute(self, job, window: Window, run_id: int, cancel: threading.Event) -> Outcome:
+    def _execute(self, job, window: Window, run_id: int, cancel: threading.Event, drill: bool = False) -> Outcome:
         waiting = self._upstream_pending(job, window)
         if waiting:
             # its input is still being computed (e.g. a new leader picked both runs up separately):
@@ -139,7 +144,7 @@ class Runner:
             self.reporter.attempt(job.name, window, provider, out.attempts)
             try:
                 res = self._attempt(job, window, provider, self._book(run_id, aid),
-                                    self._watchdog(provider, cancelled))
+                                    self._watchdog(provider, cancelled), publish=not drill)
             except Exception as exc:  # classified below; nothing escapes a run
                 fclass = classify(exc)
                 err = describe(exc)
@@ -169,13 +174,14 @@ class Runner:
                     continue
                 return self._fail(out, fclass, err)
             try:
-                with self._registry_lock:
-                    self.repo.record_materialization(job.feature_view, window.start, window.end)
+                if not drill:  # a drill published nothing: no interval, no manifest, nothing to copy
+                    with self._registry_lock:
+                        self.repo.record_materialization(job.feature_view, window.start, window.end)
             except Exception as exc:  # data is written; only Feast's bookkeeping failed: retryable
                 err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
                 return self._fail(out, FailureClass.INFRASTRUCTURE, err)
-            copy = self._write_manifest(job, window, run_id, provider, res)
+            copy = not drill and self._write_manifest(job, window, run_id, provider, res)
             if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy,
                                               published=res.published):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
@@ -293,7 +299,7 @@ class Runner:
             return next(iter(job.source.replicas))
         return None
 
-    def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled):
+    def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled, publish: bool = True):
         deadline = time.monotonic() + job.timeout.total_seconds()
         target = self.repo.write_target(job.feature_view)
         store = self.pool.store(provider)
@@ -312,7 +318,7 @@ class Runner:
             client = self.pool.client(provider)
             return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
                                    keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
-                                   source_store=src_store, stores=self.pool.stores())
+                                   source_store=src_store, stores=self.pool.stores(), publish=publish)
         upstream = self.cfg.job(job.source.job)
         up_run = self.ledger.find_run(upstream.name, window.start, window.end)
         if up_run is None or up_run.status != "succeeded":
@@ -326,7 +332,7 @@ class Runner:
         client = self.pool.client(provider)
         return run_model_job(client=client, store=store, job=job, window=window,
                              target=target, scorer=fn, inputs=inputs, deadline=deadline, progress=progress,
-                             cancelled=cancelled, book=book, stores=self.pool.stores())
+                             cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
 
 
 def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]:
