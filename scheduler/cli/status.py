@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--job")
     p.add_argument("--status", choices=["queued", "running", "interrupted", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--drills", action="store_true",
+                   help="also list drill runs (job drill:JOB, see `skyfeast drill`); hidden by default")
     p.set_defaults(func=cmd_runs)
 
 
@@ -32,6 +34,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from skyfeast.featurestore.repo import FeastRepo
     from skyfeast.scheduler.config import load_config
     from skyfeast.scheduler.control.providers import ProviderPool
+    from skyfeast.scheduler.drills.records import list_runs
     from skyfeast.scheduler.ledger import Ledger
 
     cfg = load_config(args.config)
@@ -59,7 +62,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 except Exception as exc:
                     entry["state"], entry["probe_error"] = "down", str(exc)
             providers.append(entry)
-        runs = [r.as_dict() for r in ledger.runs(limit=args.limit)]
+        runs = [r.as_dict() for r in list_runs(ledger, limit=args.limit)]  # production runs: drills apart
         leader = ledger.leader()
         if leader is not None:  # an expired lease names the last leader, not a current one
             leader["active"] = datetime.fromisoformat(leader["lease_until"]) > datetime.now(UTC)
@@ -99,6 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.drills.records import list_runs
     from skyfeast.scheduler.ledger import Ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
@@ -106,7 +110,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         job_named(cfg, args.job)  # an unknown job is a usage error, not an empty table
     ledger = Ledger(cfg.state_url)
     try:
-        runs = ledger.runs(job=args.job, status=args.status, limit=args.limit)
+        runs = list_runs(ledger, job=args.job, status=args.status, limit=args.limit, drills=args.drills)
         if args.json:
             print_json({"runs": [dict(r.as_dict(), attempt_log=ledger.attempts(r.id)) for r in runs]})
             return 0

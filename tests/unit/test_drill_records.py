@@ -1,0 +1,68 @@
+"""Drill runs sit in the ledger apart from production runs (:mod:`skyfeast.scheduler.drills.records`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from skyfeast.scheduler.drills.records import close_orphans, drill_job, is_drill, list_runs
+from skyfeast.scheduler.ledger import Ledger
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    led = Ledger(f"sqlite:///{tmp_path / 'state.db'}", owner="test")
+    yield led
+    led.close()
+
+
+def _run(led: Ledger, job: str, hour: int, *, trigger: str = "manual", finish: bool = True) -> int:
+    start = T0 + timedelta(hours=hour)
+    rid, why = led.claim(job, start, start + timedelta(hours=1), trigger=trigger, lease=LEASE)
+    assert rid is not None, why
+    if finish:
+        led.finish_run(rid, status="succeeded", rows=1)
+    return rid
+
+
+def test_a_drill_of_a_window_is_its_own_run(ledger):
+    prod = _run(ledger, "user_features", 1)
+    drill = _run(ledger, drill_job("user_features"), 1, trigger="drill")
+    assert drill != prod and is_drill(ledger.get_run(drill).job) and not is_drill("user_features")
+    assert ledger.get_run(prod).trigger == "manual" and ledger.get_run(prod).status == "succeeded"
+
+
+def test_list_runs_hides_drills_unless_asked(ledger):
+    for h in range(3):
+        _run(ledger, "user_features", h)
+    for h in range(3, 9):  # newer windows: a naive limit would return drills only
+        _run(ledger, drill_job("user_features"), h, trigger="drill")
+    assert [r.job for r in list_runs(ledger, limit=2)] == ["user_features"] * 2
+    assert len(list_runs(ledger, limit=10)) == 3
+    assert len(list_runs(ledger, job="user_features", limit=10)) == 3
+    both = list_runs(ledger, job="user_features", limit=10, drills=True)
+    assert len(both) == 9 and [r.window_end for r in both] == sorted((r.window_end for r in both), reverse=True)
+    assert len(list_runs(ledger, limit=4, drills=True)) == 4
+
+
+def test_close_orphans_fails_drill_runs_a_dead_drill_left_pending(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    dead, alive = Ledger(url, owner="dead"), Ledger(url, owner="alive")
+    try:
+        start = T0
+        rid, _ = dead.claim(drill_job("j"), start, start + timedelta(hours=1), trigger="drill",
+                            lease=timedelta(seconds=-1))  # its lease already ran out: the drill process died
+        held, _ = alive.claim(drill_job("j"), start + timedelta(hours=1), start + timedelta(hours=2),
+                              trigger="drill", lease=LEASE)
+        prod = _run(alive, "j", 0, finish=False)  # a production run is never touched
+        assert close_orphans(alive, "j", LEASE) == [rid]
+        assert alive.get_run(rid).status == "failed" and "stopped before it finished" in alive.get_run(rid).error
+        assert alive.get_run(held).status == "running" and alive.get_run(prod).status == "running"
+    finally:
+        dead.close()
+        alive.close()
