@@ -16,8 +16,8 @@ def register(sub) -> None:
     add_config(p)
     add_json(p)
     p.add_argument("--limit", type=int, default=10, help="latest runs to show (default 10)")
-    p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers "
-                   "(starts local clusters)")
+    p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers now "
+                   "(starts local clusters); default: the state a daemon's last probe recorded")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("runs", help="list runs from the ledger")
     add_config(p)
@@ -42,6 +42,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     pool = ProviderPool(cfg)
     try:
         last = ledger.last_success_by_provider()
+        probes = ledger.probes()
+        now = datetime.now(UTC)
         providers = []
         for name, p in sorted(cfg.providers.items(), key=lambda kv: (kv[1].priority, kv[0])):
             store = pool.store(name)
@@ -49,12 +51,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "name": name, "priority": p.priority, "cluster": p.cluster.type, "storage": store.url(),
                 "storage_ok": True, "storage_error": None, "workers": None, "state": "unknown",
                 "last_success": last[name].isoformat() if name in last else None,
+                **_recorded(probes.get(name), now),
             }
             try:
                 store.check()
             except Exception as exc:
                 entry["storage_ok"], entry["storage_error"] = False, str(exc)
             if args.probe:
+                entry.update(checked_at=now.isoformat(), probe_age_s=0.0, probed_by="status --probe",
+                             probe_error=None)
                 try:
                     client = pool.client(name)
                     entry["workers"] = len(client.scheduler_info(n_workers=-1)["workers"])
@@ -90,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"lease expired {leader['lease_until']})")
     out.print(table("providers", ["name", "priority", "cluster", "state", "cordoned", "workers", "storage", "storage ok",
                                   "last success"],
-                    [[p["name"], p["priority"], p["cluster"], p["state"], yes_no(p["cordoned"]), p["workers"],
+                    [[p["name"], p["priority"], p["cluster"], state_text(p), yes_no(p["cordoned"]), p["workers"],
                       p["storage"], yes_no(p["storage_ok"]), p["last_success"]] for p in providers]))
     out.print(table("latest runs", ["id", "job", "window", "status", "provider", "attempts", "rows", "error"],
                     [[r["id"], r["job"], window_text(r["window_start"], r["window_end"]), r["status"], r["provider"],
@@ -98,6 +103,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     out.print(table("feature views", ["feature view", "materialized until", "age (s)", "intervals"],
                     [[f["feature_view"], f["materialized_until"], f["age_seconds"], f["intervals"]] for f in freshness]))
     return 0
+
+
+def _recorded(probe: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """A provider's state fields from its last recorded probe (``unknown`` and no time if never probed)."""
+    if probe is None:
+        return {"state": "unknown", "checked_at": None, "probe_age_s": None, "probed_by": None, "probe_error": None}
+    return {"state": probe["state"], "checked_at": probe["checked_at"].isoformat(),
+            "probe_age_s": round(max(0.0, (now - probe["checked_at"]).total_seconds()), 1),
+            "probed_by": probe["by"], "probe_error": probe["error"], "workers": probe["workers"]}
+
+
+def age_text(seconds: float) -> str:
+    """``12s``, ``5m``, ``3h``, ``2d``: the largest whole unit."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def state_text(p: dict[str, Any]) -> str:
+    """A provider's state with its age: ``healthy (checked 12s ago)``, ``unknown (never probed)``."""
+    if p["probe_age_s"] is None:
+        return f"{p['state']} (never probed)"
+    return f"{p['state']} (checked {age_text(p['probe_age_s'])} ago)"
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -19,6 +19,11 @@ one in flight per provider.
 Results go through :func:`skyfeast.scheduler.control.policy.observe` (miss budget, blocklist
 TTL, half-open probes); cordons come from the ledger. A local cluster that has
 not been started yet is not started by probing: its state stays ``unknown``.
+
+Each result is recorded in the ledger (:meth:`~skyfeast.scheduler.ledger.Ledger.record_probe`)
+for ``skyfeast status``: at most once per provider per ``health.interval`` (the
+immediate re-probes of a suspect provider do not add writes), and at once when
+the provider's state changes.
 """
 
 from __future__ import annotations
@@ -162,6 +167,8 @@ class HealthMonitor:
         # one thread per provider: every provider is probed in parallel each round
         self._rounds = ThreadPoolExecutor(max_workers=max(1, len(pool.cfg.providers)),
                                           thread_name_prefix="skyfeast-health-round")
+        self._recorded: dict[str, tuple[float, ProviderState]] = {}  # provider -> (monotonic, state) last written
+        self._record_failing = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.liveness.guard("health", self._loop), name="skyfeast-health",
@@ -220,7 +227,24 @@ class HealthMonitor:
             log.warning("provider %s: %s -> %s%s", name, before.state.value, after.state.value,
                         f" ({err})" if err else "")
         self.pool.set_breaker(name, after)
+        self._record(name, after.state, workers, err)
         return after
+
+    def _record(self, name: str, state: ProviderState, workers: int | None, err: str | None) -> None:
+        """Write the probe to the ledger unless this state was written less than an interval ago."""
+        now = time.monotonic()
+        last = self._recorded.get(name)
+        if last is not None and last[1] is state and now - last[0] < self.settings.interval.total_seconds():
+            return
+        try:
+            self.ledger.record_probe(name, state.value, workers=workers, error=err)
+        except Exception as exc:  # the ledger being down must not stop probing; say so once per outage
+            if not self._record_failing:
+                log.warning("cannot record probes in the ledger: %s", exc)
+            self._record_failing = True
+            return
+        self._record_failing = False
+        self._recorded[name] = (now, state)
 
     def _check_storage(self, name: str, timeout: float) -> tuple[bool, str | None]:
         prev = self._storage_checks.get(name)
