@@ -51,10 +51,10 @@ def open_runtime(cfg: Config, reporter=None) -> Iterator[Runtime]:
     from skyfeast.featurestore.repo import FeastRepo
     from skyfeast.scheduler.control.health import HealthMonitor
     from skyfeast.scheduler.control.providers import ProviderPool
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
     from skyfeast.scheduler.run.runner import Runner
 
-    ledger = Ledger(cfg.state_url)
+    ledger = open_ledger(cfg)
     try:
         repo = FeastRepo(cfg.feast_repo)
         pool = ProviderPool(cfg)

@@ -83,7 +83,7 @@ def register(sub) -> None:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.cli.console import err, out
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
     job = job_named(cfg, args.job)
@@ -100,7 +100,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             require_on_grid(job.schedule, window, "--window")
     else:
         window = latest_window(job.schedule, parse_time("now"))
-    ledger = Ledger(cfg.state_url)
+    ledger = open_ledger(cfg)
     try:
         run_id, status = ledger.enqueue(job.name, window.start, window.end)
         leader = ledger.leader()
@@ -228,10 +228,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.cli.console import out
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
-    ledger = Ledger(cfg.state_url)
+    ledger = open_ledger(cfg)
     try:
         status = ledger.request_cancel(args.run_id)
     finally:
@@ -245,12 +245,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_cordon(args: argparse.Namespace) -> int:
     """``cordon``: new runs avoid the provider until ``uncordon``; running ones finish."""
     from skyfeast.scheduler.cli.console import out
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
     if args.provider not in cfg.providers:
         raise UsageError(f"unknown provider {args.provider!r}; defined: {sorted(cfg.providers)}")
-    ledger = Ledger(cfg.state_url)
+    ledger = open_ledger(cfg)
     try:
         if args.command == "cordon":
             ledger.cordon(args.provider, reason=args.reason)
@@ -267,14 +267,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     """``reconcile``: bring the primary offline location up to date (see skyfeast.scheduler.run.reconcile)."""
     from skyfeast.adapters import make_store
     from skyfeast.scheduler.cli.console import out
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
     from skyfeast.scheduler.run.reconcile import reconcile
 
     if args.limit is not None and not 1 <= args.limit <= 100_000:
         raise UsageError(f"--limit {args.limit}: must be between 1 and 100000")
     cfg = load_config(args.config, check_imports=False, check_feast=False)
     stores = {name: make_store(p.storage, cfg.base_dir) for name, p in cfg.providers.items()}
-    ledger = Ledger(cfg.state_url)
+    ledger = open_ledger(cfg)
     try:
         reports = []
         while True:

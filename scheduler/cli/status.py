@@ -35,10 +35,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.config import load_config
     from skyfeast.scheduler.control.providers import ProviderPool
     from skyfeast.scheduler.drills.records import list_runs
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
 
-    cfg = load_config(args.config)
-    ledger = Ledger(cfg.state_url)
+    cfg = load_config(args.config, check_imports=False)  # status runs no user code: do not wait on its imports
+    ledger = open_ledger(cfg)
     pool = ProviderPool(cfg)
     try:
         last = ledger.last_success_by_provider()
@@ -132,12 +132,12 @@ def state_text(p: dict[str, Any]) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.config import load_config
     from skyfeast.scheduler.drills.records import list_runs
-    from skyfeast.scheduler.ledger import Ledger
+    from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
     if args.job is not None:
         job_named(cfg, args.job)  # an unknown job is a usage error, not an empty table
-    ledger = Ledger(cfg.state_url)
+    ledger = open_ledger(cfg)
     try:
         runs = list_runs(ledger, job=args.job, status=args.status, limit=args.limit, drills=args.drills)
         if args.json:

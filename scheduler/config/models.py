@@ -419,6 +419,12 @@ class DaemonSettings(_Strict):
     poll: Duration = Field(default=timedelta(seconds=1), description="how often queued and orphaned runs are picked up")
     max_parallel: Int = Field(4, ge=1, le=1024, description="runs executing at once")
     grace: Duration = Field(default=timedelta(seconds=60), description="SIGTERM: time running work gets before it is cancelled")
+    ledger_connect_timeout: Duration = Field(default=timedelta(seconds=3), le=timedelta(minutes=10),
+                                             description="deadline for connecting to the ledger (PostgreSQL)")
+    ledger_statement_timeout: Duration = Field(
+        default=timedelta(seconds=30), le=timedelta(hours=1),
+        description="a ledger statement running longer is cancelled (PostgreSQL statement_timeout); "
+                    "SQLite: how long a write waits for the database lock")
 
     @model_validator(mode="after")
     def _lease_vs_poll(self) -> "DaemonSettings":

@@ -16,7 +16,8 @@ from skyfeast.scheduler.ledger.core import (
     Ledger,
     LedgerError,
     RunRow,
+    open_ledger,
 )
 
 __all__ = ["FAILURE_CLASSES", "LEADER", "PENDING", "RUN_STATES", "SCHEMA_VERSION", "Fenced", "Ledger", "LedgerError",
-           "RunRow"]
+           "RunRow", "open_ledger"]

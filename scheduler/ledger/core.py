@@ -49,12 +49,13 @@ from skyfeast.scheduler.ledger.schema import (
 
 UTC = timezone.utc
 LEADER = "daemon"
-CONNECT_TIMEOUT = 5  # seconds; a ?connect_timeout= in the ledger URL overrides it
+CONNECT_TIMEOUT = 3.0  # seconds (daemon.ledger_connect_timeout); a ?connect_timeout= in the URL overrides it
+STATEMENT_TIMEOUT = 30.0  # seconds (daemon.ledger_statement_timeout); SQLite: the busy timeout
 # "interrupted": started, then given back at a clean shutdown; it keeps its chunks and the
 # next claimer resumes it (unlike "queued", which starts afresh)
 RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
 FAILURE_CLASSES = ("user_code", "data", "config", "infrastructure", "timeout", "cancelled")
-__all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime"]
+__all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime", "open_ledger"]
 
 
 PENDING = ("queued", "running", "interrupted")
@@ -103,7 +104,12 @@ def _row(r: Any) -> RunRow:
 class Ledger(CopyBook, ProbeBook):
     """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
 
-    def __init__(self, url: str, *, owner: str | None = None):
+    def __init__(self, url: str, *, owner: str | None = None, connect_timeout: float = CONNECT_TIMEOUT,
+                 statement_timeout: float = STATEMENT_TIMEOUT):
+        """``connect_timeout``: seconds to connect to a server (PostgreSQL; libpq's floor is 2).
+        ``statement_timeout``: seconds a statement may run before the server cancels it (PostgreSQL),
+        or a write waits for SQLite's lock. Raises :class:`LedgerError`, naming the URL (password
+        masked) and the cause, when the ledger cannot be opened."""
         self.url = url
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.token: int | None = None  # fencing token while leader
@@ -114,12 +120,14 @@ class Ledger(CopyBook, ProbeBook):
                 path = url.split("sqlite:///", 1)[-1]
                 if path and path != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+                self.engine = sa.create_engine(url, connect_args={"timeout": statement_timeout})
                 sa.event.listen(self.engine, "connect", _sqlite_connect)
                 sa.event.listen(self.engine, "begin", _sqlite_begin)
             else:
                 # a server that accepts and never answers must fail in seconds, naming itself, not in minutes
-                args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT}
+                args: dict[str, Any] = {} if "connect_timeout" in url else {"connect_timeout": max(2, round(connect_timeout))}
+                if url.startswith("postgresql"):
+                    args.update(_pg_options(url, statement_timeout))
                 self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
                                                connect_args=args)
             self.is_pg = self.engine.dialect.name == "postgresql"
@@ -548,6 +556,22 @@ class Ledger(CopyBook, ProbeBook):
             runs_t.c.status == "succeeded").group_by(runs_t.c.provider)
         with self.engine.connect() as conn:
             return {p: t for p, t in conn.execute(q) if p}
+
+
+def _pg_options(url: str, statement_timeout: float) -> dict[str, str]:
+    """libpq ``options`` adding ``statement_timeout`` to the URL's own (which win when they set it)."""
+    own = sa.engine.make_url(url).query.get("options", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    if "statement_timeout" in own:
+        return {}
+    return {"options": f"{own} -c statement_timeout={int(statement_timeout * 1000)}".strip()}
+
+
+def open_ledger(cfg: Any, **kw: Any) -> Ledger:
+    """The ledger of a :class:`~skyfeast.scheduler.config.Config`, with its ``daemon`` timeouts."""
+    d = cfg.daemon
+    return Ledger(cfg.state_url, connect_timeout=d.ledger_connect_timeout.total_seconds(),
+                  statement_timeout=d.ledger_statement_timeout.total_seconds(), **kw)
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

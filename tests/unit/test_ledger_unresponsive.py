@@ -3,40 +3,18 @@ exit status 2, the URL (password masked) and the cause; no silent minutes-long w
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
 
 from skyfeast.scheduler.cli import main
+from tests.silent import silent_server as silent
 
 
 @pytest.fixture
 def silent_server():
-    """A TCP server that accepts every connection and never sends a byte."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    t.join(5)
-    for c in held:
-        c.close()
-    srv.close()
+    with silent() as port:
+        yield port
 
 
 def test_status_against_a_silent_ledger_fails_in_seconds(tmp_path, capsys, silent_server):
@@ -56,3 +34,49 @@ providers:
     assert code == 2 and seconds < 10, (code, seconds, err)
     assert f"127.0.0.1:{silent_server}/ledger" in err and "s3cret" not in err
     assert "timeout" in err.lower() and "Traceback" not in err
+
+
+def test_the_ledger_connect_timeout_is_configurable(tmp_path, capsys, silent_server):
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    (tmp_path / "repo").mkdir()
+    cfg = tmp_path / "skyfeast.yaml"
+    cfg.write_text(f"""project: p
+state: postgresql+psycopg://skyfeast@127.0.0.1:{silent_server}/ledger
+feast: {{repo: repo}}
+daemon: {{ledger_connect_timeout: 2s}}
+providers:
+  aws: {{priority: 1, cluster: {{type: local}}, storage: {{type: local, root: data}}}}
+""")
+    t0 = time.monotonic()
+    code = main(["runs", "-c", str(cfg)])
+    seconds = time.monotonic() - t0
+    assert code == 2 and 1.5 < seconds < 4, (code, seconds)  # the default (3 s) would not fit
+    assert "timeout" in capsys.readouterr().err
+
+
+def test_the_statement_timeout_reaches_the_server(tmp_path, pg_url):
+    """PostgreSQL cancels a ledger statement after ``daemon.ledger_statement_timeout``."""
+    import sqlalchemy as sa
+
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.ledger import open_ledger
+
+    (tmp_path / "repo").mkdir()
+    cfg = tmp_path / "skyfeast.yaml"
+    cfg.write_text(f"""project: p
+state: {pg_url}
+feast: {{repo: repo}}
+daemon: {{ledger_statement_timeout: 1500ms}}
+providers:
+  aws: {{priority: 1, cluster: {{type: local}}, storage: {{type: local, root: data}}}}
+""")
+    ledger = open_ledger(load_config(cfg, check_imports=False, check_feast=False))
+    try:
+        with ledger.engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW statement_timeout")).scalar_one() == "1500ms"
+            t0 = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+                conn.execute(sa.text("SELECT pg_sleep(10)"))
+            assert time.monotonic() - t0 < 5
+    finally:
+        ledger.close()
