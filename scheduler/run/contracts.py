@@ -38,6 +38,7 @@ class _Footer:
     types: dict[str, str]
     nulls: dict[str, int]
     out_of_range: dict[str, str]
+    rows: int = 0
 
 
 # pandas keeps timestamps in nanoseconds: outside these bounds a value cannot be read at all
@@ -94,18 +95,19 @@ def _footer(url: str, storage_options: dict, watched: Sequence[str], timestamp: 
                 t = pd.Timestamp(edge) if edge is not None else None
                 if t is not None and not _TS_MIN <= (t if t.tzinfo else t.tz_localize("UTC")) <= _TS_MAX:
                     out_of_range[timestamp] = str(edge)
-    return _Footer(url, types, nulls, out_of_range)
+    return _Footer(url, types, nulls, out_of_range, meta.num_rows)
 
 
 def check_inputs(urls: Sequence[str], storage_options: Mapping | None, *, keys: Sequence[str], timestamp: str,
-                 declared: Mapping[str, str | None] | None = None, threads: int = 8) -> None:
-    """Check every input file's footer against the contract (see the module docstring); raises DataError."""
+                 declared: Mapping[str, str | None] | None = None, threads: int = 8) -> int:
+    """Check every input file's footer against the contract (see the module docstring); raises DataError.
+    Returns the files' row count (before any time filter)."""
     required = [*keys, timestamp, *(declared or {})]
     opts = dict(storage_options or {})
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
         footers = list(pool.map(lambda u: _footer(u, opts, [*keys, timestamp], timestamp), urls))
     if not footers:
-        return
+        return 0
     reference = footers[0]
     problems: list[str] = []
     for ft in footers:
@@ -127,6 +129,7 @@ def check_inputs(urls: Sequence[str], storage_options: Mapping | None, *, keys: 
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError("input data breaks its contract: " + "; ".join(problems[:5]) + more)
+    return sum(ft.rows for ft in footers)
 
 
 def null_keys(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, int]:

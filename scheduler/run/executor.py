@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,11 @@ from skyfeast.scheduler.run.offline import owner_of
 from skyfeast.scheduler.timing.windows import Window
 
 log = logging.getLogger("skyfeast.executor")
+
+# a feature window whose input files hold at most this many rows (before the time filter) is one
+# chunk: read and transformed by one task, without the key sampling and the shuffle (a job's
+# ``partitions`` above 1 keeps the shuffle)
+SMALL_INPUT_ROWS = 250_000
 STAGING = "staging"  # where a run stages its chunks before publishing them
 DRILL_STAGING = "drills"  # where a drill run stages them (no reader looks, nothing is published)
 
@@ -77,6 +83,8 @@ class ExecResult:
     rows_online: int = 0
     files: list[str] = field(default_factory=list)
     published: dict[int, dict] = field(default_factory=dict)  # chunk → {"file": final part, "rows_online": n}
+    # seconds spent: plan (input checks, chunking, graph), submit, compute (and stage), write (publish)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,17 @@ def publish_chunk(source: tuple[pd.DataFrame | None, int] | str, source_options:
     return {"file": url, "rows_online": online}
 
 
+def read_inputs(urls: list[str], storage_options: dict) -> pd.DataFrame:
+    """A small window's input files as one frame (see ``SMALL_INPUT_ROWS``)."""
+    import fsspec
+
+    frames = []
+    for url in urls:
+        with fsspec.open(url, "rb", **storage_options) as fh:
+            frames.append(pd.read_parquet(fh))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
     """Phase 1 of a feature job's chunk: the contract on its rows, then the transform."""
     ts = spec.ts_field
@@ -209,12 +228,14 @@ ProgressFn = Callable[[int, int], None]
 
 def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: float, progress: ProgressFn | None,
                 cancelled: Callable[[], bool], book: ChunkBook, stores: Mapping[str, ObjectStore],
-                publish: bool = True) -> dict[int, dict]:
+                phases: dict[str, float], publish: bool = True) -> dict[int, dict]:
     """Both phases: compute and stage ``tasks`` (chunk number → delayed phase-1 result), recording
     each chunk in ``book``; then, if ``publish``, publish every chunk of the book.  Returns chunk →
-    published part (empty without ``publish``)."""
+    published part (empty without ``publish``).  Adds the seconds of ``submit``, ``compute`` and
+    ``write`` to ``phases``."""
     import dask
 
+    t = time.perf_counter()
     total = len(tasks) + len(book.done)
     if progress:
         progress(len(book.done), total)
@@ -223,6 +244,7 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
         staged = [dask.delayed(stage_chunk, pure=False)(t, i, spec) for i, t in tasks.items()]
         with client.as_current():
             futures = client.compute([*tasks.values(), *staged])
+        phases["submit"], t = time.perf_counter() - t, time.perf_counter()
         computed = dict(zip(tasks, futures[:len(tasks)]))
         index = {f.key: i for f, i in zip(futures[len(tasks):], tasks)}
 
@@ -234,6 +256,7 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
                 progress(len(book.done), total)
 
         watch(client, futures[len(tasks):], on_result=on_result, deadline=deadline, cancelled=cancelled)
+    phases["compute"], t = time.perf_counter() - t, time.perf_counter()
     if not publish:
         client.cancel(list(computed.values()))
         return {}
@@ -254,6 +277,7 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     watch(client, pubs, on_result=lambda fut, res: published.__setitem__(where[fut.key], res), deadline=deadline,
           cancelled=cancelled)
     client.cancel(list(computed.values()))  # frees the chunks' outputs on the workers
+    phases["write"] = time.perf_counter() - t
     return published
 
 
@@ -273,10 +297,11 @@ def usable_chunks(book: ChunkBook, stores: Mapping[str, ObjectStore]) -> None:
 
 
 def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: ChunkBook,
-            stores: Mapping[str, ObjectStore], publish: bool = True) -> ExecResult:
+            stores: Mapping[str, ObjectStore], phases: dict[str, float], publish: bool = True) -> ExecResult:
     """After publishing: remove parts an earlier run of the window left beyond this run's, then
     the staged parts (best effort: Feast never reads a leftover staged part).  Without
     ``publish`` (a drill) the window's parts are left alone and only the staged parts go."""
+    t = time.perf_counter()
     if publish:
         keep = {p["file"] for p in published.values()}
         stale = [k for k in store.list(out_key) if store.url(k) not in keep]
@@ -290,7 +315,8 @@ def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: 
                 stores[owner[0]].delete([owner[1]])
             except Exception as exc:
                 log.warning("cannot remove staged part %s: %s", stats["file"], exc)
-    r = ExecResult(partitions=len(book.done), published=published)
+    phases["write"] = phases.get("write", 0.0) + time.perf_counter() - t
+    r = ExecResult(partitions=len(book.done), published=published, phases=phases)
     for d in book.done.values():
         r.rows_in += d.get("rows_in", 0)
         r.rows_out += d.get("rows_out", 0)
@@ -310,14 +336,29 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     import dask
     import dask.dataframe as dd
 
+    t0 = time.perf_counter()
     book = book or ChunkBook()
     src = job.source
     read_start, read_end = window.read_range(src)
     source_store = source_store or store
     urls = [source_store.url(k) for k in keys]
-    check_inputs(urls, source_store.storage_options, keys=target.join_keys, timestamp=src.timestamp_field,
-                 declared=src.columns)
+    rows = check_inputs(urls, source_store.storage_options, keys=target.join_keys, timestamp=src.timestamp_field,
+                        declared=src.columns)
     rs, re_ = pd.Timestamp(read_start), pd.Timestamp(read_end)
+    stores = stores or {"": store}
+    out_key, spec = _spec(store, window, target, publish, user_fn=transform, user_fn_name=job.transform,
+                          ts_field=src.timestamp_field, read_start=rs, read_end=re_)
+    if urls and rows <= SMALL_INPUT_ROWS and job.partitions in (None, 1) and book.partitions in (None, 1) \
+            and book.ranges is None:
+        # a small window is one chunk, read and transformed in one task: no sampling, no shuffle
+        book.partitions = 1
+        usable_chunks(book, stores)
+        tasks = {} if 0 in book.done else {
+            0: dask.delayed(feature_partition, pure=False)(
+                dask.delayed(read_inputs, pure=False)(urls, source_store.storage_options), 0, spec)}
+        phases = {"plan": time.perf_counter() - t0}
+        published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
+        return _finish(store, out_key, published, book, stores, phases, publish)
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None, blocksize=INPUT_BLOCK,
                               filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
@@ -329,14 +370,12 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     if error is not None:
         raise error
     parts = by_chunk(client, ddf, target, book).to_delayed()
-    stores = stores or {"": store}
     usable_chunks(book, stores)
-    out_key, spec = _spec(store, window, target, publish, user_fn=transform, user_fn_name=job.transform,
-                          ts_field=src.timestamp_field, read_start=rs, read_end=re_)
     tasks = {i: dask.delayed(feature_partition, pure=False)(p, i, spec)
              for i, p in enumerate(parts) if i not in book.done}
-    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, publish)
-    return _finish(store, out_key, published, book, stores, publish)
+    phases = {"plan": time.perf_counter() - t0}
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
+    return _finish(store, out_key, published, book, stores, phases, publish)
 
 
 def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
@@ -345,6 +384,7 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
                   stores: Mapping[str, ObjectStore] | None = None, publish: bool = True) -> ExecResult:
     import dask
 
+    t0 = time.perf_counter()
     book = book or ChunkBook()
     if not store.exists(job.model.artifact):
         raise DataError(f"model artifact {job.model.artifact!r} not found under {store.url()}")
@@ -356,8 +396,9 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
                           model_url=store.url(job.model.artifact))
     tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec)
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
-    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, publish)
-    return _finish(store, out_key, published, book, stores, publish)
+    phases = {"plan": time.perf_counter() - t0}
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
+    return _finish(store, out_key, published, book, stores, phases, publish)
 
 
 def _spec(store: ObjectStore, window: Window, target: WriteTarget, publish: bool, **kw) -> tuple[str, PartitionSpec]:

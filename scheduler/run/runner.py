@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -48,6 +48,9 @@ class Outcome:
     failure_class: str | None = None
     error: str | None = None
     reason: str | None = None
+    # seconds per phase of the successful attempt: the executor's (plan, submit, compute, write),
+    # then registry (Feast's interval) and record (manifest and the ledger's success write)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,6 +145,7 @@ class Runner:
             out.attempts += 1
             out.provider = provider
             self.reporter.attempt(job.name, window, provider, out.attempts)
+            t_attempt = time.perf_counter()
             try:
                 res = self._attempt(job, window, provider, self._book(run_id, aid),
                                     self._watchdog(provider, cancelled), publish=not drill)
@@ -173,6 +177,7 @@ class Runner:
                     idx += 1
                     continue
                 return self._fail(out, fclass, err)
+            t_registry = time.perf_counter()
             try:
                 if not drill:  # a drill published nothing: no interval, no manifest, nothing to copy
                     with self._registry_lock:
@@ -181,10 +186,15 @@ class Runner:
                 err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
                 return self._fail(out, FailureClass.INFRASTRUCTURE, err)
+            t_record = time.perf_counter()
             copy = not drill and self._write_manifest(job, window, run_id, provider, res)
             if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy,
                                               published=res.published):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
+            phases = {**res.phases, "registry": t_record - t_registry, "record": time.perf_counter() - t_record}
+            # the runner's own share of planning: placement, listing the source, importing user code
+            phases["plan"] = phases.get("plan", 0.0) + max(0.0, t_registry - t_attempt - sum(res.phases.values()))
+            out.phases = {k: round(v, 4) for k, v in phases.items()}
             out.status = "succeeded"
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
             return out
