@@ -21,20 +21,31 @@ _STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled
 
 
 class ProgressReporter:
-    """Live bar per run on a terminal; one log line per event otherwise (CI logs, pipes)."""
+    """Live bar per running run on a terminal; one log line per event otherwise (CI logs, pipes).
 
-    def __init__(self, *, quiet: bool = False):
+    With ``total`` (the runs of a ``skyfeast run``), one overall bar counts the ended runs and
+    each run's own bar goes away once it ends; without a terminal each ended run's line is
+    numbered (``[12/1000]``)."""
+
+    def __init__(self, *, quiet: bool = False, total: int | None = None):
         self.quiet = quiet
         self.live = err.is_terminal and not quiet
+        self.total = total
+        self.ended = 0
+        self.failed = 0
         self._lock = threading.Lock()
         self._tasks: dict[tuple[str, Window], Any] = {}
         self._progress = Progress(
             TextColumn("[bold]{task.fields[job]}[/] {task.fields[window]} on {task.fields[provider]}"),
-            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False,
+            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=total is not None,
         ) if self.live else None
+        self._overall = None
 
     def __enter__(self) -> "ProgressReporter":
         if self._progress:
+            if self.total is not None:
+                self._overall = self._progress.add_task("", total=self.total, job="all runs", window="",
+                                                        provider="0 failed")
             self._progress.start()
         return self
 
@@ -65,11 +76,23 @@ class ProgressReporter:
                 err.print(escape(f"[{job}] {window}: {done}/{total} partitions"))
 
     def finished(self, o: Outcome) -> None:
+        with self._lock:
+            self.ended += 1
+            self.failed += o.status not in ("succeeded", "skipped")
         if self.quiet:
             return
         detail = o.reason or o.error or f"{o.rows:,} rows, {o.partitions} partitions, {o.seconds:.1f}s"
+        count = f"[{self.ended}/{self.total}] " if self.total is not None else ""
         with self._lock:
-            err.print(escape(f"[{o.job}] {o.window}: ") + f"[{_STYLE.get(o.status, 'white')}]{o.status}[/] " + escape(detail))
+            task = self._tasks.pop((o.job, o.window), None)
+            if self._overall is not None:
+                if task is not None:
+                    self._progress.remove_task(task)
+                self._progress.update(self._overall, completed=self.ended, provider=f"{self.failed} failed")
+                if o.status in ("succeeded", "skipped"):
+                    return  # the overall bar counts it; failures are printed
+            err.print(escape(f"{count}[{o.job}] {o.window}: ") + f"[{_STYLE.get(o.status, 'white')}]{o.status}[/] "
+                      + escape(detail))
 
 
 def outcomes_table(outcomes: list[Outcome]) -> Table:

@@ -25,7 +25,20 @@ def register(sub) -> None:
                    help="run one window per job and exit (the default; accepted for scripts)")
     p.add_argument("--at", help="run the window that is latest at this ISO-8601 instant (default: now)")
     p.add_argument("--force", action="store_true", help="re-run windows that already succeeded")
+    p.add_argument("--parallel", type=_positive, metavar="N",
+                   help="runs at once (default: the config's daemon.max_parallel); a job still waits for "
+                        "its upstream when both are selected")
     p.set_defaults(func=cmd_run)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1024, got {text!r}")
+    return n
 
 
 def _select_jobs(cfg, names: list[str]):
@@ -53,25 +66,71 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         err.print(f"nothing to run: {args.config} defines no jobs", markup=False)
         if args.json:
-            print_json({"ok": True, "at": at.isoformat(), "runs": []})
+            print_json({"ok": True, "at": at.isoformat(), "runs": [], "not_started": []})
         return 0
     windows = {job.name: latest_window(job.schedule, at) for job in jobs}
     for window in windows.values():  # before anything starts: a window in the future is a usage error
         require_closed(window, "--at")
-    outcomes = []
-    with ProgressReporter(quiet=args.json) as reporter, open_runtime(cfg, reporter) as rt:
+    parallel = args.parallel or cfg.daemon.max_parallel
+    with ProgressReporter(quiet=args.json, total=len(jobs) if len(jobs) > 1 else None) as reporter, \
+            open_runtime(cfg, reporter) as rt:
         runner = rt.runner
-        stop = runner.stop
-        install_signal_handlers(lambda sig: stop.set())
-        for job in jobs:
-            if stop.is_set():
-                break
-            outcomes.append(runner.run_window(job, windows[job.name], trigger="manual", force=args.force))
-    ok = all(o.status in ("succeeded", "skipped") for o in outcomes) and not stop.is_set()
+        install_signal_handlers(lambda sig: runner.stop.set())
+        outcomes, not_started = run_concurrently(runner, jobs, windows, parallel=parallel, force=args.force)
+    stop = runner.stop
+    ok = all(o.status in ("succeeded", "skipped") for o in outcomes) and not stop.is_set() and not not_started
     if args.json:
-        print_json({"ok": ok, "at": at.isoformat(), "runs": [o.as_dict() for o in outcomes]})
+        print_json({"ok": ok, "at": at.isoformat(), "runs": [o.as_dict() for o in outcomes],
+                    "not_started": [{"job": j.name, "reason": why} for j, why in not_started]})
     else:
-        out.print(outcomes_table(outcomes))
+        shown = outcomes if len(outcomes) <= SHOW_ALL else [o for o in outcomes if o.status != "succeeded"]
+        if shown:
+            out.print(outcomes_table(shown))
+        out.print(summary(outcomes, not_started), markup=False)
     if stop.is_set():
         return 130  # interrupted (SIGINT/SIGTERM): unfinished windows were released for resume
     return 0 if ok else 1
+
+
+SHOW_ALL = 50  # above this many runs the table lists only those that did not succeed
+
+
+def run_concurrently(runner, jobs: list, windows: dict, *, parallel: int, force: bool):
+    """Run each job's window, up to ``parallel`` at once; a job starts after its upstream (when
+    both are selected) succeeded.  Returns (outcomes in ``jobs`` order, [(job, why)] never started)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyfeast.scheduler.app.daemon import chains
+
+    results: dict[str, object] = {}
+    skipped: dict[str, str] = {}
+
+    def chain(items) -> None:
+        for i, (job, window, _) in enumerate(items):
+            if runner.stop.is_set():
+                for later, _, _ in items[i:]:
+                    skipped[later.name] = "interrupted before it started"
+                return
+            o = runner.run_window(job, window, trigger="manual", force=force)
+            results[job.name] = o
+            if o.status in ("failed", "cancelled"):  # skipped (already done, or someone else's) goes on
+                for later, _, _ in items[i + 1:]:
+                    skipped[later.name] = f"upstream {job.name!r} {o.status}"
+                return
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="skyfeast-run") as pool:
+        for fut in [pool.submit(chain, c) for c in chains([(j, windows[j.name], None) for j in jobs])]:
+            fut.result()
+    outcomes = [results[j.name] for j in jobs if j.name in results]
+    return outcomes, [(j, skipped[j.name]) for j in jobs if j.name in skipped]
+
+
+def summary(outcomes: list, not_started: list) -> str:
+    """One line: how many runs ended how, and how many never started."""
+    from collections import Counter
+
+    counts = Counter(o.status for o in outcomes)
+    parts = [f"{n:,} {status}" for status, n in sorted(counts.items())]
+    if not_started:
+        parts.append(f"{len(not_started):,} never started")
+    return f"{len(outcomes) + len(not_started):,} job(s): " + ", ".join(parts or ["none ran"])
