@@ -22,12 +22,16 @@ def make_store(cfg: Any, base_dir: Path) -> ObjectStore:
 
         return S3Store(cfg.bucket, cfg.prefix, region=cfg.region, endpoint_url=cfg.endpoint_url,
                        access_key_id=cfg.access_key_id, secret_access_key=_secret(cfg.secret_access_key),
-                       session_token=_secret(cfg.session_token))
+                       session_token=_secret(cfg.session_token), **_timeouts(cfg))
     if cfg.type == "gcs":
         from skyfeast.adapters.storage.gcs import GCSStore
 
-        return GCSStore(cfg.bucket, cfg.prefix, project=cfg.project, endpoint=cfg.endpoint)
+        return GCSStore(cfg.bucket, cfg.prefix, project=cfg.project, endpoint=cfg.endpoint, **_timeouts(cfg))
     raise ValueError(f"unknown storage type {cfg.type!r}")
+
+
+def _timeouts(cfg: Any) -> dict[str, float]:
+    return {"connect_timeout": cfg.connect_timeout.total_seconds(), "read_timeout": cfg.read_timeout.total_seconds()}
 
 
 def _secret(value: Any) -> str | None:
@@ -65,7 +69,8 @@ def make_cluster(cfg: Any, name: str, base_dir: Path | None = None, *,
         from skyfeast.adapters.clusters import local
 
         return local.LocalConnector(workers=cfg.workers, threads=cfg.threads, memory_limit=cfg.memory_limit,
-                                    name=name, preload=preload or local.Preload())
+                                    name=name, preload=preload or local.Preload(),
+                                    start_timeout=cfg.start_timeout.total_seconds())
     if cfg.type == "address":
         return address_connector(cfg.address, tls=cfg.tls, name=name, base_dir=base_dir,
                                  connect_timeout=cfg.connect_timeout.total_seconds())

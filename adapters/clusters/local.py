@@ -129,8 +129,9 @@ class LocalConnector(ClusterConnector):
     """
 
     def __init__(self, *, workers: int, threads: int, memory_limit: str, name: str = "local",
-                 forward: bool | None = None, preload: Preload = Preload()):
+                 forward: bool | None = None, preload: Preload = Preload(), start_timeout: float = START_TIMEOUT):
         self.workers = workers
+        self.start_timeout = start_timeout  # one deadline for the scheduler, the connection and every worker
         self.preload = preload
         self.forward = forwarding_enabled() if forward is None else forward
         self._forwarder: Forwarder | None = None
@@ -197,7 +198,7 @@ class LocalConnector(ClusterConnector):
         finally:
             out.close()  # the child holds its own copy
 
-    def _start(self) -> str:
+    def _start(self, deadline: float) -> str:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"skyfeast-{self.name}-")
         sched_file = Path(self._tmp.name) / "scheduler.json"
         py = sys.executable
@@ -205,10 +206,11 @@ class LocalConnector(ClusterConnector):
                                        "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file),
                                        *_preload_args(SCHEDULER_PRELOAD_ENV, self.preload.scheduler)],
                                       "scheduler.log")
-        deadline = time.monotonic() + START_TIMEOUT
         while (address := _scheduler_address(sched_file)) is None:
             if self._scheduler.poll() is not None or time.monotonic() > deadline:
-                raise Transient(f"local scheduler for {self.name} did not start: {self._log_tail('scheduler.log')}")
+                why = "exited" if self._scheduler.poll() is not None else \
+                    f"did not start within {self.start_timeout:.0f} s (start_timeout)"
+                raise Transient(f"local scheduler for {self.name} {why}: {self._log_tail('scheduler.log')}")
             time.sleep(0.05)
         for i in range(self.workers):
             self._workers.append(self._spawn(
@@ -241,17 +243,19 @@ class LocalConnector(ClusterConnector):
         self.close()
         from distributed import Client
 
+        deadline = time.monotonic() + self.start_timeout
         try:
-            self._address = self._scheduler_address = self._start()
+            self._address = self._scheduler_address = self._start(deadline)
             if self.forward:
                 u = urlsplit(self._scheduler_address)
                 sched = self._scheduler
                 self._forwarder = Forwarder((u.hostname, u.port), alive=lambda: sched.poll() is None,
                                             name=self.name)
                 self._address = self._forwarder.address
-            client = Client(self._address, timeout=30, set_as_default=False)
+            client = Client(self._address, timeout=max(1.0, min(30.0, deadline - time.monotonic())),
+                            set_as_default=False)
             try:
-                client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
+                client.wait_for_workers(self.workers, timeout=max(1.0, deadline - time.monotonic()))
             except TimeoutError as exc:
                 client.close()
                 raise TimeoutError(f"{exc}; {self._workers_state()}") from None
@@ -261,7 +265,8 @@ class LocalConnector(ClusterConnector):
             raise
         except (OSError, TimeoutError, RuntimeError) as exc:
             self.close()
-            raise Transient(f"cannot start local cluster for {self.name}: {exc}") from exc
+            raise Transient(f"cannot start local cluster for {self.name} within {self.start_timeout:.0f} s "
+                            f"(start_timeout): {exc}") from exc
         log.info("local cluster %s: scheduler %s (pid %s), %d worker(s)%s", self.name, self._scheduler_address,
                  self.scheduler_pid, self.workers, f", daemon connects via {self._address}" if self._forwarder else "")
         return self._client

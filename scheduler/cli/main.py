@@ -55,6 +55,26 @@ def _setup_logging(verbose: int) -> None:
     for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
         logging.getLogger(noisy).setLevel(quiet)
     logging.getLogger("skyfeast").setLevel(level)
+    # a wait past two seconds always says what it waits for: a spinner on a terminal, else one log line
+    logging.getLogger("skyfeast.wait").setLevel(min(level, logging.INFO))
+    from skyfeast.adapters.waiting import set_notifier
+
+    set_notifier(_spinner if sys.stderr.isatty() else None)
+
+
+def _spinner(text: str):
+    """A rich spinner on stderr until the wait ends; a plain line while another live display runs."""
+    from rich.errors import LiveError
+
+    from skyfeast.scheduler.cli.console import err
+
+    status = err.status(text)
+    try:
+        status.start()
+    except LiveError:  # a run's progress bars are live: one line above them
+        err.print(text, markup=False)
+        return None
+    return status.stop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,8 @@ class LocalCluster(_Strict):
     workers: Int = Field(2, ge=1, le=256, description="number of worker processes")
     threads: Int = Field(1, ge=1, le=64, description="threads per worker")
     memory_limit: str = Field("2GiB", description="per-worker memory limit, e.g. '2GiB', or 'auto'")
+    start_timeout: Duration = Field(default=timedelta(seconds=120), le=timedelta(hours=1),
+                                    description="deadline for the scheduler and every worker to be up")
 
     @field_validator("memory_limit")
     @classmethod
@@ -236,6 +238,10 @@ class _BucketStorage(_Strict):
 
     bucket: str
     prefix: str = ""
+    connect_timeout: Duration = Field(default=timedelta(seconds=5), le=timedelta(minutes=10),
+                                      description="deadline for connecting to the endpoint, per request")
+    read_timeout: Duration = Field(default=timedelta(seconds=60), le=timedelta(hours=1),
+                                   description="deadline for each read from the endpoint, per request")
     _max_dotted: ClassVar[int] = 63  # the longest name allowed when it has dots (63 without)
     _name: ClassVar[re.Pattern[str]]
     _rule: ClassVar[str]

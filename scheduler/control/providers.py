@@ -11,6 +11,7 @@ import time
 
 from skyfeast.adapters import ClusterConnector, ObjectStore, make_cluster, make_store
 from skyfeast.adapters.clusters.local import Preload
+from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.policy import Breaker, HealthRules, ProviderState, ProviderView, placement_state
 
@@ -53,8 +54,10 @@ class ProviderPool:
             if conn is None:
                 conn = self._clusters[name] = make_cluster(self.cfg.providers[name].cluster, name, self.cfg.base_dir,
                                                              preload=LOCAL_PRELOAD)
+            deadline = getattr(conn, "start_timeout", None) or getattr(conn, "connect_timeout", None)
             try:
-                client = conn.connect()
+                with waiting(f"provider {name}'s cluster to start", deadline):
+                    client = conn.connect()
             except Exception:
                 self.mark(name, ProviderState.DEGRADED)
                 raise

@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
+from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.errors import UserError
 from skyfeast.scheduler.ledger.copies import CopyBook
 from skyfeast.scheduler.ledger.probes import ProbeBook
@@ -131,7 +132,8 @@ class Ledger(CopyBook, ProbeBook):
                 self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
                                                connect_args=args)
             self.is_pg = self.engine.dialect.name == "postgresql"
-            with self.engine.begin() as conn:
+            with waiting(f"the ledger at {_safe(url)}", connect_timeout if self.is_pg else statement_timeout), \
+                    self.engine.begin() as conn:
                 if self.is_pg:  # serialise concurrent first starts
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7707001)"))
                 migrate(conn)

@@ -33,3 +33,4 @@ def test_a_hung_ledger_fails_the_command_within_10s(hung_ledger_project, argv):
     err = proc.stderr
     assert f"postgresql+psycopg://skyfeast:***@127.0.0.1:{port}/ledger" in err and "s3cret" not in err
     assert "timeout" in err.lower() and "Traceback" not in err
+    assert "waiting for the ledger at postgresql+psycopg://skyfeast:***@" in err  # said so while it waited

@@ -17,7 +17,7 @@ def silent_server():
         yield port
 
 
-def test_status_against_a_silent_ledger_fails_in_seconds(tmp_path, capsys, silent_server):
+def test_status_against_a_silent_ledger_fails_in_seconds(tmp_path, capsys, caplog, silent_server):
     pytest.importorskip("psycopg", reason="the postgres extra is not installed")
     (tmp_path / "repo").mkdir()
     cfg = tmp_path / "skyfeast.yaml"
@@ -34,6 +34,10 @@ providers:
     assert code == 2 and seconds < 10, (code, seconds, err)
     assert f"127.0.0.1:{silent_server}/ledger" in err and "s3cret" not in err
     assert "timeout" in err.lower() and "Traceback" not in err
+    # past two seconds the wait said what it waited for, once, password masked
+    waits = [r.getMessage() for r in caplog.records if r.name == "skyfeast.wait"]
+    assert waits == [f"waiting for the ledger at postgresql+psycopg://skyfeast:***@127.0.0.1:{silent_server}/ledger"
+                     " (2 s so far, gives up after 3 s)"], waits
 
 
 def test_the_ledger_connect_timeout_is_configurable(tmp_path, capsys, silent_server):
