@@ -14,12 +14,22 @@ time to detection, time to the first finished chunk on the new provider, run
 completion, rows, duplicate and lost windows, restore and failback times, a
 timeline, and each SLO of the scenario with pass/fail. The CLI exits 1 when an
 SLO is breached or the run did not complete.
+
+Production is left alone. The drill's run is recorded as job ``drill:<job>``
+(trigger ``drill``; :mod:`skyfeast.scheduler.drills.records`), never as the
+production run of the window, whose record stays as it was. It computes and
+stages every chunk on the workers as a production run does, so failover and
+resume are exercised for real, but under ``drills/`` and without the publish
+phase: nothing reaches the online store, Feast's offline parts or Feast's
+registry, and the staged parts are removed at the end (on every provider's
+storage, once the fault is lifted). Readers see nothing of a drill.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,9 @@ import yaml
 from skyfeast.scheduler.config import Config, load_config
 from skyfeast.scheduler.control.policy import ProviderState, place
 from skyfeast.scheduler.drills.faults import MODES, make_fault
+from skyfeast.scheduler.drills.records import close_orphans, drill_job
 from skyfeast.scheduler.errors import UsageError
+from skyfeast.scheduler.run.executor import DRILL_STAGING
 from skyfeast.scheduler.timing.windows import latest_window, parse_time
 
 DEFAULT_SLO = {"kill": {"max_detection_s": 2.0, "max_first_task_s": 30.0},
@@ -77,7 +89,8 @@ def _pick_job(cfg: Config, provider: str, job_name: str | None):
 
 def run_drill(config: str | Path | Config, provider: str, mode: str | None = None, *, job: str | None = None,
               scenario: str | None = None, recovery: bool = True, at: str = "now",
-              min_chunks: int = 1, warm: bool = False, runner=None) -> dict[str, Any]:
+              min_chunks: int = 1, warm: bool = False, runner=None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
 
     ``recovery`` False skips waiting for the provider to become healthy and preferred again
@@ -87,7 +100,9 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     ``runner`` runs the drill in an existing runtime (:func:`skyfeast.scheduler.app.open_runtime`) instead
     of a new one; ``config`` must then be that runtime's Config.
     ``at`` picks the window (the latest complete one at that time). The fault lands once
-    ``min_chunks`` chunks are recorded. Raises UsageError for a drill that cannot exercise failover.
+    ``min_chunks`` chunks are recorded. ``progress`` gets one line per step as it happens
+    (run started, fault injected, detected, first task elsewhere, done, restored, failback).
+    Raises UsageError for a drill that cannot exercise failover.
     """
     from skyfeast.scheduler.app import open_runtime
 
@@ -100,11 +115,12 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
     window = latest_window(job.schedule, parse_time(at))
 
+    say = progress or (lambda line: None)
     if runner is not None:
-        report = _in_runtime(cfg, runner, job, window, provider, mode, recovery, min_chunks, warm)
+        report = _in_runtime(cfg, runner, job, window, provider, mode, recovery, min_chunks, warm, say)
     else:
         with open_runtime(cfg) as rt:
-            report = _in_runtime(cfg, rt.runner, job, window, provider, mode, recovery, min_chunks, warm)
+            report = _in_runtime(cfg, rt.runner, job, window, provider, mode, recovery, min_chunks, warm, say)
     checks = {
         "max_detection_s": report["detection_s"] is not None and report["detection_s"] <= slo["max_detection_s"],
         "max_first_task_s": (report["first_task_on_new_provider_s"] is not None
@@ -117,7 +133,7 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
 
 
 def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, recovery: bool, min_chunks: int,
-                warm: bool) -> dict[str, Any]:
+                warm: bool, say: Callable[[str], None]) -> dict[str, Any]:
     pool = runner.pool
     cands = place(cfg.allowed_providers(job), pool.views())
     if not cands or cands[0] != provider:
@@ -131,7 +147,7 @@ def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, reco
             f.prepare()
         if warm:
             warm_up(pool, cfg.allowed_providers(job))
-        return _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks)
+        return _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks, say)
     finally:
         for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
             f.close()
@@ -165,32 +181,58 @@ def warm_up(pool, providers) -> None:
         raise errors[0]
 
 
+def remove_staged(pool, providers, job, window) -> int:
+    """Remove what drills of ``job`` staged for ``window`` on these providers' storages (best
+    effort: a storage still down keeps its parts, which no reader looks at). Returns how many."""
+    n = 0
+    for name in providers:
+        try:
+            store = pool.store(name)
+            keys = store.list(f"{DRILL_STAGING}/{job.feature_view}/{window.tag}-part")
+            if keys:
+                store.delete(keys)
+            n += len(keys)
+        except Exception:  # noqa: BLE001 - left for the next drill of the window
+            continue
+    return n
+
+
 def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: list, recovery: bool,
-           min_chunks: int) -> dict[str, Any]:
+           min_chunks: int, say: Callable[[str], None]) -> dict[str, Any]:
     pool, ledger = runner.pool, runner.ledger
+    name = drill_job(job.name)
+    close_orphans(ledger, job.name, cfg.daemon.run_lease)
     result: dict[str, Any] = {}
-    prior = ledger.find_run(job.name, window.start, window.end)
-    # a forced re-run keeps the window's run row, and with it the attempts of earlier runs
+    prior = ledger.find_run(name, window.start, window.end)
+    # a re-drill of a window keeps the drill's run row, and with it the attempts of earlier drills
     earlier = {a["id"] for a in ledger.attempts(prior.id)} if prior else set()
     t_start = time.monotonic()
-    t = threading.Thread(target=lambda: result.update(o=runner.run_window(job, window, trigger="drill", force=True)),
+
+    def step(what: str, at: float | None = None) -> None:
+        say(f"+{(at if at is not None else time.monotonic()) - t_start:6.1f}s  {what}")
+
+    t = threading.Thread(target=lambda: result.update(o=runner.run_window(job, window, trigger="drill", force=True,
+                                                                          drill_as=name)),
                          name="skyfeast-drill-run", daemon=True)
     t.start()
 
     def mid_run():
-        r = ledger.find_run(job.name, window.start, window.end)
+        r = ledger.find_run(name, window.start, window.end)
         return r if r and r.status == "running" and r.partitions and len(ledger.chunks(r.id)) >= min_chunks else None
 
     run = _wait(mid_run, 180)
     if run is None:
         t.join(timeout=60)
         raise UsageError(f"{job.name} never got part-way on {provider}; is its window too small to drill?")
+    step(f"run started: {job.name} {window} on {provider}, recorded as {name} (run {run.id}), "
+         f"{len(ledger.chunks(run.id))}/{run.partitions} chunk(s) staged")
     if not faults:
         faults.append(make_fault(pool, provider, mode))
     fault = faults[0]
     done_at_fault = len(ledger.chunks(run.id))
     t_fault = time.monotonic()
     fault.inject()
+    step(f"fault injected: {fault.how}", t_fault)
 
     def detected():
         a = ledger.attempts(run.id)
@@ -198,6 +240,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
                 or any(x["provider"] == provider and x["outcome"] == "failed" and x["id"] not in earlier for x in a))
 
     t_detect = time.monotonic() if _wait(detected, 120, 0.05) else None
+    step(f"detected: {provider} is down" if t_detect is not None else "detected: not within 120 s", t_detect)
 
     def first_task_elsewhere():
         attempts = {a["id"]: a["provider"] for a in ledger.attempts(run.id)}
@@ -205,27 +248,39 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
 
     t_first = time.monotonic() if _wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
         and first_task_elsewhere() else None
+    step("first task elsewhere: a chunk finished on another provider" if t_first is not None
+         else "first task elsewhere: none (no chunk finished on another provider)", t_first)
     # A run can stay blocked on the faulty provider (executor._watch calls Future.result()
     # without a deadline on a future that finished just before a hang or partition; that
     # call waits for the scheduler, not for the watchdog). Such a run would never finish
     # while the fault lasts, so the fault is lifted after STUCK_AFTER and the report says so.
     blocked = _wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1) is None
     if blocked:
+        step(f"run blocked on {provider} for {STUCK_AFTER:.0f} s: lifting the fault")
         fault.restore()
     t.join(timeout=600)
     t_done = time.monotonic()
     outcome = result.get("o")
+    step(f"done: {outcome.status} on {outcome.provider} after {outcome.attempts} attempt(s)" if outcome
+         else "done: the run did not finish", t_done)
     fault.restore()
     t_restore0 = time.monotonic()
     restored = recovery and _wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
                                   cfg.health.blocklist_ttl.total_seconds() + 120, 0.2)
     t_restored = time.monotonic()
+    if recovery:
+        step(f"restored: {provider} is healthy again" if restored else f"restored: {provider} never became healthy",
+             t_restored)
     back = None
     if restored:
         back = _wait(lambda: (place(cfg.allowed_providers(job), pool.views()) or [None])[0] == provider,
                      cfg.health.failback_after.total_seconds() + 30, 0.2)
     t_back = time.monotonic()
-    rows = ledger.runs(job=job.name, limit=100_000)
+    if recovery:
+        step(f"failback: {provider} is preferred again" if back else f"failback: {provider} is not preferred again",
+             t_back)
+    staged_removed = remove_staged(pool, cfg.allowed_providers(job), job, window)
+    rows = ledger.runs(job=name, limit=100_000)
     same = [r for r in rows if (r.window_start, r.window_end) == (window.start, window.end)]
     final = ledger.get_run(run.id)
     attempts = [a for a in ledger.attempts(run.id) if a["id"] not in earlier]
@@ -238,6 +293,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     return {
         "provider": provider, "mode": mode, "fault": fault.how, "job": job.name,
         "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+        "recorded_as": name, "run_id": run.id, "published": False, "staged_parts_left_removed": staged_removed,
         "detection_s": round(t_detect - t_fault, 3) if t_detect is not None else None,
         "first_task_on_new_provider_s": round(t_first - t_fault, 3) if t_first is not None else None,
         "completed": bool(outcome and outcome.status == "succeeded"),
