@@ -62,6 +62,10 @@ def test_sigterm_stops_cleanly_and_leaves_no_running_rows(tmp_path):
             pytest.fail("daemon produced no successful model run within 120 s")
         code, status = skyfeast_json("status", "-c", str(cfg), cwd=cfg.parent)
         assert code == 0 and status["leader"]["active"] is True
+        # the daemon's health monitor recorded its probes of the provider it ran on (issue 14, item 7)
+        aws = {p["name"]: p for p in status["providers"]}["aws"]
+        assert aws["state"] in ("healthy", "degraded") and aws["probed_by"] == status["leader"]["holder"], aws
+        assert aws["checked_at"] and 0 <= aws["probe_age_s"] < 30, aws
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     finally:
