@@ -13,8 +13,7 @@ out unless asked: :func:`list_runs`.
 from __future__ import annotations
 
 from skyfeast.scheduler.ledger import PENDING, Ledger, RunRow
-
-PREFIX = "drill:"
+from skyfeast.scheduler.ledger.core import DRILL_JOB_PREFIX as PREFIX
 
 
 def drill_job(job: str) -> str:

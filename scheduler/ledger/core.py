@@ -356,14 +356,15 @@ class Ledger(CopyBook, ProbeBook):
         """Queued runs, started afresh. ``after`` maps a job to its upstream job: a run of such a
         job is left alone while the upstream run of its window is still queued, running or
         interrupted (it would only be handed back), so a waiting run is not re-claimed every poll."""
-        return self._claim_where(runs_t.c.status == "queued", lease, limit, fresh=True, after=after)
+        return self._claim_where(sa.and_(runs_t.c.status == "queued", _production), lease, limit, fresh=True,
+                                 after=after)
 
     def reclaim_expired(self, lease: timedelta, limit: int = 100, *,
                         after: dict[str, str] | None = None) -> list[RunRow]:
         """Running runs whose owner stopped heartbeating, and runs interrupted by a clean
         shutdown: take them over, keeping their chunks. ``after`` as for :meth:`claim_queued`."""
-        cond = sa.or_(sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now()),
-                      runs_t.c.status == "interrupted")
+        cond = sa.and_(sa.or_(sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now()),
+                              runs_t.c.status == "interrupted"), _production)
         return self._claim_where(cond, lease, limit, fresh=False, after=after)
 
     def release_runs(self, run_ids: list[int]) -> None:
@@ -555,9 +556,15 @@ class Ledger(CopyBook, ProbeBook):
 
     def last_success_by_provider(self) -> dict[str, datetime]:
         q = sa.select(runs_t.c.provider, sa.func.max(runs_t.c.ended_at, type_=UTCDateTime)).where(
-            runs_t.c.status == "succeeded").group_by(runs_t.c.provider)
+            runs_t.c.status == "succeeded", _production).group_by(runs_t.c.provider)
         with self.engine.connect() as conn:
             return {p: t for p, t in conn.execute(q) if p}
+
+
+# drills record their runs as job ``drill:JOB`` (skyfeast.scheduler.drills.records): a daemon never
+# claims or resumes one, and they do not count as a provider's production successes
+DRILL_JOB_PREFIX = "drill:"
+_production = ~runs_t.c.job.startswith(DRILL_JOB_PREFIX, autoescape=True)
 
 
 def _pg_options(url: str, statement_timeout: float) -> dict[str, str]:

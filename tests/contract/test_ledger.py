@@ -507,3 +507,26 @@ def test_recording_probes_is_not_fenced(ledger_url):
     finally:
         leader.close()
         standby.close()
+
+
+def test_drill_runs_are_never_picked_up_nor_counted_as_production(ledger):
+    """A drill's run (job ``drill:JOB``) that a killed drill left behind is not a daemon's to
+    resume, and its success is not a provider's production success."""
+    orphan, _ = claim(ledger, "drill:job", lease=TINY, trigger="drill")
+    ledger.start_attempt(orphan, "gcp")
+    queued, _ = ledger.enqueue("drill:job", *W1, trigger="drill")
+    done, _ = claim(ledger, "drill:other", trigger="drill")
+    ledger.finish_success(done, ledger.start_attempt(done, "aws"), 10)
+    _expire()
+    assert ledger.reclaim_expired(LONG) == [] and ledger.claim_queued(LONG) == []
+    assert ledger.last_success_by_provider() == {}
+    # the same runs under a production job name are picked up and counted
+    prod, _ = claim(ledger, "job", lease=TINY)
+    ledger.enqueue("job", *W1)
+    ok, _ = claim(ledger, "other")
+    ledger.finish_success(ok, ledger.start_attempt(ok, "aws"), 10)
+    _expire()
+    assert [r.id for r in ledger.reclaim_expired(LONG)] == [prod]
+    assert [r.job for r in ledger.claim_queued(LONG)] == ["job"]
+    assert set(ledger.last_success_by_provider()) == {"aws"}
+    assert queued != prod
