@@ -82,12 +82,13 @@ def main() -> int:
     cfg_path = build_project(tmp / "p", args.feature_jobs, args.model_jobs, args.state)
 
     t0 = time.perf_counter()
-    from skyfeast.scheduler.app.daemon import Daemon
     from skyfeast.scheduler.config import load_config
+
+    cfg = load_config(cfg_path)  # before the daemon's imports, as `skyfeast daemon` does
+    from skyfeast.scheduler.app.daemon import Daemon
     from skyfeast.scheduler.ledger import Ledger
     from skyfeast.scheduler.run.runner import Outcome
 
-    cfg = load_config(cfg_path)
     ledger = Ledger(cfg.state_url)
     insert_time = [0.0]
     inserted = [0]

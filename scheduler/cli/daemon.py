@@ -22,12 +22,15 @@ def register(sub) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.config import load_config
+
+    # the config first: parsing a large one (10,000 jobs) briefly takes ~150 MB, which the imports
+    # below (Feast, Dask, pandas) then reuse instead of adding to the peak
+    cfg = load_config(args.config)
     from skyfeast.scheduler.app import build_daemon, open_runtime
     from skyfeast.scheduler.app.daemon import ThreadDied
     from skyfeast.scheduler.cli.console import ProgressReporter, err
-    from skyfeast.scheduler.config import load_config
 
-    cfg = load_config(args.config)
     if args.ticks is not None and args.ticks < 1:
         raise UsageError("--ticks must be at least 1")
     if args.max_parallel is not None and args.max_parallel < 1:

@@ -423,7 +423,7 @@ class DaemonSettings(_Strict):
     leader_lease: Duration = Field(default=timedelta(seconds=10),
                                    description="leader lease; a standby takes over this long after the leader dies")
     poll: Duration = Field(default=timedelta(seconds=1), description="how often queued and orphaned runs are picked up")
-    max_parallel: Int = Field(4, ge=1, le=1024, description="runs executing at once")
+    max_parallel: Int = Field(8, ge=1, le=1024, description="runs executing at once")
     grace: Duration = Field(default=timedelta(seconds=60), description="SIGTERM: time running work gets before it is cancelled")
     ledger_connect_timeout: Duration = Field(default=timedelta(seconds=3), le=timedelta(minutes=10),
                                              description="deadline for connecting to the ledger (PostgreSQL)")

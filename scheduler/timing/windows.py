@@ -149,8 +149,10 @@ def make_trigger(schedule: CronSchedule | IntervalSchedule) -> BaseTrigger:
     return IntervalTrigger(seconds=schedule.every.total_seconds(), start_date=anchor, timezone=UTC)
 
 
+@lru_cache(maxsize=16384)
 def next_fire(trigger: BaseTrigger, after: datetime) -> datetime | None:
-    """First fire time strictly after ``after``."""
+    """First fire time strictly after ``after``.  Memoised: thousands of jobs that share a cron
+    expression (one cached trigger) fire at the same instant, and a daemon's tick asks for each."""
     # Always ask for "the first fire at or after a probe" (no previous fire time):
     # APScheduler 3's previous-fire path loses the DST fold and, inside the repeated
     # hour of a fall-back, returns the same instant forever (agronholm/apscheduler#1021,
@@ -233,7 +235,12 @@ def previous_fire(trigger: BaseTrigger, before: datetime) -> datetime:
 def window_for_fire(schedule: CronSchedule | IntervalSchedule, fire: datetime) -> Window:
     if isinstance(schedule, IntervalSchedule):
         return Window(fire - schedule.every, fire)
-    return Window(previous_fire(make_trigger(schedule), fire), fire)
+    return _cron_window(schedule.expr, schedule.timezone, fire)
+
+
+@lru_cache(maxsize=16384)
+def _cron_window(expr: str, tz: str, fire: datetime) -> Window:
+    return Window(previous_fire(_cron_trigger(expr, tz), fire), fire)
 
 
 def latest_window(schedule: CronSchedule | IntervalSchedule, now: datetime) -> Window:

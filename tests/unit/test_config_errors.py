@@ -218,9 +218,9 @@ CASES: list[Case] = [
           p1:
             cluster: {type: local, workers: 1}
             storage: {type: local, root: data}
-        jobs: &jobs  # <-
-          - *jobs
-    """), "jobs[0]", 8, "recursive YAML alias"),  # PyYAML keeps no mark for an alias: the anchor's line
+        jobs: &jobs
+          - *jobs  # <-
+    """), "jobs[0]", 9, "recursive YAML alias"),  # the line of the alias that repeats its ancestor
     Case("undefined-env-var", y(f"""
         project: t
         feast:

@@ -226,7 +226,9 @@ def test_recursive_alias_is_a_problem_not_a_crash():
 def test_non_recursive_aliases_are_fine():
     data, smap = load_yaml("base: &b {type: local, workers: 2}\nother: *b\n", "f.yaml")
     assert data["other"] == {"type": "local", "workers": 2}
-    assert smap.line_for(("other", "workers")) == (1, "other.workers")  # the anchored node's line
+    # inside an alias's content, the line where the alias is used
+    assert smap.line_for(("other", "workers")) == (2, "other.workers")
+    assert smap.line_for(("base", "workers")) == (1, "base.workers")
 
 
 # --------------------------------------------------------------------------- pydantic locations
