@@ -219,7 +219,7 @@ def main() -> int:
         project = tmp / "p"
         cfg_path = build_project(project, args.jobs, args.rows, max_parallel, args.state)
         run = one_tick(cfg_path, max_parallel=max_parallel)
-        run["feast_reads_checked"] = check_reads(project, args.jobs)
+        run["feast_reads_checked"] = check_reads(project, args.jobs) if run["succeeded"] == args.jobs else 0
         result["measured"] = run
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

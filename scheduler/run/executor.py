@@ -16,6 +16,10 @@ shuffle and the watching are shared with drop-in materialisation
    chunk staged by an earlier attempt, from its staged file.  Parts a previous run
    of the window left beyond this run's chunks are removed afterwards.
 
+A small window (input files of at most ``SMALL_INPUT_ROWS`` rows) is one chunk: one task reads,
+transforms and then publishes it, with no staging in between, since that chunk is the whole
+window.  Drill runs (``publish`` False) stage it like any other.
+
 So a run that fails, times out or is cancelled while computing leaves the online
 store and Feast's offline source as they were.  Publishing is idempotent: an
 attempt that fails while publishing is retried or failed over, and the next
@@ -180,6 +184,20 @@ def read_inputs(urls: list[str], storage_options: dict) -> pd.DataFrame:
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
+def small_window(urls: list[str], storage_options: dict, spec: PartitionSpec) -> dict:
+    """A small window, both phases in one task: its only chunk is computed, then published (it
+    is every chunk of the window, so nothing is published before the whole window is computed).
+    Returns the chunk's stats, its part as ``file``, and ``write_s`` (seconds publishing)."""
+    computed = feature_partition(read_inputs(urls, storage_options), 0, spec)
+    out, rows_in = computed
+    if out is None or not len(out):
+        return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None, "write_s": 0.0}
+    t = time.perf_counter()
+    pub = publish_chunk(computed, None, 0, spec)
+    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": pub["rows_online"], "file": pub["file"],
+            "write_s": time.perf_counter() - t}
+
+
 def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
     """Phase 1 of a feature job's chunk: the contract on its rows, then the transform."""
     ts = spec.ts_field
@@ -281,6 +299,26 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     return published
 
 
+def _run_small(client, urls: list[str], storage_options: dict, spec: PartitionSpec, deadline: float,
+               progress: ProgressFn | None, cancelled: Callable[[], bool], book: ChunkBook,
+               phases: dict[str, float]) -> dict[int, dict]:
+    """A small window's one task (:func:`small_window`); its chunk is recorded once published."""
+    t = time.perf_counter()
+    if progress:
+        progress(0, 1)
+    fut = client.submit(small_window, urls, storage_options, spec, pure=False)
+    phases["submit"], t = time.perf_counter() - t, time.perf_counter()
+    result: dict = {}
+    watch(client, [fut], on_result=lambda _, stats: result.update(stats), deadline=deadline, cancelled=cancelled)
+    write_s = result.pop("write_s")
+    phases["compute"], phases["write"] = max(0.0, time.perf_counter() - t - write_s), write_s
+    book.record(0, result)
+    book.done[0] = result
+    if progress:
+        progress(1, 1)
+    return {0: {"file": result["file"], "rows_online": result["rows_online"]}} if result["file"] else {}
+
+
 def usable_chunks(book: ChunkBook, stores: Mapping[str, ObjectStore]) -> None:
     """Forget chunks of ``book`` whose staged part cannot be read any more, so they are computed again."""
     for i, stats in list(book.done.items()):
@@ -353,6 +391,11 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
         # a small window is one chunk, read and transformed in one task: no sampling, no shuffle
         book.partitions = 1
         usable_chunks(book, stores)
+        if publish and not book.done:
+            phases = {"plan": time.perf_counter() - t0}
+            published = _run_small(client, urls, source_store.storage_options, spec, deadline, progress, cancelled,
+                                   book, phases)
+            return _finish(store, out_key, published, book, stores, phases)
         tasks = {} if 0 in book.done else {
             0: dask.delayed(feature_partition, pure=False)(
                 dask.delayed(read_inputs, pure=False)(urls, source_store.storage_options), 0, spec)}
