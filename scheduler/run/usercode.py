@@ -26,6 +26,19 @@ def import_callable(spec: str, base_dir: Path) -> Callable[..., Any]:
     base = str(base_dir)
     if base not in sys.path:
         sys.path.insert(0, base)
+    top = mod_name.partition(".")[0]
+    local = base_dir / f"{top}.py"
+    if not local.exists():
+        local = base_dir / top / "__init__.py"
+    cached = sys.modules.get(top)
+    cached_file = getattr(cached, "__file__", None)
+    if local.exists() and cached is not None and (cached_file is None or Path(cached_file).resolve() != local.resolve()):
+        # a module of that name from another project (one process, several configs): this one's wins
+        for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+            del sys.modules[name]
+        sys.path.remove(base)
+        sys.path.insert(0, base)
+        importlib.invalidate_caches()
     try:
         module = importlib.import_module(mod_name)
     except ModuleNotFoundError as exc:

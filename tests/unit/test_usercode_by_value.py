@@ -40,3 +40,19 @@ def test_project_function_is_pickled_by_value_and_runs_elsewhere(tmp_path):
 def test_installed_functions_stay_references(tmp_path):
     fn = import_callable("json:dumps", tmp_path)
     assert not isinstance(fn, ByValue)
+
+
+def test_same_module_name_in_two_projects_each_gets_its_own(tmp_path, monkeypatch):
+    """One process, two configs whose user code is both ``transforms``: each config's functions
+    come from its own directory, not from whichever project was imported first."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d, body in ((one, "def a(x):\n    return 'one'\n"), (two, "def b(x):\n    return 'two'\n")):
+        d.mkdir()
+        (d / "skyfeast_tf_twice.py").write_text(body)
+    try:
+        assert import_callable("skyfeast_tf_twice:a", one)(0) == "one"
+        assert import_callable("skyfeast_tf_twice:b", two)(0) == "two"
+        assert import_callable("skyfeast_tf_twice:a", one)(0) == "one"
+    finally:
+        sys.modules.pop("skyfeast_tf_twice", None)
