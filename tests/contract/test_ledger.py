@@ -1,6 +1,7 @@
 """Contract suite for the run ledger, over every backend (SQLite and PostgreSQL).
 
-``ledger_url`` (tests/conftest.py) gives a fresh database per test.
+``ledger_url`` (tests/conftest.py) gives a fresh, empty ledger per test (a SQLite file, or a
+PostgreSQL schema of the session's database).
 """
 
 from __future__ import annotations
