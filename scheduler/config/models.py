@@ -308,14 +308,26 @@ class CronSchedule(_Strict):
     @field_validator("expr")
     @classmethod
     def _valid_cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from datetime import datetime, timezone
+
+        from cronsim import CronSim, CronSimError
+
+        from skyfeast.scheduler.timing.windows import _cron_trigger
 
         if len(v.split()) != 5:
             raise ValueError(f"cron expression {v!r} must have 5 fields (minute hour day month weekday)")
-        try:
-            CronTrigger.from_crontab(v, timezone="UTC")
+        try:  # the trigger the daemon fires on (crontab weekdays: 0 and 7 are Sunday, names, ranges)
+            trig = _cron_trigger(v, "UTC")
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        try:
+            CronSim(trig.crontab, datetime(2000, 1, 1, tzinfo=timezone.utc))
+        except CronSimError as exc:
+            # e.g. "0 0 31 2 *": no such day in those months (a day field with words, such as
+            # APScheduler's "last", is one cronsim cannot read, not one that never fires)
+            if "day-of-month" in str(exc) and re.fullmatch(r"[0-9,*/-]+", v.split()[2]):
+                raise ValueError(f"cron expression {v!r} never fires: day {v.split()[2]} does not occur in "
+                                 f"month(s) {v.split()[3]}") from None
         return v
 
     @field_validator("timezone")

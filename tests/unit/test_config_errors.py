@@ -419,6 +419,24 @@ CASES: list[Case] = [
             transform: transforms:feat
             feature_view: fv
     """), "jobs[0].schedule.expr", 13, "invalid cron expression '0 25 * * *'"),
+    Case("cron-never-fires", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule:
+              type: cron
+              expr: "0 0 31 2 *"  # <-
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].schedule.expr", 13, "cron expression '0 0 31 2 *' never fires: day 31 does not occur in month(s) 2"),
     Case("cron-wrong-field-count", y("""
         project: t
         feast:
@@ -1111,3 +1129,13 @@ def test_console_script_reports_without_traceback(tmp_path, feast_repo, text, ex
     assert "Traceback" not in proc.stderr
     assert f"{cfg}{expected}" in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("expr", ["0 9 * * 7", "0 9 * * sun-thu", "0 9 * * 5-7", "0 0 29 2 *", "0 0 last * *"])
+def test_crontab_weekdays_and_rare_days_are_valid(tmp_path, feast_repo, expr):
+    """Crontab's Sunday as 7, weekday name ranges that wrap through Sunday, 29 February and
+    APScheduler's ``last`` are what the daemon fires on, so validate accepts them."""
+    text = BASE.replace("{type: cron, expr: \"0 * * * *\"}", f"{{type: cron, expr: \"{expr}\"}}")
+    assert expr in text
+    cfg = load_config(write_project(tmp_path, text, feast_repo))
+    assert cfg.jobs[0].schedule.expr == expr
