@@ -13,6 +13,9 @@ Version history:
   are slices of the online store's key order, kept for resume like ``partitions``.
 * 6 – ``skyfeast_provider_probes``: each provider's latest health probe (state,
   time, workers, error, and which process probed), so ``status`` can show it.
+* 7 – the model registry's tables (``skyfeast_models``, ``skyfeast_model_versions``,
+  ``skyfeast_model_aliases``, ``skyfeast_model_alias_history``), defined in
+  :mod:`skyfeast.featurestore.models.tables` on their own metadata.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -25,7 +28,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 6
+from skyfeast.featurestore.models.tables import create_tables as create_registry_tables
+
+SCHEMA_VERSION = 7
 UTC = timezone.utc
 
 
@@ -183,7 +188,11 @@ def _v5_to_v6(conn: sa.Connection) -> None:
     pass  # only a new table, created by create_all below
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+def _v6_to_v7(conn: sa.Connection) -> None:
+    pass  # only the registry's new tables, created below
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def migrate(conn: sa.Connection) -> int:
@@ -191,6 +200,7 @@ def migrate(conn: sa.Connection) -> int:
     insp = sa.inspect(conn)
     if not insp.has_table("skyfeast_meta"):
         metadata.create_all(conn)
+        create_registry_tables(conn)
         conn.execute(meta_t.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
         return 0
     found = int(conn.execute(sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).scalar_one())
@@ -199,6 +209,7 @@ def migrate(conn: sa.Connection) -> int:
     for v in range(found, SCHEMA_VERSION):
         MIGRATIONS[v](conn)
     metadata.create_all(conn)  # new tables of later versions
+    create_registry_tables(conn)  # v7
     if found != SCHEMA_VERSION:
         conn.execute(meta_t.update().where(meta_t.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
     return found

@@ -1,4 +1,4 @@
-"""Ledger schema upgrades: a v1 ledger is migrated in place, keeping its rows."""
+"""Ledger schema upgrades: a v1 (or v5, v6) ledger is migrated in place, keeping its rows."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from skyfeast.featurestore.models import ModelRegistry
+from skyfeast.featurestore.models.tables import TABLES
 from skyfeast.scheduler.ledger import Ledger
 from skyfeast.scheduler.ledger.schema import SCHEMA_VERSION
 
@@ -46,7 +48,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 6
+        assert ledger.schema_version() == SCHEMA_VERSION == 7
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -75,11 +77,15 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         # v6: each provider's latest probe
         ledger.record_probe("aws", "healthy", workers=2)
         assert ledger.probes()["aws"]["state"] == "healthy"
+        # v7: the model registry
+        registry = ModelRegistry(ledger.engine)
+        registry.register("churn", artifact_key="models/churn/v1/m.joblib", sha256="0" * 64, size=1, created_by="t")
+        assert registry.get("churn").version == 1
     finally:
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 6 and len(again.runs()) == 2
+        assert again.schema_version() == 7 and len(again.runs()) == 2
     finally:
         again.close()
 
@@ -94,15 +100,49 @@ def test_v5_ledger_gains_the_probe_table_and_keeps_its_rows(ledger_url):
     engine = sa.create_engine(ledger_url)
     with engine.begin() as conn:  # back to what v5 created
         conn.execute(sa.text("DROP TABLE skyfeast_provider_probes"))
+        _drop_registry(conn)
         conn.execute(sa.text("UPDATE skyfeast_meta SET value = '5' WHERE key = 'schema_version'"))
     engine.dispose()
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == 6
+        assert ledger.schema_version() == SCHEMA_VERSION
         assert ledger.get_run(rid).status == "running" and "gcp" in ledger.cordons()
         assert ledger.probes() == {}
         ledger.record_probe("aws", "down", error="refused")
         assert ledger.probes()["aws"]["error"] == "refused"
+    finally:
+        ledger.close()
+
+
+def _drop_registry(conn: sa.Connection) -> None:
+    for table in reversed(TABLES):  # what a ledger before v7 did not have
+        conn.execute(sa.text(f"DROP TABLE {table.name}"))
+
+
+def test_v6_ledger_gains_the_model_registry_and_keeps_its_rows(ledger_url):
+    """The ledger of the previous release (v6: no registry tables) is upgraded in place."""
+    ledger = Ledger(ledger_url)
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    rid, _ = ledger.claim("user_features", start, end, trigger="manual", lease=timedelta(seconds=30))
+    ledger.record_probe("aws", "healthy", workers=2)
+    ledger.close()
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:  # back to what v6 created
+        _drop_registry(conn)
+        conn.execute(sa.text("UPDATE skyfeast_meta SET value = '6' WHERE key = 'schema_version'"))
+        assert not sa.inspect(conn).has_table("skyfeast_models")
+    engine.dispose()
+
+    ledger = Ledger(ledger_url)
+    try:
+        assert ledger.schema_version() == SCHEMA_VERSION == 7
+        assert ledger.get_run(rid).status == "running" and ledger.probes()["aws"]["workers"] == 2
+        names = set(sa.inspect(ledger.engine).get_table_names())
+        assert {t.name for t in TABLES} <= names
+        registry = ModelRegistry(ledger.engine)
+        assert registry.list_models() == []
+        v = registry.register("churn", artifact_key="k", sha256="a" * 64, size=3, created_by="t")
+        assert registry.promote("churn", v.version, actor="t").to_version == 1
     finally:
         ledger.close()
