@@ -20,7 +20,7 @@ EPILOG = """exit status: 0 ok, 1 a run failed, 2 bad config/data/arguments.
 docs: README.md, docs/cli.md and docs/config.md"""
 
 
-COMMANDS = ("validate", "plan", "run", "daemon", "status", "ops", "drill", "materialize")
+COMMANDS = ("validate", "plan", "run", "daemon", "status", "ops", "drill", "materialize", "models")
 """Command modules of this package, in ``--help`` order; each has ``register(subparsers)``, which adds its
 subcommand(s) with ``set_defaults(func=...)``.  Their top-level imports stay light: all load for ``--help``."""
 
