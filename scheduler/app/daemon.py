@@ -175,8 +175,10 @@ class Daemon:
                 out = self.execute(job, window, rid)
                 with self._lock:
                     self.outcomes.append(out)
-                if out.status != "succeeded":
-                    break  # downstream would only fail on missing input: re-queued below
+                if out.status == "cancelled" or (out.status == "skipped" and out.run_id is not None):
+                    break  # shutting down, or handed back: what has not started is re-queued below
+                # after a failure the chain goes on: the runner records a downstream of the failed
+                # run as upstream_failed without spending an attempt, and other branches still run
             except Fenced:
                 log.error("run %s: ledger write fenced off; this daemon is no longer leader", rid)
                 self.stop.set()

@@ -17,7 +17,8 @@ from skyfeast.scheduler.timing.windows import Window
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
-_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta", "running": "cyan", "interrupted": "yellow"}
+_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta", "running": "cyan", "interrupted": "yellow",
+          "upstream_failed": "yellow"}
 
 
 class ProgressReporter:

@@ -22,7 +22,7 @@ from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.errors import UsageError
 from skyfeast.scheduler.timing.windows import Window, latest_window, next_fires, parse_time, window_for_fire
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled", "upstream_failed")
 EXIT_WAIT_TIMED_OUT = 3  # trigger --wait: the run did not finish in time (it goes on; see `skyfeast runs`)
 BACKFILL_CONFIRM = 1000  # a backfill over more windows than this asks for --yes
 BACKFILL_MAX = 100_000  # and one over more than this is refused: split it

@@ -97,7 +97,8 @@ SHOW_ALL = 50  # above this many runs the table lists only those that did not su
 
 def run_concurrently(runner, jobs: list, windows: dict, *, parallel: int, force: bool):
     """Run each job's window, up to ``parallel`` at once; a job starts after its upstream (when
-    both are selected) succeeded.  Returns (outcomes in ``jobs`` order, [(job, why)] never started)."""
+    both are selected) ended; one whose upstream failed is recorded ``upstream_failed`` without an
+    attempt.  Returns (outcomes in ``jobs`` order, [(job, why)] never started: interrupted)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from skyfeast.scheduler.app.daemon import chains
@@ -111,12 +112,7 @@ def run_concurrently(runner, jobs: list, windows: dict, *, parallel: int, force:
                 for later, _, _ in items[i:]:
                     skipped[later.name] = "interrupted before it started"
                 return
-            o = runner.run_window(job, window, trigger="manual", force=force)
-            results[job.name] = o
-            if o.status in ("failed", "cancelled"):  # skipped (already done, or someone else's) goes on
-                for later, _, _ in items[i + 1:]:
-                    skipped[later.name] = f"upstream {job.name!r} {o.status}"
-                return
+            results[job.name] = runner.run_window(job, window, trigger="manual", force=force)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="skyfeast-run") as pool:
         for fut in [pool.submit(chain, c) for c in chains([(j, windows[j.name], None) for j in jobs])]:

@@ -54,7 +54,9 @@ CONNECT_TIMEOUT = 3.0  # seconds (daemon.ledger_connect_timeout); a ?connect_tim
 STATEMENT_TIMEOUT = 30.0  # seconds (daemon.ledger_statement_timeout); SQLite: the busy timeout
 # "interrupted": started, then given back at a clean shutdown; it keeps its chunks and the
 # next claimer resumes it (unlike "queued", which starts afresh)
-RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
+# upstream_failed: a run whose upstream run of the same window failed; it never started (no attempt
+# spent) and goes back to queued when that upstream succeeds (requeue_upstream_failed)
+RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled", "upstream_failed")
 FAILURE_CLASSES = ("user_code", "data", "config", "infrastructure", "timeout", "cancelled")
 __all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime", "open_ledger"]
 
@@ -246,7 +248,7 @@ class Ledger(CopyBook, ProbeBook):
                 pass
             row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.lease_until).where(
                 runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
-            ok = row.status in ("queued", "failed", "cancelled", "interrupted") or (
+            ok = row.status in ("queued", "failed", "cancelled", "interrupted", "upstream_failed") or (
                 force and row.status == "succeeded") or (
                 row.status == "running" and row.lease_until is not None and row.lease_until < now)
             if not ok:
@@ -390,7 +392,7 @@ class Ledger(CopyBook, ProbeBook):
                 pass
             row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status).where(
                 runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
-            if row.status in ("failed", "cancelled"):
+            if row.status in ("failed", "cancelled", "upstream_failed"):
                 conn.execute(runs_t.update().where(runs_t.c.id == row.id, runs_t.c.status == row.status)
                              .values(status="queued", trigger=trigger, owner=None, lease_until=None))
                 return int(row.id), "queued"
@@ -487,6 +489,20 @@ class Ledger(CopyBook, ProbeBook):
             if copy_to_primary:
                 self.mark_copy_pending(conn, run_id)
         return True
+
+    def requeue_upstream_failed(self, jobs: list[str], start: datetime, end: datetime) -> list[int]:
+        """Runs of ``jobs`` for this window that were marked ``upstream_failed`` go back to ``queued``
+        (their upstream has just succeeded), for a daemon to pick up. Returns their ids."""
+        if not jobs:
+            return []
+        with self._write() as conn:
+            ids = [r.id for r in conn.execute(sa.select(runs_t.c.id).where(
+                runs_t.c.job.in_(jobs), runs_t.c.window_start == start, runs_t.c.window_end == end,
+                runs_t.c.status == "upstream_failed"))]
+            if ids:
+                conn.execute(runs_t.update().where(runs_t.c.id.in_(ids), runs_t.c.status == "upstream_failed").values(
+                    status="queued", owner=None, lease_until=None, started_at=None, ended_at=None, error=None))
+        return ids
 
     def finish_run(self, run_id: int, *, status: str, rows: int | None = None,
                    failure_class: str | None = None, error: str | None = None) -> bool:

@@ -37,7 +37,7 @@ log = logging.getLogger("skyfeast.runner")
 class Outcome:
     job: str
     window: Window
-    status: str  # succeeded | failed | skipped
+    status: str  # succeeded | failed | cancelled | skipped | upstream_failed
     run_id: int | None = None
     provider: str | None = None
     attempts: int = 0
@@ -130,6 +130,12 @@ class Runner:
             # hand the run back instead of failing it; the next poll claims it again
             self.ledger.release_runs([run_id])
             return Outcome(job.name, window, "skipped", run_id=run_id, reason=waiting)
+        failed_up = self._upstream_failed(job, window)
+        if failed_up:
+            # no attempt is spent on input that cannot exist; the upstream's success requeues it
+            if not self.ledger.finish_run(run_id, status="upstream_failed", error=failed_up):
+                log.warning("run %s was taken over by another process before it could be recorded", run_id)
+            return Outcome(job.name, window, "upstream_failed", run_id=run_id, reason=failed_up)
         locality = self._locality(job, window)
         candidates = place(self.cfg.allowed_providers(job), self.pool.views(), locality)
         out = Outcome(job.name, window, "failed", run_id=run_id)
@@ -191,6 +197,8 @@ class Runner:
             if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy,
                                               published=res.published):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
+            elif not drill:
+                self._requeue_downstream(job, window)
             phases = {**res.phases, "registry": t_record - t_registry, "record": time.perf_counter() - t_record}
             # the runner's own share of planning: placement, listing the source, importing user code
             phases["plan"] = phases.get("plan", 0.0) + max(0.0, t_registry - t_attempt - sum(res.phases.values()))
@@ -286,6 +294,26 @@ class Runner:
         if up is not None and up.status in PENDING:
             return f"waiting for upstream {job.source.job!r} (run {up.id} is {up.status})"
         return None
+
+    def _upstream_failed(self, job, window: Window) -> str | None:
+        if job.source.type != "job":
+            return None
+        up = self.ledger.find_run(job.source.job, window.start, window.end)
+        if up is not None and up.status in ("failed", "cancelled", "upstream_failed"):
+            return f"upstream {job.source.job!r} {up.status.replace('_', ' ')} (run {up.id})"
+        return None
+
+    def _requeue_downstream(self, job, window: Window) -> None:
+        """Downstream runs of this window that were held back by an earlier failure of this job
+        go back to the queue (a daemon runs them); best effort, as they can be re-run by hand."""
+        downstream = [j.name for j in self.cfg.jobs if j.source.type == "job" and j.source.job == job.name]
+        try:
+            ids = self.ledger.requeue_upstream_failed(downstream, window.start, window.end)
+        except Exception as exc:
+            log.warning("%s %s: cannot requeue its downstream runs: %s", job.name, window, exc)
+            return
+        if ids:
+            log.info("%s %s succeeded: %d downstream run(s) queued again", job.name, window, len(ids))
 
     def _source_replica(self, job: FeatureJob, provider: str):
         """(store, path) of the source replica this provider reads: its own, or (``cross_cloud``)

@@ -531,3 +531,18 @@ def test_drill_runs_are_never_picked_up_nor_counted_as_production(ledger):
     assert [r.job for r in ledger.claim_queued(LONG)] == ["job"]
     assert set(ledger.last_success_by_provider()) == {"aws"}
     assert queued != prod
+
+
+def test_upstream_failed_runs_are_requeued_when_their_upstream_succeeds(ledger):
+    down, _ = claim(ledger, "down")
+    assert ledger.finish_run(down, status="upstream_failed", error="upstream 'up' failed (run 1)")
+    other, _ = claim(ledger, "down", W1)  # another window: not requeued
+    assert ledger.finish_run(other, status="upstream_failed", error="upstream 'up' failed (run 2)")
+    assert ledger.claim_queued(LONG) == [] and ledger.reclaim_expired(LONG) == []
+    assert ledger.requeue_upstream_failed(["down"], *W0) == [down]
+    run = ledger.get_run(down)
+    assert (run.status, run.owner, run.error, run.attempts) == ("queued", None, None, 0)
+    assert ledger.get_run(other).status == "upstream_failed"
+    assert ledger.requeue_upstream_failed(["down"], *W0) == []  # already queued: nothing to do
+    # a manual run or a trigger takes an upstream_failed run at once
+    assert claim(ledger, "down", W1) == (other, "claimed")

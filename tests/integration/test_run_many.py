@@ -47,12 +47,27 @@ def test_run_runs_jobs_at_once_and_counts_what_never_started(tmp_path):
     code, report = skyfeast_json("run", "-c", str(cfg), "--at", AT, "--parallel", "4", cwd=project)
     assert code == 1, report
     status = {r["job"]: r["status"] for r in report["runs"]}
-    assert status == {**{f"f{i}": "succeeded" for i in range(6)}, "broken": "failed"}, status
-    assert report["not_started"] == [{"job": "scored_broken", "reason": "upstream 'broken' failed"}]
+    assert status == {**{f"f{i}": "succeeded" for i in range(6)}, "broken": "failed",
+                      "scored_broken": "upstream_failed"}, status
+    held = next(r for r in report["runs"] if r["job"] == "scored_broken")
+    assert held["attempts"] == 0 and held["reason"].startswith("upstream 'broken' failed (run "), held
+    assert report["not_started"] == []
     # at least two runs were executing at the same time
     spans = sorted(_intervals(project, cfg))
     assert len(spans) == 6
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+
+    # the ledger holds the downstream back, with no attempt spent; a fixed upstream requeues it
+    code, runs = skyfeast_json("runs", "-c", str(cfg), "--job", "scored_broken", cwd=project)
+    (row,) = runs["runs"]
+    assert row["status"] == "upstream_failed" and row["attempts"] == 0 and row["attempt_log"] == [], row
+    (project / "bad.py").write_text("from transforms import user_features as explode\n")
+    code, report = skyfeast_json("run", "-c", str(cfg), "--at", AT, "--job", "broken", cwd=project)
+    assert code == 0 and report["runs"][0]["status"] == "succeeded", report
+    code, runs = skyfeast_json("runs", "-c", str(cfg), "--job", "scored_broken", cwd=project)
+    assert [r["status"] for r in runs["runs"]] == ["queued"], runs  # a daemon would pick it up now
+    code, report = skyfeast_json("run", "-c", str(cfg), "--at", AT, "--job", "scored_broken", cwd=project)
+    assert code == 0 and report["runs"][0]["status"] == "succeeded", report
 
 
 def test_run_summary_line_and_interrupt(tmp_path):

