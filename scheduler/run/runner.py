@@ -75,15 +75,35 @@ class NullReporter:
         pass
 
 
+class RunObserver(Protocol):
+    """Told where attempts and runs end (the daemon's metrics); must be cheap and must not raise."""
+
+    def attempt_ended(self, job: str, provider: str, outcome: str, failure_class: str | None) -> None: ...
+    def failed_over(self, job: str, from_provider: str, to_provider: str, cause: str) -> None: ...
+    def run_ended(self, job: FeatureJob | ModelJob, outcome: Outcome) -> None: ...
+
+
+class NullObserver:
+    def attempt_ended(self, job, provider, outcome, failure_class):
+        pass
+
+    def failed_over(self, job, from_provider, to_provider, cause):
+        pass
+
+    def run_ended(self, job, outcome):
+        pass
+
+
 class Runner:
     def __init__(self, cfg: Config, ledger: Ledger, repo: FeastRepo, pool: ProviderPool,
                  reporter: Reporter | None = None, stop: threading.Event | None = None,
-                 liveness: Liveness | None = None):
+                 liveness: Liveness | None = None, observer: RunObserver | None = None):
         self.cfg = cfg
         self.ledger = ledger
         self.repo = repo
         self.pool = pool
         self.reporter = reporter or NullReporter()
+        self.observer = observer or NullObserver()
         self.stop = stop or threading.Event()
         self.liveness = liveness or Liveness()
         self.heartbeat = Heartbeat(ledger, cfg.daemon.run_lease, self.liveness)
@@ -120,6 +140,8 @@ class Runner:
             self.heartbeat.unregister(run_id)
         out.seconds = round(time.monotonic() - t0, 3)
         self.reporter.finished(out)
+        if not drill:
+            self.observer.run_ended(job, out)
         return out
 
     # ------------------------------------------------------------------ internals
@@ -160,6 +182,7 @@ class Runner:
                 err = describe(exc)
                 log.warning("%s %s on %s: %s failure: %s", job.name, window, provider, fclass.value, err)
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class=fclass.value, error=err)
+                self.observer.attempt_ended(job.name, provider, "failed", fclass.value)
                 if fclass is FailureClass.INFRASTRUCTURE:
                     self.pool.mark(provider, ProviderState.DEGRADED)
                 repeated = False
@@ -180,6 +203,7 @@ class Runner:
                         return self._fail(out, FailureClass.CANCELLED, "cancelled during retry backoff")
                     continue
                 if step is Step.FAIL_OVER:
+                    self.observer.failed_over(job.name, provider, candidates[idx + 1], fclass.value)
                     idx += 1
                     continue
                 return self._fail(out, fclass, err)
@@ -191,6 +215,7 @@ class Runner:
             except Exception as exc:  # data is written; only Feast's bookkeeping failed: retryable
                 err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
+                self.observer.attempt_ended(job.name, provider, "failed", "infrastructure")
                 return self._fail(out, FailureClass.INFRASTRUCTURE, err)
             t_record = time.perf_counter()
             copy = not drill and self._write_manifest(job, window, run_id, provider, res)
@@ -199,6 +224,7 @@ class Runner:
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
             elif not drill:
                 self._requeue_downstream(job, window)
+            self.observer.attempt_ended(job.name, provider, "succeeded", None)
             phases = {**res.phases, "registry": t_record - t_registry, "record": time.perf_counter() - t_record}
             # the runner's own share of planning: placement, listing the source, importing user code
             phases["plan"] = phases.get("plan", 0.0) + max(0.0, t_registry - t_attempt - sum(res.phases.values()))
