@@ -95,6 +95,7 @@ class Daemon:
         self._upstreams = {name: j.source.job for name, j in self.jobs.items() if j.source.type == "job"}
         self.triggers = {j.name: make_trigger(j.schedule) for j in cfg.jobs}
         self.is_leader = False
+        self.lease_renewed_at: float | None = None  # time.monotonic() of the last acquire or renewal
         self.deposed = False
         self.ticks = 0
         self.outcomes: list[Outcome] = []
@@ -118,7 +119,8 @@ class Daemon:
                 self.is_leader, self.deposed = False, True
                 self.stop.set()
             return False
-        self._renew_at = time.monotonic() + ttl.total_seconds() / 3
+        self.lease_renewed_at = time.monotonic()
+        self._renew_at = self.lease_renewed_at + ttl.total_seconds() / 3
         if not self.is_leader:
             self.is_leader = True
             log.info("became leader (fencing token %d)", token)

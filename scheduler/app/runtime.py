@@ -23,6 +23,7 @@ from skyfeast.scheduler.control.liveness import Liveness
 if TYPE_CHECKING:
     from skyfeast.featurestore.repo import FeastRepo
     from skyfeast.scheduler.app.daemon import Daemon
+    from skyfeast.scheduler.app.metrics import Metrics
     from skyfeast.scheduler.control.health import HealthMonitor
     from skyfeast.scheduler.control.providers import ProviderPool
     from skyfeast.scheduler.ledger import Ledger
@@ -40,14 +41,16 @@ class Runtime:
     monitor: HealthMonitor
     runner: Runner
     liveness: Liveness
+    metrics: Metrics | None = None
 
 
 @contextlib.contextmanager
-def open_runtime(cfg: Config, reporter=None) -> Iterator[Runtime]:
+def open_runtime(cfg: Config, reporter=None, metrics: Metrics | None = None) -> Iterator[Runtime]:
     """Open the ledger, the repo and the providers, start the health monitor; close all on exit.
 
     The monitor runs for every runtime, not only the daemon's: a hung provider must fail over
-    within the health deadline, not wait for the job's timeout."""
+    within the health deadline, not wait for the job's timeout. ``metrics`` (the daemon's) is
+    told of attempts, runs, probes and ledger statements as they happen."""
     from skyfeast.featurestore.repo import FeastRepo
     from skyfeast.scheduler.control.health import HealthMonitor
     from skyfeast.scheduler.control.providers import ProviderPool
@@ -55,17 +58,19 @@ def open_runtime(cfg: Config, reporter=None) -> Iterator[Runtime]:
     from skyfeast.scheduler.run.runner import Runner
 
     ledger = open_ledger(cfg)
+    if metrics is not None:
+        metrics.time_ledger(ledger)
     try:
         repo = FeastRepo(cfg.feast_repo)
         pool = ProviderPool(cfg)
         try:
             pool.set_cordons(ledger.cordons())
             liveness = Liveness()
-            runner = Runner(cfg, ledger, repo, pool, reporter=reporter, liveness=liveness)
-            monitor = HealthMonitor(pool, ledger, cfg.health, liveness=liveness)
+            runner = Runner(cfg, ledger, repo, pool, reporter=reporter, liveness=liveness, observer=metrics)
+            monitor = HealthMonitor(pool, ledger, cfg.health, liveness=liveness, observer=metrics)
             monitor.start()
             try:
-                yield Runtime(cfg, ledger, repo, pool, monitor, runner, liveness)
+                yield Runtime(cfg, ledger, repo, pool, monitor, runner, liveness, metrics)
             finally:
                 monitor.close()
                 runner.close()

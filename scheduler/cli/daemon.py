@@ -10,6 +10,9 @@ from skyfeast.scheduler.errors import UsageError
 
 log = logging.getLogger("skyfeast.cli")
 EXIT_THREAD_DIED = 70  # EX_SOFTWARE, as for an internal error: the supervisor restarts the daemon
+# with --http, a daemon whose thread died exits no sooner than this many seconds after the death
+# (its drain counts), serving 503 on /healthz meanwhile, so that a probe (k8s, a load balancer) sees it
+DEATH_LINGER = 3.0
 
 
 def register(sub) -> None:
@@ -18,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--ticks", type=int, help="exit after dispatching this many ticks (for drills and demos)")
     p.add_argument("--max-parallel", type=int, help="concurrent runs (default: daemon.max_parallel, 4)")
     p.add_argument("--grace", type=float, help="seconds running work gets at shutdown (default: daemon.grace, 60)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve /healthz, /readyz and /metrics there (default: daemon.http, none)")
     p.set_defaults(func=cmd_daemon)
 
 
@@ -27,19 +32,43 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     # the config first: parsing a large one (10,000 jobs) briefly takes ~150 MB, which the imports
     # below (Feast, Dask, pandas) then reuse instead of adding to the peak
     cfg = load_config(args.config)
-    from skyfeast.scheduler.app import build_daemon, open_runtime
-    from skyfeast.scheduler.app.daemon import ThreadDied
-    from skyfeast.scheduler.cli.console import ProgressReporter, err
-
     if args.ticks is not None and args.ticks < 1:
         raise UsageError("--ticks must be at least 1")
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
     if args.grace is not None and args.grace < 0:
         raise UsageError("--grace must be zero or more seconds")
-    with ProgressReporter() as reporter, open_runtime(cfg, reporter) as rt:
+    address = args.http or cfg.daemon.http
+    if not address:
+        return _serve(cfg, args, None)
+    from skyfeast.scheduler.app.http import bind
+
+    sock = bind(address)  # a port in use is exit 2 now, before the runtime opens and anything is dispatched
+    try:
+        return _serve(cfg, args, sock)
+    finally:
+        sock.close()
+
+
+def _serve(cfg, args: argparse.Namespace, sock) -> int:
+    import time
+
+    from skyfeast.scheduler.app import build_daemon, open_runtime
+    from skyfeast.scheduler.app.daemon import ThreadDied
+    from skyfeast.scheduler.cli.console import ProgressReporter, err
+
+    metrics = server = None
+    if sock is not None:
+        from skyfeast.scheduler.app.metrics import Metrics
+
+        metrics = Metrics()
+    with ProgressReporter() as reporter, open_runtime(cfg, reporter, metrics) as rt:
         runner = rt.runner
         daemon = build_daemon(rt, max_parallel=args.max_parallel, grace=args.grace)
+        if sock is not None:
+            server = _start_http(sock, rt, daemon, metrics)
+            host, port = server.address
+            err.print(f"skyfeast daemon: /healthz, /readyz and /metrics on http://{host}:{port}", markup=False)
 
         def on_stop(sig: str) -> None:
             if daemon.stop.is_set():
@@ -53,13 +82,30 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             daemon.serve(max_ticks=args.ticks)
         except Exception as exc:  # a dead thread, or the dispatch loop itself: never live on headless
             if not isinstance(exc, ThreadDied):
-                log.critical("the dispatch loop died", exc_info=exc)
+                rt.liveness.died("dispatch", exc)  # logs it; /healthz names it
             err.print(f"skyfeast daemon: {exc}; exiting so that a supervisor restarts it "
                       "(a standby takes over meanwhile)", markup=False)
+            if server is not None and rt.liveness.failed_at is not None:
+                time.sleep(max(0.0, min(DEATH_LINGER, rt.liveness.failed_at + DEATH_LINGER - time.monotonic())))
             return EXIT_THREAD_DIED
+        finally:
+            if server is not None:
+                server.close()
     failed = [o for o in daemon.outcomes if o.status == "failed"]
     err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
     if daemon.deposed:
         err.print("skyfeast daemon: lost leadership to another daemon; exiting so a supervisor restarts it as standby")
         return 1
     return 1 if failed else 0
+
+
+def _start_http(sock, rt, daemon, metrics):
+    from skyfeast.scheduler.app.http import HttpServer, build_app
+    from skyfeast.scheduler.control.liveness import staleness_bounds
+
+    metrics.attach(daemon=daemon, pool=rt.pool, repo=rt.repo)
+    app = build_app(daemon=daemon, liveness=rt.liveness, ledger=rt.ledger, metrics=metrics,
+                    bounds=staleness_bounds(rt.cfg))
+    server = HttpServer(sock)
+    server.start(app)
+    return server

@@ -63,6 +63,19 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def parse_http_address(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:9464"`` for IPv6; port 0 picks a free one) → (host, port).
+
+    Raises ValueError naming the expected form."""
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text[:60]!r} is not HOST:PORT (e.g. 127.0.0.1:9464 or 0.0.0.0:9464)")
+    return host, int(port)
+
+
 def _no_boolean(v: Any) -> Any:
     # pydantic's lax mode reads `workers: true` as 1; a boolean where a number belongs is a mistake
     if isinstance(v, bool):
@@ -443,6 +456,15 @@ class DaemonSettings(_Strict):
         default=timedelta(seconds=30), le=timedelta(hours=1),
         description="a ledger statement running longer is cancelled (PostgreSQL statement_timeout); "
                     "SQLite: how long a write waits for the database lock")
+    http: str | None = Field(None, description="HOST:PORT of the daemon's HTTP server (/healthz, /readyz, "
+                                               "/metrics); none by default; `daemon --http` overrides")
+
+    @field_validator("http")
+    @classmethod
+    def _http_address(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_http_address(v)
+        return v
 
     @model_validator(mode="after")
     def _lease_vs_poll(self) -> "DaemonSettings":

@@ -147,8 +147,10 @@ class ProbePool:
 
 
 class HealthMonitor:
-    def __init__(self, pool, ledger, settings, liveness: Liveness | None = None):
+    def __init__(self, pool, ledger, settings, liveness: Liveness | None = None, observer=None):
         self.liveness = liveness or Liveness()
+        # told ``probed(provider, seconds)`` after each probe (the daemon's metrics); cheap, never raises
+        self.observer = observer
         self.pool = pool
         self.ledger = ledger
         self.settings = settings
@@ -217,9 +219,12 @@ class HealthMonitor:
             address = self.pool.address(name)
         if address is None:
             return None  # never started or not connected: nothing to probe, state stays as it is
+        t0 = time.perf_counter()
         ok, workers, err = self._probes.probe(address, timeout, self.pool.security(name))
         if ok:
             ok, err = self._check_storage(name, max(timeout, 5.0))
+        if self.observer is not None:
+            self.observer.probed(name, time.perf_counter() - t0)
         before = self.pool.breaker(name)  # the restart above may have changed it
         after = observe(before, ok=ok, workers=workers, now=time.monotonic(), rules=self.rules,
                         certain=err == "refused")

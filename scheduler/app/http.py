@@ -1,0 +1,154 @@
+"""The daemon's HTTP server: ``/healthz``, ``/readyz`` and ``/metrics`` (see docs/http.md).
+
+A FastAPI app served by uvicorn on its own daemon thread and event loop. Handlers are plain
+functions (run in uvicorn's thread pool) that read in-memory state, or make one trivial
+ledger query with a deadline; nothing here waits on, or locks against, the dispatch thread.
+
+* ``/healthz``: 200 while no thread :class:`~skyfeast.scheduler.control.liveness.Liveness`
+  tracks has died or stalled (beyond :func:`~skyfeast.scheduler.control.liveness.staleness_bounds`);
+  503 naming them otherwise. While a graceful shutdown drains, the dispatch thread is not
+  expected to beat.
+* ``/readyz``: 200 when the ledger answers ``SELECT`` of its schema version within
+  :data:`READY_DEADLINE` seconds (at most one such query in flight), and the daemon is not
+  stopping; 503 otherwise. Both say ``leader`` or ``standby`` and the daemon's identity.
+* ``/metrics``: :meth:`~skyfeast.scheduler.app.metrics.Metrics.render`.
+
+:func:`bind` takes the port before the daemon opens its runtime, so a port in use or a bad
+address is a :class:`~skyfeast.scheduler.errors.UsageError` (exit 2) before any dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from skyfeast.scheduler.config.models import parse_http_address
+from skyfeast.scheduler.errors import UsageError
+
+log = logging.getLogger("skyfeast.http")
+READY_DEADLINE = 1.5  # seconds the ledger gets to answer a readiness query
+
+
+def bind(address: str) -> socket.socket:
+    """A listening TCP socket at ``HOST:PORT``; :class:`UsageError` (one line) if it cannot be had."""
+    try:
+        host, port = parse_http_address(address)
+    except ValueError as exc:
+        raise UsageError(f"--http: {exc}") from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"--http {address}: cannot resolve {host!r}: {exc}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"--http {address}: cannot listen there: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float]):
+    """The FastAPI app over one daemon's state."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    app = FastAPI(title="skyfeast daemon", docs_url=None, redoc_url=None, openapi_url=None)
+    ready_pool = ThreadPoolExecutor(1, thread_name_prefix="skyfeast-ready")
+    last: list[Future | None] = [None]
+    lock = threading.Lock()
+
+    def role() -> str:
+        return "leader" if daemon.is_leader else "standby"
+
+    @app.get("/healthz")
+    def healthz():
+        dead = liveness.dead()
+        stopping = daemon.stop.is_set()
+        # draining after SIGTERM, the dispatch loop waits for running work instead of beating
+        check = {k: v for k, v in bounds.items() if not (stopping and k == "dispatch")}
+        stalled = liveness.stalled(check)
+        ok = not dead and not stalled
+        body = {"status": "ok" if ok else "failing", "dead": dead, "stalled": stalled,
+                "threads": {k: round(v, 1) for k, v in liveness.ages().items()}, "bounds": bounds,
+                "stopping": stopping, "identity": daemon.identity}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/readyz")
+    def readyz():
+        with lock:
+            prev = last[0]
+            if prev is not None and not prev.done():
+                fut, waiting = prev, True  # a hung ledger holds one thread, not one per probe
+            else:
+                fut, waiting = ready_pool.submit(ledger.schema_version), False
+                last[0] = fut
+        error = None
+        if waiting:
+            error = "the previous readiness query is still waiting for the ledger"
+        else:
+            try:
+                fut.result(timeout=READY_DEADLINE)
+            except FutureTimeout:
+                error = f"the ledger did not answer within {READY_DEADLINE} s"
+            except Exception as exc:  # any ledger failure: not ready
+                error = f"{type(exc).__name__}: {exc}"
+        stopping = daemon.stop.is_set()
+        if stopping and error is None:
+            error = "stopping"
+        body = {"ready": error is None, "role": role(), "identity": daemon.identity,
+                "ledger": "ok" if error is None or error == "stopping" else "failing"}
+        if error is not None:
+            body["error"] = error
+        return JSONResponse(body, status_code=200 if error is None else 503)
+
+    @app.get("/metrics")
+    def prometheus():
+        from skyfeast.scheduler.app.metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    app.state.ready_pool = ready_pool
+    return app
+
+
+class HttpServer:
+    """uvicorn serving ``app`` on an already bound socket, in a daemon thread."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.address = sock.getsockname()[:2]
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._app = None
+
+    def start(self, app) -> None:
+        import uvicorn
+
+        self._app = app
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
+                                        name="skyfeast-http", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving (at most a few seconds); the socket is closed."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._app is not None:
+            self._app.state.ready_pool.shutdown(wait=False, cancel_futures=True)
+        self.sock.close()
+
+
+__all__ = ["READY_DEADLINE", "HttpServer", "bind", "build_app"]

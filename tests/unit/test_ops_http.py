@@ -1,0 +1,243 @@
+"""The daemon's HTTP surface without a daemon: metric names, per-daemon registries, the HA rule,
+and /healthz, /readyz, /metrics served by the real uvicorn thread over stand-in state."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from skyfeast.scheduler.app.http import HttpServer, bind, build_app
+from skyfeast.scheduler.app.metrics import LEDGER_OPS, SPECS, Metrics
+from skyfeast.scheduler.control.liveness import Liveness, staleness_bounds
+from skyfeast.scheduler.control.policy import Breaker, ProviderState
+from skyfeast.scheduler.errors import UsageError
+
+FORBIDDEN_LABELS = {"run", "run_id", "window", "window_start", "window_end", "attempt", "attempt_id"}
+
+
+def _job(name="user_features", kind="feature", view="user_features"):
+    return SimpleNamespace(name=name, kind=kind, feature_view=view)
+
+
+def _outcome(status, **kw):
+    return SimpleNamespace(status=status, attempts=kw.get("attempts", 1), seconds=kw.get("seconds", 3.0),
+                           partitions=kw.get("partitions", 4), rows_online=kw.get("rows_online", 100))
+
+
+class _Pool:
+    def __init__(self, states):
+        self.cfg = SimpleNamespace(providers={k: None for k in states})
+        self.states = states
+
+    def breaker(self, name):
+        return Breaker(self.states[name])
+
+
+class _Repo:
+    project = "quickstart"
+
+    def freshness(self):
+        return [{"feature_view": "user_features", "age_seconds": 42.0}, {"feature_view": "never", "age_seconds": None}]
+
+
+def _exercised() -> Metrics:
+    m = Metrics()
+    m.attempt_ended("user_features", "aws", "failed", "infrastructure")
+    m.failed_over("user_features", "aws", "gcp", "infrastructure")
+    m.attempt_ended("user_features", "gcp", "succeeded", None)
+    m.run_ended(_job(), _outcome("succeeded"))
+    m.run_ended(_job("risk_score", "model", "user_risk"), _outcome("failed"))
+    m.probed("aws", 0.02)
+    m._timed(lambda: None, "claim")()
+    m.attach(daemon=SimpleNamespace(is_leader=True, lease_renewed_at=time.monotonic()),
+             pool=_Pool({"aws": ProviderState.DOWN, "gcp": ProviderState.HEALTHY}), repo=_Repo())
+    return m
+
+
+def _families(m: Metrics) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+
+
+def test_every_metric_is_named_by_the_rules():
+    names = {s.name for s in SPECS}
+    for spec in SPECS:
+        assert spec.name.startswith(("skyfeast_", "feast_")), spec.name
+        assert (spec.kind == "counter") == spec.name.endswith("_total"), spec.name
+        assert not FORBIDDEN_LABELS & set(spec.labels), spec
+        if spec.kind == "histogram" or "duration" in spec.name or "age" in spec.name:
+            assert spec.name.endswith("_seconds"), spec.name
+    families = _families(_exercised())
+    # what is scraped is what is declared: every family, every label within its spec
+    assert {f.name + ("_total" if f.type == "counter" else "") for f in families.values()} == names
+    for fam in families.values():
+        for sample in fam.samples:
+            assert not FORBIDDEN_LABELS & set(sample.labels), sample
+            if fam.type == "counter":
+                assert sample.name.endswith(("_total", "_created")), sample
+
+
+def test_values_reach_the_exposition():
+    fams = _families(_exercised())
+
+    def value(name, **labels):
+        return next(s.value for f in fams.values() for s in f.samples if s.name == name and s.labels == labels)
+
+    assert value("skyfeast_failovers_total", from_provider="aws", to_provider="gcp", cause="infrastructure") == 1
+    assert value("skyfeast_attempts_total", provider="aws", outcome="failed") == 1
+    assert value("skyfeast_runs_total", job="risk_score", status="failed") == 1
+    assert value("skyfeast_chunks_written_total", feature_view="user_features") == 4
+    assert value("skyfeast_online_rows_written_total", feature_view="user_features") == 100
+    assert value("feast_materialization_result_total", feature_view="user_risk", status="failure") == 1
+    assert value("feast_materialization_duration_seconds_count", feature_view="user_features") == 1
+    assert value("feast_materialization_duration_seconds_bucket", feature_view="user_features", le="5.0") == 1
+    assert value("feast_materialization_duration_seconds_bucket", feature_view="user_features", le="1.0") == 0
+    assert value("feast_feature_freshness_seconds", feature_view="user_features", project="quickstart") == 42
+    assert value("skyfeast_provider_state", provider="aws", state="down") == 1
+    assert value("skyfeast_provider_state", provider="aws", state="healthy") == 0
+    assert value("skyfeast_provider_state", provider="gcp", state="healthy") == 1
+    assert value("skyfeast_leader") == 1
+    assert value("skyfeast_ledger_query_duration_seconds_count", op="claim") == 1
+    assert value("skyfeast_probe_duration_seconds_count", provider="aws") == 1
+
+
+def test_two_daemons_in_one_process_keep_their_own_counts():
+    import feast  # noqa: F401  (sets PROMETHEUS_MULTIPROC_DIR: shared mmap values for prometheus_client metrics)
+
+    a, b = Metrics(), Metrics()
+    a.failed_over("j", "aws", "gcp", "timeout")
+    assert b"skyfeast_failovers_total{" in a.render()
+    assert b"skyfeast_failovers_total{" not in b.render()
+
+
+def test_a_standby_reports_health_and_leadership_but_no_dispatch_metrics():
+    m = _exercised()
+    m.attach(daemon=SimpleNamespace(is_leader=False, lease_renewed_at=None), pool=_Pool({"aws": ProviderState.HEALTHY}),
+             repo=_Repo())
+    fams = _families(m)
+    dispatch = {s.name.removesuffix("_total") for s in SPECS if s.dispatch}
+    assert not set(fams) & dispatch
+    assert {"skyfeast_leader", "skyfeast_provider_state", "skyfeast_probe_duration_seconds",
+            "skyfeast_ledger_query_duration_seconds"} <= set(fams)
+    assert fams["skyfeast_leader"].samples[0].value == 0
+    assert not fams["skyfeast_leader_lease_age_seconds"].samples  # a standby holds no lease
+
+
+def test_time_ledger_times_the_named_statements_and_keeps_their_result():
+    class Ledger:
+        def claim_many(self, items, **kw):
+            return ["claimed", items]
+
+        def heartbeat(self, ids, lease):
+            raise RuntimeError("down")
+
+    m, led = Metrics(), Ledger()
+    m.time_ledger(led)
+    assert led.claim_many([1], trigger="x") == ["claimed", [1]]
+    with pytest.raises(RuntimeError):
+        led.heartbeat([1], None)
+    series = m.snapshot()["skyfeast_ledger_query_duration_seconds"]
+    assert set(series) == {("claim",), ("heartbeat",)} and set(LEDGER_OPS.values()) >= {"claim", "heartbeat"}
+
+
+# --------------------------------------------------------------------------- the server
+class _Ledger:
+    def __init__(self):
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def schema_version(self):
+        if self.hang.is_set():
+            self.release.wait(10)
+        return 7
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def served():
+    liveness, ledger, metrics = Liveness(), _Ledger(), _exercised()
+    daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event())
+    server = HttpServer(bind("127.0.0.1:0"))
+    server.start(build_app(daemon=daemon, liveness=liveness, ledger=ledger, metrics=metrics,
+                           bounds={"dispatch": 0.5, "health": 30.0}))
+    base = "http://%s:%d" % server.address
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(server.address, timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    try:
+        yield SimpleNamespace(base=base, liveness=liveness, ledger=ledger, daemon=daemon)
+    finally:
+        ledger.release.set()
+        server.close()
+
+
+def test_healthz_names_a_dead_or_stalled_thread(served):
+    served.liveness.beat("dispatch")
+    served.liveness.beat("health")
+    code, body = _get(served.base + "/healthz")
+    assert code == 200 and json.loads(body)["status"] == "ok"
+    time.sleep(0.7)  # dispatch's bound here is 0.5 s
+    code, body = _get(served.base + "/healthz")
+    assert code == 503 and list(json.loads(body)["stalled"]) == ["dispatch"]
+    served.liveness.beat("dispatch")
+    served.liveness.died("health", RuntimeError("boom"))
+    code, body = _get(served.base + "/healthz")
+    assert code == 503 and json.loads(body)["dead"] == {"health": "RuntimeError: boom"}
+
+
+def test_readyz_says_role_and_fails_fast_on_a_hung_ledger(served):
+    code, body = _get(served.base + "/readyz")
+    assert code == 200 and json.loads(body) == {"ready": True, "role": "leader", "identity": "host:1:abc",
+                                                  "ledger": "ok"}
+    served.daemon.is_leader = False
+    served.ledger.hang.set()
+    t0 = time.monotonic()
+    code, body = _get(served.base + "/readyz")
+    assert code == 503 and json.loads(body)["role"] == "standby" and time.monotonic() - t0 < 3
+    code, body = _get(served.base + "/readyz")  # the hung query is not stacked up
+    assert code == 503 and "still waiting" in json.loads(body)["error"]
+
+
+def test_metrics_endpoint_serves_the_exposition(served):
+    code, body = _get(served.base + "/metrics")
+    assert code == 200 and b'skyfeast_failovers_total{cause="infrastructure",from_provider="aws"' in body
+
+
+def test_bind_failures_are_one_line_usage_errors():
+    taken = bind("127.0.0.1:0")
+    try:
+        with pytest.raises(UsageError, match="cannot listen there"):
+            bind("127.0.0.1:%d" % taken.getsockname()[1])
+    finally:
+        taken.close()
+    for bad in ("nope", "127.0.0.1:99999", ":80"):
+        with pytest.raises(UsageError, match="HOST:PORT"):
+            bind(bad)
+
+
+def test_staleness_bounds_follow_the_config():
+    from datetime import timedelta
+
+    cfg = SimpleNamespace(daemon=SimpleNamespace(poll=timedelta(seconds=1), run_lease=timedelta(seconds=30),
+                                                 ledger_statement_timeout=timedelta(seconds=30)),
+                          health=SimpleNamespace(interval=timedelta(seconds=1), timeout=timedelta(seconds=2)))
+    assert staleness_bounds(cfg) == {"dispatch": 33.0, "heartbeat": 60.0, "health": 54.0}
