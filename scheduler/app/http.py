@@ -25,6 +25,9 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
 from skyfeast.scheduler.config.models import parse_http_address
 from skyfeast.scheduler.errors import UsageError
 
@@ -57,9 +60,6 @@ def bind(address: str) -> socket.socket:
 
 def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float]):
     """The FastAPI app over one daemon's state."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
-
     app = FastAPI(title="skyfeast daemon", docs_url=None, redoc_url=None, openapi_url=None)
     ready_pool = ThreadPoolExecutor(1, thread_name_prefix="skyfeast-ready")
     last: list[Future | None] = [None]
@@ -110,10 +110,9 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float]):
         return JSONResponse(body, status_code=200 if error is None else 503)
 
     @app.get("/metrics")
-    def prometheus():
-        from skyfeast.scheduler.app.metrics import CONTENT_TYPE
-
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+    def prometheus(request: Request):
+        body, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     app.state.ready_pool = ready_pool
     return app

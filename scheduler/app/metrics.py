@@ -32,11 +32,10 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("skyfeast.metrics")
 FRESHNESS_CACHE = 10.0  # seconds a freshness reading of the Feast registry is reused
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 RUN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 FEAST_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)  # feast/metrics.py's
@@ -123,6 +122,11 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this daemon's metrics."""
         return generate_latest(self.registry)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) for a scrape with this ``Accept`` header (text or OpenMetrics)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
 
     # ------------------------------------------------------------------ recording
     def inc(self, name: str, labels: tuple[str, ...] = (), value: float = 1.0) -> None:
@@ -266,4 +270,4 @@ class _Collector:
             yield fam
 
 
-__all__ = ["CONTENT_TYPE", "FRESHNESS_CACHE", "LEDGER_OPS", "SPECS", "Metrics", "Spec"]
+__all__ = ["FRESHNESS_CACHE", "LEDGER_OPS", "SPECS", "Metrics", "Spec"]

@@ -220,6 +220,9 @@ def test_readyz_says_role_and_fails_fast_on_a_hung_ledger(served):
 def test_metrics_endpoint_serves_the_exposition(served):
     code, body = _get(served.base + "/metrics")
     assert code == 200 and b'skyfeast_failovers_total{cause="infrastructure",from_provider="aws"' in body
+    req = urllib.request.Request(served.base + "/metrics", headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text") and r.read().endswith(b"# EOF\n")
 
 
 def test_bind_failures_are_one_line_usage_errors():
