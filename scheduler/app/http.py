@@ -70,11 +70,8 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float]):
 
     @app.get("/healthz")
     def healthz():
-        dead = liveness.dead()
         stopping = daemon.stop.is_set()
-        # draining after SIGTERM, the dispatch loop waits for running work instead of beating
-        check = {k: v for k, v in bounds.items() if not (stopping and k == "dispatch")}
-        stalled = liveness.stalled(check)
+        dead, stalled = liveness.failing(bounds, stopping=stopping)
         ok = not dead and not stalled
         body = {"status": "ok" if ok else "failing", "dead": dead, "stalled": stalled,
                 "threads": {k: round(v, 1) for k, v in liveness.ages().items()}, "bounds": bounds,

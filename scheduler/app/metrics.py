@@ -7,8 +7,11 @@ Events are counted where they happen, through cheap hooks (a dict update under a
 * :meth:`Metrics.time_ledger` (the ledger statements of dispatch, heartbeat, leadership, probes).
 
 State that already lives in memory is read when Prometheus scrapes instead of being mirrored:
-provider states (the pool's circuit breakers), leadership (the daemon), and Feast's freshness
-(the registry's last materialised interval, cached for :data:`FRESHNESS_CACHE` seconds).
+provider states (the pool's circuit breakers), leadership (the daemon), Feast's freshness
+(the registry's last materialised interval, cached for :data:`FRESHNESS_CACHE` seconds) beside
+its SLO (``feast.freshness_slo``), and the health of the daemon's threads (its liveness tracker,
+as ``/healthz`` judges them: a stalled thread keeps the process up and scraped, so only this
+gauge shows it to Prometheus).
 
 Why a custom collector, not ``prometheus_client.Counter``: importing Feast sets
 ``PROMETHEUS_MULTIPROC_DIR`` (``feast/metrics.py``), which turns every ``prometheus_client``
@@ -78,6 +81,10 @@ SPECS: tuple[Spec, ...] = (
          ("feature_view", "status"), dispatch=True),
     Spec("feast_feature_freshness_seconds", "gauge", "Seconds since the most recent materialization end time per "
          "feature view", ("feature_view", "project"), dispatch=True),
+    Spec("skyfeast_feature_freshness_slo_seconds", "gauge", "The age feast_feature_freshness_seconds must stay "
+         "under (feast.freshness_slo)", ("feature_view", "project"), dispatch=True),
+    Spec("skyfeast_thread_healthy", "gauge", "1 while the daemon thread beats within its staleness bound, 0 when "
+         "it died or stalled (as /healthz)", ("thread",)),
     Spec("skyfeast_provider_state", "gauge", "1 for the provider's current circuit-breaker state, 0 for the others",
          ("provider", "state")),
     Spec("skyfeast_probe_duration_seconds", "histogram", "Duration of a provider's health probe", ("provider",),
@@ -110,14 +117,20 @@ class Metrics:
         self._daemon = None
         self._pool = None
         self._repo = None
+        self._liveness = None
+        self._bounds: dict[str, float] = {}
+        self._slo: dict[str, float] = {}
         self._fresh: tuple[float, list[dict]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
-    def attach(self, *, daemon=None, pool=None, repo=None) -> None:
-        """The live objects read at scrape time: the daemon (leadership), the provider pool
-        (breaker states) and the Feast repo (freshness)."""
+    def attach(self, *, daemon=None, pool=None, repo=None, liveness=None, bounds=None, freshness_slo=None) -> None:
+        """The live objects read at scrape time: the daemon (leadership, stopping), the provider pool
+        (breaker states), the Feast repo (freshness), the liveness tracker with its staleness
+        ``bounds`` (thread health), and ``feast.freshness_slo`` (feature view -> timedelta)."""
         self._daemon, self._pool, self._repo = daemon, pool, repo
+        self._liveness, self._bounds = liveness, dict(bounds or {})
+        self._slo = {view: d.total_seconds() for view, d in (freshness_slo or {}).items()}
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this daemon's metrics."""
@@ -215,6 +228,14 @@ class Metrics:
             out["feast_feature_freshness_seconds"] = {
                 (f["feature_view"], self._repo.project): f["age_seconds"]
                 for f in self._freshness() if f["age_seconds"] is not None}
+            out["skyfeast_feature_freshness_slo_seconds"] = {
+                (view, self._repo.project): seconds for view, seconds in self._slo.items()}
+        if self._liveness is not None:
+            stopping = self._daemon is not None and self._daemon.stop.is_set()
+            dead, stalled = self._liveness.failing(self._bounds, stopping=stopping)
+            out["skyfeast_thread_healthy"] = {
+                (name,): 0.0 if name in dead or name in stalled else 1.0
+                for name in {*self._liveness.ages(), *dead}}
         return out
 
     def _freshness(self) -> list[dict]:

@@ -103,9 +103,10 @@ def _start_http(sock, rt, daemon, metrics):
     from skyfeast.scheduler.app.http import HttpServer, build_app
     from skyfeast.scheduler.control.liveness import staleness_bounds
 
-    metrics.attach(daemon=daemon, pool=rt.pool, repo=rt.repo)
-    app = build_app(daemon=daemon, liveness=rt.liveness, ledger=rt.ledger, metrics=metrics,
-                    bounds=staleness_bounds(rt.cfg))
+    bounds = staleness_bounds(rt.cfg)
+    metrics.attach(daemon=daemon, pool=rt.pool, repo=rt.repo, liveness=rt.liveness, bounds=bounds,
+                   freshness_slo=rt.cfg.feast.freshness_slo)
+    app = build_app(daemon=daemon, liveness=rt.liveness, ledger=rt.ledger, metrics=metrics, bounds=bounds)
     server = HttpServer(sock)
     server.start(app)
     return server

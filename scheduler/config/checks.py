@@ -42,6 +42,11 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
                 # the job reads its upstream's output *for the same window*
                 problems.append(smap.problem(("jobs", i, "schedule"),
                                              f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
+    views = {job.feature_view for job in cfg.jobs}
+    for view in cfg.feast.freshness_slo:
+        if view not in views:  # an SLO nobody can meet, or a typo that silently disables the alert
+            problems.append(smap.problem(("feast", "freshness_slo", view),
+                                         f"no job writes feature view {view!r}; jobs write: {sorted(views)}"))
     problems += _cycle_problems(cfg, smap, names)
     problems += _sdk_problems(cfg, smap)
     problems += _state_problems(cfg, smap)

@@ -498,6 +498,9 @@ class OfflineSettings(_Strict):
 
 class FeastSettings(_Strict):
     repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
+    freshness_slo: dict[str, Duration] = Field(
+        default_factory=dict, description="feature view -> the age its freshness must stay under; exported as "
+                                          "skyfeast_feature_freshness_slo_seconds for alert rules")
 
 
 class Config(_Strict):

@@ -95,6 +95,13 @@ class Liveness:
         return {name: round(age, 1) for name, age in self.ages().items()
                 if name in bounds and age > bounds[name] and name not in dead}
 
+    def failing(self, bounds: dict[str, float], *, stopping: bool = False) -> tuple[dict[str, str], dict[str, float]]:
+        """(dead, stalled): what ``/healthz`` and ``skyfeast_thread_healthy`` report. While the
+        daemon is ``stopping`` its dispatch loop drains running work instead of beating, so
+        ``dispatch`` is not checked for a stall then."""
+        check = {k: v for k, v in bounds.items() if not (stopping and k == "dispatch")}
+        return self.dead(), self.stalled(check)
+
 
 def staleness_bounds(cfg) -> dict[str, float]:
     """Seconds without a beat after which each tracked thread of a daemon counts as stalled

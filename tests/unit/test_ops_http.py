@@ -147,6 +147,30 @@ def test_time_ledger_times_the_named_statements_and_keeps_their_result():
     assert set(series) == {("claim",), ("heartbeat",)} and set(LEDGER_OPS.values()) >= {"claim", "heartbeat"}
 
 
+def test_freshness_slo_and_thread_health_gauges():
+    from datetime import timedelta
+
+    liveness, stop = Liveness(), threading.Event()
+    m = Metrics()
+    m.attach(daemon=SimpleNamespace(is_leader=True, lease_renewed_at=time.monotonic(), stop=stop), repo=_Repo(),
+             liveness=liveness, bounds={"dispatch": 0.2, "health": 30.0},
+             freshness_slo={"user_features": timedelta(hours=2)})
+    liveness.beat("dispatch")
+    liveness.beat("health")
+    liveness.died("heartbeat", RuntimeError("boom"))
+    series = m.snapshot()
+    assert series["skyfeast_feature_freshness_slo_seconds"] == {("user_features", "quickstart"): 7200.0}
+    assert series["skyfeast_thread_healthy"] == {("dispatch",): 1.0, ("health",): 1.0, ("heartbeat",): 0.0}
+    time.sleep(0.3)  # past dispatch's bound: stalled, as /healthz says
+    assert m.snapshot()["skyfeast_thread_healthy"][("dispatch",)] == 0.0
+    stop.set()  # draining after SIGTERM: dispatch waits for running work instead of beating
+    assert m.snapshot()["skyfeast_thread_healthy"][("dispatch",)] == 1.0
+    m.attach(daemon=SimpleNamespace(is_leader=False, lease_renewed_at=None, stop=stop), repo=_Repo(),
+             liveness=liveness, freshness_slo={"user_features": timedelta(hours=2)})
+    assert "skyfeast_feature_freshness_slo_seconds" not in m.snapshot()  # a standby: beside the freshness it hides
+    assert "skyfeast_thread_healthy" in m.snapshot()
+
+
 # --------------------------------------------------------------------------- the server
 class _Ledger:
     def __init__(self):
