@@ -7,10 +7,13 @@ derives from :class:`UserError`.  The tree::
     ├── ConfigError           one or more problems in skyfeast.yaml (file:line: key: why)
     ├── DataError             source data is missing or malformed for a window
     └── UsageError            bad CLI argument (unknown job, bad time string, ...)
+        ├── NotFound          no such job, run, provider or model (HTTP 404)
+        └── Conflict          the request cannot apply to the current state (HTTP 409)
 
     JobFailed                 a run failed; CLI exits 1 (summary already printed)
 
-Infrastructure errors from clouds live in :mod:`skyfeast.adapters.base`.
+Each knows the HTTP status the daemon's API answers it with (``http_status``: 400
+unless said otherwise). Infrastructure errors from clouds live in :mod:`skyfeast.adapters.base`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class UserError(Exception):
 
     exit_code = 2
     failure_class = "data"
+    http_status = 400
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,19 @@ class DataError(UserError):
 
 
 class UsageError(UserError):
-    """A command-line argument is wrong."""
+    """A command-line argument (or an API request's parameter) is wrong."""
+
+
+class NotFound(UsageError, LookupError):
+    """The job, run, provider or model named does not exist."""
+
+    http_status = 404
+
+
+class Conflict(UsageError):
+    """The request is well formed but cannot apply now (e.g. an alias with nothing to roll back to)."""
+
+    http_status = 409
 
 
 class JobFailed(Exception):

@@ -14,7 +14,15 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from skyfeast.scheduler.errors import UsageError
+from skyfeast.scheduler.api.checks import (  # noqa: F401  (shared with the HTTP API; re-exported for commands)
+    EARLIEST,
+    LATEST,
+    job_named,
+    parse_time_arg,
+    require_closed,
+    require_on_grid,
+)
+from skyfeast.scheduler.errors import UsageError  # noqa: F401
 
 UTC = timezone.utc
 
@@ -28,56 +36,9 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
-EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)  # beyond: a typo, and schedules' date arithmetic overflows
-
-
-def parse_time_arg(value: str, flag: str) -> datetime:
-    """An ISO-8601 instant (or ``now``) given to ``flag``, between 1971 and 2200; :class:`UsageError`
-    naming the flag otherwise."""
-    from skyfeast.scheduler.timing.windows import parse_time
-
-    try:
-        t = parse_time(value)
-    except (ValueError, OverflowError):
-        raise UsageError(f"{flag}: {value[:60]!r} is not an ISO-8601 time (e.g. 2026-11-28T09:00:00Z)") from None
-    if not EARLIEST <= t < LATEST:
-        raise UsageError(f"{flag}: {value!r} is out of range ({EARLIEST:%Y} to {LATEST:%Y})")
-    return t
-
-
-def require_closed(window, flag: str) -> None:
-    """:class:`UsageError` for a window that ends after now: its data is not all there yet, and its
-    values, written with a future event time, would win over every real window after it."""
-    now = datetime.now(UTC)
-    if window.end > now:
-        raise UsageError(f"{flag}: window {window} ends after now ({now:%Y-%m-%dT%H:%M:%SZ}); "
-                         "a window runs once it has closed")
-
-
-def require_on_grid(schedule, window, flag: str) -> None:
-    """:class:`UsageError` for a window that is not one of ``schedule``'s windows."""
-    from datetime import timedelta
-
-    from skyfeast.scheduler.timing.windows import next_fires, window_for_fire
-
-    fires = next_fires(schedule, window.end - timedelta(microseconds=1), 1)
-    if fires != [window.end] or window_for_fire(schedule, window.end) != window:
-        raise UsageError(f"{flag}: window {window} is not on the job's schedule; give one of its windows "
-                         "(see `skyfeast plan`), or --allow-off-grid to run it anyway")
-
-
 def parse_at(value: str | None) -> datetime:
     """``--at``: the given instant, or now."""
     return datetime.now(UTC) if value is None else parse_time_arg(value, "--at")
-
-
-def job_named(cfg, name: str):
-    """The job called ``name``; :class:`UsageError` listing the defined ones otherwise."""
-    try:
-        return cfg.job(name)
-    except KeyError:
-        raise UsageError(f"unknown job {name!r}; defined: {sorted(j.name for j in cfg.jobs)}") from None
 
 
 def window_text(start: datetime | str, end: datetime | str) -> str:
@@ -97,10 +58,10 @@ def print_json(obj: Any) -> None:
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its password masked, for output."""
-    import sqlalchemy as sa
+    """``url`` with its password masked, for output (:func:`skyfeast.scheduler.api.views.safe_url`)."""
+    from skyfeast.scheduler.api.views import safe_url as _safe_url
 
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    return _safe_url(url)
 
 
 def install_signal_handlers(on_stop) -> None:

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--max-parallel", type=int, help="concurrent runs (default: daemon.max_parallel, 4)")
     p.add_argument("--grace", type=float, help="seconds running work gets at shutdown (default: daemon.grace, 60)")
     p.add_argument("--http", metavar="HOST:PORT",
-                   help="serve /healthz, /readyz and /metrics there (default: daemon.http, none)")
+                   help="serve /healthz, /readyz, /metrics and the JSON API /api there (default: daemon.http, none)")
     p.set_defaults(func=cmd_daemon)
 
 
@@ -41,16 +41,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     address = args.http or cfg.daemon.http
     if not address:
         return _serve(cfg, args, None)
+    from skyfeast.scheduler.api.auth import load_token
     from skyfeast.scheduler.app.http import bind
 
+    token = load_token(cfg.daemon, cfg.base_dir)  # an unset variable or unreadable file: exit 2 now
     sock = bind(address)  # a port in use is exit 2 now, before the runtime opens and anything is dispatched
     try:
-        return _serve(cfg, args, sock)
+        return _serve(cfg, args, sock, token)
     finally:
         sock.close()
 
 
-def _serve(cfg, args: argparse.Namespace, sock) -> int:
+def _serve(cfg, args: argparse.Namespace, sock, token=None) -> int:
     import time
 
     from skyfeast.scheduler.app import build_daemon, open_runtime
@@ -66,9 +68,11 @@ def _serve(cfg, args: argparse.Namespace, sock) -> int:
         runner = rt.runner
         daemon = build_daemon(rt, max_parallel=args.max_parallel, grace=args.grace)
         if sock is not None:
-            server = _start_http(sock, rt, daemon, metrics)
+            server = _start_http(sock, rt, daemon, metrics, token)
             host, port = server.address
-            err.print(f"skyfeast daemon: /healthz, /readyz and /metrics on http://{host}:{port}", markup=False)
+            guard = "token" if token is not None else "loopback clients only"
+            err.print(f"skyfeast daemon: /healthz, /readyz, /metrics and /api on http://{host}:{port} "
+                      f"(actions: {guard})", markup=False)
 
         def on_stop(sig: str) -> None:
             if daemon.stop.is_set():
@@ -99,14 +103,16 @@ def _serve(cfg, args: argparse.Namespace, sock) -> int:
     return 1 if failed else 0
 
 
-def _start_http(sock, rt, daemon, metrics):
+def _start_http(sock, rt, daemon, metrics, token=None):
     from skyfeast.scheduler.app.http import HttpServer, build_app
+    from skyfeast.scheduler.app.routes import Api
     from skyfeast.scheduler.control.liveness import staleness_bounds
 
     bounds = staleness_bounds(rt.cfg)
     metrics.attach(daemon=daemon, pool=rt.pool, repo=rt.repo, liveness=rt.liveness, bounds=bounds,
                    freshness_slo=rt.cfg.feast.freshness_slo)
-    app = build_app(daemon=daemon, liveness=rt.liveness, ledger=rt.ledger, metrics=metrics, bounds=bounds)
+    api = Api(cfg=rt.cfg, ledger=rt.ledger, pool=rt.pool, repo=rt.repo, token=token)
+    app = build_app(daemon=daemon, liveness=rt.liveness, ledger=rt.ledger, metrics=metrics, bounds=bounds, api=api)
     server = HttpServer(sock)
     server.start(app)
     return server

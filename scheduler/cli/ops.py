@@ -15,12 +15,10 @@ from skyfeast.scheduler.cli.common import (
     parse_time_arg,
     print_json,
     progress_bar,
-    require_closed,
-    require_on_grid,
 )
 from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.errors import UsageError
-from skyfeast.scheduler.timing.windows import Window, latest_window, next_fires, parse_time, window_for_fire
+from skyfeast.scheduler.timing.windows import Window, next_fires, window_for_fire
 
 TERMINAL = ("succeeded", "failed", "cancelled", "upstream_failed")
 EXIT_WAIT_TIMED_OUT = 3  # trigger --wait: the run did not finish in time (it goes on; see `skyfeast runs`)
@@ -82,27 +80,16 @@ def register(sub) -> None:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.api.actions import queue, trigger_window
     from skyfeast.scheduler.cli.console import err, out
     from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
-    job = job_named(cfg, args.job)
-    if args.window:
-        start_s, sep, end_s = args.window.partition("/")
-        if not sep:
-            raise UsageError(f"--window: expected START/END, got {args.window!r}")
-        try:
-            window = Window(parse_time_arg(start_s, "--window"), parse_time_arg(end_s, "--window"))
-        except ValueError as exc:
-            raise UsageError(f"--window: {exc}") from None
-        require_closed(window, "--window")
-        if not args.allow_off_grid:
-            require_on_grid(job.schedule, window, "--window")
-    else:
-        window = latest_window(job.schedule, parse_time("now"))
+    job, window = trigger_window(cfg, args.job, args.window, allow_off_grid=args.allow_off_grid)
     ledger = open_ledger(cfg)
     try:
-        run_id, status = ledger.enqueue(job.name, window.start, window.end)
+        queued = queue(ledger, job, window)
+        run_id, status = queued["run_id"], queued["status"]
         leader = ledger.leader()
         leading = leader is not None and datetime.fromisoformat(leader["lease_until"]) > datetime.now(timezone.utc)
         if not leading and status == "queued":
@@ -227,36 +214,37 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.api.actions import cancel
     from skyfeast.scheduler.cli.console import out
     from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
     ledger = open_ledger(cfg)
     try:
-        status = ledger.request_cancel(args.run_id)
+        status = cancel(ledger, args.run_id)["status"]
     finally:
         ledger.close()
-    if status is None:
-        raise UsageError(f"no run with id {args.run_id}")
     out.print(f"run {args.run_id}: {status}")
     return 0
 
 
 def cmd_cordon(args: argparse.Namespace) -> int:
     """``cordon``: new runs avoid the provider until ``uncordon``; running ones finish."""
+    from skyfeast.scheduler.api.actions import cordon, uncordon
     from skyfeast.scheduler.cli.console import out
+    from skyfeast.scheduler.errors import NotFound
     from skyfeast.scheduler.ledger import open_ledger
 
     cfg = load_config(args.config, check_imports=False, check_feast=False)
-    if args.provider not in cfg.providers:
-        raise UsageError(f"unknown provider {args.provider!r}; defined: {sorted(cfg.providers)}")
+    if args.provider not in cfg.providers:  # before the ledger opens
+        raise NotFound(f"unknown provider {args.provider!r}; defined: {sorted(cfg.providers)}")
     ledger = open_ledger(cfg)
     try:
         if args.command == "cordon":
-            ledger.cordon(args.provider, reason=args.reason)
+            cordon(cfg, ledger, args.provider, reason=args.reason)
             out.print(f"provider {args.provider}: cordoned" + (f" ({args.reason})" if args.reason else ""))
         else:
-            was = ledger.uncordon(args.provider)
+            was = uncordon(cfg, ledger, args.provider)["was_cordoned"]
             out.print(f"provider {args.provider}: " + ("uncordoned" if was else "was not cordoned"))
     finally:
         ledger.close()

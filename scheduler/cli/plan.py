@@ -22,9 +22,8 @@ def _schedule_text(s) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.api.views import plan_view
     from skyfeast.scheduler.config import load_config
-    from skyfeast.scheduler.control.policy import ProviderView, place
-    from skyfeast.scheduler.timing.windows import next_fires, window_for_fire
 
     at = parse_at(args.at)  # arguments before files: a bad --at fails fast
     cfg = load_config(args.config)
@@ -34,24 +33,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from skyfeast.scheduler.cli.console import err
 
         err.print(f"nothing to plan: {args.config} defines no jobs", markup=False)
-    views = {n: ProviderView(priority=p.priority) for n, p in cfg.providers.items()}
-    jobs = []
-    for job in cfg.jobs:
-        cands = place(cfg.allowed_providers(job), views)
-        fires = next_fires(job.schedule, at, args.count)
-        jobs.append({
-            "name": job.name,
-            "kind": job.kind,
-            "schedule": job.schedule.model_dump(mode="json"),
-            "feature_view": job.feature_view,
-            "provider": cands[0] if cands else None,
-            "candidates": cands,
-            "next_fires": [
-                {"fire": f.isoformat(), "window": {"start": w.start.isoformat(), "end": w.end.isoformat()}}
-                for f in fires for w in [window_for_fire(job.schedule, f)]
-            ],
-        })
-    plan = {"project": cfg.project, "at": at.isoformat(), "jobs": jobs}
+    plan = plan_view(cfg, at, args.count)
+    jobs = plan["jobs"]
     if args.json:
         print_json(plan)
         return 0

@@ -459,12 +459,26 @@ class DaemonSettings(_Strict):
     http: str | None = Field(None, description="HOST:PORT of the daemon's HTTP server (/healthz, /readyz, "
                                                "/metrics); none by default; `daemon --http` overrides")
 
+    http_token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                       description="environment variable holding the HTTP API's bearer token")
+    http_token_file: str | None = Field(None, min_length=1, description="file holding the HTTP API's bearer token "
+                                                                       "(relative to the config file; mode 600)")
+    http_read_token: bool = Field(False, description="GET /api/... needs the token too (actions always do)")
+
     @field_validator("http")
     @classmethod
     def _http_address(cls, v: str | None) -> str | None:
         if v is not None:
             parse_http_address(v)
         return v
+
+    @model_validator(mode="after")
+    def _one_token(self) -> "DaemonSettings":
+        if self.http_token_env and self.http_token_file:
+            raise ValueError("give http_token_env or http_token_file, not both")
+        if self.http_read_token and not (self.http_token_env or self.http_token_file):
+            raise ValueError("http_read_token needs a token: set http_token_env or http_token_file")
+        return self
 
     @model_validator(mode="after")
     def _lease_vs_poll(self) -> "DaemonSettings":

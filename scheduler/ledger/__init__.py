@@ -3,7 +3,8 @@
 * :mod:`.core` – :class:`Ledger`, the only writer of the tables;
 * :mod:`.schema` – the tables and the migrations between schema versions;
 * :mod:`.copies` – bookkeeping of offline parts the reconciler still has to copy;
-* :mod:`.probes` – each provider's latest health probe.
+* :mod:`.probes` – each provider's latest health probe;
+* :mod:`.actions` – the audit of actions taken through the daemon's HTTP API.
 """
 
 from skyfeast.scheduler.ledger.core import (

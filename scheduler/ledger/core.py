@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, Ope
 
 from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.errors import UserError
+from skyfeast.scheduler.ledger.actions import ActionBook
 from skyfeast.scheduler.ledger.copies import CopyBook
 from skyfeast.scheduler.ledger.probes import ProbeBook
 from skyfeast.scheduler.ledger.schema import (
@@ -104,7 +105,7 @@ def _row(r: Any) -> RunRow:
     return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
 
 
-class Ledger(CopyBook, ProbeBook):
+class Ledger(CopyBook, ProbeBook, ActionBook):
     """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
 
     def __init__(self, url: str, *, owner: str | None = None, connect_timeout: float = CONNECT_TIMEOUT,
@@ -566,9 +567,20 @@ class Ledger(CopyBook, ProbeBook):
             return [_row(r) for r in conn.execute(q)]
 
     def attempts(self, run_id: int) -> list[dict[str, Any]]:
+        return self.attempts_of([run_id])[run_id]
+
+    def attempts_of(self, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """run id → its attempts in order (an empty list for a run without), in one query."""
+        out: dict[int, list[dict[str, Any]]] = {rid: [] for rid in run_ids}
+        if not run_ids:
+            return out
+        q = (sa.select(attempts_t).where(attempts_t.c.run_id.in_(run_ids))
+             .order_by(attempts_t.c.run_id, attempts_t.c.number))
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(attempts_t).where(attempts_t.c.run_id == run_id).order_by(attempts_t.c.number))
-            return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r._mapping.items()} for r in rows]
+            for r in conn.execute(q):
+                out[r.run_id].append({k: (v.isoformat() if isinstance(v, datetime) else v)
+                                      for k, v in r._mapping.items()})
+        return out
 
     def last_success_by_provider(self) -> dict[str, datetime]:
         q = sa.select(runs_t.c.provider, sa.func.max(runs_t.c.ended_at, type_=UTCDateTime)).where(

@@ -16,6 +16,8 @@ Version history:
 * 7 – the model registry's tables (``skyfeast_models``, ``skyfeast_model_versions``,
   ``skyfeast_model_aliases``, ``skyfeast_model_alias_history``), defined in
   :mod:`skyfeast.featurestore.models.tables` on their own metadata.
+* 8 – ``skyfeast_actions``: the audit of actions taken through the daemon's HTTP
+  API (trigger, cancel, cordon, promote, ...), accepted or refused.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -30,7 +32,7 @@ import sqlalchemy as sa
 
 from skyfeast.featurestore.models.tables import create_tables as create_registry_tables
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 UTC = timezone.utc
 
 
@@ -157,6 +159,20 @@ provider_probes_t = sa.Table(
 )
 
 
+actions_t = sa.Table(
+    "skyfeast_actions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # trigger | cancel | cordon | uncordon | promote | rollback
+    sa.Column("target", sa.String(256), nullable=False),  # the job, run id, provider or model acted on
+    sa.Column("params", sa.Text, nullable=False),  # JSON of the request's parameters (never a secret)
+    sa.Column("source", sa.String(64)),  # the client's address
+    sa.Column("actor", sa.String(32), nullable=False),  # token | loopback
+    sa.Column("outcome", sa.String(16), nullable=False),  # accepted | refused | failed
+    sa.Column("error", sa.Text),
+)
+
+
 class SchemaTooNew(Exception):
     def __init__(self, found: int):
         self.found = found
@@ -192,7 +208,11 @@ def _v6_to_v7(conn: sa.Connection) -> None:
     pass  # only the registry's new tables, created below
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+def _v7_to_v8(conn: sa.Connection) -> None:
+    pass  # only a new table, created by create_all below
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8}
 
 
 def migrate(conn: sa.Connection) -> int:

@@ -1,4 +1,4 @@
-"""Ledger schema upgrades: a v1 (or v5, v6) ledger is migrated in place, keeping its rows."""
+"""Ledger schema upgrades: a v1 (or v5, v6, v7) ledger is migrated in place, keeping its rows."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 7
+        assert ledger.schema_version() == SCHEMA_VERSION == 8
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 7 and len(again.runs()) == 2
+        assert again.schema_version() == 8 and len(again.runs()) == 2
     finally:
         again.close()
 
@@ -100,6 +100,7 @@ def test_v5_ledger_gains_the_probe_table_and_keeps_its_rows(ledger_url):
     engine = sa.create_engine(ledger_url)
     with engine.begin() as conn:  # back to what v5 created
         conn.execute(sa.text("DROP TABLE skyfeast_provider_probes"))
+        conn.execute(sa.text("DROP TABLE skyfeast_actions"))
         _drop_registry(conn)
         conn.execute(sa.text("UPDATE skyfeast_meta SET value = '5' WHERE key = 'schema_version'"))
     engine.dispose()
@@ -129,6 +130,7 @@ def test_v6_ledger_gains_the_model_registry_and_keeps_its_rows(ledger_url):
     ledger.close()
     engine = sa.create_engine(ledger_url)
     with engine.begin() as conn:  # back to what v6 created
+        conn.execute(sa.text("DROP TABLE skyfeast_actions"))
         _drop_registry(conn)
         conn.execute(sa.text("UPDATE skyfeast_meta SET value = '6' WHERE key = 'schema_version'"))
         assert not sa.inspect(conn).has_table("skyfeast_models")
@@ -136,7 +138,7 @@ def test_v6_ledger_gains_the_model_registry_and_keeps_its_rows(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 7
+        assert ledger.schema_version() == SCHEMA_VERSION == 8
         assert ledger.get_run(rid).status == "running" and ledger.probes()["aws"]["workers"] == 2
         names = set(sa.inspect(ledger.engine).get_table_names())
         assert {t.name for t in TABLES} <= names
@@ -144,5 +146,39 @@ def test_v6_ledger_gains_the_model_registry_and_keeps_its_rows(ledger_url):
         assert registry.list_models() == []
         v = registry.register("churn", artifact_key="k", sha256="a" * 64, size=3, created_by="t")
         assert registry.promote("churn", v.version, actor="t").to_version == 1
+    finally:
+        ledger.close()
+
+
+def test_v7_ledger_gains_the_action_audit_and_keeps_its_rows(ledger_url):
+    """The ledger of the previous release (v7: no skyfeast_actions) is upgraded in place."""
+    ledger = Ledger(ledger_url)
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    rid, _ = ledger.claim("user_features", start, end, trigger="manual", lease=timedelta(seconds=30))
+    ModelRegistry(ledger.engine).register("churn", artifact_key="k", sha256="b" * 64, size=1, created_by="t")
+    ledger.close()
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:  # back to what v7 created
+        conn.execute(sa.text("DROP TABLE skyfeast_actions"))
+        conn.execute(sa.text("UPDATE skyfeast_meta SET value = '7' WHERE key = 'schema_version'"))
+    engine.dispose()
+
+    ledger = Ledger(ledger_url)
+    try:
+        assert ledger.schema_version() == SCHEMA_VERSION == 8
+        assert ledger.get_run(rid).status == "running"
+        assert ModelRegistry(ledger.engine).get("churn").version == 1
+        assert ledger.actions() == []
+        first = ledger.record_action("cordon", "gcp", {"reason": "quota"}, source="127.0.0.1", actor="loopback",
+                                     outcome="accepted")
+        second = ledger.record_action("trigger", "nope", {"job": "nope"}, source="::1", actor="token",
+                                      outcome="refused", error="unknown job 'nope'")
+        assert second > first
+        rows = ledger.actions()
+        assert [(r["id"], r["action"], r["outcome"], r["error"]) for r in rows] == [
+            (second, "trigger", "refused", "unknown job 'nope'"), (first, "cordon", "accepted", None)]
+        assert rows[1]["params"] == {"reason": "quota"} and rows[1]["actor"] == "loopback"
+        assert datetime.fromisoformat(rows[0]["at"]).tzinfo is not None
+        assert ledger.actions(limit=1) == rows[:1]
     finally:
         ledger.close()

@@ -1,0 +1,281 @@
+"""The daemon's JSON API (``/api/...``, see docs/http.md): the operator API of
+:mod:`skyfeast.scheduler.api` over HTTP, on the daemon's own ledger, pool and Feast repo.
+
+* Reads (``GET``) answer what the CLI's ``--json`` answers: the same functions build both.
+* Actions (``POST``) make the CLI's checks; each one that passes authentication is recorded
+  in the ledger's ``skyfeast_actions``, accepted or refused (:meth:`Ledger.record_action`).
+* Who may do what is :func:`skyfeast.scheduler.api.auth.decide`, applied before routing, so
+  an unauthenticated request learns nothing about its body or the path's target.
+
+Handlers are plain functions: uvicorn runs them in its thread pool, never on the event loop,
+and at most :data:`MAX_CONCURRENT` of them hold ledger connections at a time (more wait up to
+:data:`SLOT_WAIT` seconds, then get 503), so the API cannot take the connections dispatch needs.
+Errors are JSON ``{"error": ...}`` with the status the error carries (400, 404, 409, 422),
+503 when the ledger is unavailable, 500 otherwise (details in the daemon's log only).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skyfeast.scheduler.api import actions, views
+from skyfeast.scheduler.api.auth import Token, decide
+from skyfeast.scheduler.errors import UsageError, UserError
+
+log = logging.getLogger("skyfeast.http")
+MAX_CONCURRENT = 4  # API handlers using the ledger at once
+SLOT_WAIT = 5.0  # seconds a handler waits for one of them before answering 503
+CHAMPION = "champion"
+RUN_STATES = Literal["queued", "running", "interrupted", "succeeded", "failed", "cancelled", "upstream_failed"]
+
+
+class Unprocessable(UsageError):
+    """A request body that is not the JSON object the action takes."""
+
+    http_status = 422
+
+
+class Busy(Exception):
+    """Every API slot stayed taken for :data:`SLOT_WAIT` seconds."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TriggerBody(_Body):
+    job: str = Field(min_length=1, max_length=128)
+    window: str | None = Field(None, max_length=200, description="START/END; default: the latest complete window")
+    allow_off_grid: bool = False
+
+
+class ReasonBody(_Body):
+    reason: str | None = Field(None, max_length=1000)
+
+
+class PromoteBody(ReasonBody):
+    version: int = Field(ge=1)
+    alias: str = Field(CHAMPION, max_length=64)
+
+
+class RollbackBody(ReasonBody):
+    alias: str = Field(CHAMPION, max_length=64)
+
+
+class Api:
+    """What ``/api`` reads and acts on: one daemon's config, ledger, provider pool, Feast repo, and
+    its token (None: actions from loopback clients only)."""
+
+    def __init__(self, *, cfg, ledger, pool, repo, token: Token | None):
+        from skyfeast.featurestore.models import ModelRegistry
+
+        self.cfg, self.ledger, self.pool, self.repo, self.token = cfg, ledger, pool, repo, token
+        self.registry = ModelRegistry(ledger.engine)
+        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+
+    @contextmanager
+    def slot(self):
+        if not self._slots.acquire(timeout=SLOT_WAIT):
+            raise Busy
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _failure(exc: BaseException, what: str) -> tuple[int, str, str]:
+    """(status, message for the client, outcome) of an exception a handler raised."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from skyfeast.scheduler.ledger import Fenced
+
+    if isinstance(exc, UserError):
+        return exc.http_status, str(exc), "refused"
+    if isinstance(exc, Busy):
+        return 503, f"the API is busy ({MAX_CONCURRENT} requests in progress); try again", "failed"
+    if isinstance(exc, Fenced):
+        return 503, "this daemon lost the leader lease; ask the other one", "failed"
+    if isinstance(exc, SQLAlchemyError):
+        log.warning("%s: the ledger failed: %s", what, type(exc).__name__, exc_info=exc)
+        return 503, "the ledger is unavailable; see the daemon's log", "failed"
+    log.error("%s failed", what, exc_info=exc)
+    return 500, "internal error; see the daemon's log", "failed"
+
+
+def _parse(body: bytes, model: type[_Body]) -> _Body:
+    """``body`` (JSON, or empty for the defaults) as ``model``; :class:`Unprocessable` naming each bad field."""
+    try:
+        return model.model_validate_json(body) if body.strip() else model.model_validate({})
+    except ValidationError as exc:
+        # the messages only: pydantic's errors also quote the input
+        raise Unprocessable("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                      for e in exc.errors(include_url=False))) from None
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def install(app: FastAPI, api: Api) -> None:
+    """Add ``/api/...``, its authentication and its error handling to ``app``."""
+    read_token = api.cfg.daemon.http_read_token
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        client = request.client.host if request.client else None
+        d = decide(action=request.method not in ("GET", "HEAD"), client=client, token=api.token,
+                   authorization=request.headers.get("authorization"), read_token=read_token)
+        if not d.allowed:
+            log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, d.error)
+            return _error(d.status, d.error or "refused", {"WWW-Authenticate": "Bearer"} if d.status == 401 else None)
+        request.state.actor = d.actor
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError):
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in detail)
+        return JSONResponse({"error": message, "detail": detail}, status_code=422)
+
+    def answer(request: Request, fn: Callable[[], Any]) -> JSONResponse:
+        try:
+            with api.slot():
+                return JSONResponse(fn())
+        except Exception as exc:
+            status, message, _ = _failure(exc, f"GET {request.url.path}")
+            return _error(status, message)
+
+    def act(request: Request, action: str, target: str, body: bytes, model: type[_Body],
+            fn: Callable[[Any], dict[str, Any]]) -> JSONResponse:
+        """Run one action and record it (accepted, refused, or failed) in the ledger."""
+        actor = request.state.actor
+        source = request.client.host if request.client else None
+        params: dict[str, Any] = {}
+        try:
+            args = _parse(body, model)
+            params = args.model_dump(mode="json")
+            with api.slot():
+                result = fn(args)
+            status, outcome, error = 200, "accepted", None
+        except Exception as exc:
+            status, error, outcome = _failure(exc, f"action {action} {target}")
+            result = {"error": error}
+        try:
+            result_id = api.ledger.record_action(action, target, params, source=source, actor=actor,
+                                                 outcome=outcome, error=error)
+            if status == 200:
+                result = {**result, "action_id": result_id}
+        except Exception as exc:  # the action itself is done (or refused): say so, and that its record is missing
+            log.error("action %s %s (%s) could not be recorded in the ledger: %s", action, target, outcome,
+                      type(exc).__name__)
+        log.info("action %s %s by %s from %s: %s%s", action, target, actor, source, outcome,
+                 f" ({error})" if error else "")
+        return JSONResponse(result, status_code=status)
+
+    def by(request: Request) -> str:
+        return f"http:{request.state.actor}"
+
+    # ---------------------------------------------------------------- reads
+    @app.get("/api/status")
+    def status(request: Request, limit: int = Query(10, ge=1, le=1000)):
+        return answer(request, lambda: views.status_view(api.cfg, api.ledger, api.pool, api.repo, limit=limit,
+                                                          check_storage=False))
+
+    @app.get("/api/runs")
+    def runs(request: Request, job: str | None = Query(None, max_length=128), status: RUN_STATES | None = None,
+             limit: int = Query(50, ge=1, le=1000), drills: bool = False):
+        return answer(request, lambda: views.runs_view(api.cfg, api.ledger, job=job, status=status, limit=limit,
+                                                        drills=drills))
+
+    @app.get("/api/plan")
+    def plan(request: Request, count: int = Query(3, ge=1, le=1000), at: str | None = Query(None, max_length=64)):
+        from skyfeast.scheduler.api.checks import parse_time_arg
+
+        def view():
+            when = datetime.now(timezone.utc) if at is None else parse_time_arg(at, "at")
+            return views.plan_view(api.cfg, when, count)
+
+        return answer(request, view)
+
+    @app.get("/api/models")
+    def models(request: Request):
+        return answer(request, lambda: views.models_view(api.registry))
+
+    @app.get("/api/models/{name}")
+    def model(request: Request, name: str, version: int | None = Query(None, ge=1)):
+        return answer(request, lambda: views.model_view(api.registry, name, version))
+
+    @app.get("/api/models/{name}/history")
+    def history(request: Request, name: str, alias: str | None = Query(None, max_length=64)):
+        return answer(request, lambda: views.history_view(api.registry, name, alias))
+
+    @app.get("/api/actions")
+    def audit(request: Request, limit: int = Query(50, ge=1, le=1000)):
+        return answer(request, lambda: {"actions": api.ledger.actions(limit)})
+
+    # ---------------------------------------------------------------- actions
+    @app.post("/api/trigger")
+    def trigger(request: Request, body: bytes = Depends(_raw_body)):
+        def run(a: TriggerBody):
+            return actions.trigger(api.cfg, api.ledger, a.job, a.window, allow_off_grid=a.allow_off_grid,
+                                   flag="window")
+        # the target is the job asked for, even when the body does not parse
+        return act(request, "trigger", _peek(body, "job"), body, TriggerBody, run)
+
+    @app.post("/api/runs/{run_id}/cancel")
+    def cancel(request: Request, run_id: str, body: bytes = Depends(_raw_body)):
+        def run(_: ReasonBody):
+            if not run_id.isdigit():
+                raise UsageError(f"run id {run_id[:40]!r} is not a whole number")
+            return actions.cancel(api.ledger, int(run_id))
+        return act(request, "cancel", run_id, body, ReasonBody, run)
+
+    @app.post("/api/providers/{name}/cordon")
+    def cordon(request: Request, name: str, body: bytes = Depends(_raw_body)):
+        return act(request, "cordon", name, body, ReasonBody,
+                   lambda a: actions.cordon(api.cfg, api.ledger, name, reason=a.reason, actor=by(request)))
+
+    @app.post("/api/providers/{name}/uncordon")
+    def uncordon(request: Request, name: str, body: bytes = Depends(_raw_body)):
+        return act(request, "uncordon", name, body, ReasonBody, lambda a: actions.uncordon(api.cfg, api.ledger, name))
+
+    @app.post("/api/models/{name}/promote")
+    def promote(request: Request, name: str, body: bytes = Depends(_raw_body)):
+        return act(request, "promote", name, body, PromoteBody,
+                   lambda a: actions.promote(api.registry, name, a.version, a.alias, reason=a.reason,
+                                             actor=by(request)))
+
+    @app.post("/api/models/{name}/rollback")
+    def rollback(request: Request, name: str, body: bytes = Depends(_raw_body)):
+        return act(request, "rollback", name, body, RollbackBody,
+                   lambda a: actions.rollback(api.registry, name, a.alias, reason=a.reason, actor=by(request)))
+
+
+def _peek(body: bytes, key: str) -> str:
+    """``body[key]`` if the body is a JSON object with a string there, else ``?`` (for the audit's target)."""
+    import json
+
+    try:
+        value = json.loads(body or b"{}").get(key)
+    except (ValueError, AttributeError):
+        return "?"
+    return value[:128] if isinstance(value, str) else "?"
+
+
+__all__ = ["MAX_CONCURRENT", "Api", "install"]

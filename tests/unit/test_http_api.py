@@ -1,0 +1,381 @@
+"""The daemon's JSON API (issue 16): /api reads equal the CLI's --json of the same ledger; actions
+make the CLI's checks, need the token (or a loopback client without one), and are audited in the
+ledger; no secret of the config reaches a response or a log line. The real uvicorn thread serves a
+real SQLite ledger; the stand-ins are the daemon and its liveness."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+import skyfeast.scheduler.config as config_pkg
+from skyfeast.scheduler.api.auth import Token, decide, is_loopback, load_token
+from skyfeast.scheduler.app.http import HttpServer, bind, build_app
+from skyfeast.scheduler.app.metrics import Metrics
+from skyfeast.scheduler.app.routes import Api
+from skyfeast.scheduler.cli import main
+from skyfeast.scheduler.control.liveness import Liveness
+from skyfeast.scheduler.errors import ConfigError, UsageError
+
+UTC = timezone.utc
+TOKEN = "tok-Zq8v1Lr6Wm3Xc9Ke"  # also a planted secret: it must never be printed
+PG_PASSWORD = "pgPw-K7r2Tq9Vx4"
+S3_SECRET = "s3Sk-Hb5Jm8Np1Rz6"
+PLANTED = (TOKEN, PG_PASSWORD, S3_SECRET)
+CONFIG = """project: p
+feast: {repo: repo}
+%(state)s
+daemon: {%(daemon)s}
+providers:
+  aws: {priority: 1, cluster: {type: local}, storage: {type: local, root: data}}
+  gcp: {priority: 2, cluster: {type: address, address: "tcp://127.0.0.1:9", connect_timeout: 1s}, storage: %(gcp)s}
+jobs:
+  - name: hourly
+    kind: feature
+    schedule: {type: cron, expr: "0 * * * *"}
+    source: {type: parquet, path: "events/*.parquet", timestamp_field: ts}
+    transform: "t:f"
+    feature_view: fv
+"""
+FEATURE_STORE = """project: p
+registry: data/registry.db
+provider: local
+online_store: {type: sqlite, path: data/online.db}
+entity_key_serialization_version: 3
+"""
+
+
+def _project(tmp_path, *, state="", daemon="", gcp="{type: local, root: data-gcp}"):
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    (tmp_path / "repo" / "feature_store.yaml").write_text(FEATURE_STORE)
+    (tmp_path / "model.joblib").write_bytes(b"weights")
+    path = tmp_path / "skyfeast.yaml"
+    path.write_text(CONFIG % {"state": state, "daemon": daemon, "gcp": gcp})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_feast_checks(monkeypatch):
+    """The CLI commands load the config as the daemon does here: no Feast repo or user code checks."""
+    real = config_pkg.load_config
+    monkeypatch.setattr(config_pkg, "load_config", lambda p, **kw: real(p, check_imports=False, check_feast=False))
+
+
+class Served:
+    def __init__(self, path, *, ledger_url=None, environ=None):
+        from skyfeast.featurestore.repo import FeastRepo
+        from skyfeast.scheduler.control.providers import ProviderPool
+        from skyfeast.scheduler.ledger import Ledger
+
+        self.path = path
+        self.cfg = config_pkg.load_config(path)
+        self.ledger = Ledger(ledger_url or self.cfg.state_url)
+        self.pool = ProviderPool(self.cfg)
+        self.token = load_token(self.cfg.daemon, self.cfg.base_dir, environ or {})
+        self.metrics = Metrics()
+        daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event(), lease_renewed_at=None)
+        self.metrics.attach(daemon=daemon, pool=self.pool)
+        self.metrics.time_ledger(self.ledger)
+        api = Api(cfg=self.cfg, ledger=self.ledger, pool=self.pool, repo=FeastRepo(self.cfg.feast_repo),
+                  token=self.token)
+        self.server = HttpServer(bind("127.0.0.1:0"))
+        self.server.start(build_app(daemon=daemon, liveness=Liveness(), ledger=self.ledger, metrics=self.metrics,
+                                    bounds={"dispatch": 30.0}, api=api))
+        self.base = "http://%s:%d" % self.server.address
+
+    def call(self, method: str, path: str, body=None, *, token: str | None = None, raw: bytes | None = None):
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:
+                code, text = r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            code, text = exc.code, exc.read()
+        self.seen.append(text)
+        try:
+            return code, json.loads(text)
+        except ValueError:
+            return code, text.decode()
+
+    seen: list[bytes]
+
+    def cli(self, capsys, *argv) -> object:
+        code = main([argv[0], "-c", str(self.path), *argv[1:]]) if argv[0] != "models" else \
+            main(["models", argv[1], "-c", str(self.path), *argv[2:]])
+        got = capsys.readouterr()
+        assert code == 0, got.err
+        return json.loads(got.out) if "--json" in argv else got.out
+
+    def close(self):
+        self.server.close()
+        self.pool.close()
+        self.ledger.close()
+
+
+@pytest.fixture
+def serve():
+    made = []
+
+    def start(path, **kw):
+        s = Served(path, **kw)
+        s.seen = []
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.close()
+
+
+def _closed_window(hours_ago=3):
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago - 1)
+    return f"{(end - timedelta(hours=1)).isoformat()}/{end.isoformat()}"
+
+
+# --------------------------------------------------------------------------- reads = the CLI's JSON
+def test_reads_answer_what_the_cli_json_answers(tmp_path, serve, capsys):
+    s = serve(_project(tmp_path))
+    s.cli(capsys, "trigger", "hourly", "--window", _closed_window(), "--json")
+    s.cli(capsys, "trigger", "hourly", "--window", _closed_window(5), "--json")
+    s.cli(capsys, "cordon", "gcp", "--reason", "maintenance")
+    s.cli(capsys, "models", "register", "churn", str(tmp_path / "model.joblib"), "--json")
+    s.cli(capsys, "models", "register", "churn", str(tmp_path / "model.joblib"), "--json")
+    s.cli(capsys, "models", "promote", "churn", "1", "--json")
+    s.cli(capsys, "models", "promote", "churn", "2", "--json")
+
+    assert s.call("GET", "/api/runs") == (200, s.cli(capsys, "runs", "--json"))
+    assert s.call("GET", "/api/runs?job=hourly&status=queued&limit=1") == \
+        (200, s.cli(capsys, "runs", "--job", "hourly", "--status", "queued", "--limit", "1", "--json"))
+    at = "2026-03-02T10:30:00Z"
+    assert s.call("GET", f"/api/plan?at={at}&count=2") == (200, s.cli(capsys, "plan", "--at", at, "-n", "2", "--json"))
+    assert s.call("GET", "/api/models") == (200, s.cli(capsys, "models", "list", "--json"))
+    assert s.call("GET", "/api/models/churn") == (200, s.cli(capsys, "models", "show", "churn", "--json"))
+    assert s.call("GET", "/api/models/churn?version=1") == \
+        (200, s.cli(capsys, "models", "show", "churn", "--version", "1", "--json"))
+    assert s.call("GET", "/api/models/churn/history") == (200, s.cli(capsys, "models", "history", "churn", "--json"))
+
+    code, api = s.call("GET", "/api/status")
+    cli = s.cli(capsys, "status", "--json")
+    assert code == 200 and set(api) == set(cli)
+    for k in ("project", "ledger", "leader", "runs", "feature_views"):
+        assert api[k] == cli[k], k
+    live = {"storage_ok", "storage_error"}  # the CLI lists storage now; the API does not (no live probing)
+    for a, c in zip(api["providers"], cli["providers"], strict=True):
+        assert {k: v for k, v in a.items() if k not in live} == {k: v for k, v in c.items() if k not in live}
+        assert a["storage_ok"] is None and c["storage_ok"] is True
+    assert [p["cordoned"] for p in api["providers"]] == [False, True]
+
+
+def test_bad_parameters_and_unknown_names(tmp_path, serve):
+    s = serve(_project(tmp_path))
+    code, body = s.call("GET", "/api/runs?job=nope")
+    assert code == 404 and "unknown job 'nope'" in body["error"]
+    for bad in ("status=finished", "limit=0", "limit=abc", "drills=maybe"):
+        code, body = s.call("GET", "/api/runs?" + bad)
+        assert code == 422 and body["error"] and body["detail"], bad
+    assert s.call("GET", "/api/plan?at=yesterday")[0] == 400
+    assert s.call("GET", "/api/models/nope")[0] == 404
+    assert s.call("GET", "/api/models/nope/history")[0] == 404
+    assert s.call("GET", "/api/actions?limit=100000")[0] == 422
+
+    code, body = s.call("POST", "/api/trigger", {"job": "nope"})
+    assert code == 404 and "unknown job" in body["error"]
+    future = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    code, body = s.call("POST", "/api/trigger", {"job": "hourly",
+                                                 "window": f"{(future - timedelta(hours=1)).isoformat()}/{future.isoformat()}"})
+    assert code == 400 and "ends after now" in body["error"]
+    code, body = s.call("POST", "/api/trigger", {"job": "hourly", "window": "2026-01-01T00:10:00Z/2026-01-01T01:10:00Z"})
+    assert code == 400 and "not on the job's schedule" in body["error"]
+    assert s.call("POST", "/api/trigger", {"job": "hourly", "window": "2026-01-01T00:10:00Z/2026-01-01T01:10:00Z",
+                                           "allow_off_grid": True})[0] == 200
+    assert s.call("POST", "/api/trigger", {"job": "hourly", "window": "garbage"})[0] == 400
+    code, body = s.call("POST", "/api/trigger", {"job": "hourly", "token": "x"})
+    assert code == 422 and "token" in body["error"]
+    assert s.call("POST", "/api/trigger", raw=b"{not json")[0] == 422
+    assert s.call("POST", "/api/runs/999/cancel")[0] == 404
+    assert s.call("POST", "/api/runs/abc/cancel")[0] == 400
+    assert s.call("POST", "/api/providers/nope/cordon", {"reason": "x"})[0] == 404
+    assert s.call("POST", "/api/models/nope/promote", {"version": 1})[0] == 404
+    assert s.call("POST", "/api/models/nope/rollback", {})[0] == 404
+    assert s.call("POST", "/api/models/nope/promote", {})[0] == 422  # version is required
+
+
+# --------------------------------------------------------------------------- actions and their audit
+def test_actions_change_the_ledger_and_are_audited(tmp_path, serve, capsys):
+    s = serve(_project(tmp_path))
+    s.cli(capsys, "models", "register", "churn", str(tmp_path / "model.joblib"), "--json")
+    s.cli(capsys, "models", "register", "churn", str(tmp_path / "model.joblib"), "--json")
+
+    code, queued = s.call("POST", "/api/trigger", {"job": "hourly", "window": _closed_window()})
+    assert code == 200 and queued["status"] == "queued" and queued["job"] == "hourly"
+    rid = queued["run_id"]
+    assert s.call("POST", f"/api/runs/{rid}/cancel", {"reason": "wrong window"})[1]["status"] == "cancelled"
+    assert s.ledger.get_run(rid).status == "cancelled"
+    code, body = s.call("POST", "/api/providers/gcp/cordon", {"reason": "quota"})
+    assert code == 200 and s.ledger.cordons()["gcp"] == {**s.ledger.cordons()["gcp"], "reason": "quota",
+                                                          "by": "http:loopback"}
+    assert s.call("POST", "/api/providers/gcp/uncordon", {"reason": "fixed"})[1]["was_cordoned"] is True
+    assert s.ledger.cordons() == {}
+    assert s.call("POST", "/api/models/churn/promote", {"version": 1, "reason": "first"})[1]["to_version"] == 1
+    move = s.call("POST", "/api/models/churn/promote", {"version": 2, "alias": "champion"})[1]
+    assert (move["from_version"], move["to_version"], move["actor"]) == (1, 2, "http:loopback")
+    assert s.call("POST", "/api/models/churn/rollback", {"reason": "bad auc"})[1]["to_version"] == 1
+    code, body = s.call("POST", "/api/models/churn/rollback", {"alias": "shadow"})
+    assert code == 404
+    assert s.call("POST", "/api/trigger", {"job": "nope"})[0] == 404
+
+    code, body = s.call("GET", "/api/actions?limit=100")
+    rows = body["actions"]
+    assert [(r["action"], r["target"], r["outcome"]) for r in reversed(rows)] == [
+        ("trigger", "hourly", "accepted"), ("cancel", str(rid), "accepted"), ("cordon", "gcp", "accepted"),
+        ("uncordon", "gcp", "accepted"), ("promote", "churn", "accepted"), ("promote", "churn", "accepted"),
+        ("rollback", "churn", "accepted"), ("rollback", "churn", "refused"), ("trigger", "nope", "refused")]
+    assert all(r["actor"] == "loopback" and r["source"] == "127.0.0.1" for r in rows)
+    assert rows[0]["error"].startswith("unknown job 'nope'") and rows[0]["params"]["job"] == "nope"
+    assert rows[-1]["params"] == {"job": "hourly", "window": _closed_window(), "allow_off_grid": False}
+    assert rows[-3]["params"] == {"reason": "quota"}
+    assert s.call("GET", "/api/actions?limit=2")[1]["actions"] == rows[:2]
+
+
+def test_actions_need_the_token_when_one_is_configured(tmp_path, serve):
+    s = serve(_project(tmp_path, daemon="http_token_env: SKYFEAST_HTTP_TOKEN"),
+              environ={"SKYFEAST_HTTP_TOKEN": TOKEN})
+    body = {"reason": "x"}
+    code, answer = s.call("POST", "/api/providers/gcp/cordon", body)
+    assert code == 401 and "bearer token" in answer["error"]
+    assert s.call("POST", "/api/providers/gcp/cordon", body, token=TOKEN + "x")[0] == 401
+    assert s.call("POST", "/api/providers/nope/cordon", body)[0] == 401  # nothing learned about the target
+    assert s.call("POST", "/api/providers/gcp/cordon", raw=b"junk")[0] == 401  # nor about the body
+    assert s.ledger.actions() == []  # refused before authentication: not audited (logged)
+    assert s.call("POST", "/api/providers/gcp/cordon", body, token=TOKEN)[0] == 200
+    assert [(a["actor"], a["outcome"]) for a in s.ledger.actions()] == [("token", "accepted")]
+    assert s.call("GET", "/api/runs")[0] == 200  # reads stay open without http_read_token
+
+
+def test_reads_can_need_the_token_too(tmp_path, serve):
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    os.chmod(tmp_path / "token", 0o600)
+    s = serve(_project(tmp_path, daemon="http_token_file: token, http_read_token: true"))
+    for path in ("/api/status", "/api/runs", "/api/plan", "/api/models", "/api/actions"):
+        assert s.call("GET", path)[0] == 401, path
+        assert s.call("GET", path, token="wrong-token-of-length")[0] == 401, path
+        assert s.call("GET", path, token=TOKEN)[0] == 200, path
+    assert s.call("GET", "/healthz")[0] == 200 and s.call("GET", "/metrics")[0] == 200  # probes stay open
+
+
+def test_without_a_token_only_loopback_clients_may_act():
+    def act(client):
+        return decide(action=True, client=client, authorization=None, token=None)
+
+    assert act("127.0.0.1").allowed and act("127.8.9.1").actor == "loopback"
+    assert act("::1").allowed and act("::ffff:127.0.0.1").allowed
+    for other in ("10.0.0.5", "192.168.1.2", "2001:db8::1", "::ffff:10.0.0.1", "0.0.0.0", None, "", "localhost"):
+        d = act(other)
+        assert (d.allowed, d.status) == (False, 403) and "loopback" in d.error, other
+    assert decide(action=False, client="10.0.0.5", authorization=None, token=None).allowed
+    token = Token(TOKEN)
+    assert not decide(action=True, client="127.0.0.1", authorization=None, token=token).allowed  # a token: for all
+    assert decide(action=True, client="10.0.0.5", authorization=f"Bearer {TOKEN}", token=token).actor == "token"
+    assert decide(action=True, client="10.0.0.5", authorization=f"bearer  {TOKEN} ", token=token).allowed
+    assert decide(action=True, client="10.0.0.5", authorization=f"Basic {TOKEN}", token=token).status == 401
+    assert not decide(action=False, client="1.2.3.4", authorization=None, token=token, read_token=True).allowed
+    assert TOKEN not in repr(token) + str(token) and not is_loopback("not-an-ip")
+
+
+def test_token_settings_are_checked(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="not both"):
+        config_pkg.load_config(_project(tmp_path, daemon="http_token_env: A, http_token_file: f"))
+    with pytest.raises(ConfigError, match="http_read_token needs a token"):
+        config_pkg.load_config(_project(tmp_path, daemon="http_read_token: true"))
+    with pytest.raises(ConfigError, match="http_token_env"):
+        config_pkg.load_config(_project(tmp_path, daemon="http_token_env: 'not a name'"))
+    d = config_pkg.load_config(_project(tmp_path, daemon="http_token_env: SKY_T")).daemon
+    with pytest.raises(UsageError, match="SKY_T is not set"):
+        load_token(d, tmp_path, {})
+    with pytest.raises(UsageError, match="shorter than 16") as short:
+        load_token(d, tmp_path, {"SKY_T": "tiny-secret"})
+    assert "tiny-secret" not in str(short.value)
+    assert load_token(d, tmp_path, {"SKY_T": f"  {TOKEN}\n"}).matches(TOKEN)
+    d = config_pkg.load_config(_project(tmp_path, daemon="http_token_file: tok")).daemon
+    with pytest.raises(UsageError, match="cannot read"):
+        load_token(d, tmp_path, {})
+    (tmp_path / "tok").write_text(TOKEN)
+    os.chmod(tmp_path / "tok", 0o644)
+    with pytest.raises(UsageError, match="chmod 600") as loose:
+        load_token(d, tmp_path, {})
+    assert TOKEN not in str(loose.value)
+    os.chmod(tmp_path / "tok", 0o600)
+    assert load_token(d, tmp_path, {}).matches(TOKEN)
+
+
+# --------------------------------------------------------------------------- no secret leaks
+def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, capfd):
+    """A PostgreSQL password in the state URL, an S3 secret key, and the token: every endpoint,
+    including the error paths and /metrics, and every log line at DEBUG, are grepped for them."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    keep = Keep(logging.DEBUG)
+    keep.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    loggers = [root, *(logging.getLogger(n) for n in ("skyfeast", "uvicorn", "uvicorn.error", "fastapi"))]
+    old_levels = [lg.level for lg in loggers]
+    root.addHandler(keep)
+    for lg in loggers:  # the CLI's main sets the skyfeast logger's level: every line counts here
+        lg.setLevel(logging.DEBUG)
+    try:
+        path = _project(
+            tmp_path, state=f"state: 'postgresql://skyuser:{PG_PASSWORD}@127.0.0.1:9/ledger?sslpassword={PG_PASSWORD}'",
+            daemon="http_token_env: SKYFEAST_HTTP_TOKEN",
+            gcp="{type: s3, bucket: planted-bucket, endpoint_url: 'http://127.0.0.1:9', connect_timeout: 1s, "
+                f"access_key_id: AKIDPLANTED, secret_access_key: '{S3_SECRET}', session_token: '{S3_SECRET}x'}}")
+        # the daemon's ledger is a SQLite stand-in: the planted URL is what the config says, and what status shows
+        s = serve(path, ledger_url=f"sqlite:///{tmp_path / 'state.db'}", environ={"SKYFEAST_HTTP_TOKEN": TOKEN})
+        for tok in (None, TOKEN, TOKEN[:-1] + "!", "Basic " + TOKEN):
+            for method, p, body in [
+                ("GET", "/api/status", None), ("GET", "/api/runs?job=hourly", None), ("GET", "/api/runs?job=nope", None),
+                ("GET", "/api/runs?limit=-1", None), ("GET", "/api/plan", None), ("GET", "/api/plan?at=x", None),
+                ("GET", "/api/models", None), ("GET", "/api/models/nope", None),
+                ("GET", "/api/models/nope/history", None), ("GET", "/api/actions", None),
+                ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", "/metrics", None), ("GET", "/nope", None),
+                ("POST", "/api/trigger", {"job": "hourly", "window": _closed_window()}),
+                ("POST", "/api/trigger", {"job": "hourly", "token": TOKEN}), ("POST", "/api/trigger", {"job": "x"}),
+                ("POST", "/api/runs/1/cancel", None), ("POST", "/api/runs/9999/cancel", None),
+                ("POST", "/api/providers/gcp/cordon", {"reason": "r"}),
+                ("POST", "/api/providers/gcp/uncordon", {"reason": "r"}),
+                ("POST", "/api/providers/nope/cordon", None), ("POST", "/api/models/nope/promote", {"version": 1}),
+                ("POST", "/api/models/nope/rollback", {}), ("POST", "/api/trigger", b"{bad"),
+            ]:
+                if isinstance(body, bytes):
+                    s.call(method, p, raw=body, token=tok)
+                else:
+                    s.call(method, p, body, token=tok)
+        code, status = s.call("GET", "/api/status")
+        assert code == 200 and status["ledger"].startswith("postgresql://skyuser:***@127.0.0.1:9/ledger")
+        assert status["providers"][1]["storage"] == "s3://planted-bucket"
+        assert len(s.ledger.actions(1000)) > 10
+        audit = json.dumps(s.ledger.actions(1000))
+    finally:
+        root.removeHandler(keep)
+        for lg, level in zip(loggers, old_levels):
+            lg.setLevel(level)
+    out, err = capfd.readouterr()
+    everything = "\n".join([*(b.decode(errors="replace") for b in s.seen), *records, out, err, audit])
+    assert any("refused POST /api/trigger" in r for r in records)  # the log was captured
+    assert any("action cordon gcp by token" in r for r in records)
+    for secret in PLANTED:
+        assert secret not in everything, f"planted secret {secret[:5]}... leaked"
