@@ -13,7 +13,8 @@ ledger query with a deadline; nothing here waits on, or locks against, the dispa
   stopping; 503 otherwise. Both say ``leader`` or ``standby`` and the daemon's identity.
 * ``/metrics``: :meth:`~skyfeast.scheduler.app.metrics.Metrics.render`.
 * ``/api/...``: the JSON API and its token-guarded actions (:mod:`skyfeast.scheduler.app.routes`),
-  when the daemon passes an :class:`~skyfeast.scheduler.app.routes.Api`.
+  and ``/`` (``/status``) the HTML status page (:mod:`skyfeast.scheduler.app.page`), when the
+  daemon passes an :class:`~skyfeast.scheduler.app.routes.Api`.
 
 :func:`bind` takes the port before the daemon opens its runtime, so a port in use or a bad
 address is a :class:`~skyfeast.scheduler.errors.UsageError` (exit 2) before any dispatch.
@@ -62,7 +63,7 @@ def bind(address: str) -> socket.socket:
 
 def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], api=None):
     """The FastAPI app over one daemon's state; with ``api`` (a :class:`~skyfeast.scheduler.app.routes.Api`),
-    also ``/api/...``."""
+    also ``/api/...`` and the status page."""
     app = FastAPI(title="skyfeast daemon", docs_url=None, redoc_url=None, openapi_url=None)
     ready_pool = ThreadPoolExecutor(1, thread_name_prefix="skyfeast-ready")
     last: list[Future | None] = [None]
@@ -115,9 +116,11 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], ap
         return Response(body, headers={"Content-Type": content_type})
 
     if api is not None:
+        from skyfeast.scheduler.app.page import install_page
         from skyfeast.scheduler.app.routes import install
 
         install(app, api)
+        install_page(app, api)
     app.state.ready_pool = ready_pool
     return app
 

@@ -97,7 +97,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _failure(exc: BaseException, what: str) -> tuple[int, str, str]:
+def failure(exc: BaseException, what: str) -> tuple[int, str, str]:
     """(status, message for the client, outcome) of an exception a handler raised."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -158,7 +158,7 @@ def install(app: FastAPI, api: Api) -> None:
             with api.slot():
                 return JSONResponse(fn())
         except Exception as exc:
-            status, message, _ = _failure(exc, f"GET {request.url.path}")
+            status, message, _ = failure(exc, f"GET {request.url.path}")
             return _error(status, message)
 
     def act(request: Request, action: str, target: str, body: bytes, model: type[_Body],
@@ -174,7 +174,7 @@ def install(app: FastAPI, api: Api) -> None:
                 result = fn(args)
             status, outcome, error = 200, "accepted", None
         except Exception as exc:
-            status, error, outcome = _failure(exc, f"action {action} {target}")
+            status, error, outcome = failure(exc, f"action {action} {target}")
             result = {"error": error}
         try:
             result_id = api.ledger.record_action(action, target, params, source=source, actor=actor,
@@ -278,4 +278,4 @@ def _peek(body: bytes, key: str) -> str:
     return value[:128] if isinstance(value, str) else "?"
 
 
-__all__ = ["MAX_CONCURRENT", "Api", "install"]
+__all__ = ["MAX_CONCURRENT", "Api", "failure", "install"]
