@@ -65,3 +65,17 @@ def test_run_throughput_bench_small():
     assert set(m["phase_p50_s"]) == {"claim", "plan", "submit", "compute", "write", "registry", "record"}
     # 7 to 10 runs/s on an idle 2-core machine (docs/benchmarks.md); under 1.5 is a regression
     assert m["runs_per_s"] >= 1.5, m
+
+
+def test_window_latency_bench_small():
+    """Five 1,000-row windows of a 1-minute job on warm clusters: due time -> succeeded, and ->
+    readable through vanilla Feast."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "window_latency.py"), "--sizes", "1000",
+                           "--samples", "5", "--no-baseline", "--json"], capture_output=True, text=True,
+                          timeout=400, cwd=ROOT)
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    r = result["jobs"]["rows1000"]
+    assert r["samples"] == 5 and r["readable_p50_s"] is not None, (r, proc.stderr[-3000:])
+    assert set(r["phase_p50_s"]) == {"claim", "plan", "submit", "compute", "write", "registry", "record"}
+    # about 0.15 s on an idle 2-core machine (docs/benchmarks.md); several times slower fails
+    assert r["succeeded_p50_s"] <= 2.0, r
