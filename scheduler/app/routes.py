@@ -139,6 +139,11 @@ def install(app: FastAPI, api: Api) -> None:
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
         client = request.client.host if request.client else None
+        if request.method not in ("GET", "HEAD") and \
+                request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            # a browser sends a cross-site form or text/plain POST without asking; a JSON one needs a
+            # CORS preflight this server never grants, so no other site can act through a local browser
+            return _error(415, "actions take a JSON body: send Content-Type: application/json")
         d = decide(action=request.method not in ("GET", "HEAD"), client=client, token=api.token,
                    authorization=request.headers.get("authorization"), read_token=read_token)
         if not d.allowed:

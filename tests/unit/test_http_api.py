@@ -379,3 +379,20 @@ def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, cap
     assert any("action cordon gcp by token" in r for r in records)
     for secret in PLANTED:
         assert secret not in everything, f"planted secret {secret[:5]}... leaked"
+
+
+def test_a_cross_site_form_post_cannot_act_through_a_local_browser(tmp_path, serve):
+    """Without a token, loopback clients may act; a page from another site, open in a browser on
+    this host, could POST a form (or text/plain) to 127.0.0.1 without a CORS preflight. Actions
+    take only JSON, which a browser sends cross-site only after a preflight this server refuses."""
+    s = serve(_project(tmp_path))
+    for ctype in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"):
+        req = urllib.request.Request(s.base + "/api/providers/gcp/cordon", data=b'{"reason": "csrf"}',
+                                     method="POST", headers={"Content-Type": ctype})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=15)
+        assert err.value.code == 415, ctype
+    assert s.ledger.cordons() == {}
+    assert s.call("GET", "/api/actions?limit=10")[1]["actions"] == []
+    code, _ = s.call("POST", "/api/providers/gcp/cordon", {"reason": "json"})  # Content-Type: application/json
+    assert code == 200 and s.ledger.cordons()["gcp"]["reason"] == "json"
