@@ -64,7 +64,7 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("skyfeast_runs_total", "counter", "Runs ended, by final status", ("job", "status"), dispatch=True),
+    Spec("skyfeast_runs_total", "counter", "Runs ended, by final status", ("skyfeast_job", "status"), dispatch=True),
     Spec("skyfeast_run_duration_seconds", "histogram", "Duration of runs that made an attempt", ("kind",),
          RUN_BUCKETS, dispatch=True),
     Spec("skyfeast_attempts_total", "counter", "Attempts ended, by provider and outcome", ("provider", "outcome"),

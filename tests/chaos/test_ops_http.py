@@ -177,7 +177,7 @@ def test_metrics_count_a_failover_and_show_the_provider_down(tmp_path):
                  10, "the failover in /metrics")
         assert scraper.value("skyfeast_failovers_total", from_provider="aws", to_provider="gcp",
                              cause="infrastructure") >= 1
-        wait_for(lambda: scraper.value("skyfeast_runs_total", job="user_features", status="succeeded") >= 1, 10,
+        wait_for(lambda: scraper.value("skyfeast_runs_total", skyfeast_job="user_features", status="succeeded") >= 1, 10,
                  "the run in /metrics")
         assert max(scraper.value("skyfeast_provider_state", provider="aws", state=s) for s in ("down", "degraded")) == 1
         assert scraper.value("skyfeast_attempts_total", provider="aws", outcome="failed") >= 1

@@ -92,7 +92,7 @@ def test_values_reach_the_exposition():
 
     assert value("skyfeast_failovers_total", from_provider="aws", to_provider="gcp", cause="infrastructure") == 1
     assert value("skyfeast_attempts_total", provider="aws", outcome="failed") == 1
-    assert value("skyfeast_runs_total", job="risk_score", status="failed") == 1
+    assert value("skyfeast_runs_total", skyfeast_job="risk_score", status="failed") == 1
     assert value("skyfeast_chunks_written_total", feature_view="user_features") == 4
     assert value("skyfeast_online_rows_written_total", feature_view="user_features") == 100
     assert value("feast_materialization_result_total", feature_view="user_risk", status="failure") == 1
