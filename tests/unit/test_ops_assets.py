@@ -38,6 +38,8 @@ def _exported() -> set[str]:
 
 def _unknown_metrics(expr: str) -> set[str]:
     expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values are not metric names
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)  # nor are the label names of a selector
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)  # nor grouping labels
     return set(METRIC.findall(expr)) - _exported()
 
 
@@ -49,6 +51,9 @@ def _rules() -> list[dict]:
 def test_metric_name_extraction_sees_names_and_ignores_label_values():
     assert _unknown_metrics('sum(rate(skyfeast_nope_total{feature_view="feast_x"}[5m]))') == {"skyfeast_nope_total"}
     assert not _unknown_metrics("histogram_quantile(0.95, sum by (le) (rate(skyfeast_run_duration_seconds_bucket[5m])))")
+    # label names are not metric names either, in a selector or a grouping
+    assert not _unknown_metrics('sum by (skyfeast_job) (skyfeast_runs_total{skyfeast_job="a", status="failed"})')
+    assert _unknown_metrics("sum by (skyfeast_job) (skyfeast_nope_total)") == {"skyfeast_nope_total"}
 
 
 def test_every_alert_is_complete_and_its_runbook_exists():
