@@ -96,3 +96,22 @@ def clear_redis(db: int, project: str) -> None:
             client.unlink(*keys[i : i + 10_000])
     finally:
         client.close()
+
+
+def time_claims(ledger) -> list[tuple[float, int]]:
+    """Wrap ``ledger.claim_many`` (the daemon's batch claim of a tick's due runs) so that each call's
+    seconds and number of runs are appended to the returned list."""
+    import time
+
+    calls: list[tuple[float, int]] = []
+    real = ledger.claim_many
+
+    def timed(items, **kw):
+        t = time.perf_counter()
+        try:
+            return real(items, **kw)
+        finally:
+            calls.append((time.perf_counter() - t, len(items)))
+
+    ledger.claim_many = timed
+    return calls

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from _common import time_claims
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = datetime(2026, 3, 1, tzinfo=UTC)  # the first window's start on the bench's own timeline
@@ -127,17 +128,7 @@ def measure(cfg_path: Path, probe: int, samples: int, warmup: int) -> dict:
     per_job: dict[str, dict[str, list]] = {j.name: {"succeeded": [], "readable": [], "phases": []} for j in cfg.jobs}
     with open_runtime(cfg) as rt:
         warm_up(rt.pool, list(cfg.providers))
-        claim_s: list[float] = []
-        real = rt.ledger.claim_many
-
-        def timed(items, **kw):
-            t = time.perf_counter()
-            try:
-                return real(items, **kw)
-            finally:
-                claim_s.append((time.perf_counter() - t) / max(len(items), 1))
-
-        rt.ledger.claim_many = timed
+        claims = time_claims(rt.ledger)
         daemon = Daemon(cfg, rt.ledger, rt.runner.execute_claimed, cancel=rt.runner.stop, clock=clock,
                         liveness=rt.liveness)
         serve = threading.Thread(target=daemon.serve, name="bench-daemon", daemon=True)
@@ -183,7 +174,7 @@ def measure(cfg_path: Path, probe: int, samples: int, warmup: int) -> dict:
     out = {}
     for name, d in per_job.items():
         ph = {p: round(statistics.median([x.get(p, 0.0) for x in d["phases"]]), 4) for p in PHASES if p != "claim"}
-        ph = {"claim": round(statistics.median(claim_s), 5) if claim_s else None, **ph}
+        ph = {"claim": round(statistics.median(s / max(n, 1) for s, n in claims), 5) if claims else None, **ph}
         ok_read = [x for x in d["readable"] if x == x]
         out[name] = {
             "samples": len(d["succeeded"]),

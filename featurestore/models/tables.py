@@ -25,9 +25,8 @@ UTC = timezone.utc
 
 
 class UTCDateTime(sa.types.TypeDecorator):
-    """Stores naive UTC, returns aware UTC (SQLite has no time zones).
-
-    The ledger's schema has the same type; this layer cannot import the scheduler's."""
+    """Stores naive UTC, returns aware UTC (SQLite has no time zones). The ledger's tables use it too
+    (the scheduler may import this layer, not the other way round)."""
 
     impl = sa.DateTime
     cache_ok = True
@@ -36,7 +35,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the model registry")
+            raise ValueError("naive datetime given to the ledger (UTCDateTime column)")
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:

@@ -25,32 +25,15 @@ one; it never drops data.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import timezone
 
 import sqlalchemy as sa
 
+from skyfeast.featurestore.models.tables import UTCDateTime
 from skyfeast.featurestore.models.tables import create_tables as create_registry_tables
 
 SCHEMA_VERSION = 8
 UTC = timezone.utc
-
-
-class UTCDateTime(sa.types.TypeDecorator):
-    """Stores naive UTC, returns aware UTC (SQLite has no time zones)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
 
 
 metadata = sa.MetaData()
