@@ -3,8 +3,9 @@
 * With a token configured (``daemon.http_token_env`` or ``daemon.http_token_file``), every
   action (``POST /api/...``), and with ``daemon.http_read_token`` every ``GET /api/...``, needs
   ``Authorization: Bearer <token>``: 401 without it or with another one.
-* Without a token, actions are accepted from loopback clients only (127.0.0.0/8, ::1), and
-  refused with 403 from any other address; reads are open.
+* Without a token, actions are accepted from this host's own loopback address only (127.0.0.1,
+  ::1), and refused with 403 from any other address, other 127.x addresses included (a container
+  or a proxy on the host may own those); reads are open.
 
 The token is compared with :func:`hmac.compare_digest`, and is never printed or logged: the
 :class:`Token` holding it shows ``Token(***)``.
@@ -53,7 +54,7 @@ class Decision:
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (a client address as the server saw it) is a loopback address."""
+    """Whether ``host`` (a client address as the server saw it) is 127.0.0.1 or ::1."""
     if not host:
         return False
     try:
@@ -62,7 +63,10 @@ def is_loopback(host: str | None) -> bool:
         return False
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return addr in _LOOPBACK
+
+
+_LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
 
 
 def decide(*, action: bool, client: str | None, authorization: str | None, token: Token | None,

@@ -70,7 +70,7 @@ def no_feast_checks(monkeypatch):
 
 
 class Served:
-    def __init__(self, path, *, ledger_url=None, environ=None):
+    def __init__(self, path, *, ledger_url=None, environ=None, host="127.0.0.1"):
         from skyfeast.featurestore.repo import FeastRepo
         from skyfeast.scheduler.control.providers import ProviderPool
         from skyfeast.scheduler.ledger import Ledger
@@ -86,7 +86,7 @@ class Served:
         self.metrics.time_ledger(self.ledger)
         api = Api(cfg=self.cfg, ledger=self.ledger, pool=self.pool, repo=FeastRepo(self.cfg.feast_repo),
                   token=self.token)
-        self.server = HttpServer(bind("127.0.0.1:0"))
+        self.server = HttpServer(bind(f"{host}:0"))
         self.server.start(build_app(daemon=daemon, liveness=Liveness(), ledger=self.ledger, metrics=self.metrics,
                                     bounds={"dispatch": 30.0}, api=api))
         self.base = "http://%s:%d" % self.server.address
@@ -278,9 +278,10 @@ def test_without_a_token_only_loopback_clients_may_act():
     def act(client):
         return decide(action=True, client=client, authorization=None, token=None)
 
-    assert act("127.0.0.1").allowed and act("127.8.9.1").actor == "loopback"
+    assert act("127.0.0.1").allowed and act("127.0.0.1").actor == "loopback"
     assert act("::1").allowed and act("::ffff:127.0.0.1").allowed
-    for other in ("10.0.0.5", "192.168.1.2", "2001:db8::1", "::ffff:10.0.0.1", "0.0.0.0", None, "", "localhost"):
+    for other in ("10.0.0.5", "192.168.1.2", "2001:db8::1", "::ffff:10.0.0.1", "0.0.0.0", None, "", "localhost",
+                  "127.0.0.2", "127.8.9.1", "::ffff:127.0.0.2"):
         d = act(other)
         assert (d.allowed, d.status) == (False, 403) and "loopback" in d.error, other
     assert decide(action=False, client="10.0.0.5", authorization=None, token=None).allowed
@@ -396,3 +397,33 @@ def test_a_cross_site_form_post_cannot_act_through_a_local_browser(tmp_path, ser
     assert s.call("GET", "/api/actions?limit=10")[1]["actions"] == []
     code, _ = s.call("POST", "/api/providers/gcp/cordon", {"reason": "json"})  # Content-Type: application/json
     assert code == 200 and s.ledger.cordons()["gcp"]["reason"] == "json"
+
+
+
+def test_an_action_from_another_address_is_refused_without_a_token(tmp_path, serve):
+    """A real connection from 127.0.0.2 (a second address, as another host or container would
+    be) is refused; the same action from 127.0.0.1 is accepted. Reads stay open to both."""
+    import http.client
+
+    s = serve(_project(tmp_path), host="127.0.0.2")
+    host, port = s.server.address
+
+    def post(source: str) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection(host, port, timeout=15, source_address=(source, 0))
+        try:
+            conn.request("POST", "/api/providers/gcp/cordon", body=json.dumps({"reason": source}),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            conn.close()
+
+    code, body = post("127.0.0.2")
+    assert code == 403 and "loopback" in body["error"], body
+    assert s.ledger.cordons() == {}
+    code, body = post("127.0.0.1")
+    assert code == 200 and s.ledger.cordons()["gcp"]["reason"] == "127.0.0.1", body
+    conn = http.client.HTTPConnection(host, port, timeout=15, source_address=("127.0.0.2", 0))
+    conn.request("GET", "/api/status")
+    assert conn.getresponse().status == 200
+    conn.close()
