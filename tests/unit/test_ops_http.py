@@ -268,3 +268,36 @@ def test_staleness_bounds_follow_the_config():
                                                  ledger_statement_timeout=timedelta(seconds=30)),
                           health=SimpleNamespace(interval=timedelta(seconds=1), timeout=timedelta(seconds=2)))
     assert staleness_bounds(cfg) == {"dispatch": 33.0, "heartbeat": 60.0, "health": 54.0}
+
+
+def test_the_fast_exposition_is_byte_for_byte_prometheus_clients():
+    """/metrics writes the text format itself (prometheus_client's writer takes ~200 ms for
+    10,000 jobs' series); it must equal what prometheus_client would write, escapes included."""
+    from types import SimpleNamespace
+
+    from prometheus_client import generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+    m = Metrics()
+    for i in range(300):
+        job = SimpleNamespace(name='odd "name"\\\n' if i == 0 else f"job{i}", kind=("feature", "model")[i % 2],
+                              feature_view=f"view{i % 3}")
+        m.run_ended(job, SimpleNamespace(status=("succeeded", "failed", "upstream_failed")[i % 3],
+                                         seconds=0.37 * i, rows_online=1_000_000 * i, partitions=2, attempts=1))
+    m.probed("aws", 0.02)
+    m.probed("gcp", 1e-7)
+    m.attempt_ended("job1", "aws", "failed", "infrastructure")
+    m.failed_over("job1", "aws", "gcp", "timeout")
+    body = m.render()
+    assert body == generate_latest(m.registry)
+    assert b'skyfeast_job="odd \\"name\\"\\\\\\n"' in body
+    assert m.exposition("text/plain") == (body, CONTENT_TYPE_PLAIN_0_0_4)
+    assert m.exposition("")[0] == body  # what a plain scrape gets
+    used = []
+    real = m.render
+    m.render = lambda: used.append(1) or real()
+    m.exposition("text/plain")
+    m.exposition("application/openmetrics-text; version=1.0.0")
+    assert used == [1]  # the classic format is written by render(), OpenMetrics by prometheus_client
+
+    assert m.exposition("application/openmetrics-text; version=1.0.0")[0].endswith(b"# EOF\n")
