@@ -209,7 +209,7 @@ class LocalConnector(ClusterConnector):
         while (address := _scheduler_address(sched_file)) is None:
             if self._scheduler.poll() is not None or time.monotonic() > deadline:
                 why = "exited" if self._scheduler.poll() is not None else \
-                    f"did not start within {self.start_timeout:.0f} s (start_timeout)"
+                    f"did not start within {self.start_timeout:g} s (start_timeout)"
                 raise Transient(f"local scheduler for {self.name} {why}: {self._log_tail('scheduler.log')}")
             time.sleep(0.05)
         for i in range(self.workers):
@@ -265,7 +265,7 @@ class LocalConnector(ClusterConnector):
             raise
         except (OSError, TimeoutError, RuntimeError) as exc:
             self.close()
-            raise Transient(f"cannot start local cluster for {self.name} within {self.start_timeout:.0f} s "
+            raise Transient(f"cannot start local cluster for {self.name} within {self.start_timeout:g} s "
                             f"(start_timeout): {exc}") from exc
         log.info("local cluster %s: scheduler %s (pid %s), %d worker(s)%s", self.name, self._scheduler_address,
                  self.scheduler_pid, self.workers, f", daemon connects via {self._address}" if self._forwarder else "")
