@@ -18,6 +18,10 @@ Version history:
   :mod:`skyfeast.featurestore.models.tables` on their own metadata.
 * 8 – ``skyfeast_actions``: the audit of actions taken through the daemon's HTTP
   API (trigger, cancel, cordon, promote, ...), accepted or refused.
+* 9 – ``skyfeast_run_models``: the model versions a model-group run pinned at its
+  first attempt (every attempt, on any provider, scores with them) and each model's
+  outcome; ``skyfeast_drill_reports``: each drill's report (detection and recovery
+  times, chunks by provider) as JSON, kept for the API and the status page.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -32,7 +36,7 @@ import sqlalchemy as sa
 from skyfeast.featurestore.models.tables import UTCDateTime
 from skyfeast.featurestore.models.tables import create_tables as create_registry_tables
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 UTC = timezone.utc
 
 
@@ -156,6 +160,33 @@ actions_t = sa.Table(
 )
 
 
+run_models_t = sa.Table(
+    "skyfeast_run_models", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("skyfeast_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),  # pinned at the run's first attempt
+    sa.Column("checksum", sa.String(80), nullable=False),
+    sa.Column("outcome", sa.String(16)),  # NULL until the run ends; then written | failed
+    sa.Column("error", sa.Text),
+)
+
+
+drill_reports_t = sa.Table(
+    "skyfeast_drill_reports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer),  # the drill's run (job ``drill:<job>``), if it got that far
+    sa.Column("job", sa.String(128), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),  # the provider the fault was put on
+    sa.Column("mode", sa.String(32), nullable=False),  # kill | hang | partition | storage ...
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("outcome", sa.String(16), nullable=False),  # running | passed | failed
+    sa.Column("detection_s", sa.Float),
+    sa.Column("recovery_s", sa.Float),
+    sa.Column("report", sa.Text, nullable=False),  # the drill's JSON report
+)
+
+
 class SchemaTooNew(Exception):
     def __init__(self, found: int):
         self.found = found
@@ -195,7 +226,11 @@ def _v7_to_v8(conn: sa.Connection) -> None:
     pass  # only a new table, created by create_all below
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8}
+def _v8_to_v9(conn: sa.Connection) -> None:
+    pass  # only new tables, created by create_all below
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9}
 
 
 def migrate(conn: sa.Connection) -> int:

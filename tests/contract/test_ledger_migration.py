@@ -48,7 +48,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 8
+        assert ledger.schema_version() == SCHEMA_VERSION == 9
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 8 and len(again.runs()) == 2
+        assert again.schema_version() == 9 and len(again.runs()) == 2
     finally:
         again.close()
 
@@ -138,7 +138,7 @@ def test_v6_ledger_gains_the_model_registry_and_keeps_its_rows(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 8
+        assert ledger.schema_version() == SCHEMA_VERSION == 9
         assert ledger.get_run(rid).status == "running" and ledger.probes()["aws"]["workers"] == 2
         names = set(sa.inspect(ledger.engine).get_table_names())
         assert {t.name for t in TABLES} <= names
@@ -165,7 +165,7 @@ def test_v7_ledger_gains_the_action_audit_and_keeps_its_rows(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 8
+        assert ledger.schema_version() == SCHEMA_VERSION == 9
         assert ledger.get_run(rid).status == "running"
         assert ModelRegistry(ledger.engine).get("churn").version == 1
         assert ledger.actions() == []
