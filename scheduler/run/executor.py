@@ -147,21 +147,22 @@ def stage_chunk(computed: tuple[pd.DataFrame | None, int], index: int, spec: Par
     return {"rows_in": rows_in, "rows_out": len(out), "rows_online": 0, "file": url}
 
 
-def publish_chunk(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
-                  spec: PartitionSpec) -> dict:
-    """Phase 2: one staged chunk into the window's offline part and the online store.
-
-    ``source`` is phase 1's result still in worker memory, or the URL of the part an
-    earlier attempt staged (read with ``source_options``).  Idempotent."""
+def _publish_source(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None) -> pd.DataFrame:
     if isinstance(source, str):
         import fsspec
 
         with fsspec.open(source, "rb", **(source_options or {})) as fh:
-            out = pd.read_parquet(fh)
-    else:
-        out = source[0]
-    url = f"{spec.out_url}-part{index:05d}.parquet"
-    _write_offline(out, url, spec.storage_options)
+            return pd.read_parquet(fh)
+    return source[0]
+
+
+def publish_online(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
+                   spec: PartitionSpec) -> dict:
+    """Phase 2, first half: one staged chunk's rows into the online store (newest-wins).
+
+    ``source`` is phase 1's result still in worker memory, or the URL of the part an
+    earlier attempt staged (read with ``source_options``).  Idempotent."""
+    out = _publish_source(source, source_options)
     from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError
 
     try:
@@ -170,7 +171,16 @@ def publish_chunk(source: tuple[pd.DataFrame | None, int] | str, source_options:
         raise UserCodeError(f"{spec.user_fn_name} returned rows the online store cannot take: {exc}") from None
     except StoreNotReadyError as exc:
         raise DataError(f"{exc}") from None
-    return {"file": url, "rows_online": online}
+    return {"rows_online": online}
+
+
+def publish_offline(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
+                    spec: PartitionSpec) -> dict:
+    """Phase 2, second half, once every chunk is online: the chunk's part of the window's offline
+    output, where Feast's offline source reads it.  Idempotent."""
+    url = f"{spec.out_url}-part{index:05d}.parquet"
+    _write_offline(_publish_source(source, source_options), url, spec.storage_options)
+    return {"file": url}
 
 
 def read_inputs(urls: list[str], storage_options: dict) -> pd.DataFrame:
@@ -193,8 +203,9 @@ def small_window(urls: list[str], storage_options: dict, spec: PartitionSpec) ->
     if out is None or not len(out):
         return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None, "write_s": 0.0}
     t = time.perf_counter()
-    pub = publish_chunk(computed, None, 0, spec)
-    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": pub["rows_online"], "file": pub["file"],
+    online = publish_online(computed, None, 0, spec)  # online first: a failed online write leaves no offline part
+    offline = publish_offline(computed, None, 0, spec)
+    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": online["rows_online"], "file": offline["file"],
             "write_s": time.perf_counter() - t}
 
 
@@ -278,22 +289,26 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     if not publish:
         client.cancel(list(computed.values()))
         return {}
-    # every chunk is staged: publish them all, those staged by an earlier attempt from their files
-    pubs, where = [], {}
+    # every chunk is staged: publish them all, those staged by an earlier attempt from their files.
+    # Every chunk's online rows go first, then the offline parts: an online write that fails (a value
+    # the store cannot take, the store gone) leaves no new part of the window for Feast's offline source
+    sources: dict[int, tuple[Any, dict | None]] = {}
     for i, stats in sorted(book.done.items()):
         if not stats.get("file"):
             continue  # the chunk had no rows
         if i in computed:
-            fut = client.submit(publish_chunk, computed[i], None, i, spec, pure=False)
+            sources[i] = (computed[i], None)
         else:
             owner = owner_of(stats["file"], stores)
-            opts = stores[owner[0]].storage_options if owner else spec.storage_options
-            fut = client.submit(publish_chunk, stats["file"], opts, i, spec, pure=False)
-        pubs.append(fut)
-        where[fut.key] = i
-    published: dict[int, dict] = {}
-    watch(client, pubs, on_result=lambda fut, res: published.__setitem__(where[fut.key], res), deadline=deadline,
-          cancelled=cancelled)
+            sources[i] = (stats["file"], stores[owner[0]].storage_options if owner else spec.storage_options)
+    published: dict[int, dict] = {i: {} for i in sources}
+    for step in (publish_online, publish_offline):
+        futs, where = [], {}
+        for i, (src, opts) in sources.items():
+            futs.append(client.submit(step, src, opts, i, spec, pure=False))
+            where[futs[-1].key] = i
+        watch(client, futs, on_result=lambda fut, res, where=where: published[where[fut.key]].update(res),
+              deadline=deadline, cancelled=cancelled)
     client.cancel(list(computed.values()))  # frees the chunks' outputs on the workers
     phases["write"] = time.perf_counter() - t
     return published

@@ -190,6 +190,36 @@ def test_a_string_in_an_integer_feature_names_the_column(project):
     _assert_readers_see_the_baseline(project)
 
 
+@pytest.mark.parametrize("partitions", [None, 4], ids=["one-task window", "shuffled window"])
+def test_an_online_write_that_fails_leaves_no_offline_part(project, partitions):
+    """Publishing writes every chunk online before any offline part: when the online store refuses
+    the rows (here its table is gone), Feast's offline source gains nothing of the failed window."""
+    import sqlite3
+
+    db = project["project"] / "data" / "online.db"
+    saved = db.with_name("online-saved.db")
+    shutil.copy(db, saved)
+    cfg = project["cfg"]
+    text = cfg.read_text()
+    if partitions:
+        cfg.write_text(text.replace("transform: transforms:user_features",
+                                    f"transform: transforms:user_features\n    partitions: {partitions}"))
+        assert cfg.read_text() != text
+    try:
+        with sqlite3.connect(db) as conn:
+            (table,) = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                        if n.endswith("_user_features")]
+            conn.execute(f'DROP TABLE "{table}"')
+        code, report = _run(project)
+        assert _offline(project["project"]) == project["offline"], "a failed online write left an offline part"
+    finally:
+        cfg.write_text(text)
+        shutil.move(saved, db)
+    (run,) = report["runs"]
+    assert code == 1 and run["status"] == "failed" and table in run["error"], run
+    _assert_readers_see_the_baseline(project)
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda t: t.replace("root: data/aws", "root: data/aws/events/" + DAY), "is a file, not a directory"),
     (lambda t: t.replace('path: "events/events-{date}.parquet"', 'path: "../../../../etc/passwd"'),
