@@ -20,7 +20,8 @@ no online store write, no offline part, no Feast registry interval; its staged p
 removed at the end. Readers (Feast online and historical reads) see nothing of it.
 
 Progress goes to stderr, one line per step; the report to stdout (--json: the full report).
-See ops/drills/README.md."""
+The report is also kept in the ledger's drill reports (a daemon's GET /api/drills, its status
+page and its drill metrics show it). See ops/drills/README.md."""
 
 
 def register(sub) -> None:
@@ -95,6 +96,10 @@ def report_text(r: dict[str, Any]) -> str:
         f"  windows      {r['duplicate_windows']} duplicate, {r['lost_windows']} lost",
         f"  recovery     restored after {_s(r['restore_s'])}, failback after {_s(r['failback_s'])}",
     ]
+    if r.get("drill_id") is not None:
+        lines.append(f"  report       drill {r['drill_id']} in the ledger (GET /api/drills/{r['drill_id']} on a daemon)")
+    if r.get("cancelled"):
+        lines.append("  note         the drill was cancelled (its daemon stopped); the fault was lifted early")
     if r["run_blocked_until_restore"]:
         lines.append("  note         the run stayed blocked on the faulty provider until the fault was lifted")
     if not r["completed"] and r.get("error"):

@@ -13,7 +13,8 @@ remote cluster the cluster faults fence the provider inside this process
 time to detection, time to the first finished chunk on the new provider, run
 completion, rows, duplicate and lost windows, restore and failback times, a
 timeline, and each SLO of the scenario with pass/fail. The CLI exits 1 when an
-SLO is breached or the run did not complete.
+SLO is breached or the run did not complete. Every drill is also one row of the
+ledger's drill reports, from its start to its verdict (:mod:`skyfeast.scheduler.drills.records`).
 
 Production is left alone. The drill's run is recorded as job ``drill:<job>``
 (trigger ``drill``; :mod:`skyfeast.scheduler.drills.records`), never as the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,10 @@ import yaml
 from skyfeast.scheduler.config import Config, load_config
 from skyfeast.scheduler.control.policy import ProviderState, place
 from skyfeast.scheduler.drills.faults import MODES, make_fault
-from skyfeast.scheduler.drills.records import close_orphans, drill_job
-from skyfeast.scheduler.errors import UsageError
+from skyfeast.scheduler.drills.records import close_orphans, drill_job, recorded
+from skyfeast.scheduler.errors import Conflict, NotFound, UsageError
 from skyfeast.scheduler.run.executor import DRILL_STAGING
-from skyfeast.scheduler.timing.windows import latest_window, parse_time
+from skyfeast.scheduler.timing.windows import Window, latest_window, parse_time
 
 DEFAULT_SLO = {"kill": {"max_detection_s": 2.0, "max_first_task_s": 30.0},
                "hang": {"max_detection_s": 10.0, "max_first_task_s": 40.0},
@@ -50,6 +52,11 @@ DEFAULT_SLO = {"kill": {"max_detection_s": 2.0, "max_first_task_s": 30.0},
 
 
 STUCK_AFTER = 180.0  # seconds the drilled run may take after the fault before the fault is lifted
+CANCEL_JOIN = 5.0  # seconds a cancelled drill waits for its run before it reports
+
+
+class DrillCancelled(Exception):
+    """The drill was told to stop (its daemon is shutting down) before its run got part-way."""
 
 
 def _scenario(path: str | None) -> dict[str, Any]:
@@ -64,19 +71,27 @@ def _scenario(path: str | None) -> dict[str, Any]:
     return data
 
 
-def _wait(pred, timeout: float, step: float = 0.1):
+def _wait_for(pred, timeout: float, step: float = 0.1, cancel: threading.Event | None = None):
+    """``pred()``'s first true value within ``timeout`` seconds; None on timeout, or at once when
+    ``cancel`` is set."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = pred()
         if v:
             return v
-        time.sleep(step)
+        if cancel is not None:
+            if cancel.wait(step):
+                return None
+        else:
+            time.sleep(step)
     return None
 
 
 def _pick_job(cfg: Config, provider: str, job_name: str | None):
     if provider not in cfg.providers:
-        raise UsageError(f"unknown provider {provider!r}; defined: {sorted(cfg.providers)}")
+        raise NotFound(f"unknown provider {provider!r}; defined: {sorted(cfg.providers)}")
+    if job_name and job_name not in {j.name for j in cfg.jobs}:
+        raise NotFound(f"unknown job {job_name!r}; defined: {sorted(j.name for j in cfg.jobs)}")
     jobs = [j for j in cfg.jobs if j.kind == "feature" and provider in cfg.allowed_providers(j)
             and len(cfg.allowed_providers(j)) > 1]
     if job_name:
@@ -87,10 +102,45 @@ def _pick_job(cfg: Config, provider: str, job_name: str | None):
     return jobs[0]
 
 
+@dataclass(frozen=True)
+class DrillPlan:
+    """What a drill will do, checked before anything starts (:func:`plan_drill`)."""
+
+    job: Any  # the feature job's config
+    provider: str
+    mode: str
+    slo: dict[str, float]
+    window: Window
+
+
+def plan_drill(cfg: Config, provider: str, mode: str | None = None, *, job: str | None = None,
+               scenario: str | None = None, at: str = "now") -> DrillPlan:
+    """The drill of ``provider`` that these settings ask for. Raises :class:`NotFound` for an unknown
+    provider or job and :class:`UsageError` for a mode, scenario or job that cannot drill failover.
+    No I/O beyond reading ``scenario``."""
+    scen = _scenario(scenario)
+    mode = mode or scen.get("mode", "kill")
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode}: unknown; known: {', '.join(MODES)}")
+    picked = _pick_job(cfg, provider, job or scen.get("job"))
+    slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
+    return DrillPlan(picked, provider, mode, slo, latest_window(picked.schedule, parse_time(at)))
+
+
+def check_preferred(cfg: Config, pool, plan: DrillPlan) -> None:
+    """:class:`Conflict` unless ``plan``'s provider is its job's preferred provider now (breaking
+    another one would not move the run, so the drill would exercise nothing)."""
+    cands = place(cfg.allowed_providers(plan.job), pool.views())
+    if not cands or cands[0] != plan.provider:
+        raise Conflict(f"{plan.provider!r} is not {plan.job.name!r}'s preferred provider now (order: {cands}); "
+                       "the drill would not exercise failover")
+
+
 def run_drill(config: str | Path | Config, provider: str, mode: str | None = None, *, job: str | None = None,
               scenario: str | None = None, recovery: bool = True, at: str = "now",
               min_chunks: int = 1, warm: bool = False, runner=None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None, drill_id: int | None = None,
+              cancel: threading.Event | None = None) -> dict[str, Any]:
     """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
 
     ``recovery`` False skips waiting for the provider to become healthy and preferred again
@@ -102,43 +152,60 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     ``at`` picks the window (the latest complete one at that time). The fault lands once
     ``min_chunks`` chunks are recorded. ``progress`` gets one line per step as it happens
     (run started, fault injected, detected, first task elsewhere, done, restored, failback).
-    Raises UsageError for a drill that cannot exercise failover.
+
+    The drill is recorded in the ledger's drill reports (:func:`~skyfeast.scheduler.drills.records.recorded`):
+    a new row, or the ``running`` row ``drill_id`` made by its caller; the report says which
+    (``drill_id``). Setting ``cancel`` winds the drill down within seconds (the fault lifted, the
+    report saying ``cancelled``). Raises :class:`UsageError` for a drill that cannot exercise
+    failover (:class:`NotFound`, :class:`Conflict`: :func:`plan_drill`, :func:`check_preferred`)
+    before its row is made; with ``drill_id``, a failure of the same checks later finishes that row.
     """
     from skyfeast.scheduler.app import open_runtime
 
-    scen = _scenario(scenario)
-    mode = mode or scen.get("mode", "kill")
-    if mode not in MODES:
-        raise UsageError(f"--mode {mode}: unknown; known: {', '.join(MODES)}")
     cfg = config if isinstance(config, Config) else load_config(config)
-    job = _pick_job(cfg, provider, job or scen.get("job"))
-    slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
-    window = latest_window(job.schedule, parse_time(at))
-
+    plan = plan_drill(cfg, provider, mode, job=job, scenario=scenario, at=at)
     say = progress or (lambda line: None)
+
+    def drill(run, on_run: Callable[[int], None]) -> dict[str, Any]:
+        report = _in_runtime(cfg, run, plan, recovery, min_chunks, warm, say, on_run, cancel)
+        checks = {
+            "max_detection_s": report["detection_s"] is not None
+            and report["detection_s"] <= plan.slo["max_detection_s"],
+            "max_first_task_s": (report["first_task_on_new_provider_s"] is not None
+                                 and report["first_task_on_new_provider_s"] <= plan.slo["max_first_task_s"]),
+        }
+        report["slo"] = {k: {"limit": plan.slo[k], "ok": v} for k, v in checks.items()}
+        report["ok"] = (report["completed"] and all(checks.values()) and report["duplicate_windows"] == 0
+                        and not report["run_blocked_until_restore"] and not report["cancelled"])
+        return report
+
+    def checked_and_recorded(run) -> dict[str, Any]:
+        if drill_id is None:  # a drill refused is no drill: no row (a caller's row was checked by its caller)
+            check_preferred(cfg, run.pool, plan)
+        return recorded(run.ledger, plan, lambda on_run: drill(run, on_run), drill_id, drill_deadline(cfg))
+
     if runner is not None:
-        report = _in_runtime(cfg, runner, job, window, provider, mode, recovery, min_chunks, warm, say)
-    else:
-        with open_runtime(cfg) as rt:
-            report = _in_runtime(cfg, rt.runner, job, window, provider, mode, recovery, min_chunks, warm, say)
-    checks = {
-        "max_detection_s": report["detection_s"] is not None and report["detection_s"] <= slo["max_detection_s"],
-        "max_first_task_s": (report["first_task_on_new_provider_s"] is not None
-                             and report["first_task_on_new_provider_s"] <= slo["max_first_task_s"]),
-    }
-    report["slo"] = {k: {"limit": slo[k], "ok": v} for k, v in checks.items()}
-    report["ok"] = (report["completed"] and all(checks.values()) and report["duplicate_windows"] == 0
-                    and not report["run_blocked_until_restore"])
-    return report
+        return checked_and_recorded(runner)
+    with open_runtime(cfg) as rt:
+        return checked_and_recorded(rt.runner)
 
 
-def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, recovery: bool, min_chunks: int,
-                warm: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    pool = runner.pool
-    cands = place(cfg.allowed_providers(job), pool.views())
-    if not cands or cands[0] != provider:
-        raise UsageError(f"{provider!r} is not {job.name!r}'s preferred provider now (order: {cands}); "
-                         "the drill would not exercise failover")
+def drill_deadline(cfg: Config) -> float:
+    """Seconds by which a drill has ended, whatever happens: every wait of :func:`_drill` at its
+    limit, every provider's cluster start, and a margin. A drill row still ``running`` after this
+    long is abandoned: its process is gone (:mod:`skyfeast.scheduler.ledger.drills`)."""
+    waits = (180 + 120 + 2 * STUCK_AFTER + 600  # part-way, detection, first task, blocked run, its join
+             + cfg.health.blocklist_ttl.total_seconds() + 120 + cfg.health.failback_after.total_seconds() + 30)
+    starts = sum(p.cluster.start_timeout.total_seconds() for p in cfg.providers.values()
+                 if hasattr(p.cluster, "start_timeout"))
+    return waits + starts + 300
+
+
+def _in_runtime(cfg: Config, runner, plan: DrillPlan, recovery: bool, min_chunks: int, warm: bool,
+                say: Callable[[str], None], on_run: Callable[[int], None],
+                cancel: threading.Event | None) -> dict[str, Any]:
+    pool, job, provider, mode = runner.pool, plan.job, plan.provider, plan.mode
+    check_preferred(cfg, pool, plan)
     # storage faults are set up before the run (a relayed endpoint must be in the storage
     # options its tasks get); cluster faults once the run has started the cluster
     faults = [make_fault(pool, provider, mode)] if mode == "storage-outage" else []
@@ -147,7 +214,7 @@ def _in_runtime(cfg: Config, runner, job, window, provider: str, mode: str, reco
             f.prepare()
         if warm:
             warm_up(pool, cfg.allowed_providers(job))
-        return _drill(cfg, runner, job, window, provider, mode, faults, recovery, min_chunks, say)
+        return _drill(cfg, runner, job, plan.window, provider, mode, faults, recovery, min_chunks, say, on_run, cancel)
     finally:
         for f in faults:  # before the pool closes: a SIGSTOPped scheduler cannot be terminated
             f.close()
@@ -198,8 +265,16 @@ def remove_staged(pool, providers, job, window) -> int:
 
 
 def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: list, recovery: bool,
-           min_chunks: int, say: Callable[[str], None]) -> dict[str, Any]:
+           min_chunks: int, say: Callable[[str], None], on_run: Callable[[int], None],
+           cancel: threading.Event | None) -> dict[str, Any]:
     pool, ledger = runner.pool, runner.ledger
+
+    def cancelled() -> bool:
+        return cancel is not None and cancel.is_set()
+
+    def wait(pred, timeout: float, step: float = 0.1):  # every wait ends at once on cancel
+        return _wait_for(pred, timeout, step, cancel)
+
     name = drill_job(job.name)
     close_orphans(ledger, job.name, cfg.daemon.run_lease)
     result: dict[str, Any] = {}
@@ -220,10 +295,13 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         r = ledger.find_run(name, window.start, window.end)
         return r if r and r.status == "running" and r.partitions and len(ledger.chunks(r.id)) >= min_chunks else None
 
-    run = _wait(mid_run, 180)
+    run = wait(mid_run, 180)
     if run is None:
-        t.join(timeout=60)
+        t.join(timeout=CANCEL_JOIN if cancelled() else 60)
+        if cancelled():
+            raise DrillCancelled(f"the drill was cancelled before {job.name} got part-way on {provider}")
         raise UsageError(f"{job.name} never got part-way on {provider}; is its window too small to drill?")
+    on_run(run.id)
     step(f"run started: {job.name} {window} on {provider}, recorded as {name} (run {run.id}), "
          f"{len(ledger.chunks(run.id))}/{run.partitions} chunk(s) staged")
     if not faults:
@@ -239,14 +317,14 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         return (pool.breaker(provider).state is ProviderState.DOWN
                 or any(x["provider"] == provider and x["outcome"] == "failed" and x["id"] not in earlier for x in a))
 
-    t_detect = time.monotonic() if _wait(detected, 120, 0.05) else None
+    t_detect = time.monotonic() if wait(detected, 120, 0.05) else None
     step(f"detected: {provider} is down" if t_detect is not None else "detected: not within 120 s", t_detect)
 
     def first_task_elsewhere():
         attempts = {a["id"]: a["provider"] for a in ledger.attempts(run.id)}
         return any(attempts.get(c["attempt_id"]) not in (None, provider) for c in ledger.chunks(run.id).values())
 
-    t_first = time.monotonic() if _wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
+    t_first = time.monotonic() if wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
         and first_task_elsewhere() else None
     step("first task elsewhere: a chunk finished on another provider" if t_first is not None
          else "first task elsewhere: none (no chunk finished on another provider)", t_first)
@@ -254,18 +332,21 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     # without a deadline on a future that finished just before a hang or partition; that
     # call waits for the scheduler, not for the watchdog). Such a run would never finish
     # while the fault lasts, so the fault is lifted after STUCK_AFTER and the report says so.
-    blocked = _wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1) is None
+    blocked = wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1) is None and not cancelled()
     if blocked:
         step(f"run blocked on {provider} for {STUCK_AFTER:.0f} s: lifting the fault")
         fault.restore()
-    t.join(timeout=600)
+    if cancelled():
+        step("cancelled: lifting the fault")
+        fault.restore()
+    t.join(timeout=CANCEL_JOIN if cancelled() else 600)
     t_done = time.monotonic()
     outcome = result.get("o")
     step(f"done: {outcome.status} on {outcome.provider} after {outcome.attempts} attempt(s)" if outcome
          else "done: the run did not finish", t_done)
     fault.restore()
     t_restore0 = time.monotonic()
-    restored = recovery and _wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
+    restored = recovery and wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
                                   cfg.health.blocklist_ttl.total_seconds() + 120, 0.2)
     t_restored = time.monotonic()
     if recovery:
@@ -273,7 +354,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
              t_restored)
     back = None
     if restored:
-        back = _wait(lambda: (place(cfg.allowed_providers(job), pool.views()) or [None])[0] == provider,
+        back = wait(lambda: (place(cfg.allowed_providers(job), pool.views()) or [None])[0] == provider,
                      cfg.health.failback_after.total_seconds() + 30, 0.2)
     t_back = time.monotonic()
     if recovery:
@@ -298,7 +379,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         "first_task_on_new_provider_s": round(t_first - t_fault, 3) if t_first is not None else None,
         "completed": bool(outcome and outcome.status == "succeeded"),
         "completed_on": outcome.provider if outcome else None,
-        "error": outcome.error if outcome else "the run did not finish",
+        "error": outcome.error if outcome else
+        ("the drill was cancelled before its run finished" if cancelled() else "the run did not finish"),
         "rows_written": final.rows_written if final else None,
         "chunks": len(chunks), "partitions": final.partitions if final else None,
         "chunks_done_at_fault": done_at_fault,
@@ -312,4 +394,5 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
                        "run_finished": rel(t_done)},
         "run_seconds": outcome.seconds if outcome else None,
         "run_blocked_until_restore": blocked,
+        "cancelled": cancelled(),
     }

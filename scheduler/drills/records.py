@@ -8,12 +8,22 @@ rewrites the production run of the same window, and a production run (daemon,
 
 Readers of the ledger that list production runs (``skyfeast runs``) leave drill runs
 out unless asked: :func:`list_runs`.
+
+Each drill is also one row of the ledger's drill reports (:mod:`skyfeast.scheduler.ledger.drills`),
+written by :func:`recorded` from its start (``running``) to its verdict (:func:`verdict`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
 from skyfeast.scheduler.ledger import PENDING, Ledger, RunRow
 from skyfeast.scheduler.ledger.core import DRILL_JOB_PREFIX as PREFIX
+
+log = logging.getLogger("skyfeast.drill")
 
 
 def drill_job(job: str) -> str:
@@ -61,3 +71,62 @@ def close_orphans(ledger: Ledger, job: str, lease) -> list[int]:
                               error="the drill that started this run stopped before it finished")
             closed.append(rid)
     return closed
+
+
+def verdict(report: dict[str, Any]) -> tuple[str, float | None, float | None]:
+    """(outcome, detection seconds, recovery seconds) of a finished drill's report.
+
+    * ``passed`` when the report is ``ok`` (the run completed elsewhere, every SLO held, no
+      duplicate window, not blocked until the fault was lifted, not cancelled), else ``failed``;
+    * **detection**: the fault until this process saw it (the provider's circuit opened, or an
+      attempt on it failed): ``detection_s``;
+    * **recovery**: the fault until work was done again, on another provider (the first chunk
+      finished there): ``first_task_on_new_provider_s``. Restore and failback times stay in the
+      report: they measure when the drill lifted its fault and the failback settings, not failover.
+
+    Either time is None when it did not happen."""
+    return ("passed" if report.get("ok") else "failed", report.get("detection_s"),
+            report.get("first_task_on_new_provider_s"))
+
+
+def recorded(ledger: Ledger, plan, drill: Callable[[Callable[[int], None]], dict[str, Any]],
+             drill_id: int | None, deadline_s: float) -> dict[str, Any]:
+    """Run ``drill(on_run)`` with its row in the ledger's drill reports, and return its report
+    (with ``drill_id``). The row is ``drill_id`` (already ``running``) or a new one that must end
+    within ``deadline_s``; ``on_run(run_id)`` names the drill's run there. Whatever ``drill``
+    raises (interrupts included) finishes the row ``failed`` with the error, then propagates.
+    Drills that other processes abandoned are closed first. Bookkeeping failures are logged,
+    never raised: the drill's own outcome matters more than its record."""
+    try:
+        ledger.close_abandoned_drills()
+    except Exception as exc:  # noqa: BLE001 - bookkeeping
+        log.warning("cannot close abandoned drill reports: %s", exc)
+    if drill_id is None:
+        drill_id = ledger.start_drill(plan.job.name, plan.provider, plan.mode,
+                                      deadline=datetime.now(timezone.utc) + timedelta(seconds=deadline_s))
+
+    def on_run(run_id: int) -> None:
+        try:
+            ledger.set_drill_run(drill_id, run_id)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping
+            log.warning("drill %s: cannot record its run %s: %s", drill_id, run_id, exc)
+
+    try:
+        report = drill(on_run)
+    except BaseException as exc:
+        failed = {"job": plan.job.name, "provider": plan.provider, "mode": plan.mode, "ok": False,
+                  "drill_id": drill_id, "error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
+        _finish(ledger, drill_id, failed, "failed", None, None, None)
+        raise
+    report["drill_id"] = drill_id
+    _finish(ledger, drill_id, report, *verdict(report), report.get("run_id"))
+    return report
+
+
+def _finish(ledger: Ledger, drill_id: int, report: dict[str, Any], outcome: str, detection_s: float | None,
+            recovery_s: float | None, run_id: int | None) -> None:
+    try:
+        ledger.finish_drill(drill_id, report, outcome=outcome, detection_s=detection_s, recovery_s=recovery_s,
+                            run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - the row stays running until its deadline, then reads as abandoned
+        log.error("drill %s: cannot record its report (%s): %s", drill_id, outcome, exc)

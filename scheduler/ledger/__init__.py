@@ -4,7 +4,8 @@
 * :mod:`.schema` – the tables and the migrations between schema versions;
 * :mod:`.copies` – bookkeeping of offline parts the reconciler still has to copy;
 * :mod:`.probes` – each provider's latest health probe;
-* :mod:`.actions` – the audit of actions taken through the daemon's HTTP API.
+* :mod:`.actions` – the audit of actions taken through the daemon's HTTP API;
+* :mod:`.drills` – failover drills' reports (started, finished, abandoned).
 """
 
 from skyfeast.scheduler.ledger.core import (

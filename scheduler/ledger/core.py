@@ -34,7 +34,9 @@ from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.errors import UserError
 from skyfeast.scheduler.ledger.actions import ActionBook
 from skyfeast.scheduler.ledger.copies import CopyBook
+from skyfeast.scheduler.ledger.drills import DrillBook
 from skyfeast.scheduler.ledger.probes import ProbeBook
+from skyfeast.scheduler.ledger.run_models import RunModelBook
 from skyfeast.scheduler.ledger.schema import (
     SCHEMA_VERSION,
     SchemaTooNew,
@@ -46,6 +48,7 @@ from skyfeast.scheduler.ledger.schema import (
     leader_t,
     meta_t,
     migrate,
+    run_models_t,
     runs_t,
 )
 
@@ -57,7 +60,9 @@ STATEMENT_TIMEOUT = 30.0  # seconds (daemon.ledger_statement_timeout); SQLite: t
 # next claimer resumes it (unlike "queued", which starts afresh)
 # upstream_failed: a run whose upstream run of the same window failed; it never started (no attempt
 # spent) and goes back to queued when that upstream succeeds (requeue_upstream_failed)
-RUN_STATES = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled", "upstream_failed")
+RUN_STATES = ("queued", "running", "interrupted", "succeeded", "partial", "failed", "cancelled", "upstream_failed")
+# a run whose rows are readers' to read: every model of it written (succeeded), or only some of a group's (partial)
+DONE = ("succeeded", "partial")
 FAILURE_CLASSES = ("user_code", "data", "config", "infrastructure", "timeout", "cancelled")
 __all__ = ["Ledger", "LedgerError", "Fenced", "RunRow", "SCHEMA_VERSION", "UTCDateTime", "open_ledger"]
 
@@ -105,7 +110,7 @@ def _row(r: Any) -> RunRow:
     return RunRow(**{f: m[f] for f in RunRow.__dataclass_fields__})
 
 
-class Ledger(CopyBook, ProbeBook, ActionBook):
+class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
     """Thread-safe: one engine, short transactions. ``owner`` names this process in leases."""
 
     def __init__(self, url: str, *, owner: str | None = None, connect_timeout: float = CONNECT_TIMEOUT,
@@ -250,7 +255,7 @@ class Ledger(CopyBook, ProbeBook, ActionBook):
             row = conn.execute(sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.lease_until).where(
                 runs_t.c.job == job, runs_t.c.window_start == start, runs_t.c.window_end == end)).one()
             ok = row.status in ("queued", "failed", "cancelled", "interrupted", "upstream_failed") or (
-                force and row.status == "succeeded") or (
+                force and row.status in DONE) or (
                 row.status == "running" and row.lease_until is not None and row.lease_until < now)
             if not ok:
                 return None, row.status
@@ -278,8 +283,9 @@ class Ledger(CopyBook, ProbeBook, ActionBook):
         conn.execute(attempts_t.update().where(attempts_t.c.run_id == run_id, attempts_t.c.ended_at.is_(None)).values(
             ended_at=_now(), outcome="lost" if status == "running" else "interrupted",
             error="its process stopped heartbeating" if status == "running" else "its process shut down"))
-        if fresh:
+        if fresh:  # a fresh run also resolves its models' versions again
             conn.execute(chunks_t.delete().where(chunks_t.c.run_id == run_id))
+            conn.execute(run_models_t.delete().where(run_models_t.c.run_id == run_id))
         return True
 
     def claim_many(self, items: list[tuple[str, datetime, datetime]], *, trigger: str,
@@ -469,16 +475,20 @@ class Ledger(CopyBook, ProbeBook, ActionBook):
                           "file": r.file, "attempt_id": r.attempt_id} for r in rows}
 
     def finish_success(self, run_id: int, attempt_id: int, rows: int, *, copy_to_primary: bool = False,
-                       published: dict[int, dict] | None = None) -> bool:
+                       published: dict[int, dict] | None = None, status: str = "succeeded",
+                       error: str | None = None) -> bool:
         """Mark the attempt and the run succeeded in one transaction, so a crash can never leave
         a succeeded attempt under a run that is still running. False if the run was taken over.
         ``copy_to_primary`` queues its offline parts for the reconciler in the same transaction;
         ``published`` (chunk → ``{"file", "rows_online"}``) replaces each chunk's staged part
-        with the part it was published to."""
+        with the part it was published to.  ``status`` ``partial`` (with ``error`` naming the models
+        that failed) ends a model-group run of which only some models were written."""
         now = _now()
+        if status not in DONE:
+            raise ValueError(f"finish_success: status {status!r} is not one of {DONE}")
         with self._write() as conn:
             res = conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.owner == self.owner).values(
-                status="succeeded", ended_at=now, rows_written=rows, failure_class=None, error=None,
+                status=status, ended_at=now, rows_written=rows, failure_class=None, error=error,
                 lease_until=None, cancel_requested=False))
             if res.rowcount != 1:
                 return False
