@@ -74,7 +74,8 @@ def _writer(target: WriteTarget):
     if cache is None:
         cache = _local.writers = {}
     cfg = target.repo_config
-    key = (str(cfg.repo_path), cfg.project, target.name, type(cfg.online_store).__name__)
+    # a model group writes only the fields of its models that scored: the writer is per field set
+    key = (str(cfg.repo_path), cfg.project, target.name, type(cfg.online_store).__name__, target.features)
     writer = cache.get(key)
     if writer is None or writer.target.view_proto != target.view_proto:
         if writer is not None:

@@ -273,6 +273,51 @@ class ModelRegistry:
         return [ModelSummary(r.name, r.created_at, r.description, r.tags, r.latest or 0, r.n or 0,
                              aliases.get(r.name, {})) for r in rows]
 
+    def at_alias(self, alias: str = CHAMPION, *, names: Iterable[str] | None = None, prefix: str | None = None,
+                 tag: str | None = None) -> list[ModelVersion]:
+        """The version ``alias`` points at, for every model selected, by name (one query).
+
+        Selected: the models named in ``names`` (each must exist and have the alias: else
+        :class:`UnknownModel` or :class:`UnknownAlias`), else every model whose name starts with
+        ``prefix`` and, with ``tag`` (``key`` or ``key=value``), whose tags hold it; models of a
+        prefix or tag without the alias are left out."""
+        v, a, m = model_versions_t, model_aliases_t, models_t
+        q = (sa.select(v, m.c.tags).join(a, sa.and_(a.c.model == v.c.model, a.c.version == v.c.version))
+             .join(m, m.c.name == v.c.model).where(a.c.alias == alias).order_by(v.c.model))
+        wanted = None if names is None else list(dict.fromkeys(names))
+        if wanted is not None:
+            q = q.where(v.c.model.in_(wanted))
+        elif prefix:
+            q = q.where(v.c.model.startswith(prefix, autoescape=True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+            if wanted is not None and len(rows) < len(wanted):
+                found = {r.model for r in rows}
+                missing = next(n for n in wanted if n not in found)
+                self._require(conn, missing)
+                raise UnknownAlias(missing, alias, sorted(self._aliases(conn, missing)))
+        if tag:
+            key, _, value = tag.partition("=")
+            rows = [r for r in rows if isinstance(r.tags, dict) and key in r.tags
+                    and (not value or str(r.tags[key]) == value)]
+        return [_version(r) for r in rows]
+
+    def versions_of(self, pairs: Iterable[tuple[str, int]]) -> list[ModelVersion]:
+        """The versions named by ``(model, version)`` pairs, in that order (one query).
+        Raises :class:`UnknownVersion` for a pair that does not exist."""
+        want = list(pairs)
+        v = model_versions_t
+        found: dict[tuple[str, int], ModelVersion] = {}
+        names = sorted({m for m, _ in want})
+        with self.engine.connect() as conn:
+            for i in range(0, len(names), 500):
+                for r in conn.execute(sa.select(v).where(v.c.model.in_(names[i:i + 500]))):
+                    found[(r.model, r.version)] = _version(r)
+        missing = [p for p in want if p not in found]
+        if missing:
+            raise UnknownVersion(missing[0][0], missing[0][1], None)
+        return [found[p] for p in want]
+
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         """Every alias move of ``name`` (only ``alias``'s, if given), oldest first. Raises :class:`UnknownModel`."""
         h = model_alias_history_t

@@ -102,7 +102,9 @@ def runs_view(cfg, ledger, *, job: str | None = None, status: str | None = None,
         job_named(cfg, job)  # an unknown job is an error, not an empty list
     runs = list_runs(ledger, job=job, status=status, limit=limit, drills=drills)
     attempts = ledger.attempts_of([r.id for r in runs])
-    return {"runs": [dict(r.as_dict(), attempt_log=attempts[r.id]) for r in runs]}
+    models = ledger.model_runs([r.id for r in runs])  # a model group's pinned versions and their outcomes
+    return {"runs": [dict(r.as_dict(), attempt_log=attempts[r.id], **({"models": models[r.id]} if r.id in models
+                                                                     else {})) for r in runs]}
 
 
 def plan_view(cfg, at: datetime, count: int = 3) -> dict[str, Any]:

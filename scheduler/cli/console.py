@@ -18,7 +18,7 @@ err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() el
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 _STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta", "running": "cyan", "interrupted": "yellow",
-          "upstream_failed": "yellow"}
+          "upstream_failed": "yellow", "partial": "yellow"}
 
 
 class ProgressReporter:

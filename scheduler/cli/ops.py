@@ -20,7 +20,7 @@ from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.errors import UsageError
 from skyfeast.scheduler.timing.windows import Window, next_fires, window_for_fire
 
-TERMINAL = ("succeeded", "failed", "cancelled", "upstream_failed")
+TERMINAL = ("succeeded", "partial", "failed", "cancelled", "upstream_failed")
 EXIT_WAIT_TIMED_OUT = 3  # trigger --wait: the run did not finish in time (it goes on; see `skyfeast runs`)
 BACKFILL_CONFIRM = 1000  # a backfill over more windows than this asks for --yes
 BACKFILL_MAX = 100_000  # and one over more than this is refused: split it
@@ -112,7 +112,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
                   f"(exit {EXIT_WAIT_TIMED_OUT})", markup=False)
         return EXIT_WAIT_TIMED_OUT
     if args.wait:
-        return 0 if status == "succeeded" else 1
+        return 0 if status == "succeeded" else 3 if status == "partial" else 1
     return 0
 
 

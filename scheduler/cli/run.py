@@ -16,7 +16,11 @@ from skyfeast.scheduler.errors import UsageError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run jobs now for their latest complete window, wait, summarise")
+    p = sub.add_parser("run", help="run jobs now for their latest complete window, wait, summarise",
+                       description="Run jobs now for their latest complete window, wait, and summarise.",
+                       epilog="exit status: 0 every run succeeded; 1 a run failed, or some never started; "
+                              "2 bad config or arguments; 3 no run failed, but a model group's run is partial "
+                              "(some of its models failed and their fields were not written); 130 interrupted")
     add_config(p)
     add_json(p)
     p.add_argument("--job", action="append", default=[], metavar="NAME",
@@ -79,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes, not_started = run_concurrently(runner, jobs, windows, parallel=parallel, force=args.force)
     stop = runner.stop
     ok = all(o.status in ("succeeded", "skipped") for o in outcomes) and not stop.is_set() and not not_started
+    # only some models of a group written, nothing else wrong: exit 3, not 1
+    partial = not ok and not stop.is_set() and not not_started and \
+        all(o.status in ("succeeded", "skipped", "partial") for o in outcomes)
     if args.json:
         print_json({"ok": ok, "at": at.isoformat(), "runs": [o.as_dict() for o in outcomes],
                     "not_started": [{"job": j.name, "reason": why} for j, why in not_started]})
@@ -89,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(summary(outcomes, not_started), markup=False)
     if stop.is_set():
         return 130  # interrupted (SIGINT/SIGTERM): unfinished windows were released for resume
-    return 0 if ok else 1
+    return 0 if ok else 3 if partial else 1
 
 
 SHOW_ALL = 50  # above this many runs the table lists only those that did not succeed

@@ -20,7 +20,7 @@ def register(sub) -> None:
     add_config(p)
     add_json(p)
     p.add_argument("--job")
-    p.add_argument("--status", choices=["queued", "running", "interrupted", "succeeded", "failed", "cancelled",
+    p.add_argument("--status", choices=["queued", "running", "interrupted", "succeeded", "partial", "failed", "cancelled",
                                         "upstream_failed"])
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--drills", action="store_true",

@@ -55,6 +55,8 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
     problems += _data_problems(cfg, smap)
     if check_imports:
         for i, job in enumerate(cfg.jobs):
+            if job.kind == "model" and job.model is None:
+                continue  # a model group: registry models, no user code
             spec, key = (job.transform, "transform") if job.kind == "feature" else (job.model.scorer, ("model", "scorer"))
             try:
                 import_callable(spec, cfg.base_dir)

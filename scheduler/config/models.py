@@ -412,6 +412,27 @@ class ModelSpec(_Strict):
     scorer: str = Field(pattern=IMPORT_RE, description="module:function(model, frame, window) -> frame")
 
 
+class ModelGroup(_Strict):
+    """Models of the registry scored together over one frame: named ones, or a selector."""
+
+    models: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]] | None = Field(
+        None, min_length=1, max_length=100_000, description="model names")
+    prefix: str | None = Field(None, min_length=1, max_length=128, description="every model whose name starts so")
+    tag: str | None = Field(None, min_length=1, max_length=256, description="models tagged KEY or KEY=VALUE")
+    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+                       description="the alias each model is scored at")
+    versions_field: str = Field("model_set", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                description="String field of the view that records the set of model versions")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "ModelGroup":
+        if self.models is not None and (self.prefix is not None or self.tag is not None):
+            raise ValueError("a group takes either models, or a prefix and/or a tag, not both")
+        if self.models is None and self.prefix is None and self.tag is None:
+            raise ValueError("a group needs models (a list of names), a prefix or a tag")
+        return self
+
+
 # --------------------------------------------------------------------------- jobs
 class _JobBase(_Strict):
     name: str = Field(pattern=NAME_RE)
@@ -434,7 +455,14 @@ class FeatureJob(_JobBase):
 
 class ModelJob(_JobBase):
     kind: Literal["model"]
-    model: ModelSpec
+    model: ModelSpec | None = Field(None, description="one artifact scored by your scorer function")
+    group: ModelGroup | None = Field(None, description="registry models scored together (docs/models.md)")
+
+    @model_validator(mode="after")
+    def _model_or_group(self) -> "ModelJob":
+        if (self.model is None) == (self.group is None):
+            raise ValueError("a model job takes either model (an artifact and a scorer) or group (registry models)")
+        return self
 
 
 Job = Annotated[Union[FeatureJob, ModelJob], Field(discriminator="kind")]

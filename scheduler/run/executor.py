@@ -43,11 +43,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # featurestore.writers imports Feast (seconds of CPU). Dask schedulers unpickle task graphs, and with
@@ -89,6 +92,8 @@ class ExecResult:
     published: dict[int, dict] = field(default_factory=dict)  # chunk → {"file": final part, "rows_online": n}
     # seconds spent: plan (input checks, chunking, graph), submit, compute (and stage), write (publish)
     phases: dict[str, float] = field(default_factory=dict)
+    failed_models: dict[str, str] = field(default_factory=dict)  # a model group's models that failed → error
+    models_written: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,29 @@ class PartitionSpec:
     read_start: Any = None
     read_end: Any = None
     model_url: str | None = None
+    members: tuple["GroupMember", ...] = ()  # a model-group job's models
+    assign: tuple[tuple[str, Any], ...] = ()  # columns set on every published row (the versions field)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One pinned model version of a group job, as a worker loads it: picklable, no live objects."""
+
+    name: str
+    version: int
+    field: str
+    flavour: str
+    features: tuple[str, ...]
+    sha256: str
+    size: int
+    url: str  # the artifact on the attempt's provider storage
+
+
+class ModelGroupError(Exception):
+    """A group that cannot be scored as configured, or a pinned version's artifact that is missing,
+    corrupt, or not a model of its flavour (never a fallback to another version)."""
+
+    failure_class = FailureClass.CONFIG
 
 
 # --------------------------------------------------------------------------- worker side
@@ -139,21 +167,24 @@ def _ordered(out: pd.DataFrame, target: WriteTarget) -> pd.DataFrame:
 
 def stage_chunk(computed: tuple[pd.DataFrame | None, int], index: int, spec: PartitionSpec) -> dict:
     """Phase 1's last step: the chunk's output to its staging key; its stats for the chunk book."""
-    out, rows_in = computed
+    out, rows_in = computed[0], computed[1]
+    failed = {"failed_models": computed[2]} if len(computed) > 2 and computed[2] else {}
     if out is None or not len(out):
-        return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None}
+        return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None, **failed}
     url = f"{spec.stage_url}-part{index:05d}.parquet"
     _write_offline(out, url, spec.storage_options)
-    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": 0, "file": url}
+    return {"rows_in": rows_in, "rows_out": len(out), "rows_online": 0, "file": url, **failed}
 
 
-def _publish_source(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None) -> pd.DataFrame:
+def _publish_source(source: tuple | str, source_options: dict | None, spec: PartitionSpec) -> pd.DataFrame:
     if isinstance(source, str):
         import fsspec
 
         with fsspec.open(source, "rb", **(source_options or {})) as fh:
-            return pd.read_parquet(fh)
-    return source[0]
+            out = pd.read_parquet(fh)
+    else:
+        out = source[0]
+    return out.assign(**dict(spec.assign)) if spec.assign else out
 
 
 def publish_online(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
@@ -162,7 +193,7 @@ def publish_online(source: tuple[pd.DataFrame | None, int] | str, source_options
 
     ``source`` is phase 1's result still in worker memory, or the URL of the part an
     earlier attempt staged (read with ``source_options``).  Idempotent."""
-    out = _publish_source(source, source_options)
+    out = _publish_source(source, source_options, spec)
     from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError
 
     try:
@@ -179,7 +210,7 @@ def publish_offline(source: tuple[pd.DataFrame | None, int] | str, source_option
     """Phase 2, second half, once every chunk is online: the chunk's part of the window's offline
     output, where Feast's offline source reads it.  Idempotent."""
     url = f"{spec.out_url}-part{index:05d}.parquet"
-    _write_offline(_publish_source(source, source_options), url, spec.storage_options)
+    _write_offline(_publish_source(source, source_options, spec), url, spec.storage_options)
     return {"file": url}
 
 
@@ -251,17 +282,89 @@ def model_partition_from_file(url: str, storage_options: dict, index: int,
     return model_partition(pdf, index, spec)
 
 
+_loaded: dict[str, Any] = {}  # sha256 → loaded model: each version is read and checked once per worker process
+_loaded_lock = threading.Lock()
+
+
+def _load_member(m: GroupMember, storage_options: dict) -> Any:
+    model = _loaded.get(m.sha256)
+    if model is not None:
+        return model
+    import fsspec
+
+    from skyfeast.featurestore.models import ArtifactError
+    from skyfeast.featurestore.models.artifacts import checksum
+    from skyfeast.featurestore.models.flavours import FlavourError, load
+
+    try:
+        with fsspec.open(m.url, "rb", **storage_options) as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ModelGroupError(f"model {m.name!r} version {m.version}: artifact {m.url} not found "
+                             f"(expected sha256 {m.sha256})") from None
+    if checksum(data) != (m.sha256, m.size):
+        raise ModelGroupError(f"model {m.name!r} version {m.version}: artifact {m.url} fails its checksum: expected "
+                             f"sha256 {m.sha256} ({m.size} bytes), got {checksum(data)[0]} ({len(data)} bytes)")
+    try:
+        model = load(m.flavour, data, features=m.features)
+    except (FlavourError, ArtifactError) as exc:
+        raise ModelGroupError(f"model {m.name!r} version {m.version}: {exc}") from None
+    with _loaded_lock:
+        if len(_loaded) > 20_000:
+            _loaded.clear()
+        _loaded[m.sha256] = model
+    return model
+
+
+def group_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int, dict]:
+    """Phase 1 of a model-group chunk: every member scored over the chunk's frame.  Returns the
+    output (keys, event time, one column per member: NaN for a member that failed), the rows read,
+    and model → error for the members that raised or returned NaN or inf."""
+    from skyfeast.featurestore.models.flavours import Member, score_group
+
+    if pdf.empty:
+        return None, 0, {}
+    cols = set(pdf.columns)
+    for m in spec.members:
+        missing = [c for c in m.features if c not in cols]
+        if missing:
+            raise DataError(f"model {m.name!r} version {m.version} needs input feature(s) {missing}, which the "
+                            f"input frame lacks; it has {sorted(cols)}")
+    members = [Member(m.name, m.field, m.flavour, m.features, _load_member(m, spec.storage_options))
+               for m in spec.members]
+    scores, errors = score_group(members, pdf)
+    t = spec.target
+    out = pd.DataFrame({k: pdf[k].to_numpy() for k in t.join_keys})
+    out[t.timestamp_field] = pd.Timestamp(spec.window.end)
+    failed = {m.field for m in spec.members if m.name in errors}
+    nan = np.full(len(pdf), np.nan)
+    out = pd.concat([out, pd.DataFrame({m.field: nan if m.field in failed else scores[m.field]
+                                        for m in spec.members}, index=out.index)], axis=1)
+    return out, len(pdf), errors
+
+
+def group_partition_from_file(url: str, storage_options: dict, index: int,
+                              spec: PartitionSpec) -> tuple[pd.DataFrame | None, int, dict]:
+    import fsspec
+
+    with fsspec.open(url, "rb", **storage_options) as fh:
+        pdf = pd.read_parquet(fh)
+    return group_partition(pdf, index, spec)
+
+
 # --------------------------------------------------------------------------- client side
 ProgressFn = Callable[[int, int], None]
 
 
 def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: float, progress: ProgressFn | None,
                 cancelled: Callable[[], bool], book: ChunkBook, stores: Mapping[str, ObjectStore],
-                phases: dict[str, float], publish: bool = True) -> dict[int, dict]:
+                phases: dict[str, float], publish: bool = True,
+                before_publish: Callable[[PartitionSpec], PartitionSpec] | None = None) -> dict[int, dict]:
     """Both phases: compute and stage ``tasks`` (chunk number → delayed phase-1 result), recording
     each chunk in ``book``; then, if ``publish``, publish every chunk of the book.  Returns chunk →
     published part (empty without ``publish``).  Adds the seconds of ``submit``, ``compute`` and
-    ``write`` to ``phases``."""
+    ``write`` to ``phases``.  ``before_publish``, once every chunk is staged, gives the spec to publish
+    with (a model group's: only the fields of the models that scored every row)."""
     import dask
 
     t = time.perf_counter()
@@ -289,6 +392,12 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     if not publish:
         client.cancel(list(computed.values()))
         return {}
+    if before_publish is not None:
+        try:
+            spec = before_publish(spec)
+        except BaseException:
+            client.cancel(list(computed.values()))
+            raise
     # every chunk is staged: publish them all, those staged by an earlier attempt from their files.
     # Every chunk's online rows go first, then the offline parts: an online write that fails (a value
     # the store cannot take, the store gone) leaves no new part of the window for Feast's offline source
@@ -457,6 +566,62 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     phases = {"plan": time.perf_counter() - t0}
     published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
     return _finish(store, out_key, published, book, stores, phases, publish)
+
+
+def run_group_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
+                  members: list[GroupMember], inputs: list[tuple[str, dict]], deadline: float,
+                  failed_before: Callable[[dict[str, str]], dict[str, str]],
+                  progress: ProgressFn | None = None, cancelled: Callable[[], bool] = lambda: False,
+                  book: ChunkBook | None = None, stores: Mapping[str, ObjectStore] | None = None,
+                  publish: bool = True) -> ExecResult:
+    """A model-group job: every chunk (one per upstream part) is scored by every member, in one task.
+
+    Once every chunk is staged, ``failed_before(errors)`` records the models that failed in this
+    attempt's chunks and returns every model that failed in any attempt of the run.  Only the other
+    models' fields are published online, with the group's versions field set to the :func:`set_id`
+    of the models written; a failed model's online values stay as they were (its offline column is
+    null).  ``ExecResult.failed_models`` lists the failures; every model failing fails the run."""
+    import dask
+
+    from skyfeast.featurestore.models.groups import set_id
+
+    t0 = time.perf_counter()
+    book = book or ChunkBook()
+    book.partitions = len(inputs)
+    stores = stores or {"": store}
+    usable_chunks(book, stores)
+    names = [m.name for m in members]
+    out_key, spec = _spec(store, window, target, publish, user_fn=None, user_fn_name=f"model group of {job.name!r}",
+                          members=tuple(members))
+    tasks = {i: dask.delayed(group_partition_from_file, pure=False)(url, opts, i, spec)
+             for i, (url, opts) in enumerate(inputs) if i not in book.done}
+    failed: dict[str, str] = {}
+
+    def before_publish(spec: PartitionSpec) -> PartitionSpec:
+        errors: dict[str, str] = {}
+        for i in sorted(book.done):
+            for name, err in (book.done[i].get("failed_models") or {}).items():
+                errors.setdefault(name, f"{err} (chunk {i})")
+        failed.update(failed_before(errors))
+        good = [m for m in members if m.name not in failed]
+        if not good:
+            raise UserCodeError(f"every model of the group failed: {_failures(failed)}")
+        vfield = job.group.versions_field
+        fields = tuple(f for f in target.features if f == vfield or f in {m.field for m in good})
+        return _replace(spec, target=_replace(target, features=fields),
+                        assign=((vfield, set_id((m.name, m.version) for m in good)),))
+
+    phases = {"plan": time.perf_counter() - t0}
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
+                            before_publish=before_publish if publish else None)
+    res = _finish(store, out_key, published, book, stores, phases, publish)
+    res.failed_models = {n: failed[n] for n in names if n in failed}
+    return res
+
+
+def _failures(failed: dict[str, str], limit: int = 5) -> str:
+    items = [f"{n}: {e}" for n, e in sorted(failed.items())]
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _spec(store: ObjectStore, window: Window, target: WriteTarget, publish: bool, **kw) -> tuple[str, PartitionSpec]:

@@ -23,7 +23,8 @@ from skyfeast.scheduler.control.policy import ProviderState, Step, backoff, next
 from skyfeast.scheduler.control.providers import ProviderPool
 from skyfeast.scheduler.errors import DataError
 from skyfeast.scheduler.ledger import PENDING, Ledger
-from skyfeast.scheduler.run.executor import run_feature_job, run_model_job
+from skyfeast.scheduler.ledger.core import DONE
+from skyfeast.scheduler.run.executor import GroupMember, ModelGroupError, run_feature_job, run_group_job, run_model_job
 from skyfeast.scheduler.run.heartbeat import Heartbeat
 from skyfeast.scheduler.run.offline import owner_of, write_manifest
 from skyfeast.scheduler.run.sources import resolve
@@ -37,7 +38,7 @@ log = logging.getLogger("skyfeast.runner")
 class Outcome:
     job: str
     window: Window
-    status: str  # succeeded | failed | cancelled | skipped | upstream_failed
+    status: str  # succeeded | partial | failed | cancelled | skipped | upstream_failed
     run_id: int | None = None
     provider: str | None = None
     attempts: int = 0
@@ -176,7 +177,7 @@ class Runner:
             t_attempt = time.perf_counter()
             try:
                 res = self._attempt(job, window, provider, self._book(run_id, aid),
-                                    self._watchdog(provider, cancelled), publish=not drill)
+                                    self._watchdog(provider, cancelled), publish=not drill, run_id=run_id)
             except Exception as exc:  # classified below; nothing escapes a run
                 fclass = classify(exc)
                 err = describe(exc)
@@ -219,8 +220,15 @@ class Runner:
                 return self._fail(out, FailureClass.INFRASTRUCTURE, err)
             t_record = time.perf_counter()
             copy = not drill and self._write_manifest(job, window, run_id, provider, res)
+            status, partial = "succeeded", None
+            if getattr(job, "group", None) is not None:
+                self.ledger.finish_models(run_id)
+                if res.failed_models:
+                    status = "partial"
+                    partial = (f"{len(res.failed_models)} of {len(res.failed_models) + res.models_written} models "
+                               f"failed, their fields were not written: {_failures(res.failed_models)}")
             if not self.ledger.finish_success(run_id, aid, res.rows_out, copy_to_primary=copy,
-                                              published=res.published):
+                                              published=res.published, status=status, error=partial):
                 log.warning("run %s was taken over by another process before it could be recorded", run_id)
             elif not drill:
                 self._requeue_downstream(job, window)
@@ -229,7 +237,8 @@ class Runner:
             # the runner's own share of planning: placement, listing the source, importing user code
             phases["plan"] = phases.get("plan", 0.0) + max(0.0, t_registry - t_attempt - sum(res.phases.values()))
             out.phases = {k: round(v, 4) for k, v in phases.items()}
-            out.status = "succeeded"
+            out.status = status
+            out.error = partial
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
             return out
         return out  # unreachable: the loop returns
@@ -358,12 +367,13 @@ class Runner:
     def _locality(self, job, window: Window) -> str | None:
         if job.source.type == "job":
             up = self.ledger.find_run(job.source.job, window.start, window.end)
-            return up.provider if up and up.status == "succeeded" else None
+            return up.provider if up and up.status in DONE else None
         if job.source.replicas:  # the first listed replica is the preferred place to read it
             return next(iter(job.source.replicas))
         return None
 
-    def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled, publish: bool = True):
+    def _attempt(self, job, window: Window, provider: str, book: ChunkBook, cancelled, publish: bool = True,
+                 run_id: int | None = None):
         deadline = time.monotonic() + job.timeout.total_seconds()
         target = self.repo.write_target(job.feature_view)
         store = self.pool.store(provider)
@@ -385,18 +395,82 @@ class Runner:
                                    source_store=src_store, stores=self.pool.stores(), publish=publish)
         upstream = self.cfg.job(job.source.job)
         up_run = self.ledger.find_run(upstream.name, window.start, window.end)
-        if up_run is None or up_run.status != "succeeded":
+        if up_run is None or up_run.status not in DONE:
             raise DataError(
                 f"upstream job {upstream.name!r} has no successful run for window {window}; run it first"
             )
         inputs = self._upstream_files(up_run, upstream, window, provider)
         if not inputs:
             raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
+        if job.group is not None:
+            members = self._group_members(job, run_id, provider, target)
+            client = self.pool.client(provider)
+
+            def failed_before(errors: dict[str, str]) -> dict[str, str]:
+                self.ledger.fail_models(run_id, errors)
+                return {m: e or "failed" for m, _, _, outcome, e in self.ledger.run_models(run_id)
+                        if outcome == "failed"}
+
+            res = run_group_job(client=client, store=store, job=job, window=window, target=target, members=members,
+                                inputs=inputs, deadline=deadline, failed_before=failed_before, progress=progress,
+                                cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
+            res.models_written = len(members) - len(res.failed_models)
+            return res
         fn = import_callable(job.model.scorer, self.cfg.base_dir)
         client = self.pool.client(provider)
         return run_model_job(client=client, store=store, job=job, window=window,
                              target=target, scorer=fn, inputs=inputs, deadline=deadline, progress=progress,
                              cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
+
+
+    def _group_members(self, job: ModelJob, run_id: int, provider: str, target) -> list[GroupMember]:
+        """The versions this run scores with (pinned at its first attempt, so every attempt on any provider
+        uses the same ones), with their artifacts on ``provider``'s storage (copied there, checked, from
+        another provider's if missing)."""
+        from skyfeast.featurestore.models import ModelRegistry, RegistryError, read_verified
+        from skyfeast.featurestore.models.groups import field_of, problems, select
+
+        reg = ModelRegistry(self.ledger.engine)
+        g = job.group
+        try:
+            pinned = self.ledger.run_models(run_id)
+            if not pinned:
+                chosen = select(reg, models=g.models, prefix=g.prefix, tag=g.tag, alias=g.alias)
+                pinned = self.ledger.pin_models(run_id, [(v.model, v.version, v.sha256) for v in chosen])
+            versions = reg.versions_of((m, v) for m, v, *_ in pinned)
+        except RegistryError as exc:
+            raise ModelGroupError(f"model group of job {job.name!r}: {exc}") from None
+        bad = problems(versions, view=job.feature_view, view_fields=set(target.features),
+                       versions_field=g.versions_field)
+        if bad:
+            raise ModelGroupError(f"model group of job {job.name!r}: " + "; ".join(bad[:5])
+                                  + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+        store = self.pool.store(provider)
+        have = set(store.list("models/"))
+        for v in versions:
+            if v.artifact_key in have:
+                continue
+            data = None
+            for name, other in self.pool.stores().items():
+                if name == provider:
+                    continue
+                try:
+                    data = read_verified(other, v)
+                    break
+                except Exception:  # not there, corrupt there, or that storage is down: try the next
+                    continue
+            if data is None:
+                raise ModelGroupError(f"model {v.model!r} version {v.version}: artifact {v.artifact_key} is on no "
+                                      f"provider's storage with sha256 {v.sha256}")
+            store.write_bytes(v.artifact_key, data)
+            log.info("copied model %s version %s to provider %s", v.model, v.version, provider)
+        return [GroupMember(v.model, v.version, field_of(v), v.flavour, tuple(v.features), v.sha256, v.size,
+                            store.url(v.artifact_key)) for v in versions]
+
+
+def _failures(failed: dict[str, str], limit: int = 5) -> str:
+    items = [f"{n} ({e})" for n, e in sorted(failed.items())]
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]:

@@ -1,0 +1,199 @@
+"""How a model version's artifact becomes scores: one loader and one predictor per flavour.
+
+=========  ===============================================  =========================
+flavour    artifact                                         score of one row
+=========  ===============================================  =========================
+joblib     a joblib/pickle of a scikit-learn-style          ``predict_proba[:, 1]`` when
+           estimator                                        the estimator has it, else ``predict``
+linear     JSON ``{"coef": [...], "intercept": b,           ``x·coef + b``, through the link
+           "link": "identity" | "logistic"}``
+lightgbm   a LightGBM booster's model text                  ``Booster.predict`` (extra ``skyfeast[lightgbm]``)
+=========  ===============================================  =========================
+
+A model's input columns are its version's ``features``, in that order.  Linear members of a
+group are **stacked**: one matrix of coefficients over the union of their features, so a group
+of them is scored by one matrix product (:func:`score_group`).
+
+A flavour whose library is not installed is :class:`FlavourNotInstalled`, naming the extra.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from skyfeast.featurestore.models.errors import RegistryError
+
+FLAVOURS: dict[str, tuple[str, str] | None] = {  # flavour → (module it needs, the extra that installs it)
+    "joblib": None,
+    "linear": None,
+    "lightgbm": ("lightgbm", "lightgbm"),
+}
+LINKS = ("identity", "logistic")
+
+
+class FlavourError(RegistryError):
+    """A flavour that does not exist, or an artifact its flavour cannot load."""
+
+
+class FlavourNotInstalled(FlavourError):
+    def __init__(self, flavour: str, module: str, extra: str):
+        self.flavour, self.extra = flavour, extra
+        super().__init__(f"flavour {flavour!r} needs the Python package {module!r}, which is not installed: "
+                         f"pip install 'skyfeast[{extra}]'")
+
+
+def check_flavour(flavour: str) -> None:
+    """Raise :class:`FlavourError` for an unknown flavour, :class:`FlavourNotInstalled` for one whose
+    library is missing."""
+    if flavour not in FLAVOURS:
+        raise FlavourError(f"unknown flavour {flavour!r}; known: {', '.join(FLAVOURS)}")
+    need = FLAVOURS[flavour]
+    if need is not None:
+        import importlib.util
+
+        if importlib.util.find_spec(need[0]) is None:
+            raise FlavourNotInstalled(flavour, *need)
+
+
+@dataclass(frozen=True)
+class Linear:
+    coef: np.ndarray  # (n_features,)
+    intercept: float
+    link: str
+
+
+def linear_artifact(coef: Sequence[float], intercept: float, link: str = "logistic") -> bytes:
+    """The bytes of a ``linear`` artifact (what ``skyfeast models register --flavour linear`` takes)."""
+    if link not in LINKS:
+        raise FlavourError(f"unknown link {link!r}; known: {', '.join(LINKS)}")
+    return json.dumps({"coef": [float(c) for c in coef], "intercept": float(intercept), "link": link}).encode()
+
+
+def load(flavour: str, data: bytes, *, features: Sequence[str] = ()) -> Any:
+    """The model in ``data``; :class:`FlavourError` if the bytes are not a model of ``flavour``."""
+    check_flavour(flavour)
+    try:
+        if flavour == "joblib":
+            import joblib
+
+            return joblib.load(io.BytesIO(data))
+        if flavour == "linear":
+            doc = json.loads(data)
+            coef = np.asarray(doc["coef"], dtype="float64")
+            link = doc.get("link", "identity")
+            if coef.ndim != 1 or link not in LINKS or not math.isfinite(float(doc.get("intercept", 0.0))):
+                raise ValueError("needs a flat list 'coef', a finite 'intercept' and a 'link' of "
+                                 + " or ".join(LINKS))
+            if features and len(features) != len(coef):
+                raise ValueError(f"{len(coef)} coefficients for {len(features)} features")
+            return Linear(coef, float(doc.get("intercept", 0.0)), link)
+        import lightgbm
+
+        return lightgbm.Booster(model_str=data.decode())
+    except FlavourError:
+        raise
+    except Exception as exc:
+        raise FlavourError(f"not a {flavour} model: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def predict(flavour: str, model: Any, x: np.ndarray) -> np.ndarray:
+    """One score per row of ``x`` (rows × the version's features)."""
+    if flavour == "linear":
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = x @ model.coef + model.intercept
+        return _link(z, model.link)
+    if flavour == "lightgbm":
+        out = np.asarray(model.predict(x))
+    elif hasattr(model, "predict_proba"):
+        out = np.asarray(model.predict_proba(x))[:, -1]
+    else:
+        out = np.asarray(model.predict(x))
+    if out.ndim != 1 or len(out) != len(x):
+        raise ValueError(f"returned an array of shape {out.shape} for {len(x)} rows; expected one score per row")
+    return out.astype("float64", copy=False)
+
+
+def _link(z: np.ndarray, link: str) -> np.ndarray:
+    if link == "logistic":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-z))
+    return z
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a group as the scorer sees it: its name, output field, flavour, features and loaded model."""
+
+    name: str
+    field: str
+    flavour: str
+    features: tuple[str, ...]
+    model: Any
+
+
+def score_group(members: Sequence[Member], frame) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Score every member over ``frame`` (a pandas DataFrame holding every member's features).
+
+    Returns (field → scores, for members that scored every row with a finite number;
+    model name → error, for the others).  A member that raises, or returns NaN or ±inf for any row,
+    is an error: it never stops the others.  Linear members are scored together, by one matrix product.
+    """
+    scores: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    linear = [m for m in members if m.flavour == "linear"]
+    if linear:
+        union = list(dict.fromkeys(f for m in linear for f in m.features))
+        col = {f: i for i, f in enumerate(union)}
+        w = np.zeros((len(union), len(linear)))
+        b = np.empty(len(linear))
+        for j, m in enumerate(linear):
+            w[[col[f] for f in m.features], j] = m.model.coef
+            b[j] = m.model.intercept
+        x = np.zeros((len(frame), len(union)))
+        unusable: dict[str, str] = {}
+        for f, i in col.items():
+            try:
+                x[:, i] = _column(frame, f)
+            except Exception as exc:  # only the members reading this column fail
+                unusable[f] = f"input {f!r} is not numeric: {type(exc).__name__}: {str(exc)[:200]}"
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is that member's inf, reported below
+            z = x @ w + b
+        logistic = np.array([m.model.link == "logistic" for m in linear])
+        if logistic.any():
+            z[:, logistic] = _link(z[:, logistic], "logistic")
+        for j, m in enumerate(linear):
+            bad = next((unusable[f] for f in m.features if f in unusable), None)
+            if bad is not None:
+                errors[m.name] = bad
+            else:
+                _keep(m, z[:, j], scores, errors)
+    for m in members:
+        if m.flavour == "linear":
+            continue
+        try:
+            x = np.column_stack([_column(frame, f) for f in m.features]) if m.features else np.zeros((len(frame), 0))
+            out = predict(m.flavour, m.model, x)
+        except Exception as exc:
+            errors[m.name] = f"raised {type(exc).__name__}: {str(exc)[:300]}"
+            continue
+        _keep(m, out, scores, errors)
+    return scores, errors
+
+
+def _column(frame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _keep(m: Member, out: np.ndarray, scores: dict, errors: dict) -> None:
+    bad = ~np.isfinite(out)
+    if bad.any():
+        errors[m.name] = f"returned {int(bad.sum()):,} NaN or infinite score(s) of {len(out):,}"
+    else:
+        scores[m.field] = out
