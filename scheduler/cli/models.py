@@ -37,7 +37,7 @@ def register(sub) -> None:
                                  "model's next version", cmd_register)
     v.add_argument("name")
     v.add_argument("artifact", help="path of the model file")
-    v.add_argument("--flavour", default="joblib", help="how the artifact is loaded (default joblib)")
+    v.add_argument("--flavour", default="joblib", help="how the artifact is loaded: joblib (default), linear (JSON coef/intercept/link) or lightgbm (booster text; extra skyfeast[lightgbm])")
     v.add_argument("--features", default="", metavar="A,B,...", help="input feature names, in order")
     v.add_argument("--outputs", default="", metavar="X,Y,...", help="output field names")
     v.add_argument("--metric", action="append", default=[], metavar="KEY=NUMBER", help="a metric (repeatable)")
@@ -155,6 +155,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"artifact {path}: cannot read it: {exc.strerror or exc}") from None
     sha256, size = checksum(data)
+    from skyfeast.featurestore.models.flavours import FlavourError, check_flavour, load
+
+    try:  # an artifact its flavour cannot load is refused here, not found out by a run; a pickle
+        check_flavour(args.flavour)  # (joblib) may need the user's own modules: the run loads it
+        if args.flavour != "joblib":
+            load(args.flavour, data, features=_names(args.features))
+    except FlavourError as exc:
+        raise UsageError(f"artifact {path}: {exc}") from None
     with _registry(args) as (cfg, registry):
         provider = cfg.primary_provider
         pool = ProviderPool(cfg)
@@ -170,17 +178,37 @@ def cmd_register(args: argparse.Namespace) -> int:
                 outputs=_names(args.outputs), parent_version=args.parent, metrics=metrics or None,
                 description=args.description, publish=lambda v: store.write_bytes(v.artifact_key, data))
         except AdapterError as exc:  # nothing was recorded: the publish runs inside the transaction
+            pool.close()
             raise UserError(f"cannot write the artifact to provider {provider!r} storage ({store.url()}): {exc}") \
                 from None
+        except BaseException:
+            pool.close()
+            raise
+        # replicas on every other provider, so a run that fails over finds the same bytes there (a run
+        # also copies a missing one from another provider before it scores, checked against the sha256)
+        replicas, missing = [provider], {}
+        try:
+            for name in cfg.providers:
+                if name == provider:
+                    continue
+                try:
+                    pool.store(name).write_bytes(version.artifact_key, data)
+                    replicas.append(name)
+                except Exception as exc:
+                    missing[name] = str(exc)[:200]
         finally:
             pool.close()
+    from skyfeast.scheduler.cli.console import err, out
+
+    for name, why in missing.items():
+        err.print(f"skyfeast: warning: no replica on provider {name!r} ({why}); a run there copies it first",
+                  markup=False)
     if args.json:
-        print_json({**version.as_dict(), "provider": provider})
+        print_json({**version.as_dict(), "provider": provider, "replicas": replicas})
         return 0
-    from skyfeast.scheduler.cli.console import out
 
     out.print(f"registered {version.model} version {version.version}: {version.artifact_uri} "
-              f"(sha256 {version.sha256}, {version.size:,} bytes)", markup=False)
+              f"(sha256 {version.sha256}, {version.size:,} bytes; on {', '.join(replicas)})", markup=False)
     return 0
 
 

@@ -1,0 +1,187 @@
+"""Model groups on the quickstart (issue 15): 50 registry models scored in one pass per chunk.
+
+One project serves the module. Its ``scores`` job scores every model named ``m..`` at ``champion``
+over ``user_features``' output, into the view ``user_scores``. The window [10:00, 11:00) runs with
+50 good models; then two models get a bad champion (a LightGBM booster given the wrong number of
+features, which raises; a linear model that overflows to inf for most rows) and [11:00, 12:00) runs.
+
+What vanilla Feast reads afterwards is checked against scores computed here, in NumPy, from features
+recomputed from the raw events (tests/integration/reference.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.integration.conftest import AT, make_project, skyfeast, skyfeast_json
+from tests.integration.reference import expected_features, load_events
+
+pytestmark = pytest.mark.integration
+
+BEFORE = "2026-03-02T11:30:00Z"  # the window [10:00, 11:00)
+INPUTS = ["events_24h", "amount_sum_24h", "events_7d", "purchases_24h", "repayments_7d", "events_1h"]
+N = 50
+RAISES, OVERFLOWS = "m07", "m13"
+
+VIEW = '''
+
+user_scores = FeatureView(
+    name="user_scores",
+    entities=[user],
+    ttl=timedelta(days=8),
+    schema=[Field(name="user_id", dtype=Int64)]
+    + [Field(name=f"m{i:02d}", dtype=Float64) for i in range(50)]
+    + [Field(name="model_set", dtype=String)],
+    source=FileSource(name="user_scores_source", path="../data/aws/offline/user_scores",
+                      timestamp_field="event_timestamp"),
+    online=True,
+)
+'''
+
+
+def _coefs(i: int) -> tuple[list[str], np.ndarray, float]:
+    rng = np.random.default_rng(i)
+    feats = [INPUTS[j] for j in sorted(rng.choice(len(INPUTS), size=int(rng.integers(1, 5)), replace=False))]
+    return feats, rng.normal(scale=0.05, size=len(feats)), float(rng.normal(scale=0.5))
+
+
+def _logistic(features: pd.DataFrame, feats: list[str], coef: np.ndarray, b: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-(features[feats].astype(float).to_numpy() @ coef + b)))
+
+
+def _add_group(data: dict) -> None:
+    data["jobs"].append({
+        "name": "scores", "kind": "model", "schedule": {"type": "cron", "expr": "0 * * * *"},
+        "source": {"type": "job", "job": "user_features"}, "group": {"prefix": "m", "alias": "champion"},
+        "feature_view": "user_scores", "providers": ["aws", "gcp"], "retries": 1, "timeout": "10m"})
+
+
+def _register(project, cfg, name: str, path, flavour: str, features: list[str]) -> None:
+    proc = skyfeast("models", "register", name, str(path), "--flavour", flavour, "--features", ",".join(features),
+                    "-c", str(cfg), "--json", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    version = pd.read_json(pd.io.common.StringIO(proc.stdout), typ="series")["version"]
+    promote = skyfeast("models", "promote", name, str(version), "--reason", "test", "-c", str(cfg), cwd=project)
+    assert promote.returncode == 0, promote.stderr
+
+
+def _register_many(project, cfg) -> None:
+    """m00..m49 version 1 in one process (the CLI is exercised by the bad versions below)."""
+    from skyfeast.featurestore.models import ModelRegistry, checksum
+    from skyfeast.featurestore.models.flavours import linear_artifact
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.ledger import open_ledger
+
+    config = load_config(cfg, check_imports=False, check_feast=False)
+    ledger = open_ledger(config)
+    try:
+        reg = ModelRegistry(ledger.engine)
+        for i in range(N):
+            feats, coef, b = _coefs(i)
+            data = linear_artifact(coef, b, "logistic")
+            key = f"models/m{i:02d}/v1/model.json"
+            for root in ("aws", "gcp"):
+                dest = project / "data" / root / key
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            sha, size = checksum(data)
+            reg.register(f"m{i:02d}", artifact_key=key, sha256=sha, size=size, created_by="test", flavour="linear",
+                         features=feats)
+            reg.promote(f"m{i:02d}", 1, reason="first", actor="test")
+    finally:
+        ledger.close()
+
+
+def _read(project, users: list[int]) -> pd.DataFrame:
+    code = ("import json, sys\nfrom feast import FeatureStore\n"
+            "users = json.loads(sys.argv[1])\n"
+            "store = FeatureStore(repo_path='feature_repo')\n"
+            "feats = [f'user_scores:m{i:02d}' for i in range(50)] + ['user_scores:model_set']\n"
+            "print(json.dumps(store.get_online_features(features=feats, entity_rows=[{'user_id': u} for u in users])"
+            ".to_dict()))\n")
+    proc = subprocess.run([sys.executable, "-c", code, pd.Series(users).to_json(orient="values")], cwd=project,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return pd.read_json(pd.io.common.StringIO(proc.stdout)).set_index("user_id")
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    project = tmp_path_factory.mktemp("groups") / "p"
+    cfg = make_project(project, users=300, per_day=2000, edit=_add_group)
+    defs = project / "feature_repo" / "definitions.py"
+    defs.write_text(defs.read_text() + VIEW)
+    apply = subprocess.run([sys.executable, "-m", "feast.cli.cli", "apply"], cwd=project / "feature_repo",
+                           capture_output=True, text=True, timeout=180)
+    if apply.returncode != 0:  # older Feasts have no runnable feast.cli.cli
+        apply = subprocess.run(["feast", "apply"], cwd=project / "feature_repo", capture_output=True, text=True,
+                               timeout=180)
+    assert apply.returncode == 0, apply.stderr[-2000:]
+    _register_many(project, cfg)
+    code, first = skyfeast_json("run", "-c", str(cfg), "--at", BEFORE, cwd=project)
+    assert code == 0, first
+    # the bad champions: a booster trained on 2 features registered with 3 (it raises), and an overflow
+    import lightgbm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    booster = lightgbm.train({"objective": "binary", "verbose": -1, "num_leaves": 4},
+                             lightgbm.Dataset(x, label=(x[:, 0] > 0).astype(int)), num_boost_round=3)
+    (project / "gbm.txt").write_text(booster.model_to_string())
+    _register(project, cfg, RAISES, project / "gbm.txt", "lightgbm", INPUTS[:3])
+    from skyfeast.featurestore.models.flavours import linear_artifact
+
+    (project / "huge.json").write_bytes(linear_artifact([1e308], 0.0, "identity"))
+    _register(project, cfg, OVERFLOWS, project / "huge.json", "linear", ["amount_sum_24h"])
+    code, second = skyfeast_json("run", "-c", str(cfg), "--at", AT, cwd=project)
+    return {"project": project, "cfg": cfg, "first": first, "second": (code, second)}
+
+
+def test_one_model_raising_and_one_returning_inf_leave_the_other_48_written_and_the_run_partial(group):
+    code, report = group["second"]
+    by_job = {r["job"]: r for r in report["runs"]}
+    assert by_job["user_features"]["status"] == "succeeded"
+    run = by_job["scores"]
+    assert code == 3 and run["status"] == "partial", run
+    assert RAISES in run["error"] and OVERFLOWS in run["error"] and "2 of 50 models failed" in run["error"]
+    code, runs = skyfeast_json("runs", "-c", str(group["cfg"]), "--job", "scores", cwd=group["project"])
+    latest = max(runs["runs"], key=lambda r: r["id"])
+    outcomes = {m["model"]: (m["version"], m["outcome"]) for m in latest["models"]}
+    assert outcomes[RAISES] == (2, "failed") and outcomes[OVERFLOWS] == (2, "failed")
+    assert sum(o == "written" for _, o in outcomes.values()) == 48
+    errors = {m["model"]: m["error"] for m in latest["models"] if m["error"]}
+    assert "LightGBMError" in errors[RAISES] or "number of features" in errors[RAISES], errors[RAISES]
+    assert "NaN or infinite" in errors[OVERFLOWS]
+
+
+def test_vanilla_feast_reads_the_new_scores_and_the_failed_models_previous_values(group):
+    project = group["project"]
+    events = load_events(project / "data" / "aws")
+    now = expected_features(events, pd.Timestamp("2026-03-02T12:00:00Z"))
+    before = expected_features(events, pd.Timestamp("2026-03-02T11:00:00Z"))
+    users = sorted(set(now.index) & set(before.index))[:120]
+    assert len(users) >= 100
+    read = _read(project, users)
+    for i in range(N):
+        name = f"m{i:02d}"
+        feats, coef, b = _coefs(i)
+        source = before if name in (RAISES, OVERFLOWS) else now  # a failed model keeps its previous values
+        want = _logistic(source.loc[users], feats, coef, b)
+        np.testing.assert_allclose(read.loc[users, name].to_numpy(dtype=float), want, rtol=1e-9, err_msg=name)
+    good = sorted((f"m{i:02d}", 1) for i in range(N) if f"m{i:02d}" not in (RAISES, OVERFLOWS))
+    want_set = "ms-" + hashlib.sha256("\n".join(f"{m}@{v}" for m, v in good).encode()).hexdigest()[:16]
+    assert set(read.loc[users, "model_set"]) == {want_set}
+
+
+def test_the_first_window_pinned_version_one_of_every_model(group):
+    run = next(r for r in group["first"]["runs"] if r["job"] == "scores")
+    assert run["status"] == "succeeded"
+    code, runs = skyfeast_json("runs", "-c", str(group["cfg"]), "--job", "scores", cwd=group["project"])
+    first = min(runs["runs"], key=lambda r: r["id"])
+    assert len(first["models"]) == N and {(m["version"], m["outcome"]) for m in first["models"]} == {(1, "written")}
