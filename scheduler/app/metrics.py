@@ -9,9 +9,11 @@ Events are counted where they happen, through cheap hooks (a dict update under a
 State that already lives in memory is read when Prometheus scrapes instead of being mirrored:
 provider states (the pool's circuit breakers), leadership (the daemon), Feast's freshness
 (the registry's last materialised interval, cached for :data:`FRESHNESS_CACHE` seconds) beside
-its SLO (``feast.freshness_slo``), and the health of the daemon's threads (its liveness tracker,
+its SLO (``feast.freshness_slo``), the health of the daemon's threads (its liveness tracker,
 as ``/healthz`` judges them: a stalled thread keeps the process up and scraped, so only this
-gauge shows it to Prometheus).
+gauge shows it to Prometheus), and the latest finished drill of each provider and mode (the
+ledger's drill reports, cached for :data:`DRILL_CACHE` seconds: drills run by ``skyfeast drill``
+in another process count too).
 
 Why a custom collector, not ``prometheus_client.Counter``: importing Feast sets
 ``PROMETHEUS_MULTIPROC_DIR`` (``feast/metrics.py``), which turns every ``prometheus_client``
@@ -32,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -40,6 +43,7 @@ from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("skyfeast.metrics")
 FRESHNESS_CACHE = 10.0  # seconds a freshness reading of the Feast registry is reused
+DRILL_CACHE = 10.0  # seconds a reading of the ledger's drill reports is reused
 
 RUN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 FEAST_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)  # feast/metrics.py's
@@ -95,7 +99,21 @@ SPECS: tuple[Spec, ...] = (
          "(leader only)"),
     Spec("skyfeast_ledger_query_duration_seconds", "histogram", "Duration of ledger statements, by operation",
          ("op",), LEDGER_BUCKETS),
+    # drills: the latest finished drill of each (provider, mode) in the ledger; the leader's only, as
+    # both daemons of a pair read the same ledger
+    Spec("skyfeast_drill_detection_seconds", "gauge", "Seconds from the fault to its detection in the latest "
+         "finished drill of the provider and mode (no sample when that drill did not detect it)",
+         ("provider", "mode"), dispatch=True),
+    Spec("skyfeast_drill_recovery_seconds", "gauge", "Seconds from the fault to the first chunk finished on "
+         "another provider in the latest finished drill of the provider and mode (no sample when none did)",
+         ("provider", "mode"), dispatch=True),
+    Spec("skyfeast_drill_passed", "gauge", "1 when the latest finished drill of the provider and mode passed, "
+         "0 when it failed", ("provider", "mode"), dispatch=True),
+    Spec("skyfeast_drill_end_timestamp_seconds", "gauge", "Unix time the latest finished drill of the provider "
+         "and mode ended", ("provider", "mode"), dispatch=True),
 )
+DRILL_GAUGES = ("skyfeast_drill_detection_seconds", "skyfeast_drill_recovery_seconds", "skyfeast_drill_passed",
+                "skyfeast_drill_end_timestamp_seconds")
 BY_NAME = {s.name: s for s in SPECS}
 
 
@@ -122,15 +140,19 @@ class Metrics:
         self._bounds: dict[str, float] = {}
         self._slo: dict[str, float] = {}
         self._fresh: tuple[float, list[dict]] | None = None
+        self._ledger = None
+        self._drill_rows: tuple[float, list[dict]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         self._prefixes: dict[tuple, str] = {}  # (name, labels[, le]) -> the sample line up to its value
 
-    def attach(self, *, daemon=None, pool=None, repo=None, liveness=None, bounds=None, freshness_slo=None) -> None:
+    def attach(self, *, daemon=None, pool=None, repo=None, liveness=None, bounds=None, freshness_slo=None,
+               ledger=None) -> None:
         """The live objects read at scrape time: the daemon (leadership, stopping), the provider pool
         (breaker states), the Feast repo (freshness), the liveness tracker with its staleness
-        ``bounds`` (thread health), and ``feast.freshness_slo`` (feature view -> timedelta)."""
-        self._daemon, self._pool, self._repo = daemon, pool, repo
+        ``bounds`` (thread health), ``feast.freshness_slo`` (feature view -> timedelta), and the
+        ledger (drill reports)."""
+        self._daemon, self._pool, self._repo, self._ledger = daemon, pool, repo, ledger
         self._liveness, self._bounds = liveness, dict(bounds or {})
         self._slo = {view: d.total_seconds() for view, d in (freshness_slo or {}).items()}
 
@@ -273,6 +295,8 @@ class Metrics:
                 for f in self._freshness() if f["age_seconds"] is not None}
             out["skyfeast_feature_freshness_slo_seconds"] = {
                 (view, self._repo.project): seconds for view, seconds in self._slo.items()}
+        if self._ledger is not None and leader is not False:
+            out.update(self._drill_gauges())
         if self._liveness is not None:
             stopping = self._daemon is not None and self._daemon.stop.is_set()
             dead, stalled = self._liveness.failing(self._bounds, stopping=stopping)
@@ -292,6 +316,32 @@ class Metrics:
             rows = self._fresh[1] if self._fresh is not None else []
         self._fresh = (now, rows)
         return rows
+
+    def drills_changed(self) -> None:
+        """A drill of this process just ended: the next scrape reads the ledger's reports again."""
+        self._drill_rows = None
+
+    def _drill_gauges(self) -> dict[str, dict[tuple[str, ...], float]]:
+        now = time.monotonic()
+        cached = self._drill_rows
+        if cached is None or now - cached[0] >= DRILL_CACHE:
+            try:
+                rows = self._ledger.latest_drills()
+            except Exception as exc:  # a scrape must not fail because the ledger is slow for a moment
+                log.debug("cannot read drill reports from the ledger: %s", exc)
+                rows = cached[1] if cached is not None else []
+            self._drill_rows = cached = (now, rows)
+        out: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in DRILL_GAUGES}
+        for r in cached[1]:
+            key = (r["provider"], r["mode"])
+            if r["detection_s"] is not None:
+                out["skyfeast_drill_detection_seconds"][key] = float(r["detection_s"])
+            if r["recovery_s"] is not None:
+                out["skyfeast_drill_recovery_seconds"][key] = float(r["recovery_s"])
+            out["skyfeast_drill_passed"][key] = 1.0 if r["outcome"] == "passed" else 0.0
+            if r["ended_at"]:
+                out["skyfeast_drill_end_timestamp_seconds"][key] = datetime.fromisoformat(r["ended_at"]).timestamp()
+        return out
 
     def snapshot(self) -> dict[str, dict[tuple[str, ...], object]]:
         """Every exposed series (what a scrape sees now): name -> labels -> value or histogram."""
@@ -347,4 +397,4 @@ class _Collector:
             yield fam
 
 
-__all__ = ["FRESHNESS_CACHE", "LEDGER_OPS", "SPECS", "Metrics", "Spec"]
+__all__ = ["DRILL_CACHE", "DRILL_GAUGES", "FRESHNESS_CACHE", "LEDGER_OPS", "SPECS", "Metrics", "Spec"]

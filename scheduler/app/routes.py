@@ -4,6 +4,9 @@
 * Reads (``GET``) answer what the CLI's ``--json`` answers: the same functions build both.
 * Actions (``POST``) make the CLI's checks; each one that passes authentication is recorded
   in the ledger's ``skyfeast_actions``, accepted or refused (:meth:`Ledger.record_action`).
+  ``POST /api/drills`` answers 202 and runs the drill in the background
+  (:class:`~skyfeast.scheduler.app.drills.DrillStarter`); ``GET /api/drills[/{id}]`` reads the
+  ledger's drill reports.
 * Who may do what is :func:`skyfeast.scheduler.api.auth.decide`, applied before routing, so
   an unauthenticated request learns nothing about its body or the path's target.
 
@@ -23,26 +26,34 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skyfeast.scheduler.api import actions, views
 from skyfeast.scheduler.api.auth import Token, decide
-from skyfeast.scheduler.errors import UsageError, UserError
+from skyfeast.scheduler.errors import NotFound, UsageError, UserError
 
 log = logging.getLogger("skyfeast.http")
 MAX_CONCURRENT = 4  # API handlers using the ledger at once
+MAX_ID = 2**31 - 1  # ledger ids are 32-bit integers in PostgreSQL
 SLOT_WAIT = 5.0  # seconds a handler waits for one of them before answering 503
 CHAMPION = "champion"
-RUN_STATES = Literal["queued", "running", "interrupted", "succeeded", "failed", "cancelled", "upstream_failed"]
+RUN_STATES = Literal["queued", "running", "interrupted", "succeeded", "partial", "failed", "cancelled", "upstream_failed"]
+DRILL_MODES = Literal["kill", "hang", "partition", "storage-outage"]  # skyfeast.scheduler.drills.faults.MODES
 
 
 class Unprocessable(UsageError):
     """A request body that is not the JSON object the action takes."""
 
     http_status = 422
+
+
+class NoDrills(UsageError):
+    """This server was started without a runtime to run drills in."""
+
+    http_status = 503
 
 
 class Busy(Exception):
@@ -72,14 +83,23 @@ class RollbackBody(ReasonBody):
     alias: str = Field(CHAMPION, max_length=64)
 
 
-class Api:
-    """What ``/api`` reads and acts on: one daemon's config, ledger, provider pool, Feast repo, and
-    its token (None: actions from loopback clients only)."""
+class DrillBody(_Body):
+    provider: str = Field(min_length=1, max_length=64)
+    mode: DRILL_MODES = "kill"
+    job: str | None = Field(None, min_length=1, max_length=128, description="default: the first that can fail over")
+    at: str | None = Field(None, max_length=64, description="drill the latest complete window at this time")
 
-    def __init__(self, *, cfg, ledger, pool, repo, token: Token | None):
+
+class Api:
+    """What ``/api`` reads and acts on: one daemon's config, ledger, provider pool, Feast repo, its
+    token (None: actions from loopback clients only), and what starts its drills (a
+    :class:`~skyfeast.scheduler.app.drills.DrillStarter`; None: ``POST /api/drills`` answers 503)."""
+
+    def __init__(self, *, cfg, ledger, pool, repo, token: Token | None, drills=None):
         from skyfeast.featurestore.models import ModelRegistry
 
         self.cfg, self.ledger, self.pool, self.repo, self.token = cfg, ledger, pool, repo, token
+        self.drills = drills
         self.registry = ModelRegistry(ledger.engine)
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
 
@@ -167,8 +187,9 @@ def install(app: FastAPI, api: Api) -> None:
             return _error(status, message)
 
     def act(request: Request, action: str, target: str, body: bytes, model: type[_Body],
-            fn: Callable[[Any], dict[str, Any]]) -> JSONResponse:
-        """Run one action and record it (accepted, refused, or failed) in the ledger."""
+            fn: Callable[[Any], dict[str, Any]], accepted: int = 200) -> JSONResponse:
+        """Run one action and record it (accepted, refused, or failed) in the ledger; ``accepted``
+        is the status of success (202 for one that goes on in the background)."""
         actor = request.state.actor
         source = request.client.host if request.client else None
         params: dict[str, Any] = {}
@@ -177,14 +198,14 @@ def install(app: FastAPI, api: Api) -> None:
             params = args.model_dump(mode="json")
             with api.slot():
                 result = fn(args)
-            status, outcome, error = 200, "accepted", None
+            status, outcome, error = accepted, "accepted", None
         except Exception as exc:
             status, error, outcome = failure(exc, f"action {action} {target}")
             result = {"error": error}
         try:
             result_id = api.ledger.record_action(action, target, params, source=source, actor=actor,
                                                  outcome=outcome, error=error)
-            if status == 200:
+            if status == accepted:
                 result = {**result, "action_id": result_id}
         except Exception as exc:  # the action itself is done (or refused): say so, and that its record is missing
             log.error("action %s %s (%s) could not be recorded in the ledger: %s", action, target, outcome,
@@ -234,6 +255,21 @@ def install(app: FastAPI, api: Api) -> None:
     def audit(request: Request, limit: int = Query(50, ge=1, le=1000)):
         return answer(request, lambda: {"actions": api.ledger.actions(limit)})
 
+    @app.get("/api/drills")
+    def drills(request: Request, limit: int = Query(20, ge=1, le=1000)):
+        return answer(request, lambda: {"drills": api.ledger.drill_reports(limit),
+                                        "running_here": api.drills.current if api.drills else None})
+
+    @app.get("/api/drills/{drill_id}")
+    def drill(request: Request, drill_id: int = Path(ge=1, le=MAX_ID)):
+        def view():
+            row = api.ledger.drill_report(drill_id)
+            if row is None:
+                raise NotFound(f"no drill with id {drill_id}")
+            return row
+
+        return answer(request, view)
+
     # ---------------------------------------------------------------- actions
     @app.post("/api/trigger")
     def trigger(request: Request, body: bytes = Depends(_raw_body)):
@@ -265,6 +301,14 @@ def install(app: FastAPI, api: Api) -> None:
         return act(request, "promote", name, body, PromoteBody,
                    lambda a: actions.promote(api.registry, name, a.version, a.alias, reason=a.reason,
                                              actor=by(request)))
+
+    @app.post("/api/drills")
+    def start_drill(request: Request, body: bytes = Depends(_raw_body)):
+        def run(a: DrillBody):
+            if api.drills is None:
+                raise NoDrills("this server runs no drills (it has no runtime); use `skyfeast drill`")
+            return api.drills.start(a.provider, a.mode, a.job, a.at)
+        return act(request, "drill", _peek(body, "provider"), body, DrillBody, run, accepted=202)
 
     @app.post("/api/models/{name}/rollback")
     def rollback(request: Request, name: str, body: bytes = Depends(_raw_body)):

@@ -59,7 +59,7 @@ def _serve(cfg, args: argparse.Namespace, sock, token=None) -> int:
     from skyfeast.scheduler.app.daemon import ThreadDied
     from skyfeast.scheduler.cli.console import ProgressReporter, err
 
-    metrics = server = None
+    metrics = server = drills = None
     if sock is not None:
         from skyfeast.scheduler.app.metrics import Metrics
 
@@ -68,7 +68,10 @@ def _serve(cfg, args: argparse.Namespace, sock, token=None) -> int:
         runner = rt.runner
         daemon = build_daemon(rt, max_parallel=args.max_parallel, grace=args.grace)
         if sock is not None:
-            server = _start_http(sock, rt, daemon, metrics, token)
+            from skyfeast.scheduler.app.drills import DrillStarter
+
+            drills = DrillStarter(rt.cfg, rt.runner, metrics)
+            server = _start_http(sock, rt, daemon, metrics, token, drills)
             host, port = server.address
             guard = "token" if token is not None else "loopback clients only"
             err.print(f"skyfeast daemon: /healthz, /readyz, /metrics and /api on http://{host}:{port} "
@@ -93,6 +96,8 @@ def _serve(cfg, args: argparse.Namespace, sock, token=None) -> int:
                 time.sleep(max(0.0, min(DEATH_LINGER, rt.liveness.failed_at + DEATH_LINGER - time.monotonic())))
             return EXIT_THREAD_DIED
         finally:
+            if drills is not None:  # a drill in progress lifts its fault and reports before the pool closes
+                drills.close()
             if server is not None:
                 server.close()
     failed = [o for o in daemon.outcomes if o.status == "failed"]
@@ -103,15 +108,15 @@ def _serve(cfg, args: argparse.Namespace, sock, token=None) -> int:
     return 1 if failed else 0
 
 
-def _start_http(sock, rt, daemon, metrics, token=None):
+def _start_http(sock, rt, daemon, metrics, token=None, drills=None):
     from skyfeast.scheduler.app.http import HttpServer, build_app
     from skyfeast.scheduler.app.routes import Api
     from skyfeast.scheduler.control.liveness import staleness_bounds
 
     bounds = staleness_bounds(rt.cfg)
     metrics.attach(daemon=daemon, pool=rt.pool, repo=rt.repo, liveness=rt.liveness, bounds=bounds,
-                   freshness_slo=rt.cfg.feast.freshness_slo)
-    api = Api(cfg=rt.cfg, ledger=rt.ledger, pool=rt.pool, repo=rt.repo, token=token)
+                   freshness_slo=rt.cfg.feast.freshness_slo, ledger=rt.ledger)
+    api = Api(cfg=rt.cfg, ledger=rt.ledger, pool=rt.pool, repo=rt.repo, token=token, drills=drills)
     app = build_app(daemon=daemon, liveness=rt.liveness, ledger=rt.ledger, metrics=metrics, bounds=bounds, api=api)
     server = HttpServer(sock)
     server.start(app)

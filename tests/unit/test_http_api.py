@@ -8,21 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 import pytest
 
 import skyfeast.scheduler.config as config_pkg
 from skyfeast.scheduler.api.auth import Token, decide, is_loopback, load_token
-from skyfeast.scheduler.app.http import HttpServer, bind, build_app
 from skyfeast.scheduler.app.metrics import Metrics
 from skyfeast.scheduler.app.routes import Api
 from skyfeast.scheduler.cli import main
-from skyfeast.scheduler.control.liveness import Liveness
 from skyfeast.scheduler.errors import ConfigError, UsageError
 
 UTC = timezone.utc
@@ -70,26 +66,30 @@ def no_feast_checks(monkeypatch):
 
 
 class Served:
-    def __init__(self, path, *, ledger_url=None, environ=None, host="127.0.0.1"):
+    """The daemon's HTTP app (``http_app``) over a real ledger, provider pool and Feast repo for the
+    config at ``path``. With ``drills``, ``POST /api/drills`` has a real runner to check drills
+    against (no test here lets one start: that needs clusters, tests/chaos/test_http_drill.py)."""
+
+    def __init__(self, http_app, path, *, ledger_url=None, environ=None, host="127.0.0.1", drills=False):
         from skyfeast.featurestore.repo import FeastRepo
+        from skyfeast.scheduler.app.drills import DrillStarter
         from skyfeast.scheduler.control.providers import ProviderPool
         from skyfeast.scheduler.ledger import Ledger
+        from skyfeast.scheduler.run.runner import Runner
 
         self.path = path
         self.cfg = config_pkg.load_config(path)
         self.ledger = Ledger(ledger_url or self.cfg.state_url)
         self.pool = ProviderPool(self.cfg)
         self.token = load_token(self.cfg.daemon, self.cfg.base_dir, environ or {})
+        repo = FeastRepo(self.cfg.feast_repo)
+        self.runner = Runner(self.cfg, self.ledger, repo, self.pool) if drills else None
         self.metrics = Metrics()
-        daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event(), lease_renewed_at=None)
-        self.metrics.attach(daemon=daemon, pool=self.pool)
         self.metrics.time_ledger(self.ledger)
-        api = Api(cfg=self.cfg, ledger=self.ledger, pool=self.pool, repo=FeastRepo(self.cfg.feast_repo),
-                  token=self.token)
-        self.server = HttpServer(bind(f"{host}:0"))
-        self.server.start(build_app(daemon=daemon, liveness=Liveness(), ledger=self.ledger, metrics=self.metrics,
-                                    bounds={"dispatch": 30.0}, api=api))
-        self.base = "http://%s:%d" % self.server.address
+        api = Api(cfg=self.cfg, ledger=self.ledger, pool=self.pool, repo=repo, token=self.token,
+                  drills=DrillStarter(self.cfg, self.runner, self.metrics) if drills else None)
+        self.app = http_app(api, host=host, metrics=self.metrics)
+        self.server, self.base = self.app.server, self.app.base
 
     def call(self, method: str, path: str, body=None, *, token: str | None = None, raw: bytes | None = None):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -119,16 +119,18 @@ class Served:
 
     def close(self):
         self.server.close()
+        if self.runner is not None:
+            self.runner.close()
         self.pool.close()
         self.ledger.close()
 
 
 @pytest.fixture
-def serve():
+def serve(http_app):
     made = []
 
     def start(path, **kw):
-        s = Served(path, **kw)
+        s = Served(http_app, path, **kw)
         s.seen = []
         made.append(s)
         return s
@@ -427,3 +429,84 @@ def test_an_action_from_another_address_is_refused_without_a_token(tmp_path, ser
     conn.request("GET", "/api/status")
     assert conn.getresponse().status == 200
     conn.close()
+
+
+# --------------------------------------------------------------------------- drills
+def test_a_drill_request_is_checked_before_anything_starts(tmp_path, serve):
+    """POST /api/drills refuses what cannot be drilled with the status the CLI's error carries, and
+    audits it; no drill report is made. (A drill that starts: tests/chaos/test_http_drill.py.)"""
+    s = serve(_project(tmp_path), drills=True)
+    for body, status, says in [
+        ({"provider": "nope"}, 404, "unknown provider 'nope'"),
+        ({"provider": "aws", "job": "nope"}, 404, "unknown job 'nope'"),
+        ({"provider": "aws", "mode": "melt"}, 422, "mode"),
+        ({"provider": "aws", "at": "yesterday"}, 400, "at: 'yesterday' is not an ISO-8601 time"),
+        ({"provider": "aws", "at": "1900-01-01T00:00:00Z"}, 400, "out of range"),
+        ({"provider": "gcp"}, 409, "not 'hourly''s preferred provider now"),
+        ({"provider": "aws", "fault": "x"}, 422, "fault"),
+        ({}, 422, "provider"),
+        ({"provider": ""}, 422, "provider"),
+    ]:
+        code, answer = s.call("POST", "/api/drills", body)
+        assert (code, says in answer["error"]) == (status, True), (body, code, answer)
+        assert "Traceback" not in json.dumps(answer)
+    assert s.call("POST", "/api/drills", raw=b"{not json")[0] == 422
+    assert s.ledger.drill_reports(10) == []
+    audit = s.ledger.actions(100)
+    assert {(a["action"], a["outcome"]) for a in audit} == {("drill", "refused")} and len(audit) == 10
+    assert audit[-1]["target"] == "nope" and audit[-1]["params"] == {"provider": "nope", "mode": "kill", "job": None,
+                                                                     "at": None}
+
+    # one drill at a time, across processes: a drill another process runs (per the ledger) blocks it
+    other = s.ledger.start_drill("hourly", "aws", "kill", deadline=datetime.now(UTC) + timedelta(minutes=30))
+    code, answer = s.call("POST", "/api/drills", {"provider": "aws"})
+    assert code == 409 and f"drill {other} (kill of aws) is running" in answer["error"], answer
+    assert s.ledger.drill_reports(10)[0]["id"] == other and len(s.ledger.drill_reports(10)) == 1
+
+
+def test_drill_history_and_its_metrics_come_from_the_ledger(tmp_path, serve):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    s = serve(_project(tmp_path))
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    kill = s.ledger.start_drill("hourly", "aws", "kill", deadline=soon)
+    s.ledger.set_drill_run(kill, 5)
+    s.ledger.finish_drill(kill, {"ok": True, "detection_s": 0.6, "first_task_on_new_provider_s": 3.2},
+                          outcome="passed", detection_s=0.6, recovery_s=3.2, run_id=5)
+    hang = s.ledger.start_drill("hourly", "aws", "hang", deadline=soon)
+    s.ledger.finish_drill(hang, {"ok": False, "error": "the run did not finish"}, outcome="failed",
+                          detection_s=9.5, recovery_s=None)
+    running = s.ledger.start_drill("hourly", "gcp", "kill", deadline=soon)
+
+    code, body = s.call("GET", "/api/drills")
+    assert code == 200 and [d["id"] for d in body["drills"]] == [running, hang, kill]
+    assert body["running_here"] is None
+    assert [d["outcome"] for d in body["drills"]] == ["running", "failed", "passed"]
+    code, one = s.call("GET", f"/api/drills/{kill}")
+    assert code == 200 and (one["detection_s"], one["recovery_s"], one["run_id"], one["mode"]) == (0.6, 3.2, 5, "kill")
+    assert s.call("GET", "/api/drills?limit=1")[1]["drills"][0]["id"] == running
+    assert s.call("GET", "/api/drills/999")[0] == 404
+    for bad in ("abc", "0", "99999999999"):
+        code, answer = s.call("GET", f"/api/drills/{bad}")
+        assert code == 422 and answer["error"], bad
+    assert s.call("GET", "/api/drills?limit=0")[0] == 422
+    code, answer = s.call("POST", "/api/drills", {"provider": "aws"})  # a server without a runtime
+    assert code == 503 and "no drills" in answer["error"]
+
+    def samples():
+        _, text = s.call("GET", "/metrics")
+        return {(x.name, x.labels.get("provider"), x.labels.get("mode")): x.value
+                for fam in text_string_to_metric_families(text) for x in fam.samples if "drill" in x.name}
+
+    got = samples()
+    assert got[("skyfeast_drill_detection_seconds", "aws", "kill")] == 0.6
+    assert got[("skyfeast_drill_recovery_seconds", "aws", "kill")] == 3.2
+    assert got[("skyfeast_drill_passed", "aws", "kill")] == 1.0
+    assert got[("skyfeast_drill_detection_seconds", "aws", "hang")] == 9.5
+    assert got[("skyfeast_drill_passed", "aws", "hang")] == 0.0
+    assert ("skyfeast_drill_recovery_seconds", "aws", "hang") not in got  # it never recovered: no sample
+    assert not any(p == "gcp" for _, p, _ in got)  # a running drill is no measurement yet
+    ended = datetime.fromisoformat(s.ledger.drill_report(kill)["ended_at"]).timestamp()
+    assert abs(got[("skyfeast_drill_end_timestamp_seconds", "aws", "kill")] - ended) < 1e-3
+    s.app.daemon.is_leader = False  # a standby reports no drills (its leader does, from the same ledger)
+    assert samples() == {}

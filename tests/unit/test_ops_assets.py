@@ -100,12 +100,13 @@ def test_dashboard_loads_with_unique_ids_and_queries_only_exported_metrics():
             assert not _unknown_metrics(target["expr"]), (panel["title"], _unknown_metrics(target["expr"]))
             queried |= set(METRIC.findall(target["expr"]))
     # the panels: provider state, runs, durations, failovers, attempts, freshness vs SLO, leader,
-    # lease age, ledger latency, chunks and online rows
+    # lease age, ledger latency, chunks and online rows, drill detection and recovery
     for name in ("skyfeast_provider_state", "skyfeast_runs_total", "skyfeast_run_duration_seconds_bucket",
                  "skyfeast_failovers_total", "skyfeast_attempts_total", "feast_feature_freshness_seconds",
                  "skyfeast_feature_freshness_slo_seconds", "skyfeast_leader", "skyfeast_leader_lease_age_seconds",
                  "skyfeast_ledger_query_duration_seconds_bucket", "skyfeast_chunks_written_total",
-                 "skyfeast_online_rows_written_total"):
+                 "skyfeast_online_rows_written_total", "skyfeast_drill_detection_seconds",
+                 "skyfeast_drill_recovery_seconds"):
         assert name in queried, name
 
 
