@@ -323,9 +323,31 @@ def test_token_settings_are_checked(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- no secret leaks
-def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, capfd):
-    """A PostgreSQL password in the state URL, an S3 secret key, and the token: every endpoint,
-    including the error paths and /metrics, and every log line at DEBUG, are grepped for them."""
+def _planted_pg_url(pg_url: str) -> str:
+    """``pg_url`` (a fresh schema of the session's PostgreSQL database) as user postgres with the planted
+    password, and the password again as ``sslpassword``. The test server trusts local connections, so
+    this URL connects for real whatever the password; a server that checks it skips the test."""
+    from sqlalchemy.engine import make_url
+
+    from skyfeast.scheduler.ledger import Ledger, LedgerError
+    from tests.conftest import REQUIRE_SERVICES
+
+    url = make_url(pg_url).set(drivername="postgresql+psycopg", username="postgres", password=PG_PASSWORD)
+    url = url.update_query_dict({"sslpassword": PG_PASSWORD}).render_as_string(hide_password=False)
+    try:
+        Ledger(url).close()
+    except LedgerError as exc:
+        msg = f"PostgreSQL refuses the planted password (it needs trust auth for this test): {exc}"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return url
+
+
+def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, capfd, pg_url):
+    """A PostgreSQL password in the state URL of a real PostgreSQL ledger, an S3 secret key, and the
+    token: every endpoint, including the error paths, /metrics and the status page, and every log line
+    at DEBUG, are grepped for them."""
     records: list[str] = []
 
     class Keep(logging.Handler):
@@ -341,13 +363,16 @@ def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, cap
     for lg in loggers:  # the CLI's main sets the skyfeast logger's level: every line counts here
         lg.setLevel(logging.DEBUG)
     try:
+        state_url = _planted_pg_url(pg_url)
+        assert PG_PASSWORD in state_url
         path = _project(
-            tmp_path, state=f"state: 'postgresql://skyuser:{PG_PASSWORD}@127.0.0.1:9/ledger?sslpassword={PG_PASSWORD}'",
+            tmp_path, state=f"state: '{state_url}'",
             daemon="http_token_env: SKYFEAST_HTTP_TOKEN",
             gcp="{type: s3, bucket: planted-bucket, endpoint_url: 'http://127.0.0.1:9', connect_timeout: 1s, "
                 f"access_key_id: AKIDPLANTED, secret_access_key: '{S3_SECRET}', session_token: '{S3_SECRET}x'}}")
-        # the daemon's ledger is a SQLite stand-in: the planted URL is what the config says, and what status shows
-        s = serve(path, ledger_url=f"sqlite:///{tmp_path / 'state.db'}", environ={"SKYFEAST_HTTP_TOKEN": TOKEN})
+        # the daemon's ledger is the real PostgreSQL database the planted URL names
+        s = serve(path, environ={"SKYFEAST_HTTP_TOKEN": TOKEN}, drills=True)
+        assert s.ledger.is_pg and s.ledger.url == state_url
         for tok in (None, TOKEN, TOKEN[:-1] + "!", "Basic " + TOKEN):
             for method, p, body in [
                 ("GET", "/api/status", None), ("GET", "/api/runs?job=hourly", None), ("GET", "/api/runs?job=nope", None),
@@ -355,6 +380,10 @@ def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, cap
                 ("GET", "/api/models", None), ("GET", "/api/models/nope", None),
                 ("GET", "/api/models/nope/history", None), ("GET", "/api/actions", None),
                 ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", "/metrics", None), ("GET", "/nope", None),
+                ("GET", "/", None), ("GET", "/status", None), ("GET", "/api/drills", None),
+                ("GET", "/api/drills/1", None), ("GET", "/api/drills/x", None),
+                ("POST", "/api/drills", {"provider": "aws", "at": "x"}), ("POST", "/api/drills", {"provider": "gcp"}),
+                ("POST", "/api/drills", {"provider": "nope"}),
                 ("POST", "/api/trigger", {"job": "hourly", "window": _closed_window()}),
                 ("POST", "/api/trigger", {"job": "hourly", "token": TOKEN}), ("POST", "/api/trigger", {"job": "x"}),
                 ("POST", "/api/runs/1/cancel", None), ("POST", "/api/runs/9999/cancel", None),
@@ -368,7 +397,10 @@ def test_no_planted_secret_reaches_a_response_or_a_log_line(tmp_path, serve, cap
                 else:
                     s.call(method, p, body, token=tok)
         code, status = s.call("GET", "/api/status")
-        assert code == 200 and status["ledger"].startswith("postgresql://skyuser:***@127.0.0.1:9/ledger")
+        assert code == 200 and status["ledger"].startswith("postgresql+psycopg://postgres:***@127.0.0.1")
+        assert "sslpassword=%2A%2A%2A" in status["ledger"]  # masked, URL-quoted
+        code, page = s.call("GET", "/")
+        assert code == 200 and "planted-bucket" not in page and "Drills" in page  # the page was served
         assert status["providers"][1]["storage"] == "s3://planted-bucket"
         assert len(s.ledger.actions(1000)) > 10
         audit = json.dumps(s.ledger.actions(1000))
