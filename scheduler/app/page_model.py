@@ -2,8 +2,8 @@
 read models (:mod:`skyfeast.scheduler.api.views`), so the page and ``/api/status`` never disagree.
 
 :func:`page_view` makes a fixed number of ledger queries (the status view's, one for runs and drills,
-one for their attempts, one for models, and one per running run for its chunks, at most
-:data:`MAX_PROGRESS`). :func:`freshness_rows` and :func:`timeline` are pure.
+one for their attempts, one for models, one for drill reports, and one per running run for its
+chunks, at most :data:`MAX_PROGRESS`). :func:`freshness_rows` and :func:`timeline` are pure.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ AMBER_AT = 0.75  # of the SLO: a view older than this is amber, older than the S
 MAX_PROGRESS = 10  # running runs whose chunk progress is read (one query each)
 TIMELINE_HOURS = 6
 RUNS_READ = 300  # latest runs (production and drills) the page reads
+DRILLS_SHOWN = 10
 
 
 def freshness_rows(feature_views: list[dict[str, Any]], slo: dict[str, timedelta]) -> list[dict[str, Any]]:
@@ -51,7 +52,10 @@ def timeline(runs: list[dict[str, Any]], providers: list[str], now: datetime, *,
     """Where attempts ran over the last ``hours``: one lane per provider (in ``providers``' order,
     then any other provider an attempt names), one bar per attempt overlapping the span, ``x`` and
     ``w`` in ``[0, width]``. An attempt without an end is still running (drawn up to ``now``).
-    ``runs`` are the runs view's entries (with ``attempt_log``)."""
+    ``runs`` are the runs view's entries (with ``attempt_log``); a drill's run (job ``drill:<job>``)
+    gives bars with ``drill`` true, so a drill's failover is drawn, marked apart from production's."""
+    from skyfeast.scheduler.drills.records import is_drill
+
     start = now - timedelta(hours=hours)
     span = (now - start).total_seconds()
     lanes: dict[str, list[dict[str, Any]]] = {p: [] for p in providers}
@@ -67,7 +71,7 @@ def timeline(runs: list[dict[str, Any]], providers: list[str], now: datetime, *,
             x1 = min(span, (ended - start).total_seconds()) / span * width
             lanes.setdefault(a["provider"], []).append({
                 "x": round(x0, 1), "w": round(max(x1 - x0, 2.0), 1), "outcome": a.get("outcome") or "running",
-                "run_id": run["id"], "job": run["job"], "attempt": a.get("number"),
+                "run_id": run["id"], "job": run["job"], "attempt": a.get("number"), "drill": is_drill(run["job"]),
                 "started_at": a.get("started_at"), "ended_at": a.get("ended_at"), "error": a.get("error")})
     ticks = [{"x": round(h / hours * width, 1), "label": (start + timedelta(hours=h)).strftime("%H:%M")}
              for h in range(0, int(hours) + 1)]
@@ -102,9 +106,21 @@ def page_view(api, *, now: datetime | None = None, hours: float = TIMELINE_HOURS
         "providers": status["providers"], "running": running, "failures": failures,
         "freshness": freshness_rows(status["feature_views"], dict(api.cfg.feast.freshness_slo)),
         "models": views.models_view(api.registry),
-        "drills": [r for r in everything if is_drill(r["job"])][:10],
-        "timeline": timeline(production, [p["name"] for p in status["providers"]], now, hours=hours),
+        "drills": api.ledger.drill_reports(DRILLS_SHOWN),
+        "timeline": timeline(everything, [p["name"] for p in status["providers"]], now, hours=hours),
+        "jobs": [j.name for j in api.cfg.jobs],
+        "drillable": _drillable(api.cfg),
     }
+
+
+def _drillable(cfg) -> list[str]:
+    """Providers some feature job may fail over from (the drill form offers these)."""
+    out: list[str] = []
+    for job in cfg.jobs:
+        allowed = cfg.allowed_providers(job)
+        if job.kind == "feature" and len(allowed) > 1:
+            out += [p for p in allowed if p not in out]
+    return out
 
 
 __all__ = ["freshness_rows", "page_view", "timeline"]

@@ -1,10 +1,11 @@
 """The status page (issue 16), in a real browser: headless Chromium (Debian's chromium and
 chromium-driver) driven by Selenium loads ``GET /`` from the real uvicorn thread over a real SQLite
 ledger, seeded through the ledger's and the model registry's own methods: a failover from aws to
-gcp and a failback, a failed run, a running run with chunks, a drill, probes and a model. It signs
-in with the read token, checks what the page shows, cordons a provider through the page's form,
-and saves a screenshot. The stand-ins are the daemon, its liveness and the Feast repo's freshness
-(a view 100 min old against a 2 h SLO).
+gcp and a failback, a failed run, a running run with chunks, a drill that failed over (its run and
+its report), probes and a model. It signs in with the read token, checks what the page shows
+(the drill's detection and recovery, and its bars in the timeline, marked as a drill's), cordons a
+provider and triggers a window through the page's forms, and saves a screenshot. The stand-ins are
+the daemon, its liveness and the Feast repo's freshness (a view 100 min old against a 2 h SLO).
 
 Without chromium, chromedriver or selenium the browser test is skipped with the reason; under
 ``SKYFEAST_REQUIRE_SERVICES=1`` (``.ci/run``) it fails instead.
@@ -13,7 +14,6 @@ Without chromium, chromedriver or selenium the browser test is skipped with the 
 from __future__ import annotations
 
 import shutil
-import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -24,12 +24,9 @@ import pytest
 import skyfeast.scheduler.config as config_pkg
 import skyfeast.scheduler.ledger.core as ledger_core
 from skyfeast.scheduler.api.auth import load_token
-from skyfeast.scheduler.app.http import HttpServer, bind, build_app
-from skyfeast.scheduler.app.metrics import Metrics
 from skyfeast.scheduler.app.page import COOKIE, session_valid, session_value
 from skyfeast.scheduler.app.page_model import freshness_rows, timeline
 from skyfeast.scheduler.app.routes import Api
-from skyfeast.scheduler.control.liveness import Liveness
 from skyfeast.scheduler.drills.records import drill_job
 from tests.conftest import REQUIRE_SERVICES
 
@@ -125,20 +122,29 @@ def _seed(ledger, registry, clock, monkeypatch):
     ledger.set_partitions(running, 4)
     ledger.record_chunk(running, 0, {"rows_out": 10}, a)
     ledger.record_chunk(running, 1, {"rows_out": 10}, a)
-    clock.at(0.8)  # a drill of the job
+    clock.at(0.8)  # a kill drill of aws: its run fails over to gcp
     drill = claim(drill_job("hourly"), 6)
-    ledger.finish_run(drill, status="succeeded", rows=10)
+    a = ledger.start_attempt(drill, "aws")
+    clock.at(0.75)
+    ledger.finish_attempt(a, outcome="failed", failure_class="infrastructure", error="drill: scheduler killed")
+    a = ledger.start_attempt(drill, "gcp")
+    clock.at(0.6)
+    ledger.finish_success(drill, a, 10)
+    report_id = ledger.start_drill("hourly", "aws", "kill", deadline=datetime.now(UTC) + timedelta(minutes=30))
+    ledger.set_drill_run(report_id, drill)
+    ledger.finish_drill(report_id, {"ok": True, "detection_s": 0.42, "first_task_on_new_provider_s": 3.75},
+                        outcome="passed", detection_s=0.42, recovery_s=3.75, run_id=drill)
     ledger.record_probe("aws", "healthy", workers=3, at=datetime.now(UTC) - timedelta(seconds=20))
     ledger.record_probe("gcp", "degraded", workers=1, error="storage slow", at=datetime.now(UTC) - timedelta(seconds=40))
     registry.register("churn", artifact_key=lambda v: f"models/churn/v{v}/model.joblib", sha256="0" * 64, size=7,
                       created_by="test")
     registry.promote("churn", 1, "champion", reason="first", actor="test")
     monkeypatch.setattr(ledger_core, "_now", lambda: datetime.now(UTC))
-    return failed, running
+    return failed, running, drill, report_id
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
+def served(tmp_path, monkeypatch, http_app):
     from skyfeast.scheduler.control.providers import ProviderPool
     from skyfeast.scheduler.ledger import Ledger
 
@@ -151,16 +157,16 @@ def served(tmp_path, monkeypatch):
     api = Api(cfg=cfg, ledger=ledger, pool=pool, repo=_Freshness(),
               token=load_token(cfg.daemon, cfg.base_dir, {"SKYFEAST_HTTP_TOKEN": TOKEN}))
     ids = _seed(ledger, api.registry, Clock(), monkeypatch)
-    daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event(), lease_renewed_at=None)
-    metrics = Metrics()
-    metrics.attach(daemon=daemon, pool=pool)
-    server = HttpServer(bind("127.0.0.1:0"))
-    server.start(build_app(daemon=daemon, liveness=Liveness(), ledger=ledger, metrics=metrics,
-                           bounds={"dispatch": 30.0}, api=api))
-    yield SimpleNamespace(base="http://%s:%d" % server.address, ledger=ledger, ids=ids)
-    server.close()
+    app = http_app(api)
+    yield SimpleNamespace(base=app.base, ledger=ledger, ids=ids)
+    app.server.close()
     pool.close()
     ledger.close()
+
+
+def _window_hours_ago(hours: int) -> str:
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    return f"{(end - timedelta(hours=1)).isoformat()}/{end.isoformat()}"
 
 
 def _get(url, headers=None):
@@ -186,12 +192,19 @@ def test_freshness_levels_and_timeline_geometry():
          "ended_at": "2026-03-02T10:30:00+00:00"},
         {"provider": "gcp", "number": 2, "outcome": None, "started_at": "2026-03-02T11:00:00+00:00", "ended_at": None},
         {"provider": "aws", "number": 0, "outcome": "succeeded", "started_at": "2026-03-01T01:00:00+00:00",
-         "ended_at": "2026-03-01T02:00:00+00:00"}]}]  # before the span: not drawn
+         "ended_at": "2026-03-01T02:00:00+00:00"}]},  # before the span: not drawn
+        {"id": 2, "job": drill_job("j"), "attempt_log": [
+            {"provider": "aws", "number": 1, "outcome": "failed", "started_at": "2026-03-02T07:00:00+00:00",
+             "ended_at": "2026-03-02T07:30:00+00:00"},
+            {"provider": "gcp", "number": 2, "outcome": "succeeded", "started_at": "2026-03-02T07:30:00+00:00",
+             "ended_at": "2026-03-02T08:00:00+00:00"}]}]
     t = timeline(runs, ["aws", "gcp", "azure"], now, hours=6, width=600)
     lanes = {lane["provider"]: lane["bars"] for lane in t["lanes"]}
     assert list(lanes) == ["aws", "gcp", "azure"] and lanes["azure"] == []
-    assert [(b["x"], b["w"], b["outcome"]) for b in lanes["aws"]] == [(300.0, 150.0, "failed")]
-    assert [(b["x"], b["w"], b["outcome"]) for b in lanes["gcp"]] == [(500.0, 100.0, "running")]
+    assert [(b["x"], b["w"], b["outcome"], b["drill"]) for b in lanes["aws"]] == [(300.0, 150.0, "failed", False),
+                                                                                  (100.0, 50.0, "failed", True)]
+    assert [(b["x"], b["w"], b["outcome"], b["drill"]) for b in lanes["gcp"]] == [(500.0, 100.0, "running", False),
+                                                                                  (150.0, 50.0, "succeeded", True)]
     assert [tk["label"] for tk in t["ticks"]] == ["06:00", "07:00", "08:00", "09:00", "10:00", "11:00", "12:00"]
 
 
@@ -243,32 +256,65 @@ def test_the_status_page_in_chromium(served, tmp_path):
                   for r in driver.find_elements(By.CSS_SELECTOR, "#providers tr[data-provider]")}
         assert states == {"aws": "healthy", "gcp": "degraded"}
         assert "storage slow" in row("providers", "gcp")[0].text and "3" in row("providers", "aws")[0].text
-        failed, running = served.ids
+        failed, running, drill_run, report_id = served.ids
         assert ERROR in row("failures", str(failed))[0].text  # shown as text, not run as markup
         assert "2 / 4" in row("running", str(running))[0].text
         fresh = driver.find_element(By.CSS_SELECTOR, '#freshness tr[data-view="fv"]')
         assert fresh.find_element(By.CSS_SELECTOR, "[data-level]").get_attribute("data-level") == "warn"
         assert "1h40m" in fresh.text and "2h00m" in fresh.text
         assert "champion → v1" in row("models", "churn")[0].text
-        assert "succeeded" in row("drills", "drill:hourly")[0].text
-        bars = {lane.get_attribute("data-provider"): [b.get_attribute("data-outcome")
-                                                      for b in lane.find_elements(By.CSS_SELECTOR, "rect.bar")]
+        drill = driver.find_element(By.CSS_SELECTOR, f'#drills tr[data-drill="{report_id}"]')
+        assert "kill of aws" in drill.text and "passed" in drill.text and str(drill_run) in drill.text
+        assert (drill.find_element(By.CSS_SELECTOR, ".detection").text,
+                drill.find_element(By.CSS_SELECTOR, ".recovery").text) == ("0.4 s", "3.8 s")
+
+        def bars():
+            return {lane.get_attribute("data-provider"): sorted(
+                (b.get_attribute("data-outcome"), b.get_attribute("data-drill"))
+                for b in lane.find_elements(By.CSS_SELECTOR, "rect.bar"))
                 for lane in driver.find_elements(By.CSS_SELECTOR, "#timeline g.lane")}
-        assert sorted(bars["aws"]) == ["failed", "failed", "running", "succeeded"] and bars["gcp"] == ["succeeded"]
+
+        # the drill's failover is drawn, hatched and outlined apart from production's bars
+        assert bars() == {"aws": [("failed", "false"), ("failed", "false"), ("failed", "true"), ("running", "false"),
+                                  ("succeeded", "false")],
+                          "gcp": [("succeeded", "false"), ("succeeded", "true")]}
+        drill_bar = driver.find_element(By.CSS_SELECTOR, f'#timeline rect.bar.drill[data-run="{drill_run}"]')
+        assert drill_bar.get_attribute("stroke-dasharray") and drill_bar.is_displayed()
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#timeline rect.hatch")) == 2
+        assert "a drill's run" in driver.find_element(By.ID, "timeline-legend").text
 
         Select(driver.find_element(By.ID, "cordon-provider")).select_by_value("gcp")
         driver.find_element(By.ID, "cordon-reason").send_keys("quota <b>exhausted</b>")
-        driver.find_element(By.ID, "cordon-token").send_keys(TOKEN)
+        driver.find_element(By.ID, "action-token").send_keys(TOKEN)
         driver.find_element(By.ID, "cordon-button").click()
         wait.until(lambda d: "cordoned" in d.find_element(By.CSS_SELECTOR, '#providers tr[data-provider="gcp"] .cordon')
                    .text)
         assert "quota <b>exhausted</b>" in row("providers", "gcp")[0].text and "http:token" in row("providers", "gcp")[0].text
         assert "cordoned" not in row("providers", "aws")[0].find_element(By.CSS_SELECTOR, ".cordon").text
+
+        # a second action: trigger a window of the job (the page reloaded: the token is typed again)
+        window = _window_hours_ago(4)  # a window the seeding left alone
+        Select(driver.find_element(By.ID, "trigger-job")).select_by_value("hourly")
+        driver.find_element(By.ID, "trigger-window").send_keys(window)
+        driver.find_element(By.ID, "action-token").send_keys(TOKEN)
+        driver.find_element(By.ID, "trigger-button").click()
+        result = wait.until(lambda d: d.find_element(By.ID, "trigger-result").text)
+        assert result.startswith("trigger: run ") and result.endswith(" queued"), result
+        queued = int(result.split()[2])
+        # and a refused one: the error is shown as the API says it
+        driver.find_element(By.ID, "cancel-run").send_keys("999999")
+        driver.find_element(By.ID, "cancel-button").click()
+        assert wait.until(lambda d: d.find_element(By.ID, "cancel-result").text) == "no run with id 999999"
         shot = tmp_path / "status-page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         print(f"status page screenshot: {shot}")
     finally:
         driver.quit()
     assert served.ledger.cordons()["gcp"]["reason"] == "quota <b>exhausted</b>"
+    run = served.ledger.get_run(queued)
+    assert (run.job, run.status, f"{run.window_start.isoformat()}/{run.window_end.isoformat()}") == \
+        ("hourly", "queued", window)
     audit = served.ledger.actions()
-    assert [(a["action"], a["target"], a["actor"], a["outcome"]) for a in audit] == [("cordon", "gcp", "token", "accepted")]
+    assert [(a["action"], a["target"], a["actor"], a["outcome"]) for a in reversed(audit)] == [
+        ("cordon", "gcp", "token", "accepted"), ("trigger", "hourly", "token", "accepted"),
+        ("cancel", "999999", "token", "refused")]
