@@ -75,7 +75,7 @@ class ReasonBody(_Body):
 
 
 class PromoteBody(ReasonBody):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     alias: str = Field(CHAMPION, max_length=64)
 
 
@@ -244,7 +244,7 @@ def install(app: FastAPI, api: Api) -> None:
         return answer(request, lambda: views.models_view(api.registry))
 
     @app.get("/api/models/{name}")
-    def model(request: Request, name: str, version: int | None = Query(None, ge=1)):
+    def model(request: Request, name: str, version: int | None = Query(None, ge=1, le=MAX_ID)):
         return answer(request, lambda: views.model_view(api.registry, name, version))
 
     @app.get("/api/models/{name}/history")
@@ -282,8 +282,10 @@ def install(app: FastAPI, api: Api) -> None:
     @app.post("/api/runs/{run_id}/cancel")
     def cancel(request: Request, run_id: str, body: bytes = Depends(_raw_body)):
         def run(_: ReasonBody):
-            if not run_id.isdigit():
+            if not (run_id.isascii() and run_id.isdigit()):
                 raise UsageError(f"run id {run_id[:40]!r} is not a whole number")
+            if int(run_id) > MAX_ID:
+                raise UsageError(f"run id {run_id[:40]} is out of range (at most {MAX_ID})")
             return actions.cancel(api.ledger, int(run_id))
         return act(request, "cancel", run_id, body, ReasonBody, run)
 

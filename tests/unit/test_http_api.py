@@ -207,10 +207,15 @@ def test_bad_parameters_and_unknown_names(tmp_path, serve):
     assert s.call("POST", "/api/trigger", raw=b"{not json")[0] == 422
     assert s.call("POST", "/api/runs/999/cancel")[0] == 404
     assert s.call("POST", "/api/runs/abc/cancel")[0] == 400
+    assert s.call("POST", "/api/runs/%C2%B2/cancel")[0] == 400  # a digit to str.isdigit, not to int()
+    code, body = s.call("POST", "/api/runs/99999999999999999999/cancel")  # beyond any ledger id
+    assert code == 400 and "out of range" in body["error"]
     assert s.call("POST", "/api/providers/nope/cordon", {"reason": "x"})[0] == 404
     assert s.call("POST", "/api/models/nope/promote", {"version": 1})[0] == 404
     assert s.call("POST", "/api/models/nope/rollback", {})[0] == 404
     assert s.call("POST", "/api/models/nope/promote", {})[0] == 422  # version is required
+    assert s.call("POST", "/api/models/nope/promote", {"version": 2**40})[0] == 422  # beyond any version
+    assert s.call("GET", "/api/models/nope?version=99999999999999999999")[0] == 422
 
 
 # --------------------------------------------------------------------------- actions and their audit
