@@ -56,10 +56,12 @@ def check_flavour(flavour: str) -> None:
         raise FlavourError(f"unknown flavour {flavour!r}; known: {', '.join(FLAVOURS)}")
     need = FLAVOURS[flavour]
     if need is not None:
-        import importlib.util
+        import importlib
 
-        if importlib.util.find_spec(need[0]) is None:
-            raise FlavourNotInstalled(flavour, *need)
+        try:
+            importlib.import_module(need[0])
+        except ImportError:
+            raise FlavourNotInstalled(flavour, *need) from None
 
 
 @dataclass(frozen=True)

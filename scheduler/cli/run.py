@@ -75,6 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     windows = {job.name: latest_window(job.schedule, at) for job in jobs}
     for window in windows.values():  # before anything starts: a window in the future is a usage error
         require_closed(window, "--at")
+    from skyfeast.scheduler.errors import ConfigError
+    from skyfeast.scheduler.run.preflight import group_problems
+
+    problems = group_problems(cfg, jobs)  # a model group that cannot score: exit 2 before any cluster starts
+    if problems:
+        raise ConfigError(problems)
     parallel = args.parallel or cfg.daemon.max_parallel
     with ProgressReporter(quiet=args.json, total=len(jobs) if len(jobs) > 1 else None) as reporter, \
             open_runtime(cfg, reporter) as rt:

@@ -26,6 +26,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.config import load_config
 
     cfg = load_config(args.config)
+    from skyfeast.scheduler.errors import ConfigError
+    from skyfeast.scheduler.run.preflight import group_problems
+
+    problems = group_problems(cfg)  # model groups against the registry and their artifacts
+    if problems:
+        raise ConfigError(problems)
     from skyfeast.scheduler.cli.console import out
 
     out.print(f"{args.config}: ok ({len(cfg.providers)} provider(s), {len(cfg.jobs)} job(s), "

@@ -185,3 +185,65 @@ def test_the_first_window_pinned_version_one_of_every_model(group):
     code, runs = skyfeast_json("runs", "-c", str(group["cfg"]), "--job", "scores", cwd=group["project"])
     first = min(runs["runs"], key=lambda r: r["id"])
     assert len(first["models"]) == N and {(m["version"], m["outcome"]) for m in first["models"]} == {(1, "written")}
+
+
+# --------------------------------------------------------------------------- bad input: exit 2, one message
+def _exit2(proc, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    for n in needles:
+        assert n in proc.stderr, (n, proc.stderr)
+    assert "skyfeast.yaml:" in proc.stderr  # file and line of the job's group key
+
+
+def test_an_artifact_that_fails_its_checksum_is_exit_2_for_validate_and_run(group):
+    from tests.integration.conftest import skyfeast_inprocess
+
+    path = group["project"] / "data" / "aws" / "models" / "m00" / "v1" / "model.json"
+    saved = path.read_bytes()
+    path.write_bytes(saved.replace(b'"link"', b'"lnk" '))
+    try:
+        _exit2(skyfeast_inprocess("validate", "-c", str(group["cfg"]), cwd=group["project"]),
+               "'m00' version 1", "checksum mismatch")
+        _exit2(skyfeast_inprocess("run", "-c", str(group["cfg"]), "--job", "scores", "--at", AT, "--force",
+                                  cwd=group["project"]), "'m00' version 1", "checksum mismatch")
+    finally:
+        path.write_bytes(saved)
+
+
+@pytest.mark.parametrize("group_edit,needles", [
+    ({"prefix": "zz"}, ["prefix 'zz'", "matches no model"]),
+    ({"models": ["m01", "nosuch"]}, ["unknown model 'nosuch'"]),
+    ({"models": ["wants_missing"]}, ["'wants_missing'", "no_such_column", "input lacks"]),
+    ({"models": ["m01", "m02"], "versions_field": "versions"}, ["no field 'versions'"]),
+])
+def test_a_group_that_cannot_score_is_exit_2_naming_the_problem(group, group_edit, needles):
+    import yaml
+
+    from tests.integration.conftest import skyfeast_inprocess
+
+    project, cfg = group["project"], group["cfg"]
+    if "wants_missing" in str(group_edit):
+        from skyfeast.featurestore.models.flavours import linear_artifact
+
+        art = project / "wants.json"
+        art.write_bytes(linear_artifact([1.0], 0.0))
+        if skyfeast("models", "show", "wants_missing", "-c", str(cfg), cwd=project).returncode != 0:
+            _register(project, cfg, "wants_missing", art, "linear", ["no_such_column"])
+    text = cfg.read_text()
+    data = yaml.safe_load(text)
+    job = next(j for j in data["jobs"] if j["name"] == "scores")
+    job["group"] = {**{k: v for k, v in job["group"].items() if k not in ("prefix", "models")}, **group_edit}
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        _exit2(skyfeast_inprocess("validate", "-c", str(cfg), cwd=project), *needles)
+    finally:
+        cfg.write_text(text)
+
+
+def test_a_flavour_whose_package_is_missing_names_the_extra(group, monkeypatch):
+    from tests.integration.conftest import skyfeast_inprocess
+
+    monkeypatch.setitem(sys.modules, "lightgbm", None)  # as if skyfeast[lightgbm] were not installed
+    _exit2(skyfeast_inprocess("validate", "-c", str(group["cfg"]), cwd=group["project"]),
+           f"'{RAISES}' (version 2)", "pip install 'skyfeast[lightgbm]'")
