@@ -318,7 +318,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
                 or any(x["provider"] == provider and x["outcome"] == "failed" and x["id"] not in earlier for x in a))
 
     t_detect = time.monotonic() if wait(detected, 120, 0.05) else None
-    step(f"detected: {provider} is down" if t_detect is not None else "detected: not within 120 s", t_detect)
+    step(f"detected: {provider} is down" if t_detect is not None
+         else "detected: not before the drill was cancelled" if cancelled() else "detected: not within 120 s", t_detect)
 
     def first_task_elsewhere():
         attempts = {a["id"]: a["provider"] for a in ledger.attempts(run.id)}
@@ -327,7 +328,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     t_first = time.monotonic() if wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
         and first_task_elsewhere() else None
     step("first task elsewhere: a chunk finished on another provider" if t_first is not None
-         else "first task elsewhere: none (no chunk finished on another provider)", t_first)
+         else "first task elsewhere: none (no chunk finished on another provider"
+         + (" before the drill was cancelled)" if cancelled() else ")"), t_first)
     # A run can stay blocked on the faulty provider (executor._watch calls Future.result()
     # without a deadline on a future that finished just before a hang or partition; that
     # call waits for the scheduler, not for the watchdog). Such a run would never finish

@@ -5,7 +5,8 @@ The request answers 202 with the drill's report id at once; a second one while i
 (409); the daemon keeps dispatching (its dispatch thread keeps beating, per ``/healthz``); the drill
 kills aws's scheduler, its run fails over to gcp, and the report (``GET /api/drills/{id}``) turns
 ``passed`` with its detection and recovery times, which ``/metrics`` then exports and the status
-page shows, with the drill's attempts drawn in the timeline as a drill's.
+page shows, with the drill's attempts drawn in the timeline as a drill's. A second (hang) drill is
+interrupted by the daemon's shutdown: cancelled, its fault lifted, reported failed.
 """
 
 from __future__ import annotations
@@ -134,9 +135,18 @@ def test_a_kill_drill_started_over_http_fails_over_and_is_reported(tmp_path):
         assert f"{row['detection_s']:.1f} s" in html and f"{row['recovery_s']:.1f} s" in html
         drill_bars = re.findall(r'<rect class="bar (\w+) drill" data-outcome="\w+" data-run="(\d+)"', html)
         assert ("failed", str(row["run_id"])) in drill_bars and ("succeeded", str(row["run_id"])) in drill_bars
-        assert d.terminate(timeout=120) == 0
         print(f"drill over HTTP: {took:.1f} s to its report; detection {row['detection_s']} s, "
               f"recovery {row['recovery_s']} s")
+
+        # a hang drill the daemon's shutdown interrupts: it is cancelled, lifts its fault (SIGCONT),
+        # and reports failed (cancelled) before the daemon exits; nothing is left running
+        code, hang = _post(base + "/api/drills", {"provider": "aws", "mode": "hang", "job": "user_features"})
+        assert code == 202, hang
+        wait_for(lambda: _json(base + f"/api/drills/{hang['drill_id']}")["run_id"], 90, "the hang drill's run")
+        assert d.terminate(timeout=120) == 0, d.text()[-3000:]
+        stopped = ledger.drill_report(hang["drill_id"])
+        assert stopped["outcome"] == "failed" and stopped["report"]["cancelled"], stopped
+        assert "cancelled: lifting the fault" in d.text() and "SIGSTOP" in stopped["report"]["fault"]
     finally:
         d.cleanup()
         ledger.close()
