@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 FEATURES = [
     "user_features:events_1h", "user_features:events_24h", "user_features:amount_sum_24h",
     "user_features:amount_mean_7d", "user_features:events_7d", "user_risk:risk_score", "user_risk:model_version",
+    "user_scores:churn", "user_scores:fraud", "user_scores:spend", "user_blend:blend", "user_blend:model_set",
 ]
 
 
@@ -42,7 +43,7 @@ def main() -> int:
         sys.stdout.write("\n")
         return 0
     frame = pd.DataFrame(resp)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.to_string(index=False))
     return 0
 

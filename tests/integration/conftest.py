@@ -137,6 +137,12 @@ def _applied_template() -> Path:
     if "applied" not in _TEMPLATES:
         dest = _template_root() / "applied" / "quickstart"
         shutil.copytree(QUICKSTART, dest, ignore=shutil.ignore_patterns("data", "__pycache__", ".skyfeast"))
+        # the tests' quickstart has its feature and model jobs; make_project(groups=True) adds back the
+        # model groups, which need models registered in the project's own ledger
+        cfg = dest / "skyfeast.yaml"
+        data = yaml.safe_load(cfg.read_text())
+        data["jobs"] = [j for j in data["jobs"] if "group" not in j]
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         subprocess.run([str(BIN / "feast"), "apply"], cwd=dest / "feature_repo", check=True, capture_output=True,
                        timeout=180)
         _TEMPLATES["applied"] = dest
@@ -166,11 +172,18 @@ def _seeded_template(end: str, users: int, per_day: int, days: int) -> Path:
 
 
 def make_project(dest: Path, *, end: str = END, users: int = 1500, per_day: int = 15000, days: int = 8,
-                 edit=None) -> Path:
+                 edit=None, groups: bool = False) -> Path:
     """A quickstart project at ``dest``: deterministic events seeded, ``feast apply`` done. Returns the
-    config path. ``dest`` is a private copy of a session template (see above), as if made from scratch."""
+    config path. ``dest`` is a private copy of a session template (see above), as if made from scratch.
+    ``groups``: with the quickstart's model groups too, their models registered (register_models.py)."""
     _copy_project(_seeded_template(end, users, per_day, days), dest)
     cfg = dest / "skyfeast.yaml"
+    if groups:
+        shutil.copy(QUICKSTART / "skyfeast.yaml", cfg)
+        proc = subprocess.run([sys.executable, "register_models.py"], cwd=dest, capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            raise AssertionError(f"register_models.py exited {proc.returncode}: {proc.stderr[-3000:]}")
     if edit is not None:
         data = yaml.safe_load(cfg.read_text())
         edit(data)

@@ -52,3 +52,30 @@ user_risk = FeatureView(
     source=user_risk_source,
     online=True,
 )
+
+
+# Model groups (skyfeast.yaml jobs ``scores`` and ``blend``): one Float64 field per model, and the
+# String ``model_set`` that names the set of model versions that wrote the row (`skyfeast runs --json`
+# lists them). A group of thousands builds its schema with skyfeast.featurestore.models.groups.feast_schema.
+user_scores = FeatureView(
+    name="user_scores",
+    entities=[user],
+    ttl=timedelta(days=8),
+    schema=[Field(name="user_id", dtype=Int64)]
+    + [Field(name=m, dtype=Float64) for m in ("churn", "fraud", "spend")]
+    + [Field(name="model_set", dtype=String)],
+    source=FileSource(name="user_scores_source", path="../data/aws/offline/user_scores",
+                      timestamp_field="event_timestamp"),
+    online=True,
+)
+
+user_blend = FeatureView(
+    name="user_blend",
+    entities=[user],
+    ttl=timedelta(days=8),
+    schema=[Field(name="user_id", dtype=Int64), Field(name="blend", dtype=Float64),
+            Field(name="model_set", dtype=String)],
+    source=FileSource(name="user_blend_source", path="../data/aws/offline/user_blend",
+                      timestamp_field="event_timestamp"),
+    online=True,
+)
