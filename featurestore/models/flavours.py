@@ -8,6 +8,8 @@ joblib     a joblib/pickle of a scikit-learn-style          ``predict_proba[:, 1
 linear     JSON ``{"coef": [...], "intercept": b,           ``x·coef + b``, through the link
            "link": "identity" | "logistic"}``
 lightgbm   a LightGBM booster's model text                  ``Booster.predict`` (extra ``skyfeast[lightgbm]``)
+mlflow     JSON naming one MLflow model version             its pyfunc's ``predict`` over a DataFrame of the
+           (:mod:`.mlflow_bridge`)                          features; 1-D, or the first column (extra ``skyfeast[mlflow]``)
 =========  ===============================================  =========================
 
 A model's input columns are its version's ``features``, in that order.  Linear members of a
@@ -34,6 +36,7 @@ FLAVOURS: dict[str, tuple[str, str] | None] = {  # flavour → (module it needs,
     "joblib": None,
     "linear": None,
     "lightgbm": ("lightgbm", "lightgbm"),
+    "mlflow": ("mlflow", "mlflow"),
 }
 LINKS = ("identity", "logistic")
 
@@ -96,6 +99,11 @@ def load(flavour: str, data: bytes, *, features: Sequence[str] = ()) -> Any:
             if features and len(features) != len(coef):
                 raise ValueError(f"{len(coef)} coefficients for {len(features)} features")
             return Linear(coef, float(doc.get("intercept", 0.0)), link)
+        if flavour == "mlflow":
+            from skyfeast.featurestore.models import mlflow_bridge as bridge
+
+            model = bridge.load_reference(data)  # features: the version's, else its signature's inputs
+            return Pyfunc(model, tuple(features) or bridge.read_reference(data).features or bridge.input_names(model))
         import lightgbm
 
         return lightgbm.Booster(model_str=data.decode())
@@ -113,6 +121,8 @@ def predict(flavour: str, model: Any, x: np.ndarray) -> np.ndarray:
         return _link(z, model.link)
     if flavour == "lightgbm":
         out = np.asarray(model.predict(x))
+    elif flavour == "mlflow":
+        out = model.scores(x)
     elif hasattr(model, "predict_proba"):
         out = np.asarray(model.predict_proba(x))[:, -1]
     else:
@@ -120,6 +130,25 @@ def predict(flavour: str, model: Any, x: np.ndarray) -> np.ndarray:
     if out.ndim != 1 or len(out) != len(x):
         raise ValueError(f"returned an array of shape {out.shape} for {len(x)} rows; expected one score per row")
     return out.astype("float64", copy=False)
+
+
+@dataclass(frozen=True)
+class Pyfunc:
+    """A loaded MLflow pyfunc (``model``) and the columns it is given, in order."""
+
+    model: Any
+    features: tuple[str, ...]
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        import pandas as pd
+
+        out = self.model.predict(pd.DataFrame(x, columns=list(self.features)))
+        if isinstance(out, pd.DataFrame):
+            out = out.iloc[:, 0]
+        elif isinstance(out, dict):
+            out = next(iter(out.values()))
+        out = np.asarray(out)
+        return out[:, 0] if out.ndim == 2 else out
 
 
 def _link(z: np.ndarray, link: str) -> np.ndarray:
