@@ -1,6 +1,6 @@
 """Drills started over HTTP (``POST /api/drills``): one at a time, in a background thread of the daemon.
 
-A drill takes tens of seconds, so the request only checks it (:func:`~skyfeast.scheduler.drills.drill.plan_drill`,
+A drill takes tens of seconds, so the request only checks it (:mod:`skyfeast.scheduler.drills.plan`:
 the provider is the job's preferred one now, no other drill is running), makes its ``running``
 row in the ledger's drill reports, and answers with its id; the drill then runs in its own
 thread, in the daemon's runtime (its clusters, its health monitor, its runner), through
@@ -50,7 +50,8 @@ class DrillStarter:
         :class:`Conflict` (a drill is running, here or, per the ledger, in another process; the
         provider is not the job's preferred one now; the daemon is stopping)."""
         from skyfeast.scheduler.api.checks import parse_time_arg
-        from skyfeast.scheduler.drills.drill import check_preferred, drill_deadline, plan_drill
+        from skyfeast.scheduler.drills.drill import drill_deadline
+        from skyfeast.scheduler.drills.plan import check_preferred, plan_drill
 
         if at is not None:
             parse_time_arg(at, "at")
