@@ -168,6 +168,25 @@ def gcs_emulator():
         yield emu
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory):
+    importorskip("mlflow")
+    importorskip("alembic")  # MLflow's SQL tracking store (mlflow-skinny leaves it out)
+    from tests.mlflow_store import template
+
+    return template(tmp_path_factory.mktemp("mlflow-template"))
+
+
+@pytest.fixture
+def mlflow_uri(_mlflow_template, tmp_path):
+    """Tracking URI of a private copy of a real local MLflow store (SQLite, no server) holding model
+    ``card`` v1 (alias champion) and v2 (tests/mlflow_store.py).  Skips (or fails under
+    SKYFEAST_REQUIRE_SERVICES=1) without mlflow."""
+    from tests.mlflow_store import copy
+
+    return copy(_mlflow_template, tmp_path / "mlflow")
+
+
 def importorskip(module: str):
     """``pytest.importorskip`` that fails instead under SKYFEAST_REQUIRE_SERVICES=1 (CI installs everything)."""
     import importlib

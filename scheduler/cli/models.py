@@ -36,8 +36,13 @@ def register(sub) -> None:
     v = _verb(verbs, "register", "copy an artifact into the primary provider's storage and record it as the "
                                  "model's next version", cmd_register)
     v.add_argument("name")
-    v.add_argument("artifact", help="path of the model file")
-    v.add_argument("--flavour", default="joblib", help="how the artifact is loaded: joblib (default), linear (JSON coef/intercept/link) or lightgbm (booster text; extra skyfeast[lightgbm])")
+    v.add_argument("artifact", help="path of the model file, or an MLflow model: models:/NAME@ALIAS or "
+                                    "models:/NAME/VERSION (flavour mlflow; the alias is resolved now)")
+    v.add_argument("--flavour", help="how the artifact is loaded: joblib (default for a file), linear (JSON "
+                                     "coef/intercept/link), lightgbm (booster text; extra skyfeast[lightgbm]) or "
+                                     "mlflow (default for models:/...; extra skyfeast[mlflow])")
+    v.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI of a models:/ artifact (default: "
+                                                         "models.mlflow_tracking_uri, then $MLFLOW_TRACKING_URI)")
     v.add_argument("--features", default="", metavar="A,B,...", help="input feature names, in order")
     v.add_argument("--outputs", default="", metavar="X,Y,...", help="output field names")
     v.add_argument("--metric", action="append", default=[], metavar="KEY=NUMBER", help="a metric (repeatable)")
@@ -48,6 +53,10 @@ def register(sub) -> None:
     v.add_argument("version", type=int)
     v.add_argument("--alias", default=CHAMPION)
     v.add_argument("--reason", help="why (kept in the alias's history)")
+    v = _verb(verbs, "publish", "publish a model's versions and aliases to MLflow (models.mlflow_tracking_uri) "
+                                "where they are missing", _cmd_publish)
+    v.add_argument("name")
+    v.add_argument("--version", type=int, help="only this version (and the aliases pointing at it)")
     v = _verb(verbs, "rollback", "move an alias back to the version it pointed at before its last move", cmd_rollback)
     v.add_argument("name")
     v.add_argument("--alias", default=CHAMPION)
@@ -149,20 +158,36 @@ def cmd_register(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         raise UsageError(str(exc)) from None
     metrics = _metrics(args.metric)
-    path = Path(args.artifact)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"artifact {path}: cannot read it: {exc.strerror or exc}") from None
-    sha256, size = checksum(data)
     from skyfeast.featurestore.models.flavours import FlavourError, check_flavour, load
 
-    try:  # an artifact its flavour cannot load is refused here, not found out by a run; a pickle
-        check_flavour(args.flavour)  # (joblib) may need the user's own modules: the run loads it
-        if args.flavour != "joblib":
-            load(args.flavour, data, features=_names(args.features))
-    except FlavourError as exc:
-        raise UsageError(f"artifact {path}: {exc}") from None
+    features = _names(args.features)
+    mlflow_uri = args.artifact.startswith("models:/")
+    args.flavour = args.flavour or ("mlflow" if mlflow_uri else "joblib")
+    if mlflow_uri != (args.flavour == "mlflow"):
+        raise UsageError(f"artifact {args.artifact}: flavour mlflow takes models:/NAME@ALIAS or models:/NAME/VERSION "
+                         "and an MLflow model URI takes flavour mlflow")
+    if mlflow_uri:  # the reference to the version the alias names now: its JSON is the artifact
+        from skyfeast.scheduler.cli.models_mlflow import mlflow_artifact
+
+        try:
+            check_flavour("mlflow")
+        except FlavourError as exc:
+            raise UsageError(f"artifact {args.artifact}: {exc}") from None
+        path = Path("mlflow.json")
+        data, features = mlflow_artifact(args, features)
+    else:
+        path = Path(args.artifact)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"artifact {path}: cannot read it: {exc.strerror or exc}") from None
+        try:  # an artifact its flavour cannot load is refused here, not found out by a run; a pickle
+            check_flavour(args.flavour)  # (joblib) may need the user's own modules: the run loads it
+            if args.flavour != "joblib":
+                load(args.flavour, data, features=features)
+        except FlavourError as exc:
+            raise UsageError(f"artifact {path}: {exc}") from None
+    sha256, size = checksum(data)
     with _registry(args) as (cfg, registry):
         provider = cfg.primary_provider
         pool = ProviderPool(cfg)
@@ -174,7 +199,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         try:
             version = registry.register(
                 args.name, artifact_key=key, artifact_uri=lambda n: store.url(key(n)), sha256=sha256, size=size,
-                created_by=actor(), flavour=args.flavour, features=_names(args.features),
+                created_by=actor(), flavour=args.flavour, features=features,
                 outputs=_names(args.outputs), parent_version=args.parent, metrics=metrics or None,
                 description=args.description, publish=lambda v: store.write_bytes(v.artifact_key, data))
         except AdapterError as exc:  # nothing was recorded: the publish runs inside the transaction
@@ -199,34 +224,50 @@ def cmd_register(args: argparse.Namespace) -> int:
         finally:
             pool.close()
     from skyfeast.scheduler.cli.console import err, out
+    from skyfeast.scheduler.cli.models_mlflow import publish
 
     for name, why in missing.items():
         err.print(f"skyfeast: warning: no replica on provider {name!r} ({why}); a run there copies it first",
                   markup=False)
+    mlflow = publish(cfg, version, data, path.name)  # after skyfeast's commit: a failure only warns
     if args.json:
-        print_json({**version.as_dict(), "provider": provider, "replicas": replicas})
+        print_json({**version.as_dict(), "provider": provider, "replicas": replicas,
+                    **({"mlflow": mlflow} if mlflow else {})})
         return 0
 
     out.print(f"registered {version.model} version {version.version}: {version.artifact_uri} "
-              f"(sha256 {version.sha256}, {version.size:,} bytes; on {', '.join(replicas)})", markup=False)
+              f"(sha256 {version.sha256}, {version.size:,} bytes; on {', '.join(replicas)})"
+              + (f"; MLflow version {mlflow['version']}" if mlflow and "version" in mlflow else ""), markup=False)
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    with _registry(args) as (_, registry):
+    from skyfeast.scheduler.cli.models_mlflow import mirror_alias
+
+    with _registry(args) as (cfg, registry):
         move = registry.promote(args.name, args.version, args.alias, reason=args.reason, actor=actor())
-    return _moved(args, move)
+        mlflow = mirror_alias(cfg, registry, move)  # after skyfeast's commit: a failure only warns
+    return _moved(args, move, mlflow)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    with _registry(args) as (_, registry):
+    from skyfeast.scheduler.cli.models_mlflow import mirror_alias
+
+    with _registry(args) as (cfg, registry):
         move = registry.rollback(args.name, args.alias, reason=args.reason, actor=actor())
-    return _moved(args, move)
+        mlflow = mirror_alias(cfg, registry, move)
+    return _moved(args, move, mlflow)
 
 
-def _moved(args: argparse.Namespace, move) -> int:
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from skyfeast.scheduler.cli.models_mlflow import cmd_publish
+
+    return cmd_publish(args)
+
+
+def _moved(args: argparse.Namespace, move, mlflow: dict | None = None) -> int:
     if args.json:
-        print_json(move.as_dict())
+        print_json({**move.as_dict(), **({"mlflow": mlflow} if mlflow else {})})
         return 0
     from skyfeast.scheduler.cli.console import out
 

@@ -545,6 +545,30 @@ class FeastSettings(_Strict):
                                           "skyfeast_feature_freshness_slo_seconds for alert rules")
 
 
+class ModelSettings(_Strict):
+    """The model registry's bridge to MLflow (extra ``skyfeast[mlflow]``; docs/models.md)."""
+
+    mlflow_tracking_uri: str | None = Field(
+        None, min_length=1, description="MLflow tracking (and registry) URI: `models register` also publishes each "
+                                        "version there and `promote`/`rollback` move the same alias; a relative "
+                                        "sqlite:/// path is relative to the config file; no password in it")
+    mlflow_experiment: str = Field("skyfeast", min_length=1, max_length=256,
+                                   description="MLflow experiment whose runs hold the published artifacts")
+    mlflow_artifact_location: str | None = Field(
+        None, min_length=1, description="artifact location of that experiment when skyfeast creates it "
+                                        "(default: the tracking server's)")
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _no_password(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v and "://" in v and urlsplit(v).password:
+            raise ValueError("no password in the tracking URI (it is copied into artifacts and output): MLflow "
+                             "reads MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN")
+        return v
+
+
 class Config(_Strict):
     project: str = Field(pattern=NAME_RE)
     state: str | None = Field(None, description="SQLAlchemy URL or file path of the run ledger")
@@ -552,6 +576,7 @@ class Config(_Strict):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     offline: OfflineSettings = Field(default_factory=OfflineSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     providers: dict[str, Provider] = Field(min_length=1)
     jobs: list[Job] = Field(default_factory=list)
 
@@ -606,6 +631,14 @@ class Config(_Strict):
         if "://" in self.state:
             return self.state
         return f"sqlite:///{self.resolve(self.state)}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str | None:
+        """``models.mlflow_tracking_uri`` with a relative SQLite path made absolute (against the config's folder)."""
+        uri = self.models.mlflow_tracking_uri
+        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+            return f"sqlite:///{self.resolve(uri[len('sqlite:///'):])}"
+        return uri
 
     def job(self, name: str) -> FeatureJob | ModelJob:
         for j in self.jobs:

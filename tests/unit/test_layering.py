@@ -4,7 +4,8 @@
 (everything that touches Feast) never imports ``scheduler/``; the scheduler reaches
 the Feast plugin only through the ``skyfeast.provider_sources`` entry point.  Dotted
 module paths in string literals count too (worker preloads, ``importlib`` calls),
-since they are imports by another name.  Only ``adapters/`` imports the cloud SDKs.
+since they are imports by another name.  Only ``adapters/`` imports the cloud SDKs, and only
+``featurestore/models/`` imports ``mlflow``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def test_the_check_sees_an_upward_import(tmp_path, source):
     path.write_text(source + "\n")
     names = [name for _, name in _references(path)]
     assert names and any(n.startswith(("skyfeast.scheduler", "scheduler")) for n in names)
+
+
+def test_only_the_model_registry_imports_mlflow():
+    """The MLflow bridge is featurestore/models/ (mlflow_bridge.py, reached through flavours.py): the
+    scheduler and the rest of featurestore reach MLflow only through it."""
+    bad = [f"{path.relative_to(ROOT)}:{line}: {name}"
+           for layer in LAYERS for path in _modules(layer)
+           for line, name in _references(path) if name.split(".")[0] == "mlflow"
+           and path.parent != ROOT / "featurestore" / "models"]
+    assert not bad, "mlflow imported outside featurestore/models/:\n" + "\n".join(bad)
 
 
 def test_every_subpackage_is_installed():
