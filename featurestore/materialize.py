@@ -99,6 +99,8 @@ class ViewResult:
     seconds: float = 0.0
     error: str | None = None
     infrastructure: bool = False  # the error was the cluster's (another cluster may succeed)
+    first_write_at: float | None = None  # wall clock (time.time()) the first partition's write started
+    last_write_at: float | None = None  # ...and the last one's ended
 
     @property
     def ok(self) -> bool:
@@ -215,17 +217,30 @@ def _views(repo: FeastRepo, names: list[str] | None) -> list:
 def _write_partition(pdf: pd.DataFrame, target: WriteTarget) -> dict:
     from skyfeast.featurestore.online import write_latest
 
+    started = time.time()  # wall clock, comparable across this machine's processes (phase timings)
     rows = write_latest(pdf, target) if len(pdf) else 0
-    return {"rows_in": len(pdf), "rows": rows}
+    return {"rows_in": len(pdf), "rows": rows, "started": started, "finished": time.time()}
 
 
 # --------------------------------------------------------------------------- client side
-def _bounds(meta: pd.Series, start: datetime, end: datetime):
+def _bounds(dtype, start: datetime, end: datetime):
     """Bounds comparable with the timestamp column: Feast reads naive timestamps as UTC."""
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    if isinstance(meta.dtype, pd.DatetimeTZDtype):
+    if isinstance(dtype, pd.DatetimeTZDtype):
         return lo, hi
     return lo.tz_convert("UTC").tz_localize(None), hi.tz_convert("UTC").tz_localize(None)
+
+
+def _filtered(frame, plan: ViewPlan, to_datetime=pd.to_datetime):
+    """``frame`` (pandas, or Dask with ``dd.to_datetime``) renamed to the view's columns, event
+    times as datetimes, and only the rows in [start, end): one definition for both readers."""
+    if plan.rename:
+        frame = frame.rename(columns=dict(plan.rename))
+    ts = plan.target.timestamp_field
+    if not pd.api.types.is_datetime64_any_dtype(frame[ts].dtype):
+        frame = frame.assign(**{ts: to_datetime(frame[ts], utc=True)})
+    lo, hi = _bounds(frame[ts].dtype, plan.start, plan.end)
+    return frame[(frame[ts] >= lo) & (frame[ts] < hi)]
 
 
 def _frame(plan: ViewPlan):
@@ -241,13 +256,7 @@ def _frame(plan: ViewPlan):
             raise SourceError(
                 f"feature view {plan.name!r}: cannot read {plan.path} with columns {list(plan.source_columns)}: "
                 f"{type(exc).__name__}: {exc}") from None
-    if plan.rename:
-        ddf = ddf.rename(columns=dict(plan.rename))
-    ts = plan.target.timestamp_field
-    if not pd.api.types.is_datetime64_any_dtype(ddf._meta[ts]):
-        ddf = ddf.assign(**{ts: dd.to_datetime(ddf[ts], utc=True)})
-    lo, hi = _bounds(ddf._meta[ts], plan.start, plan.end)
-    return ddf[(ddf[ts] >= lo) & (ddf[ts] < hi)]
+    return _filtered(ddf, plan, dd.to_datetime)
 
 
 @dataclass
@@ -354,6 +363,9 @@ def _view_result(run: _Run) -> ViewResult:
     for stats in run.book.done.values():
         res.rows += stats.get("rows", 0)
         res.rows_in += stats.get("rows_in", 0)
+    starts = [s["started"] for s in run.book.done.values() if "started" in s]
+    ends = [s["finished"] for s in run.book.done.values() if "finished" in s]
+    res.first_write_at, res.last_write_at = (min(starts) if starts else None), (max(ends) if ends else None)
     res.values = res.rows * len(run.plan.target.features)
     if run.error is not None:
         exc = run.error
@@ -362,7 +374,8 @@ def _view_result(run: _Run) -> ViewResult:
     return res
 
 
-def _result(per_view: dict[str, ViewResult], t0: float, provider: str | None = None) -> MaterializeResult:
+def make_result(per_view: dict[str, ViewResult], t0: float, provider: str | None = None) -> MaterializeResult:
+    """The run's totals over ``per_view``, timed from ``t0`` (``time.monotonic()``)."""
     return MaterializeResult(
         rows=sum(v.rows for v in per_view.values()),
         values=sum(v.values for v in per_view.values()),
@@ -372,7 +385,12 @@ def _result(per_view: dict[str, ViewResult], t0: float, provider: str | None = N
     )
 
 
-def _prepare(repo_path, feature_views, start, end) -> tuple[FeastRepo, list[ViewPlan]]:
+def prepare_plans(repo_path, feature_views: list[str] | None, start: datetime,
+                  end: datetime) -> tuple[FeastRepo, list[ViewPlan]]:
+    """Load the Feast repo and plan each view (default: every online, enabled one).
+
+    Raises :class:`MaterializeError` subclasses (and ``FeastRepoError``) for bad arguments,
+    unknown or unsupported views; nothing is written."""
     path = Path(repo_path)
     if not (path / "feature_store.yaml").is_file():
         raise MaterializeError(f"{path} has no feature_store.yaml; point at a Feast repo")
@@ -383,6 +401,9 @@ def _prepare(repo_path, feature_views, start, end) -> tuple[FeastRepo, list[View
     if not plans:
         raise UnsupportedFeatureViewError(f"{path} has no online, enabled feature view to materialise")
     return repo, plans
+
+
+_prepare = prepare_plans
 
 
 def materialize(repo_path, feature_views: list[str] | None, start: datetime, end: datetime, *, client,
@@ -400,10 +421,10 @@ def materialize(repo_path, feature_views: list[str] | None, start: datetime, end
     running if any view failed (views that succeeded are recorded).
     """
     t0 = time.monotonic()
-    repo, plans = _prepare(repo_path, feature_views, start, end)
+    repo, plans = prepare_plans(repo_path, feature_views, start, end)
     per_view = run_plans(client, plans, books=chunk_book, progress=progress, record=repo.record_materialization,
                          partitions=partitions)
-    result = _result(per_view, t0)
+    result = make_result(per_view, t0)
     if not result.ok:
         raise MaterializeFailed(result, all(v.infrastructure for v in per_view.values() if v.error))
     return result
@@ -454,10 +475,10 @@ def materialize_with_failover(repo_path, feature_views: list[str] | None, start:
     t0 = time.monotonic()
     if not providers:
         raise MaterializeError("no provider to run on")
-    repo, plans = _prepare(repo_path, feature_views, start, end)
+    repo, plans = prepare_plans(repo_path, feature_views, start, end)
     per_view, used = run_with_failover(plans, providers, progress=progress, record=repo.record_materialization,
                                        partitions=partitions, on_failover=on_failover)
-    result = _result(per_view, t0, used)
+    result = make_result(per_view, t0, used)
     if not result.ok:
         raise MaterializeFailed(result, all(v.infrastructure for v in per_view.values() if v.error))
     return result
@@ -473,9 +494,11 @@ __all__ = [
     "ViewPlan",
     "ViewResult",
     "is_infrastructure",
+    "make_result",
     "materialize",
     "materialize_with_failover",
     "plan_view",
+    "prepare_plans",
     "run_plans",
     "run_with_failover",
 ]

@@ -84,6 +84,17 @@ def _writer(target: WriteTarget):
     return writer
 
 
+def close_writers() -> None:
+    """Close this thread's cached writers (their connections); the next write opens new ones."""
+    cache = getattr(_local, "writers", None) or {}
+    while cache:
+        _, writer = cache.popitem()
+        try:
+            writer.close()
+        except Exception:  # a connection that is already gone has nothing left to release
+            pass
+
+
 def write_latest(frame: pd.DataFrame, target: WriteTarget) -> int:
     """Upsert the newest row per entity of ``frame``; an older event never replaces a newer one.
 

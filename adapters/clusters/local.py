@@ -271,6 +271,21 @@ class LocalConnector(ClusterConnector):
                  self.scheduler_pid, self.workers, f", daemon connects via {self._address}" if self._forwarder else "")
         return self._client
 
+    def abandon(self) -> None:
+        """Kill the cluster's processes (SIGKILL, no graceful shutdown, no wait) and remove its
+        files, leaving the client unclosed: for a process about to exit whose work on the
+        cluster is finished, so that teardown does not delay its exit.  :meth:`close` is the
+        graceful way; after this, the connector is closed."""
+        self._client = None  # closing it would wait on the scheduler this kills
+        for p in [*self._workers, *([self._scheduler] if self._scheduler else [])]:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                p.kill()
+        self._workers, self._scheduler, self._address, self._scheduler_address = [], None, None, None
+        self._forwarder = None  # its sockets and thread end with the process
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

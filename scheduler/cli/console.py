@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from skyfeast.scheduler.run.runner import Outcome
-from skyfeast.scheduler.timing.windows import Window
+if TYPE_CHECKING:  # annotations only: the runner imports pandas and the executor (seconds on a loaded host)
+    from skyfeast.scheduler.run.runner import Outcome
+    from skyfeast.scheduler.timing.windows import Window
 
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from datetime import timezone
 
@@ -41,25 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, *, dask: bool = True) -> None:
+    """Logging for a command; ``dask=False`` for a command that imports distributed only when it
+    needs a cluster, and then calls :func:`quiet_libraries` itself."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    import distributed  # noqa: F401  (configures its loggers on import; override them below)
+    if dask:
+        import distributed  # noqa: F401  (configures its loggers on import; override them below)
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # Dask logs reconnect attempts of clients whose cluster we shut down ourselves, with tracebacks;
-    # skyfeast reports failures of runs in its own words, so only -vv shows those libraries' logs
-    quiet = logging.CRITICAL if verbose < 2 else logging.INFO
-    for name in list(logging.root.manager.loggerDict):  # children too: dask config sets their levels
-        if name.split(".")[0] in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
-            logging.getLogger(name).setLevel(quiet)
-    for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
-        logging.getLogger(noisy).setLevel(quiet)
+    quiet_libraries(verbose)
     logging.getLogger("skyfeast").setLevel(level)
     # a wait past two seconds always says what it waits for: a spinner on a terminal, else one log line
     logging.getLogger("skyfeast.wait").setLevel(min(level, logging.INFO))
     from skyfeast.adapters.waiting import set_notifier
 
     set_notifier(_spinner if sys.stderr.isatty() else None)
+
+
+def quiet_libraries(verbose: int) -> None:
+    """Only -vv shows the libraries' logs.  Dask logs reconnect attempts of clients whose cluster
+    we shut down ourselves, with tracebacks; skyfeast reports failures of runs in its own words.
+    Call again after importing distributed, whose import sets its loggers' levels."""
+    quiet = logging.CRITICAL if verbose < 2 else logging.INFO
+    for name in list(logging.root.manager.loggerDict):  # children too: dask config sets their levels
+        if name.split(".")[0] in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
+            logging.getLogger(name).setLevel(quiet)
+    for noisy in ("distributed", "dask", "feast", "tornado", "asyncio", "apscheduler"):
+        logging.getLogger(noisy).setLevel(quiet)
 
 
 def _spinner(text: str):
@@ -78,11 +87,22 @@ def _spinner(text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command.  ``argv`` None means this is the process's own command line: a command
+    that has printed its result and deliberately left resources to the process's end (it sets
+    ``args.exit_at_once``, as ``materialize`` does after killing its local cluster) then ends
+    the process at once, after flushing, instead of waiting for interpreter teardown."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    args.process_exit = argv is None
+    _setup_logging(args.verbose, dask=getattr(args, "imports_dask", True))
     try:
-        return args.func(args)
+        code = args.func(args)
+        if getattr(args, "exit_at_once", False):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(code)
+        return code
     except UserError as exc:
         sys.stderr.write(f"skyfeast: error: {exc}\n")
         return exc.exit_code
