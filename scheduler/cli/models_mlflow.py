@@ -41,9 +41,13 @@ def mlflow_artifact(args: argparse.Namespace, features: list[str]) -> tuple[byte
     if not uri:
         raise UsageError("--flavour mlflow needs an MLflow tracking URI: --tracking-uri, models.mlflow_tracking_uri "
                          "in the config, or $MLFLOW_TRACKING_URI")
+    import warnings
+
     try:
-        ref = resolve(args.artifact, uri)
-        model = load("mlflow", reference_artifact(ref), features=features)
+        with warnings.catch_warnings():  # MLflow's advice to model authors (type hints, ...) is not for this user
+            warnings.simplefilter("ignore")
+            ref = resolve(args.artifact, uri)
+            model = load("mlflow", reference_artifact(ref), features=features)
     except (MlflowError, FlavourError) as exc:
         raise UsageError(f"{args.artifact}: {exc}") from None
     features = list(features or model.features)
