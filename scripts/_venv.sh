@@ -30,7 +30,7 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   "$VENV/bin/python" -c 'import skyfeast.scheduler, skyfeast.featurestore, skyfeast.adapters, feast, distributed' \
     || { echo "install failed" >&2; exit 1; }
   if [ "$EXTRAS" = "test" ]; then
-    "$VENV/bin/python" -c 'import pytest, psycopg, psycopg_pool, redis, boto3, s3fs, gcsfs, moto, psutil' \
+    "$VENV/bin/python" -c 'import pytest, psycopg, psycopg_pool, redis, boto3, s3fs, gcsfs, moto, psutil, mlflow, alembic' \
       || { echo "test dependencies failed to install" >&2; exit 1; }
   fi
   echo "$WANT" > "$STAMP"
