@@ -37,6 +37,7 @@ into a temp stage), every row an update.
     .venv/bin/python bench/materialize.py --entities 200000 --stores sqlite,redis,postgres
     .venv/bin/python bench/materialize.py --entities 1000000 --runs 3 --vanilla-entities 100000
     .venv/bin/python bench/materialize.py --entities 200000 --vanilla-entities 20000 --update
+    .venv/bin/python bench/materialize.py --cold --entities 100000 --stores redis,sqlite   # see materialize_cold.py
 
 Needs Redis on 127.0.0.1:6379 (db ``--redis-db``; only this run's keys are
 touched and removed) and PostgreSQL on 127.0.0.1:5432 (a throw-away database,
@@ -698,6 +699,11 @@ def clean_up(b: Bench) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cold" in argv:  # command against command, as processes: bench/materialize_cold.py
+        import materialize_cold
+
+        return materialize_cold.main(argv)
     args = parse_args(argv)
     warnings.simplefilter("ignore")
     b = new_bench(args)
