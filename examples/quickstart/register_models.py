@@ -5,7 +5,8 @@
 Four small logistic models, as ``linear`` artifacts (JSON coefficients, see docs/models.md):
 
 * ``churn``, ``fraud`` and ``spend`` score ``user_features`` (job ``scores``, view ``user_scores``);
-* ``blend`` scores their three outputs (job ``blend``, view ``user_blend``): a model fed by models.
+* ``blend`` scores their three outputs and one feature (job ``blend``, view ``user_blend``): a model
+  fed by models, its input the two upstreams' outputs joined on ``user_id``.
 
 Idempotent: a model whose champion already holds the same artifact is left alone.
 """
@@ -25,7 +26,7 @@ MODELS = {  # name: (input features, coefficients, intercept)
     "churn": (["events_7d", "repayments_7d"], [-0.08, 0.6], -0.5),
     "fraud": (["amount_sum_24h", "purchases_24h"], [0.004, 0.35], -2.0),
     "spend": (["amount_sum_7d", "events_24h"], [0.002, 0.1], -1.0),
-    "blend": (["churn", "fraud", "spend"], [1.2, 2.5, -0.8], -1.5),
+    "blend": (["churn", "fraud", "spend", "events_7d"], [1.2, 2.5, -0.8, -0.01], -1.5),
 }
 
 

@@ -28,34 +28,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 
+from skyfeast.scheduler.app.dag import WindowDags
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.liveness import Liveness
 from skyfeast.scheduler.ledger import Fenced, Ledger
-from skyfeast.scheduler.run.runner import Outcome, order_jobs
+from skyfeast.scheduler.run.runner import Outcome
 from skyfeast.scheduler.timing.catchup import due_fires
 from skyfeast.scheduler.timing.windows import Window, make_trigger, next_fire, window_for_fire
 
 log = logging.getLogger("skyfeast.daemon")
 UTC = timezone.utc
 Execute = Callable[[object, Window, int], Outcome]
-
-
-def chains(items: list[tuple]) -> list[list[tuple]]:
-    """Group (job, window, run_id) so a job runs after its upstream of the same window."""
-    by_window: dict[Window, dict[str, tuple]] = {}
-    for it in items:
-        by_window.setdefault(it[1], {})[it[0].name] = it
-    out: list[list[tuple]] = []
-    for group in by_window.values():
-        jobs = order_jobs([it[0] for it in group.values()])
-        roots: dict[str, list[tuple]] = {}
-        for j in jobs:
-            root = j
-            while root.source.type == "job" and root.source.job in group:
-                root = group[root.source.job][0]
-            roots.setdefault(root.name, []).append(group[j.name])
-        out.extend(roots.values())
-    return out
 
 
 class ThreadDied(RuntimeError):
@@ -91,8 +74,8 @@ class Daemon:
         self.identity = identity or ledger.owner
         self.clock = clock
         self.jobs = {j.name: j for j in cfg.jobs}
-        # job -> its upstream job: such a run is not claimed while its upstream run is pending
-        self._upstreams = {name: j.source.job for name, j in self.jobs.items() if j.source.type == "job"}
+        # job -> its upstream jobs: such a run is not claimed while an upstream run is pending
+        self._upstreams = {name: j.upstreams for name, j in self.jobs.items() if j.upstreams}
         self.triggers = {j.name: make_trigger(j.schedule) for j in cfg.jobs}
         self.is_leader = False
         self.lease_renewed_at: float | None = None  # time.monotonic() of the last acquire or renewal
@@ -160,38 +143,46 @@ class Daemon:
         return len(runnable)
 
     def _submit(self, runnable: list[tuple]) -> None:
-        for chain in chains(runnable):
-            with self._lock:
-                self._inflight.update(rid for _, _, rid in chain)
-            fut = self._pool.submit(self._run_chain, chain)
-            fut.add_done_callback(_log_failure)
-            self._futures.append(fut)
-
-    def _run_chain(self, chain: list[tuple]) -> None:
-        for i, (job, window, rid) in enumerate(chain):
-            # checked outside the try: its ``finally`` marks a run as no longer held, and a run
-            # that never started must stay held so that it is released (re-queued) below
-            if self.cancel.is_set() or self.stop.is_set():
-                break  # shutting down: what has not started goes back to the queue below
-            try:
-                out = self.execute(job, window, rid)
-                with self._lock:
-                    self.outcomes.append(out)
-                if out.status == "cancelled" or (out.status == "skipped" and out.run_id is not None):
-                    break  # shutting down, or handed back: what has not started is re-queued below
-                # after a failure the chain goes on: the runner records a downstream of the failed
-                # run as upstream_failed without spending an attempt, and other branches still run
-            except Fenced:
-                log.error("run %s: ledger write fenced off; this daemon is no longer leader", rid)
-                self.stop.set()
-                break
-            finally:
-                with self._lock:
-                    self._inflight.discard(rid)
-        # runs of the chain that never started keep their claim until the lease expires;
-        # release them now so the next leader or poll picks them up at once
+        """Run each window's jobs in dependency order, independent branches at once (:class:`WindowDags`)."""
         with self._lock:
-            left = [rid for _, _, rid in chain if rid in self._inflight]
+            self._inflight.update(rid for _, _, rid in runnable)
+
+        def submit(task) -> None:
+            fut = self._pool.submit(task)
+            fut.add_done_callback(_log_failure)
+            with self._lock:
+                self._futures.append(fut)
+
+        WindowDags(runnable, submit=submit, run_one=self._run_one, release=self._release).start()
+
+    def _run_one(self, item: tuple) -> bool:
+        """Run one claimed item; False when the runs below it must not start (shutting down, handed back)."""
+        job, window, rid = item
+        # checked outside the try: its ``finally`` marks a run as no longer held, and a run that never
+        # started must stay held so that it is released (re-queued)
+        if self.cancel.is_set() or self.stop.is_set():
+            self._release([item])
+            return False
+        try:
+            out = self.execute(job, window, rid)
+            with self._lock:
+                self.outcomes.append(out)
+            # after a failure the runs below go on: the runner records a downstream of the failed run as
+            # upstream_failed without spending an attempt, and other branches still run
+            return not (out.status == "cancelled" or (out.status == "skipped" and out.run_id is not None))
+        except Fenced:
+            log.error("run %s: ledger write fenced off; this daemon is no longer leader", rid)
+            self.stop.set()
+            return False
+        finally:
+            with self._lock:
+                self._inflight.discard(rid)
+
+    def _release(self, items: list[tuple]) -> None:
+        """Runs claimed here that will not start keep their claim until the lease expires; release them
+        now so the next leader or poll picks them up at once."""
+        with self._lock:
+            left = [rid for _, _, rid in items if rid in self._inflight]
             self._inflight.difference_update(left)
         if left and not self.deposed:
             try:

@@ -109,26 +109,35 @@ SHOW_ALL = 50  # above this many runs the table lists only those that did not su
 
 
 def run_concurrently(runner, jobs: list, windows: dict, *, parallel: int, force: bool):
-    """Run each job's window, up to ``parallel`` at once; a job starts after its upstream (when
-    both are selected) ended; one whose upstream failed is recorded ``upstream_failed`` without an
+    """Run each job's window, up to ``parallel`` at once; a job starts after its upstreams (those
+    selected) ended, and independent branches run at once; one whose upstream failed is recorded ``upstream_failed`` without an
     attempt.  Returns (outcomes in ``jobs`` order, [(job, why)] never started: interrupted)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from skyfeast.scheduler.app.daemon import chains
+    from skyfeast.scheduler.app.dag import WindowDags
 
     results: dict[str, object] = {}
     skipped: dict[str, str] = {}
 
-    def chain(items) -> None:
-        for i, (job, window, _) in enumerate(items):
-            if runner.stop.is_set():
-                for later, _, _ in items[i:]:
-                    skipped[later.name] = "interrupted before it started"
-                return
-            results[job.name] = runner.run_window(job, window, trigger="manual", force=force)
+    def run_one(item) -> bool:
+        job, window, _ = item
+        if runner.stop.is_set():
+            skipped[job.name] = "interrupted before it started"
+            return False
+        results[job.name] = runner.run_window(job, window, trigger="manual", force=force)
+        return True
+
+    def release(items) -> None:
+        for job, _, _ in items:
+            skipped[job.name] = "interrupted before it started"
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="skyfeast-run") as pool:
-        for fut in [pool.submit(chain, c) for c in chains([(j, windows[j.name], None) for j in jobs])]:
+        futures = []
+        dags = WindowDags([(j, windows[j.name], None) for j in jobs], submit=lambda task: futures.append(
+            pool.submit(task)), run_one=run_one, release=release)
+        dags.start()
+        dags.done.wait()
+        for fut in list(futures):
             fut.result()
     outcomes = [results[j.name] for j in jobs if j.name in results]
     return outcomes, [(j, skipped[j.name]) for j in jobs if j.name in skipped]

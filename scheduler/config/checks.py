@@ -33,15 +33,18 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
                 )
     for i, job in enumerate(cfg.jobs):
         src = job.source
-        if src.type == "job":
-            if src.job == job.name:
-                problems.append(smap.problem(("jobs", i, "source", "job"), "a job cannot read its own output"))
-            elif src.job not in names:
-                problems.append(smap.problem(("jobs", i, "source", "job"), f"unknown job {src.job!r}; defined: {sorted(names)}"))
-            elif cfg.jobs[names[src.job]].schedule != job.schedule:
+        if src.type != "job":
+            continue
+        for k, up in enumerate(src.jobs):
+            loc = ("jobs", i, "source", "job") if isinstance(src.job, str) else ("jobs", i, "source", "job", k)
+            if up == job.name:
+                problems.append(smap.problem(loc, "a job cannot read its own output"))
+            elif up not in names:
+                problems.append(smap.problem(loc, f"unknown job {up!r}; defined: {sorted(names)}"))
+            elif cfg.jobs[names[up]].schedule != job.schedule:
                 # the job reads its upstream's output *for the same window*
                 problems.append(smap.problem(("jobs", i, "schedule"),
-                                             f"must equal the schedule of job {src.job!r}, whose output it reads per window"))
+                                             f"must equal the schedule of job {up!r}, whose output it reads per window"))
     views = {job.feature_view for job in cfg.jobs}
     for view in cfg.feast.freshness_slo:
         if view not in views:  # an SLO nobody can meet, or a typo that silently disables the alert
@@ -207,20 +210,30 @@ def _cluster_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
 
 
 def _cycle_problems(cfg: "Config", smap: SourceMap, names: dict[str, int]) -> list[Problem]:
-    # self references are reported on their own ("a job cannot read its own output")
-    deps = {j.name: j.source.job for j in cfg.jobs if j.source.type == "job" and j.source.job != j.name}
-    out = []
-    for start in deps:
-        seen = [start]
-        cur = deps.get(start)
-        while cur is not None and cur in deps:
-            if cur == start:
-                out.append(smap.problem(("jobs", names[start], "source", "job"), f"job sources form a cycle: {' -> '.join([*seen, start])}"))
-                break
-            if cur in seen:
-                break
-            seen.append(cur)
-            cur = deps.get(cur)
+    """Each cycle of the jobs' upstream graph, reported at every job in it and named as a path from
+    that job (self references are reported on their own: "a job cannot read its own output")."""
+    deps = {j.name: [u for u in j.upstreams if u != j.name and u in names] for j in cfg.jobs}
+    out, state = [], {}  # state: 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for up in deps.get(name, []):
+            if state.get(up) == 1:  # a cycle: from up's place on the path back to up; reported at each job in it
+                cycle = path[path.index(up):]
+                for k, member in enumerate(cycle):
+                    ring = [*cycle[k:], *cycle[:k], member]  # "a -> b": a reads b's output
+                    out.append(smap.problem(("jobs", names[member], "source", "job"),
+                                            f"job sources form a cycle: {' -> '.join(ring)}"))
+            elif up not in state:
+                visit(up)
+        path.pop()
+        state[name] = 2
+
+    for j in cfg.jobs:
+        if j.name not in state:
+            visit(j.name)
     return out
 
 

@@ -398,10 +398,27 @@ class ParquetSource(_Strict):
 
 
 class JobOutputSource(_Strict):
-    """The offline output another job wrote for the same window."""
+    """The offline output other jobs wrote for the same window: one job, or several whose outputs are
+    joined on the entity keys (inner join: an entity missing from one upstream is not scored)."""
 
     type: Literal["job"]
-    job: str
+    job: str | list[str] = Field(description="the upstream job, or a list of upstream jobs to join on the entity keys")
+
+    @field_validator("job")
+    @classmethod
+    def _some_jobs(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not 1 <= len(v) <= 64:
+                raise ValueError(f"a job reads 1 to 64 upstream jobs, not {len(v)}")
+            dup = sorted({j for j in v if v.count(j) > 1})
+            if dup:
+                raise ValueError(f"upstream job(s) {dup} listed twice")
+        return v
+
+    @property
+    def jobs(self) -> list[str]:
+        """The upstream jobs, the first one's parts giving the chunks."""
+        return [self.job] if isinstance(self.job, str) else list(self.job)
 
 
 Source = Annotated[Union[ParquetSource, JobOutputSource], Field(discriminator="type")]
@@ -446,6 +463,11 @@ class _JobBase(_Strict):
     catchup: Literal["none", "latest", "all"] = Field(
         "all", description="windows missed while no daemon ran: none, only the latest, or all")
     max_catchup: Duration = Field(default=timedelta(hours=24), description="never catch up windows older than this")
+
+    @property
+    def upstreams(self) -> list[str]:
+        """The jobs whose output of the same window this job reads ([] for a parquet source)."""
+        return self.source.jobs if self.source.type == "job" else []
 
 
 class FeatureJob(_JobBase):

@@ -308,9 +308,9 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
         return out
 
     def _claim_where(self, cond, lease: timedelta, limit: int, *, fresh: bool,
-                     after: dict[str, str] | None = None) -> list[RunRow]:
+                     after: dict[str, str | list[str]] | None = None) -> list[RunRow]:
         """Take up to ``limit`` runs matching ``cond``, oldest window first, skipping runs whose
-        upstream run (``after``: job → upstream job) of the same window is still pending.
+        upstream run (``after``: job → its upstream job, or list of them) of the same window is still pending.
 
         Candidates are read a page at a time and the upstream check is one query per page,
         so the SQL stays the same size however many jobs have upstreams (one clause per job
@@ -348,20 +348,24 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
         return [_row(r) for r in rows]
 
     @staticmethod
-    def _waiting(conn: sa.Connection, cands: list, after: dict[str, str]) -> set[tuple[str, datetime, datetime]]:
+    def _waiting(conn: sa.Connection, cands: list, after: dict[str, str | list[str]]) -> set[tuple[str, datetime, datetime]]:
         """Of ``cands`` (runs of jobs that have an upstream), those whose upstream run of the same
         window is queued, running or interrupted."""
         if not cands:
             return set()
+        def upstreams(job: str) -> list[str]:
+            ups = after[job]
+            return [ups] if isinstance(ups, str) else list(ups)
+
         ends = {c.window_end for c in cands}
-        ups = {after[c.job] for c in cands}
+        ups = {u for c in cands for u in upstreams(c.job)}
         pending = {(r.job, r.window_start, r.window_end) for r in conn.execute(
             sa.select(runs_t.c.job, runs_t.c.window_start, runs_t.c.window_end).where(
                 runs_t.c.status.in_(PENDING), runs_t.c.window_end.in_(ends), runs_t.c.job.in_(ups)))}
         return {(c.job, c.window_start, c.window_end) for c in cands
-                if (after[c.job], c.window_start, c.window_end) in pending}
+                if any((u, c.window_start, c.window_end) in pending for u in upstreams(c.job))}
 
-    def claim_queued(self, lease: timedelta, limit: int = 100, *, after: dict[str, str] | None = None) -> list[RunRow]:
+    def claim_queued(self, lease: timedelta, limit: int = 100, *, after: dict[str, str | list[str]] | None = None) -> list[RunRow]:
         """Queued runs, started afresh. ``after`` maps a job to its upstream job: a run of such a
         job is left alone while the upstream run of its window is still queued, running or
         interrupted (it would only be handed back), so a waiting run is not re-claimed every poll."""
@@ -369,7 +373,7 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
                                  after=after)
 
     def reclaim_expired(self, lease: timedelta, limit: int = 100, *,
-                        after: dict[str, str] | None = None) -> list[RunRow]:
+                        after: dict[str, str | list[str]] | None = None) -> list[RunRow]:
         """Running runs whose owner stopped heartbeating, and runs interrupted by a clean
         shutdown: take them over, keeping their chunks. ``after`` as for :meth:`claim_queued`."""
         cond = sa.and_(sa.or_(sa.and_(runs_t.c.status == "running", runs_t.c.lease_until < _now()),

@@ -273,13 +273,45 @@ def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple
     return _ordered(out, spec.target), len(pdf)
 
 
-def model_partition_from_file(url: str, storage_options: dict, index: int,
-                              spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
+def _read_part(url: str, storage_options: dict) -> pd.DataFrame:
     import fsspec
 
     with fsspec.open(url, "rb", **storage_options) as fh:
-        pdf = pd.read_parquet(fh)
-    return model_partition(pdf, index, spec)
+        return pd.read_parquet(fh)
+
+
+# per joined upstream: (its run's identity, its parts as (url, storage options JSON)); the identity (run id and
+# end time) keeps a worker from reusing what it read of an earlier run of the window, whose parts had the same URLs
+Joins = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+@functools.lru_cache(maxsize=4)
+def _joined_upstream(run: str, parts: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+    """One joined upstream's whole output for the window, read once per worker process and upstream run."""
+    frames = [_read_part(url, json.loads(opts)) for url, opts in parts]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def read_joined(url: str, storage_options: dict, joins: Joins, keys: tuple[str, ...]) -> pd.DataFrame:
+    """A chunk's input: the first upstream's part ``url``, inner-joined on ``keys`` with the whole output of
+    every other upstream of the window.  A column the frame already has is taken from the first upstream
+    that has it (the event time included)."""
+    pdf = _read_part(url, storage_options)
+    for run, parts in joins:
+        other = _joined_upstream(run, parts)
+        missing = [k for k in keys if k not in other.columns]
+        if missing:
+            raise DataError(f"upstream output {parts[0][0]} lacks the entity key column(s) {missing}")
+        other = other[[*keys, *(c for c in other.columns if c not in pdf.columns)]]
+        if other.duplicated(list(keys)).any():
+            other = other.drop_duplicates(list(keys), keep="last")
+        pdf = pdf.merge(other, on=list(keys), how="inner")
+    return pdf
+
+
+def model_partition_from_file(url: str, storage_options: dict, index: int, spec: PartitionSpec,
+                              joins: Joins = ()) -> tuple[pd.DataFrame | None, int]:
+    return model_partition(read_joined(url, storage_options, joins, spec.target.join_keys), index, spec)
 
 
 _loaded: dict[str, Any] = {}  # sha256 → loaded model: each version is read and checked once per worker process
@@ -343,13 +375,9 @@ def group_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple
     return out, len(pdf), errors
 
 
-def group_partition_from_file(url: str, storage_options: dict, index: int,
-                              spec: PartitionSpec) -> tuple[pd.DataFrame | None, int, dict]:
-    import fsspec
-
-    with fsspec.open(url, "rb", **storage_options) as fh:
-        pdf = pd.read_parquet(fh)
-    return group_partition(pdf, index, spec)
+def group_partition_from_file(url: str, storage_options: dict, index: int, spec: PartitionSpec,
+                              joins: Joins = ()) -> tuple[pd.DataFrame | None, int, dict]:
+    return group_partition(read_joined(url, storage_options, joins, spec.target.join_keys), index, spec)
 
 
 # --------------------------------------------------------------------------- client side
@@ -547,6 +575,7 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
 
 def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
                   scorer: Callable, inputs: list[tuple[str, dict]], deadline: float, progress: ProgressFn | None = None,
+                  joins: tuple = (),
                   cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
                   stores: Mapping[str, ObjectStore] | None = None, publish: bool = True) -> ExecResult:
     import dask
@@ -561,7 +590,7 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     usable_chunks(book, stores)
     out_key, spec = _spec(store, window, target, publish, user_fn=scorer, user_fn_name=job.model.scorer,
                           model_url=store.url(job.model.artifact))
-    tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec)
+    tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec, _joins(joins))
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
     phases = {"plan": time.perf_counter() - t0}
     published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
@@ -569,7 +598,7 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
 
 
 def run_group_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
-                  members: list[GroupMember], inputs: list[tuple[str, dict]], deadline: float,
+                  members: list[GroupMember], inputs: list[tuple[str, dict]], deadline: float, joins: tuple = (),
                   failed_before: Callable[[dict[str, str]], dict[str, str]],
                   progress: ProgressFn | None = None, cancelled: Callable[[], bool] = lambda: False,
                   book: ChunkBook | None = None, stores: Mapping[str, ObjectStore] | None = None,
@@ -593,7 +622,7 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     names = [m.name for m in members]
     out_key, spec = _spec(store, window, target, publish, user_fn=None, user_fn_name=f"model group of {job.name!r}",
                           members=tuple(members))
-    tasks = {i: dask.delayed(group_partition_from_file, pure=False)(url, opts, i, spec)
+    tasks = {i: dask.delayed(group_partition_from_file, pure=False)(url, opts, i, spec, _joins(joins))
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
     failed: dict[str, str] = {}
 
@@ -617,6 +646,13 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     res = _finish(store, out_key, published, book, stores, phases, publish)
     res.failed_models = {n: failed[n] for n in names if n in failed}
     return res
+
+
+def _joins(joins) -> Joins:
+    """``joins`` (per other upstream: its run's identity, and its parts as (url, storage options)) in a
+    hashable form, for the workers' cache of joined upstreams."""
+    return tuple((run, tuple((url, json.dumps(opts or {}, sort_keys=True)) for url, opts in parts))
+                 for run, parts in joins)
 
 
 def _failures(failed: dict[str, str], limit: int = 5) -> str:

@@ -1,7 +1,7 @@
 """Checks of model-group jobs against the registry, before anything runs (``validate`` and ``run``).
 
 A group's problems depend on the registry, not only on the file: its selector must match models,
-each model needs its field in the job's feature view and its input features in the upstream's view,
+each model needs its field in the job's feature view and its input features in its upstreams' views,
 its flavour must be installed, and its artifact must be on the primary provider's storage with the
 recorded sha256 (and load, for flavours that need no user code).  Each problem is reported at the
 job's ``group`` key, with the file and line, so the command ends with exit 2 and one readable list.
@@ -43,15 +43,14 @@ def group_problems(cfg: Any, jobs: list | None = None, *, verify_artifacts: bool
             try:
                 versions = select(registry, models=g.models, prefix=g.prefix, tag=g.tag, alias=g.alias)
                 target = repo.write_target(job.feature_view)
-                upstream = cfg.job(job.source.job)
-                up = repo.write_target(upstream.feature_view)
+                ups = [repo.write_target(cfg.job(name).feature_view) for name in job.upstreams]
             except RegistryError as exc:
                 out.append(smap.problem(at, str(exc)))
                 continue
             except Exception as exc:  # a view missing from the repo is reported by the config checks
                 out.append(smap.problem(at, f"cannot check the group: {type(exc).__name__}: {exc}"))
                 continue
-            columns = {*up.join_keys, *up.features, up.timestamp_field}
+            columns = {c for up in ups for c in (*up.join_keys, *up.features, up.timestamp_field)}
             found = problems(versions, view=job.feature_view, view_fields=set(target.features),
                              versions_field=g.versions_field, input_columns=columns)
             if pool is not None and not found:

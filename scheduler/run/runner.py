@@ -323,25 +323,24 @@ class Runner:
         return out
 
     def _upstream_pending(self, job, window: Window) -> str | None:
-        if job.source.type != "job":
-            return None
-        up = self.ledger.find_run(job.source.job, window.start, window.end)
-        if up is not None and up.status in PENDING:
-            return f"waiting for upstream {job.source.job!r} (run {up.id} is {up.status})"
+        for name in job.upstreams:
+            up = self.ledger.find_run(name, window.start, window.end)
+            if up is not None and up.status in PENDING:
+                return f"waiting for upstream {name!r} (run {up.id} is {up.status})"
         return None
 
     def _upstream_failed(self, job, window: Window) -> str | None:
-        if job.source.type != "job":
-            return None
-        up = self.ledger.find_run(job.source.job, window.start, window.end)
-        if up is not None and up.status in ("failed", "cancelled", "upstream_failed"):
-            return f"upstream {job.source.job!r} {up.status.replace('_', ' ')} (run {up.id})"
+        for name in job.upstreams:
+            up = self.ledger.find_run(name, window.start, window.end)
+            if up is not None and up.status in ("failed", "cancelled", "upstream_failed"):
+                return f"upstream {name!r} {up.status.replace('_', ' ')} (run {up.id})"
         return None
 
     def _requeue_downstream(self, job, window: Window) -> None:
         """Downstream runs of this window that were held back by an earlier failure of this job
-        go back to the queue (a daemon runs them); best effort, as they can be re-run by hand."""
-        downstream = [j.name for j in self.cfg.jobs if j.source.type == "job" and j.source.job == job.name]
+        go back to the queue (a daemon runs them); best effort, as they can be re-run by hand.
+        A downstream with another upstream still failed is marked upstream_failed again when run."""
+        downstream = [j.name for j in self.cfg.jobs if job.name in j.upstreams]
         try:
             ids = self.ledger.requeue_upstream_failed(downstream, window.start, window.end)
         except Exception as exc:
@@ -365,8 +364,8 @@ class Runner:
         raise ProviderDown(f"no provider holding a replica of {job.name!r}'s source is available")
 
     def _locality(self, job, window: Window) -> str | None:
-        if job.source.type == "job":
-            up = self.ledger.find_run(job.source.job, window.start, window.end)
+        if job.source.type == "job":  # where the first upstream's output is
+            up = self.ledger.find_run(job.upstreams[0], window.start, window.end)
             return up.provider if up and up.status in DONE else None
         if job.source.replicas:  # the first listed replica is the preferred place to read it
             return next(iter(job.source.replicas))
@@ -393,15 +392,19 @@ class Runner:
             return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,
                                    keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
                                    source_store=src_store, stores=self.pool.stores(), publish=publish)
-        upstream = self.cfg.job(job.source.job)
-        up_run = self.ledger.find_run(upstream.name, window.start, window.end)
-        if up_run is None or up_run.status not in DONE:
-            raise DataError(
-                f"upstream job {upstream.name!r} has no successful run for window {window}; run it first"
-            )
-        inputs = self._upstream_files(up_run, upstream, window, provider)
-        if not inputs:
-            raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
+        parts = []  # each upstream's part files: the first one's give the chunks, the others are joined
+        for name in job.upstreams:
+            upstream = self.cfg.job(name)
+            up_run = self.ledger.find_run(upstream.name, window.start, window.end)
+            if up_run is None or up_run.status not in DONE:
+                raise DataError(
+                    f"upstream job {upstream.name!r} has no successful run for window {window}; run it first"
+                )
+            files = self._upstream_files(up_run, upstream, window, provider)
+            if not files:
+                raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
+            parts.append((f"{up_run.id}@{up_run.ended_at}", files))
+        inputs, joins = parts[0][1], tuple(parts[1:])
         if job.group is not None:
             members = self._group_members(job, run_id, provider, target)
             client = self.pool.client(provider)
@@ -412,14 +415,14 @@ class Runner:
                         if outcome == "failed"}
 
             res = run_group_job(client=client, store=store, job=job, window=window, target=target, members=members,
-                                inputs=inputs, deadline=deadline, failed_before=failed_before, progress=progress,
+                                inputs=inputs, joins=joins, deadline=deadline, failed_before=failed_before, progress=progress,
                                 cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
             res.models_written = len(members) - len(res.failed_models)
             return res
         fn = import_callable(job.model.scorer, self.cfg.base_dir)
         client = self.pool.client(provider)
         return run_model_job(client=client, store=store, job=job, window=window,
-                             target=target, scorer=fn, inputs=inputs, deadline=deadline, progress=progress,
+                             target=target, scorer=fn, inputs=inputs, joins=joins, deadline=deadline, progress=progress,
                              cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
 
 
@@ -481,8 +484,9 @@ def order_jobs(jobs: list[FeatureJob | ModelJob]) -> list[FeatureJob | ModelJob]
     def visit(j) -> None:
         if j.name in done:
             return
-        if j.source.type == "job" and j.source.job in by_name:
-            visit(by_name[j.source.job])
+        for up in j.upstreams:
+            if up in by_name and up not in done:
+                visit(by_name[up])
         done[j.name] = None
 
     for j in jobs:

@@ -783,6 +783,62 @@ CASES: list[Case] = [
               scorer: transforms:score
             feature_view: fv
     """), "jobs[0].source.job", 14, "job sources form a cycle: a -> b -> a", problems=2),  # one per job in it
+    Case("job-source-cycle-through-a-join", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "e.parquet", timestamp_field: ts}
+            transform: transforms:feat
+            feature_view: fv
+          - name: b
+            kind: model
+            schedule: {type: cron, expr: "0 * * * *"}
+            source:
+              type: job
+              job: [a, c]  # <-
+            group: {prefix: m}
+            feature_view: fv
+          - name: c
+            kind: model
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: job, job: b}
+            group: {prefix: n}
+            feature_view: fv
+    """), "jobs[1].source.job", 20, "job sources form a cycle: b -> c -> b", problems=2),
+    Case("unknown-upstream-in-a-join", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "e.parquet", timestamp_field: ts}
+            transform: transforms:feat
+            feature_view: fv
+          - name: b
+            kind: model
+            schedule: {type: cron, expr: "0 * * * *"}
+            source:
+              type: job
+              job:
+                - a
+                - nosuch  # <-
+            group: {models: [m1]}
+            feature_view: fv
+    """), "jobs[1].source.job[1]", 22, "unknown job 'nosuch'; defined: ['a', 'b']"),
     Case("model-schedule-differs-from-upstream", y("""
         project: t
         feast:
