@@ -46,6 +46,10 @@ def test_four_jobs_succeed_with_the_blend_after_the_scores_it_reads(run):
     runs = {r["job"]: r for r in run["report"]["runs"]}
     assert {j: r["status"] for j, r in runs.items()} == dict.fromkeys(
         ["user_features", "risk_score", "scores", "blend"], "succeeded")
+    code, listed = skyfeast_json("runs", "-c", str(run["cfg"]), cwd=run["dir"])
+    at = {r["job"]: (pd.Timestamp(r["started_at"]), pd.Timestamp(r["ended_at"])) for r in listed["runs"]}
+    assert at["scores"][0] >= at["user_features"][1] and at["risk_score"][0] >= at["user_features"][1]
+    assert at["blend"][0] >= max(at["scores"][1], at["user_features"][1])  # both of its upstreams
 
 
 def test_read_online_shows_group_scores_equal_to_numpy(run):
