@@ -235,10 +235,11 @@ class Metrics:
         if outcome.attempts:
             self.observe("skyfeast_run_duration_seconds", (job.kind,), outcome.seconds)
         view = job.feature_view
-        if outcome.status == "succeeded":
+        if outcome.status in ("succeeded", "partial"):  # partial: some of a model group's fields were written
             self.inc("skyfeast_chunks_written_total", (view,), outcome.partitions)
             self.inc("skyfeast_online_rows_written_total", (view,), outcome.rows_online)
             self.observe("feast_materialization_duration_seconds", (view,), outcome.seconds)
+            # Feast's two values: a partial run materialised rows (skyfeast_runs_total tells it apart)
             self.inc("feast_materialization_result_total", (view, "success"))
         elif outcome.status == "failed":
             self.inc("feast_materialization_result_total", (view, "failure"))
