@@ -86,6 +86,30 @@ class WriteTarget:
         return self.feature_view.name
 
 
+def coalesce_intervals(registry_proto: Any, project: str, view: str) -> int:
+    """Merge the overlapping or touching materialisation intervals of ``view`` in a Feast registry
+    proto, in place. Returns how many intervals the view keeps."""
+    for proto in registry_proto.feature_views:
+        if proto.spec.name != view or proto.spec.project != project:
+            continue
+        held = proto.meta.materialization_intervals
+        spans = sorted((i.start_time.ToDatetime(), i.end_time.ToDatetime()) for i in held)
+        merged: list[list[datetime]] = []
+        for s_, e in spans:
+            if merged and s_ <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s_, e])
+        if len(merged) < len(spans):
+            del held[:]
+            for s_, e in merged:
+                item = held.add()
+                item.start_time.FromDatetime(s_)
+                item.end_time.FromDatetime(e)
+        return len(merged)
+    return 0
+
+
 class FeastRepo:
     """The daemon's handle on one Feast repo."""
 
@@ -118,13 +142,25 @@ class FeastRepo:
             timestamp_field=fv.batch_source.timestamp_field or "event_timestamp",
         )
 
-    def record_materialization(self, name: str, start: datetime, end: datetime) -> None:
+    def record_materialization(self, name: str, start: datetime, end: datetime, *, coalesce: bool = False) -> None:
         """Tell Feast the interval is materialised. Never leaves the view in a blocking state:
-        ``apply_materialization`` moves it to AVAILABLE_ONLINE."""
+        ``apply_materialization`` moves it to AVAILABLE_ONLINE.
+
+        Feast appends every interval to the view, and rewrites the whole registry each time, so
+        hourly runs would grow it by 8,760 intervals a year per view. With ``coalesce`` (the daemon's
+        runs) and Feast's file registry, the view's intervals are coalesced (overlapping or touching ones
+        become one): their union, and so every end Feast reads (``materialize-incremental``, freshness),
+        is unchanged. Drop-in ``materialize`` records intervals as ``feast materialize`` does."""
         with self._lock:
             fv = self.feature_view(name)
             with _quiet():
-                self.store.registry.apply_materialization(fv, self.project, start, end, commit=True)
+                registry = self.store.registry
+                if not coalesce or getattr(registry, "cached_registry_proto", None) is None:
+                    registry.apply_materialization(fv, self.project, start, end, commit=True)
+                    return
+                registry.apply_materialization(fv, self.project, start, end, commit=False)
+                coalesce_intervals(registry.cached_registry_proto, self.project, name)
+                registry.commit()
 
     def freshness(self) -> list[dict[str, Any]]:
         """Per feature view: last materialised interval end and its age in seconds."""

@@ -212,7 +212,7 @@ class Runner:
             try:
                 if not drill:  # a drill published nothing: no interval, no manifest, nothing to copy
                     with self._registry_lock:
-                        self.repo.record_materialization(job.feature_view, window.start, window.end)
+                        self.repo.record_materialization(job.feature_view, window.start, window.end, coalesce=True)
             except Exception as exc:  # data is written; only Feast's bookkeeping failed: retryable
                 err = f"rows written, but recording the interval in the Feast registry failed: {exc}"
                 self.ledger.finish_attempt(aid, outcome="failed", failure_class="infrastructure", error=err)
