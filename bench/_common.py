@@ -1,4 +1,5 @@
-"""What the end-to-end benches share: their day, their Feast repo, and reading back the online store.
+"""What the end-to-end benches share: their day, their Feast repo, reading back the online store, the
+daemon benches' claim timer and jump clock.
 
 ``bench/materialize.py`` and ``bench/seed_day.py`` both build a throw-away Feast
 repo (file offline store, one online store, entity ``user`` keyed by ``user_id``,
@@ -115,3 +116,23 @@ def time_claims(ledger) -> list[tuple[float, int]]:
 
     ledger.claim_many = timed
     return calls
+
+
+class JumpClock:
+    """A daemon clock (``Daemon(clock=...)``) that runs at real speed, shifted by an offset the bench
+    moves: a bench makes a due instant come ``lead`` seconds from now instead of waiting for the wall
+    clock to reach it.  The daemon still sleeps and wakes on its own (its loop waits until the clock
+    shows the next fire), so the time from due to done is measured as a daemon that was up at that
+    instant would live it."""
+
+    def __init__(self, at: datetime, lead: float = 1.5):
+        self.lead = lead
+        self.offset = at - datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def jump(self, due: datetime) -> datetime:
+        """Make ``due`` come ``lead`` seconds from now; returns the real instant at which it does."""
+        self.offset = due - timedelta(seconds=self.lead) - datetime.now(UTC)
+        return datetime.now(UTC) + timedelta(seconds=self.lead)

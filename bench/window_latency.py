@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from _common import time_claims
+from _common import JumpClock, time_claims
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = datetime(2026, 3, 1, tzinfo=UTC)  # the first window's start on the bench's own timeline
@@ -92,21 +92,6 @@ def build_project(dest: Path, sizes: list[int], windows: int, baseline: bool) ->
     return paths
 
 
-class JumpClock:
-    """Real-speed time, shifted by an offset that the bench moves between samples."""
-
-    def __init__(self, at: datetime):
-        self.offset = at - datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def jump(self, to: datetime) -> datetime:
-        """Make it ``to`` now; returns the real instant at which it shows ``to + LEAD``."""
-        self.offset = to - datetime.now(UTC)
-        return datetime.now(UTC) + timedelta(seconds=LEAD)
-
-
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
@@ -124,7 +109,7 @@ def measure(cfg_path: Path, probe: int, samples: int, warmup: int) -> dict:
 
     cfg = load_config(cfg_path)
     store = FeatureStore(repo_path=str(cfg.feast_repo))
-    clock = JumpClock(BASE + timedelta(seconds=1))  # the first fire it plans is BASE + 1 minute
+    clock = JumpClock(BASE + timedelta(seconds=1), lead=LEAD)  # the first fire it plans is BASE + 1 minute
     per_job: dict[str, dict[str, list]] = {j.name: {"succeeded": [], "readable": [], "phases": []} for j in cfg.jobs}
     with open_runtime(cfg) as rt:
         warm_up(rt.pool, list(cfg.providers))
@@ -136,7 +121,7 @@ def measure(cfg_path: Path, probe: int, samples: int, warmup: int) -> dict:
         try:
             for k in range(1, warmup + samples + 1):
                 due = BASE + timedelta(minutes=k)  # the end of window k - 1
-                real_due = clock.jump(due - timedelta(seconds=LEAD))
+                real_due = clock.jump(due)
                 want = {j.name: k for j in cfg.jobs}  # window k - 1 holds k events of the probe user
                 done: dict[str, float] = {}
                 readable: dict[str, float] = {}
