@@ -179,7 +179,7 @@ class FakeRepo:
     def write_target(self, name):
         return FakeTarget(name)
 
-    def record_materialization(self, name, start, end):
+    def record_materialization(self, name, start, end, *, coalesce=False):
         if self.fail is not None:
             raise self.fail
         self.recorded.append((name, start, end))
