@@ -40,13 +40,13 @@ def check_columns(frame: pd.DataFrame, target: WriteTarget) -> None:
         n = int(frame[col].isna().sum())
         if n:
             raise OutputSchemaError(f"output for feature view {target.name!r} has {n:,} null {col} values")
-    numeric = _numeric_features(target)
+    numeric, integral = _numeric_features(target), _integral_features(target)
     for col in target.features:
         values = frame[col]
         if col in numeric and not pd.api.types.is_numeric_dtype(values.dtype) and pd.api.types.is_string_dtype(values):
             raise OutputSchemaError(f"output for feature view {target.name!r}: {col!r} is a numeric feature, "
                                     f"but holds strings ({values.dtype})")
-        if pd.api.types.is_float_dtype(values.dtype) and col in _integral_features(target):
+        if pd.api.types.is_float_dtype(values.dtype) and col in integral:
             n = int(np.isinf(values.to_numpy(dtype="float64", na_value=np.nan)).sum())
             if n:
                 raise OutputSchemaError(f"output for feature view {target.name!r}: {n:,} infinite values in "
@@ -109,5 +109,5 @@ def write_latest(frame: pd.DataFrame, target: WriteTarget) -> int:
     created = target.feature_view.batch_source.created_timestamp_column
     if created and created in frame.columns and created not in cols:
         cols.append(created)
-    table = pa.Table.from_pandas(frame[cols], preserve_index=False)
+    table = pa.Table.from_pandas(frame, columns=cols, preserve_index=False)  # frame[cols] would copy them all
     return _writer(target).write(table)
