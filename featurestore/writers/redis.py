@@ -83,17 +83,25 @@ class RedisWriter(EncodingWriter):
         self.written = 0  # keys actually updated (stale rows excluded), for observability
         self.probe_keys = 32  # keys sampled per chunk by _mostly_stored (0: never probe)
         self.probed_stored = 0  # chunks the probe sent straight to the script, for observability and tests
-        self._argv_head = self._static_argv()
+        self._argv_head: bytes | None = None  # the script's ARGV head, once the server's limits are known
+        self._static_argv()
 
-    def _static_argv(self) -> bytes:
+    def _static_argv(self) -> None:
         from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 
         cfg = self.target.repo_config
         view = compute_versioned_name(self.target.feature_view, cfg.registry.enable_online_feature_view_versioning)
-        self._ttl = ttl = cfg.online_store.key_ttl_seconds or 0
-        self._fields = fields = [_mmh3(f"{view}:{name}") for name in self.target.features]
+        self._ttl = cfg.online_store.key_ttl_seconds or 0
+        self._fields = [_mmh3(f"{view}:{name}") for name in self.target.features]
         self._ts_field = f"_ts:{view}".encode()
-        return _lua.argv_head(self._ts_field, ttl, fields)
+
+    def _head(self, client) -> bytes:
+        """The script's ARGV head (:func:`._lua.argv_head`), with this server's listpack limits."""
+        if self._argv_head is None:
+            if self._limits is None:
+                self._limits = listpack_limits(client)
+            self._argv_head = _lua.argv_head(self._ts_field, self._ttl, self._fields, self._limits)
+        return self._argv_head
 
     def _redis(self):
         if self._client is None:
@@ -130,7 +138,7 @@ class RedisWriter(EncodingWriter):
         if not todo:
             return
         payload = bulk_rows(stamps, *(f.proto_bytes for f in chunk.features))
-        calls = _lua.calls(self._sha, self._argv_head, len(self.target.features), keys, payload, todo,
+        calls = _lua.calls(self._sha, self._head(client), len(self.target.features), keys, payload, todo,
                            self.keys_per_call)
         self.written += _lua.run(client, calls, self.window_bytes)
 

@@ -825,3 +825,36 @@ def test_redis_rematerialisation_goes_straight_to_the_script(pair):
     got = ours.feature_store().get_online_features(
         features=["user_more:m_f64", "user_more:m_str"], entity_rows=[{"user_id": 1000}, {"user_id": 1290}]).to_dict()
     assert got["m_f64"] == [5.0, 7.0 + 10] and got["m_str"] == ["v5.0-1000", "v7.0-1290"]
+
+
+def test_redis_wide_view_into_stored_hashes_converts_them_first_and_stores_what_feast_stores(pair):
+    """A view whose fields would push stored listpack hashes past ``hash-max-listpack-entries``: the
+    script makes Redis convert each hash before its HSET (a field longer than the value limit, set
+    and deleted in the script), which spares the quadratic listpack inserts of a wide view.  The
+    hashes then hold exactly what Feast's own writes of the same rows hold.  Here the limit the
+    writer believes in is lowered to 4 entries, so the two-feature view is "wide"."""
+    from skyfeast.featurestore.writers.redis import RedisWriter
+
+    ours, ref, _ = pair
+    if ours.kind != "redis":
+        pytest.skip("Redis only")
+    frames = random_rows(np.random.default_rng(SEED))
+    tables = arrow_frames(frames)
+    repo = FeastRepo(ours.repo)
+    for view in ("user_all", "user_more"):  # user_more's users all have user_all's fields already
+        keys = list(repo.write_target(view).join_keys)
+        feast_write(ref, view, pa.Table.from_pandas(newest(frames[view], keys), preserve_index=False))
+        with RedisWriter(repo.write_target(view)) as writer:
+            if view == "user_more":
+                writer._limits = (4, 64)
+            writer.write(tables[view])
+            if view == "user_more":
+                assert writer.probed_stored >= 1  # the stored-key path: the script
+    assert ours.dump() == ref.dump()
+    client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
+    try:
+        encodings = {client.object("encoding", k) for k in client.scan_iter(match=b"*" + ours.project.encode())
+                     if client.hexists(k, b"_ts:user_more")}
+        assert encodings == {b"hashtable"}  # converted first (Feast's small hashes stay listpacks)
+    finally:
+        client.close()
