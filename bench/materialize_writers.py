@@ -49,9 +49,9 @@ def _reachable(port: int) -> bool:
 class Bench:
     """One store: a Feast repo with one feature view, and a way to empty it."""
 
-    def __init__(self, kind: str, root: Path, features: int, redis_db: int):
+    def __init__(self, kind: str, root: Path, features: int, redis_db: int, schema: dict[str, str] | None = None):
         self.kind, self.project = kind, f"bench_{uuid.uuid4().hex[:8]}"
-        self.repo = root / kind
+        self.repo = root / f"{kind}_{self.project}"
         self.repo.mkdir()
         self.redis_db = redis_db
         self.database = f"skyfeast_bench_{uuid.uuid4().hex[:8]}"
@@ -67,14 +67,16 @@ class Bench:
             "project": self.project, "registry": "registry.db", "provider": "local", "online_store": online,
             "offline_store": {"type": "file"}, "entity_key_serialization_version": 3,
         }))
+        import feast.types
         from feast import Entity, FeatureView, Field, FileSource, ValueType
-        from feast.types import Float32, Int64
 
+        schema = schema or {f"f{i}": "Float32" for i in range(features)}
         user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
         view = FeatureView(
             name="bench_fv", entities=[user], ttl=timedelta(0),
             source=FileSource(path=str(self.repo / "unused.parquet"), timestamp_field="event_ts"),
-            schema=[Field(name="user_id", dtype=Int64)] + [Field(name=f"f{i}", dtype=Float32) for i in range(features)],
+            schema=[Field(name="user_id", dtype=feast.types.Int64)]
+            + [Field(name=name, dtype=getattr(feast.types, dtype)) for name, dtype in schema.items()],
         )
         self.store = load_store(self.repo)
         self.store.apply([user, view])
@@ -131,6 +133,59 @@ def make_table(rows: int, features: int, seed: int = 0) -> pa.Table:
     return pa.table(cols)
 
 
+MIXED = {"n_int": "Int64", "s_tag": "String", "b_flag": "Bool", "x_opt": "Float64"}
+
+
+def mixed_table(rows: int, features: int, seed: int = 0) -> pa.Table:
+    """:func:`make_table` with its last four float32 columns replaced by an int64, a string, a bool
+    and a float64 with 30% nulls: the same number of values, of the types a user's view mixes."""
+    rng = np.random.default_rng(seed + 1)
+    table = make_table(rows, features - len(MIXED), seed)
+    extra = {"n_int": pa.array(rng.integers(-10**12, 10**12, rows)),
+             "s_tag": pa.array([f"tag-{v}" for v in rng.integers(0, 50_000, rows).tolist()]),
+             "b_flag": pa.array(rng.random(rows) < 0.5),
+             "x_opt": pa.array(rng.normal(size=rows), mask=rng.random(rows) < 0.3)}
+    for name, column in extra.items():
+        table = table.append_column(name, column)
+    return table
+
+
+def run_mixed(args, tmp: Path) -> None:
+    """Float-only against mixed types, skyfeast's writers only, runs interleaved; prints both
+    rates, this process's CPU seconds per run, and the ratio (target: mixed within 1.3x)."""
+    import os
+
+    floats, mixed = make_table(args.rows, args.features), mixed_table(args.rows, args.features)
+    print(f"{args.rows:,} rows x {args.features} features: float-only (all float32) against mixed "
+          f"({args.features - len(MIXED)} float32, int64, string, bool, float64 with 30% nulls); median of "
+          f"{args.runs} interleaved runs; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
+        benches = {"float": Bench(kind, tmp, args.features, args.redis_db),
+                   "mixed": Bench(kind, tmp, args.features, args.redis_db, schema={
+                       **{f"f{i}": "Float32" for i in range(args.features - len(MIXED))}, **MIXED})}
+        tables = {"float": floats, "mixed": mixed}
+        times: dict[str, list[float]] = {"float": [], "mixed": []}
+        cpu: dict[str, list[float]] = {"float": [], "mixed": []}
+        try:
+            for _ in range(args.runs):
+                for label, bench in benches.items():
+                    bench.clear()
+                    c0 = time.process_time()
+                    times[label].append(run_skyfeast(bench, tables[label]))
+                    cpu[label].append(time.process_time() - c0)
+        finally:
+            for bench in benches.values():
+                bench.close()
+        rate = {k: args.rows * args.features / statistics.median(v) for k, v in times.items()}
+        for label in benches:
+            print(f"{kind:<9} {label:<6} {statistics.median(times[label]):>7.2f} s {rate[label]:>12,.0f} values/s  "
+                  f"client CPU {statistics.median(cpu[label]):.2f} s", flush=True)
+        ratio = rate["float"] / rate["mixed"]
+        print(f"{kind}: mixed types at {ratio:.2f}x float-only's time per value (target <= 1.3x: "
+              f"{'met' if ratio <= 1.3 else 'MISSED'}); load {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+              flush=True)
+
+
 def run_skyfeast(bench: Bench, table: pa.Table) -> float:
     start = time.perf_counter()
     with writer_for(bench.target) as writer:
@@ -161,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feast-rows", type=int, default=None,
                         help="rows for the Feast baseline (default: --rows); rates stay comparable")
     parser.add_argument("--redis-db", type=int, default=9)
+    parser.add_argument("--mixed", action="store_true",
+                        help="time skyfeast's writers on float-only rows against mixed types (issue 17, target 3)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.mixed:
+        with tempfile.TemporaryDirectory(prefix="skyfeast-bench-") as tmp:
+            run_mixed(args, Path(tmp))
+        return 0
 
     table = make_table(args.rows, args.features)
     feast_table = table.slice(0, args.feast_rows or args.rows)

@@ -56,15 +56,16 @@ def _local_path(plan: ViewPlan) -> str:
 def input_rows(plans: Sequence[ViewPlan]) -> int | None:
     """Rows the plans read, from parquet footers: the row groups whose event-time statistics
     overlap ``[start, end)`` (all of a file's rows when it has no usable statistics).  None
-    when a source is not local or cannot be inspected: the caller then assumes it is large."""
+    when a source is not local: the caller then assumes it is large.  A local source that
+    cannot be inspected counts 0 rows: the in-process reader then names the problem at once."""
     total = 0
     for plan in plans:
         if not is_local(plan):
             return None
         try:
             total += _plan_rows(plan)
-        except Exception:  # unreadable here: the cluster path reports it properly
-            return None
+        except Exception:  # missing or unreadable: reading it in this process reports why, at once
+            continue
     return total
 
 
@@ -114,6 +115,8 @@ def _frame(plan: ViewPlan):
 def run_in_process(plans: Sequence[ViewPlan], *, progress: ProgressFn | None = None,
                    record: RecordFn | None = None) -> dict[str, ViewResult]:
     """Write each plan's rows in this process, one view after another, as one partition each.
+    (Splitting a view over two writer threads was measured slower for SQLite, 20-24 s against
+    16.6-17.5 s for 100k mixed-type entities: encoding holds the GIL.)
 
     Same contract as :func:`skyfeast.featurestore.materialize.run_plans`: ``record(view, start,
     end)`` once a view is written; a view's failure is in its :class:`ViewResult`, never

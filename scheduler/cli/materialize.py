@@ -27,7 +27,7 @@ from typing import Any
 from skyfeast.scheduler.cli.common import parse_time_arg, print_json, progress_bar
 from skyfeast.scheduler.errors import UsageError
 
-IN_PROCESS_ROWS = 1_000_000
+IN_PROCESS_ROWS = 500_000
 """Inputs up to this many rows are written without a cluster (measured: docs/benchmarks.md)."""
 
 
@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--config", metavar="FILE",
                    help="run on this skyfeast.yaml's providers (preferred first, failing over) instead of a "
                         "local cluster")
-    p.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the local cluster (default 2)")
     p.add_argument("--in-process-rows", type=int, default=IN_PROCESS_ROWS, metavar="N",
                    help="without -c, write inputs of at most N rows (estimated from parquet metadata) in this "
                         f"process, with the same writers, instead of starting a cluster (default {IN_PROCESS_ROWS:,}; "

@@ -6,6 +6,7 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from skyfeast.scheduler.cli.common import (
     add_config,
@@ -16,14 +17,23 @@ from skyfeast.scheduler.cli.common import (
     print_json,
     progress_bar,
 )
-from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.errors import UsageError
-from skyfeast.scheduler.timing.windows import Window, next_fires, window_for_fire
+
+if TYPE_CHECKING:
+    from skyfeast.scheduler.timing.windows import Window
 
 TERMINAL = ("succeeded", "partial", "failed", "cancelled", "upstream_failed")
 EXIT_WAIT_TIMED_OUT = 3  # trigger --wait: the run did not finish in time (it goes on; see `skyfeast runs`)
 BACKFILL_CONFIRM = 1000  # a backfill over more windows than this asks for --yes
 BACKFILL_MAX = 100_000  # and one over more than this is refused: split it
+
+
+def load_config(*args, **kwargs):
+    """:func:`skyfeast.scheduler.config.load_config`, imported when a command runs: every command
+    module loads for ``build_parser``, and the config models cost ~1 s of each start on a loaded host."""
+    from skyfeast.scheduler.config import load_config as load
+
+    return load(*args, **kwargs)
 
 
 def register(sub) -> None:
@@ -119,6 +129,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def backfill_windows(job, start, end, limit: int = 100_000) -> list[Window]:
     """Windows of ``job``'s schedule that lie inside [start, end]; at most ``limit`` + 1 are listed
     (enough to tell that there are more than ``limit``)."""
+    from skyfeast.scheduler.timing.windows import next_fires, window_for_fire
+
     if end <= start:
         raise UsageError("--end must be after --start")
     out: list[Window] = []

@@ -327,6 +327,36 @@ def test_command_usage_errors(dataset, tmp_path):
         _command("--start", "2026-03-01", "--end", "2026-03-03")
 
 
+def test_command_as_a_process_exit_status_and_messages(dataset, tmp_path):
+    """As the process's own command (which may end the process at once after its output): bad
+    input is exit 2 with one readable line and no traceback; a view whose source is missing is
+    exit 1 naming the file; a good run is 0 and stores what the library stores."""
+    repo = make_repo(tmp_path / "proc", dataset["root"])
+
+    def skyfeast(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "skyfeast"), "materialize", "--feast-repo", str(repo), *argv],
+                              capture_output=True, text=True, timeout=180)
+
+    for argv, message in ((["--start", "2026-03-02", "--end", "2026-03-01"], "must be after"),
+                          (["--start", "2026-03-01", "--end", "2026-03-02", "--feature-view", "nope"],
+                           "unknown feature view"),
+                          (["--start", "2026-03-01", "--end", "2026-03-02", "--in-process-rows", "-1"],
+                           "--in-process-rows")):
+        proc = skyfeast(*argv)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = skyfeast("--start", T0.isoformat(), "--end", T3.isoformat(), "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["ok"] and report["mode"] == "in-process", proc.stderr
+    assert set(report["phases"]) >= {"started", "repo_loaded", "first_write", "last_write", "result"}
+    assert_reads(repo, dataset, T0, T3)
+    (dataset["root"] / "stats.parquet").rename(dataset["root"] / "stats.moved")
+    try:
+        proc = skyfeast("--start", T0.isoformat(), "--end", T3.isoformat(), "--feature-view", "user_stats")
+    finally:
+        (dataset["root"] / "stats.moved").rename(dataset["root"] / "stats.parquet")
+    assert proc.returncode == 1 and "stats.parquet" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
 def write_skyfeast_config(path: Path, repo: str, live_address: str) -> Path:
     """Two providers: the preferred one is unreachable, the next is this module's cluster."""
     path.write_text(yaml.safe_dump({
