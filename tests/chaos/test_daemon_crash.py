@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from skyfeast.scheduler.ledger import Fenced, Ledger
-from tests.chaos.conftest import DaemonProc, add_slow_transform, chaos_edit, future_end, wait_for
-from tests.integration.conftest import make_project
+from tests.chaos.conftest import DaemonProc, chaos_project, wait_for
 from tests.integration.reference import expected_features, load_events
 
 pytestmark = pytest.mark.chaos
@@ -90,8 +89,7 @@ def _stop_at_window_boundary(ledger: Ledger, daemon: DaemonProc, min_windows: in
 
 def test_sigkill_mid_run_then_restart_resumes_exactly_once(tmp_path):
     project = tmp_path / "p"
-    cfg = make_project(project, end=future_end(), users=400, per_day=3000, edit=chaos_edit(None))
-    add_slow_transform(project)
+    cfg = chaos_project(project, None)
     ledger = Ledger(f"sqlite:///{project / '.skyfeast' / 'state.db'}")
     first = DaemonProc(cfg, tmp_path / "d1.log")
     try:
@@ -126,8 +124,7 @@ def test_sigkill_mid_run_then_restart_resumes_exactly_once(tmp_path):
 
 def test_ha_pair_standby_takes_over_and_old_leader_is_fenced(tmp_path, pg_url):
     project = tmp_path / "p"
-    cfg = make_project(project, end=future_end(), users=400, per_day=3000, edit=chaos_edit(pg_url))
-    add_slow_transform(project)
+    cfg = chaos_project(project, pg_url)
     ledger = Ledger(pg_url)
     a = DaemonProc(cfg, tmp_path / "a.log")
     b = None

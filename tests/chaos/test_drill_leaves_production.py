@@ -14,32 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import future_end
-from tests.integration.conftest import make_project, skyfeast
+from tests.chaos.conftest import drill_project
+from tests.integration.conftest import skyfeast
 
 pytestmark = pytest.mark.chaos
 
-SLOW = '''
-
-import time as _time
-
-
-def slow_features(events, window):
-    _time.sleep(0.6)
-    return user_features(events, window)
-'''
-
 USERS = [k * 7919 % 1_000_003 for k in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233)]  # as seed.py numbers them
 STEPS = ("run started", "fault injected", "detected", "first task elsewhere", "done", "restored", "failback")
-
-
-def _edit(cfg):
-    for p in cfg["providers"].values():
-        p["cluster"]["workers"] = 1
-    cfg["health"] = {"interval": "0.5s", "timeout": "2s", "miss_budget": 3, "blocklist_ttl": "3s",
-                     "failback_after": "2s"}
-    cfg["jobs"][0]["transform"] = "transforms:slow_features"
-    cfg["jobs"][0]["partitions"] = 8
 
 
 def _feast_reads(project: Path) -> str:
@@ -77,12 +58,9 @@ def _snapshot(project: Path, cfg: Path) -> dict:
 
 
 def test_kill_drill_leaves_production_runs_and_feast_reads_unchanged(tmp_path):
-    # recent data: Feast's online reads drop values older than the view's ttl (8 days)
-    cfg = make_project(tmp_path / "p", end=future_end(), days=8, users=300, per_day=2000, edit=_edit)
+    cfg = drill_project(tmp_path / "p")
     at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:00:00Z")  # run and drill: the same window
     project = cfg.parent
-    with open(project / "transforms.py", "a") as fh:
-        fh.write(SLOW)
     skyfeast("run", "-c", str(cfg), "--at", at, cwd=project, check=True, timeout=400)
     before = _snapshot(project, cfg)
     prod = json.loads(before["runs"])["runs"]

@@ -9,36 +9,13 @@ from __future__ import annotations
 import pytest
 
 from skyfeast.scheduler.drills.drill import run_drill
-from tests.chaos.conftest import future_end
+from tests.chaos.conftest import drill_project
 from tests.conftest import ROOT
-from tests.integration.conftest import make_project
 
 pytestmark = pytest.mark.chaos
 
-SLOW = '''
-
-import time as _time
-
-
-def slow_features(events, window):
-    _time.sleep(0.6)
-    return user_features(events, window)
-'''
-
-
-def _project(tmp_path):
-    def edit(cfg):
-        for p in cfg["providers"].values():
-            p["cluster"]["workers"] = 1
-        cfg["health"] = {"interval": "0.5s", "timeout": "3s", "miss_budget": 3, "blocklist_ttl": "2s",
-                         "failback_after": "1s"}
-        cfg["jobs"][0]["transform"] = "transforms:slow_features"
-        cfg["jobs"][0]["partitions"] = 8
-
-    cfg = make_project(tmp_path / "p", end=future_end(), days=8, users=300, per_day=2000, edit=edit)
-    with open(cfg.parent / "transforms.py", "a") as fh:
-        fh.write(SLOW)
-    return cfg
+# the partition is seen by probes that time out: a longer probe timeout than the kill drill's
+HEALTH = {"timeout": "3s", "blocklist_ttl": "2s", "failback_after": "1s"}
 
 
 def _assert_failed_over(rep: dict, mode: str) -> None:
@@ -54,7 +31,7 @@ def _assert_failed_over(rep: dict, mode: str) -> None:
 
 
 def test_partition_drill_fails_over_and_recovers(tmp_path, monkeypatch):
-    cfg = _project(tmp_path)
+    cfg = drill_project(tmp_path / "p", **HEALTH)
     monkeypatch.chdir(cfg.parent)  # as `skyfeast drill` is run: schedulers import transforms from here
     rep = run_drill(cfg, "aws", scenario=str(ROOT / "ops" / "drills" / "partition-preferred.yaml"), warm=True)
     _assert_failed_over(rep, "partition")
@@ -63,7 +40,7 @@ def test_partition_drill_fails_over_and_recovers(tmp_path, monkeypatch):
 
 
 def test_storage_outage_drill_fails_over_and_recovers(tmp_path, monkeypatch):
-    cfg = _project(tmp_path)
+    cfg = drill_project(tmp_path / "p", **HEALTH)
     monkeypatch.chdir(cfg.parent)  # as `skyfeast drill` is run: schedulers import transforms from here
     rep = run_drill(cfg, "aws", scenario=str(ROOT / "ops" / "drills" / "storage-outage-preferred.yaml"), warm=True)
     _assert_failed_over(rep, "storage-outage")

@@ -12,22 +12,11 @@ import psutil
 import pytest
 
 from skyfeast.scheduler.ledger import Ledger
-from tests.chaos.conftest import wait_for
+from tests.chaos.conftest import add_slow_transform, slow_job, wait_for
 from tests.chaos.test_daemon_crash import _assert_online_equals_fresh_computation
 from tests.integration.conftest import AT, BIN, Spawned, make_project, skyfeast_json
 
 pytestmark = pytest.mark.chaos
-
-SLOW = '''
-
-import time as _time
-
-
-def slow_features(events, window):
-    _time.sleep(0.7)
-    return user_features(events, window)
-'''
-
 
 def _schedulers_of(pid: int) -> list[psutil.Process]:
     try:
@@ -39,15 +28,11 @@ def _schedulers_of(pid: int) -> list[psutil.Process]:
 
 def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
     def edit(cfg):
-        for p in cfg["providers"].values():
-            p["cluster"]["workers"] = 1
-        cfg["jobs"][0]["transform"] = "transforms:slow_features"
-        cfg["jobs"][0]["partitions"] = 8
+        slow_job(cfg, partitions=8)
         cfg["jobs"][0]["retries"] = 0
 
     cfg = make_project(tmp_path / "p", users=600, per_day=4000, edit=edit)
-    with open(cfg.parent / "transforms.py", "a") as fh:
-        fh.write(SLOW)
+    add_slow_transform(cfg.parent, seconds=0.7)
     ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
     proc = Spawned([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--job", "user_features", "--at", AT,
                              "--json"], cfg.parent)

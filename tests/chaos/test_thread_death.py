@@ -9,8 +9,7 @@ import pytest
 
 from skyfeast.scheduler.control.liveness import INJECT
 from skyfeast.scheduler.ledger import Ledger
-from tests.chaos.conftest import DaemonProc, add_slow_transform, chaos_edit, future_end, wait_for
-from tests.integration.conftest import make_project
+from tests.chaos.conftest import DaemonProc, chaos_project, wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -23,8 +22,7 @@ def _leader_pid(ledger: Ledger) -> str | None:
 @pytest.mark.parametrize("thread", ["heartbeat"])  # the health monitor's death: tests/unit/test_liveness.py
 def test_a_dead_thread_ends_the_daemon_and_the_standby_takes_over(tmp_path, pg_url, thread):
     project = tmp_path / "p"
-    cfg = make_project(project, end=future_end(), users=300, per_day=2000, edit=chaos_edit(pg_url))
-    add_slow_transform(project)
+    cfg = chaos_project(project, pg_url, users=300, per_day=2000)
     ledger = Ledger(pg_url)
     standby = DaemonProc(cfg, tmp_path / "standby.log")
     victim = None
