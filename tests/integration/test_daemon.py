@@ -25,6 +25,20 @@ def _future_end() -> str:
     return (datetime.now(timezone.utc) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:00:00Z")
 
 
+def _wait_for_run(cfg, predicate, timeout: float, what: str) -> None:
+    """Poll the daemon's SQLite ledger in this process (a ``skyfeast runs`` per poll costs a Python
+    start and seconds on a loaded host) until ``predicate(ledger)`` holds."""
+    ledger = Ledger(f"sqlite:///{cfg.parent / '.skyfeast' / 'state.db'}")
+    try:
+        deadline = time.monotonic() + timeout
+        while not predicate(ledger):
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.2)
+    finally:
+        ledger.close()
+
+
 def test_daemon_runs_ticks_in_dependency_order(tmp_path):
     cfg = make_project(tmp_path / "p", end=_future_end(), users=400, per_day=3000, edit=_every(4))
     proc = skyfeast("daemon", "-c", str(cfg), "--ticks", "2", cwd=cfg.parent, timeout=240)
@@ -52,14 +66,8 @@ def test_sigterm_stops_cleanly_and_leaves_no_running_rows(tmp_path):
     cfg = make_project(tmp_path / "p", end=_future_end(), users=400, per_day=3000, edit=_every(3))
     proc = Spawned([str(BIN / "skyfeast"), "daemon", "-c", str(cfg), "--grace", "60"], cfg.parent)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            code, runs = skyfeast_json("runs", "-c", str(cfg), "--status", "succeeded", cwd=cfg.parent)
-            if any(r["job"] == "risk_score" for r in runs["runs"]):
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("daemon produced no successful model run within 120 s")
+        _wait_for_run(cfg, lambda ledger: ledger.runs(job="risk_score", status="succeeded", limit=1), 120,
+                      "a successful model run")
         code, status = skyfeast_json("status", "-c", str(cfg), cwd=cfg.parent)
         assert code == 0 and status["leader"]["active"] is True
         # the daemon's health monitor recorded its probes of the provider it ran on (issue 14, item 7)
@@ -104,14 +112,8 @@ def test_sigterm_grace_expires_then_running_work_is_cancelled_and_recorded(tmp_p
         fh.write(SLOW)
     proc = Spawned([str(BIN / "skyfeast"), "daemon", "-c", str(cfg)], cfg.parent)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            code, runs = skyfeast_json("runs", "-c", str(cfg), "--job", "user_features", cwd=cfg.parent)
-            if any(r["attempt_log"] for r in runs["runs"]):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("no feature run started within 90 s")
+        _wait_for_run(cfg, lambda ledger: any(ledger.attempts(r.id) for r in ledger.runs(job="user_features")), 90,
+                      "a feature run to start")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
