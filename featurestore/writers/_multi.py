@@ -24,17 +24,38 @@ from skyfeast.featurestore.writers._resp import borrowed, bulk, bulk_parts, repl
 
 
 def hset_rows(keys, ts_field: bytes, stamps: pa.Array, fields: list[bytes], values: list[pa.Array],
-              ttl: int) -> pa.Array:
+              ttl: int, limits: tuple[int, int] | None = None) -> pa.Array:
     """Row ``i``: ``HSET`` of hash ``keys[i]`` (RESP bulk rows) with ``ts_field`` set to
     ``stamps[i]`` and each ``fields[j]`` to ``values[j][i]``, then ``EXPIRE key ttl`` when
-    ``ttl`` > 0, as RESP."""
-    parts = [col.const(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1))), keys,
-             col.const(bulk(ts_field)), *bulk_parts(stamps)]
+    ``ttl`` > 0, as RESP.  With more fields than ``limits`` (``hash-max-listpack-entries`` and
+    ``-value``) allow a listpack, the ``HSET`` also sets ``_skyfeast_widen`` to a value longer than
+    the value limit, which makes Redis create a hashtable before inserting (inserting hundreds of
+    fields into a listpack is quadratic), and an ``HDEL`` of it follows: :func:`commands_per_key`."""
+    wide = widens(len(fields), limits)
+    parts = [col.const(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1 + wide))), keys]
+    if wide:
+        parts.append(col.const(bulk(WIDEN, b"w" * (limits[1] + 1))))
+    parts += [col.const(bulk(ts_field)), *bulk_parts(stamps)]
     for field, value in zip(fields, values):
         parts += [col.const(bulk(field)), *bulk_parts(value)]
+    if wide:
+        parts += [col.const(b"*3\r\n$4\r\nHDEL\r\n"), keys, col.const(bulk(WIDEN))]
     if ttl > 0:
         parts += [col.const(b"*3\r\n$6\r\nEXPIRE\r\n"), keys, col.const(bulk(b"%d" % ttl))]
     return col.join(*parts)
+
+
+WIDEN = b"_skyfeast_widen"  # the field set and deleted at once to make Redis convert a hash (also in _lua)
+
+
+def widens(n_fields: int, limits: tuple[int, int] | None) -> bool:
+    """Whether a new hash of ``n_fields`` features (and the timestamp) outgrows a listpack."""
+    return limits is not None and limits[0] > 0 and n_fields + 1 > limits[0]
+
+
+def commands_per_key(n_fields: int, ttl: int, limits: tuple[int, int] | None) -> int:
+    """Commands :func:`hset_rows` sends per key."""
+    return 1 + (ttl > 0) + widens(n_fields, limits)
 
 
 def write_new(client, keys, group: int, rows: Callable[[], pa.Array], per_key: int,

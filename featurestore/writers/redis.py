@@ -42,7 +42,7 @@ from skyfeast.featurestore.writers._dump import RDB_VERSION as _RDB_VERSION  # r
 from skyfeast.featurestore.writers._dump import listpack_limits, restore_rows
 from skyfeast.featurestore.writers._encode import timestamp_proto
 from skyfeast.featurestore.writers._lua import MAX_FEATURES, UPSERT_LUA
-from skyfeast.featurestore.writers._multi import hset_rows, write_new
+from skyfeast.featurestore.writers._multi import commands_per_key, hset_rows, write_new
 from skyfeast.featurestore.writers._resp import borrowed, bulk_rows, replies
 from skyfeast.featurestore.writers.base import Batch, EncodingWriter
 
@@ -218,11 +218,14 @@ class RedisWriter(EncodingWriter):
         """Write the groups of entities none of which is stored yet with plain ``HSET``s
         (:func:`._multi.write_new`); return the ``(start, stop)`` ranges left for the script."""
 
+        self._head(client)  # the server's listpack limits, for hashes too wide for a listpack
+
         def rows():
             values = [f.proto_bytes for f in chunk.features]
-            return hset_rows(keys, self._ts_field, stamps, self._fields, values, self._ttl)
+            return hset_rows(keys, self._ts_field, stamps, self._fields, values, self._ttl, self._limits)
 
-        done, left = write_new(client, keys, self.fresh_group, rows, 2 if self._ttl > 0 else 1, self._watched)
+        per_key = commands_per_key(len(self._fields), self._ttl, self._limits)
+        done, left = write_new(client, keys, self.fresh_group, rows, per_key, self._watched)
         self.fresh_groups += len(done)
         self.written += sum(b - a for a, b in done)
         return left

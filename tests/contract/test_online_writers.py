@@ -830,9 +830,10 @@ def test_redis_rematerialisation_goes_straight_to_the_script(pair):
 def test_redis_wide_view_into_stored_hashes_converts_them_first_and_stores_what_feast_stores(pair):
     """A view whose fields would push stored listpack hashes past ``hash-max-listpack-entries``: the
     script makes Redis convert each hash before its HSET (a field longer than the value limit, set
-    and deleted in the script), which spares the quadratic listpack inserts of a wide view.  The
-    hashes then hold exactly what Feast's own writes of the same rows hold.  Here the limit the
-    writer believes in is lowered to 4 entries, so the two-feature view is "wide"."""
+    and deleted in the script), which spares the quadratic listpack inserts of a wide view; new keys
+    of a view too wide for a listpack get the same field in their HSET and an HDEL in the same
+    MULTI.  The hashes then hold exactly what Feast's own writes of the same rows hold.  Here the
+    limit the writer believes in is lowered to 4 entries, so both views are "wide"."""
     from skyfeast.featurestore.writers.redis import RedisWriter
 
     ours, ref, _ = pair
@@ -844,17 +845,17 @@ def test_redis_wide_view_into_stored_hashes_converts_them_first_and_stores_what_
     for view in ("user_all", "user_more"):  # user_more's users all have user_all's fields already
         keys = list(repo.write_target(view).join_keys)
         feast_write(ref, view, pa.Table.from_pandas(newest(frames[view], keys), preserve_index=False))
-        with RedisWriter(repo.write_target(view)) as writer:
-            if view == "user_more":
-                writer._limits = (4, 64)
+        with RedisWriter(repo.write_target(view), restore=False) as writer:
+            writer._limits = (4, 64)
             writer.write(tables[view])
-            if view == "user_more":
-                assert writer.probed_stored >= 1  # the stored-key path: the script
+            if view == "user_all":
+                assert writer.fresh_groups >= 1  # new keys: WATCH, EXISTS, MULTI, HSET and HDEL, EXEC
+            else:
+                assert writer.probed_stored >= 1  # stored keys: the script
     assert ours.dump() == ref.dump()
     client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
     try:
-        encodings = {client.object("encoding", k) for k in client.scan_iter(match=b"*" + ours.project.encode())
-                     if client.hexists(k, b"_ts:user_more")}
+        encodings = {client.object("encoding", k) for k in client.scan_iter(match=b"*" + ours.project.encode())}
         assert encodings == {b"hashtable"}  # converted first (Feast's small hashes stay listpacks)
     finally:
         client.close()
