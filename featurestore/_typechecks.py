@@ -45,4 +45,24 @@ def skip_feast_typechecks() -> bool:
     return True
 
 
-skip_feast_typechecks()
+class _BeforeFeast:
+    """A meta-path finder that installs the filter just before ``feast`` is first imported, so a
+    process that never imports Feast (most CLI commands) does not pay typeguard's import either."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "feast":
+            uninstall()
+            skip_feast_typechecks()
+        return None  # the normal finders import it
+
+
+_FINDER = _BeforeFeast()
+
+
+def uninstall() -> None:
+    if _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
+
+
+if "feast" not in sys.modules and _FINDER not in sys.meta_path:
+    sys.meta_path.insert(0, _FINDER)

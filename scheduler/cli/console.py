@@ -116,5 +116,13 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     return t
 
 
+def plain_table(title: str, columns: list[str], rows: list[list[Any]]) -> str:
+    """``table``'s content as aligned plain text: for listings of thousands of rows."""
+    cells = [columns, *([("-" if v is None else str(v)) for v in r] for r in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = [title, *("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)]
+    return "\n".join(lines) + "\n"
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,7 @@ def _verb(verbs, name: str, help: str, func) -> argparse.ArgumentParser:
     # `skyfeast models list -v` as well as `skyfeast -v models list` (main adds these one level up)
     v.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    v.set_defaults(func=func)
+    v.set_defaults(func=func, imports_dask=False)  # no cluster: the command starts without distributed
     return v
 
 
@@ -107,12 +108,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([m.as_dict() for m in models])
         return 0
-    from skyfeast.scheduler.cli.console import out, table
+    from skyfeast.scheduler.cli.console import out, plain_table, table
 
-    out.print(table(f"models ({len(models)})", ["name", "latest", "versions", "aliases", "created"],
-                    [[m.name, m.latest_version, m.versions, _aliases(m.aliases), f"{m.created_at:%Y-%m-%dT%H:%M:%SZ}"]
-                     for m in models]))
+    columns = ["name", "latest", "versions", "aliases", "created"]
+    rows = [[m.name, m.latest_version, m.versions, _aliases(m.aliases), f"{m.created_at:%Y-%m-%dT%H:%M:%SZ}"]
+            for m in models]
+    if len(rows) > PLAIN_ABOVE:  # thousands of rows: aligned text, a second faster than a drawn table
+        sys.stdout.write(plain_table(f"models ({len(models)})", columns, rows))
+    else:
+        out.print(table(f"models ({len(models)})", columns, rows))
     return 0
+
+
+PLAIN_ABOVE = 200
 
 
 def cmd_show(args: argparse.Namespace) -> int:
