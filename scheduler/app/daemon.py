@@ -261,7 +261,8 @@ class Daemon:
                     self._maint_pool = self._maint_pool or ThreadPoolExecutor(1, thread_name_prefix="skyfeast-maint")
                     self._maint = self._maint_pool.submit(self.maintenance)
                     next_maint = time.monotonic() + self.cfg.offline.reconcile_every.total_seconds()
-                self._futures = [f for f in self._futures if not f.done()]
+                with self._lock:  # run threads append the futures of the runs below theirs
+                    self._futures = [f for f in self._futures if not f.done()]
                 sleep = poll
                 if self._heap:
                     sleep = min(sleep, max(0.0, (self._heap[0][0] - self.clock()).total_seconds()))
@@ -272,15 +273,27 @@ class Daemon:
         finally:
             self._drain()
 
+    def _running(self) -> list[Future]:
+        with self._lock:
+            return [f for f in self._futures if not f.done()]
+
     def _drain(self) -> None:
-        running = [f for f in self._futures if not f.done()]
+        # a run that ends submits the runs below it (WindowDags): wait until none is left, not only
+        # for the ones running now
+        deadline = time.monotonic() + self.grace
+        running = self._running()
         if running:
-            log.info("waiting up to %.0fs for %d running chain(s)", self.grace, len(running))
-            _, not_done = wait(running, timeout=self.grace)
-            if not_done:
-                log.warning("grace period over; cancelling %d running chain(s)", len(not_done))
-                self.cancel.set()
-                wait(not_done, timeout=60)
+            log.info("waiting up to %.0fs for %d running run(s) and the runs after them", self.grace, len(running))
+        while running and time.monotonic() < deadline:
+            wait(running, timeout=deadline - time.monotonic())
+            running = self._running()
+        if running:
+            log.warning("grace period over; cancelling %d running run(s)", len(running))
+            self.cancel.set()  # the runs below them are released, not started
+            stop_at = time.monotonic() + 60
+            while running and time.monotonic() < stop_at:
+                wait(running, timeout=stop_at - time.monotonic())
+                running = self._running()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._maint_pool is not None:  # the reconciler is idempotent: an interrupted copy is redone later
             self._maint_pool.shutdown(wait=False, cancel_futures=True)

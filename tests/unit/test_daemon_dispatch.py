@@ -369,6 +369,23 @@ def test_downstream_runs_after_its_upstream_of_the_same_window(env):
     assert b.started >= a.ended
 
 
+def test_a_daemon_ending_its_ticks_runs_the_downstream_its_upstream_submits_while_draining(env):
+    """``serve(max_ticks=1)`` leaves at the tick and drains: the model run, submitted only when the feature
+    run ended (WindowDags), still runs instead of being cancelled with the pool."""
+    e = env(extra=MODEL_JOB)
+    d, ex = e.daemon(gated=True, start=False, max_parallel=1)  # b waits in the pool's queue behind a
+    th = threading.Thread(target=d.serve, kwargs={"max_ticks": 1}, daemon=True)
+    th.start()
+    e.planned(d)
+    e.clock.set(T0 + H)
+    poll(lambda: len(ex.calls) == 1)  # the feature run holds the gate: serve has left its loop and drains
+    ex.open()
+    th.join(timeout=20)
+    assert not th.is_alive()
+    assert [c.job for c in ex.calls] == ["a", "b"]
+    assert [r.status for r in e.runs("a") + e.runs("b")] == ["succeeded", "succeeded"]
+
+
 def test_queued_downstream_waits_while_its_upstream_run_is_pending(env):
     e = env(extra=MODEL_JOB)
     d, ex = e.daemon()
