@@ -67,7 +67,7 @@ class DrillStarter:
                 raise Conflict(f"drill {other['id']} ({other['mode']} of {other['provider']}) is running since "
                                f"{other['started_at']} (by {other['report'].get('owner', '?')}); one drill at a "
                                f"time (a drill whose process died counts until {other['report'].get('deadline')})")
-            check_preferred(self.cfg, self.runner.pool, plan)
+            check_preferred(self.cfg, self.runner.pool, plan, self.runner.ledger)
             deadline = datetime.now(timezone.utc) + timedelta(seconds=drill_deadline(self.cfg))
             drill_id = ledger.start_drill(plan.job.name, plan.provider, plan.mode, deadline=deadline)
             thread = threading.Thread(target=self._run, args=(drill_id, plan, at or "now"),

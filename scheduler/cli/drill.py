@@ -96,6 +96,11 @@ def report_text(r: dict[str, Any]) -> str:
         f"  windows      {r['duplicate_windows']} duplicate, {r['lost_windows']} lost",
         f"  recovery     restored after {_s(r['restore_s'])}, failback after {_s(r['failback_s'])}",
     ]
+    if "models" in r:
+        pinned = ", ".join(f"{m['model']}@{m['version']}" for m in r["models"]) or "-"
+        staged = "; ".join(f"{p} {', '.join(v) or '-'}" for p, v in r["model_sets_staged"].items()) or "nothing read"
+        lines.append(f"  models       pinned {pinned} = {r['model_set']}; staged rows carry: {staged} "
+                     f"({'the same versions on every provider' if r['same_model_versions'] else 'NOT the pinned set'})")
     if r.get("drill_id") is not None:
         lines.append(f"  report       drill {r['drill_id']} in the ledger (GET /api/drills/{r['drill_id']} on a daemon)")
     if r.get("cancelled"):

@@ -106,12 +106,13 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
         }
         report["slo"] = {k: {"limit": plan.slo[k], "ok": v} for k, v in checks.items()}
         report["ok"] = (report["completed"] and all(checks.values()) and report["duplicate_windows"] == 0
-                        and not report["run_blocked_until_restore"] and not report["cancelled"])
+                        and not report["run_blocked_until_restore"] and not report["cancelled"]
+                        and report.get("same_model_versions", True))
         return report
 
     def checked_and_recorded(run) -> dict[str, Any]:
         if drill_id is None:  # a drill refused is no drill: no row (a caller's row was checked by its caller)
-            check_preferred(cfg, run.pool, plan)
+            check_preferred(cfg, run.pool, plan, run.ledger)
         return recorded(run.ledger, plan, lambda on_run: drill(run, on_run), drill_id, drill_deadline(cfg))
 
     if runner is not None:
@@ -135,7 +136,7 @@ def _in_runtime(cfg: Config, runner, plan: DrillPlan, recovery: bool, min_chunks
                 say: Callable[[str], None], on_run: Callable[[int], None],
                 cancel: threading.Event | None) -> dict[str, Any]:
     pool, job, provider, mode = runner.pool, plan.job, plan.provider, plan.mode
-    check_preferred(cfg, pool, plan)
+    check_preferred(cfg, pool, plan, runner.ledger)
     # storage faults are set up before the run (a relayed endpoint must be in the storage
     # options its tasks get); cluster faults once the run has started the cluster
     faults = [make_fault(pool, provider, mode)] if mode == "storage-outage" else []
@@ -292,6 +293,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     if recovery:
         step(f"failback: {provider} is preferred again" if back else f"failback: {provider} is not preferred again",
              t_back)
+    group = getattr(job, "group", None)
+    model_sets = staged_model_sets(pool, cfg.allowed_providers(job), job, window) if group is not None else None
     staged_removed = remove_staged(pool, cfg.allowed_providers(job), job, window)
     rows = ledger.runs(job=name, limit=100_000)
     same = [r for r in rows if (r.window_start, r.window_end) == (window.start, window.end)]
@@ -327,4 +330,48 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         "run_seconds": outcome.seconds if outcome else None,
         "run_blocked_until_restore": blocked,
         "cancelled": cancelled(),
+        **(_models_report(ledger, run.id, model_sets) if group is not None else {}),
+    }
+
+
+def staged_model_sets(pool, providers, job, window) -> dict[str, list[str]]:
+    """Per provider's storage, the distinct values of a model group's versions field (``model_set``)
+    in the parts this drill staged there: one value over every provider means every row of the
+    window was scored by the same model versions, whichever provider scored it. A storage that
+    cannot be read is left out (its parts stay for the next drill, as in :func:`remove_staged`)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    field = job.group.versions_field
+    out: dict[str, list[str]] = {}
+    for name in providers:
+        try:
+            store = pool.store(name)
+            keys = store.list(f"{DRILL_STAGING}/{job.feature_view}/{window.tag}-part")
+            values: set[str] = set()
+            for key in keys:
+                table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=[field])
+                values.update(v for v in table.column(0).unique().to_pylist() if v is not None)
+        except Exception:  # noqa: BLE001 - reported as not read
+            continue
+        if keys:
+            out[name] = sorted(values)
+    return out
+
+
+def _models_report(ledger, run_id: int, model_sets: dict[str, list[str]]) -> dict[str, Any]:
+    """A model-group drill's part of the report: the versions pinned for the run (the ledger's
+    record of what scored the window), the set id they make, and the set ids found in the parts
+    each provider staged. ``same_model_versions`` holds when every staged row carries that one id."""
+    from skyfeast.featurestore.models.groups import set_id
+
+    pinned = ledger.run_models(run_id)
+    want = set_id((m, v) for m, v, *_ in pinned) if pinned else None  # staged rows: every pinned member
+    found = sorted({v for vals in model_sets.values() for v in vals})
+    return {
+        "models": [{"model": m, "version": v, "sha256": c, "outcome": o} for m, v, c, o, _ in pinned],
+        "model_set": want,
+        "model_sets_staged": model_sets,
+        "same_model_versions": bool(model_sets) and found == [want],
     }

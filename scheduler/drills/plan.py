@@ -43,12 +43,14 @@ def _pick_job(cfg: Config, provider: str, job_name: str | None):
         raise NotFound(f"unknown provider {provider!r}; defined: {sorted(cfg.providers)}")
     if job_name and job_name not in {j.name for j in cfg.jobs}:
         raise NotFound(f"unknown job {job_name!r}; defined: {sorted(j.name for j in cfg.jobs)}")
-    jobs = [j for j in cfg.jobs if j.kind == "feature" and provider in cfg.allowed_providers(j)
+    # any job named may be drilled (a model job too); unnamed, the first feature job that can fail over
+    jobs = [j for j in cfg.jobs if (j.kind == "feature" or job_name) and provider in cfg.allowed_providers(j)
             and len(cfg.allowed_providers(j)) > 1]
     if job_name:
         jobs = [j for j in jobs if j.name == job_name]
     if not jobs:
-        raise UsageError(f"no feature job{' ' + repr(job_name) if job_name else ''} may run on {provider!r} "
+        kind = "job" if job_name else "feature job"
+        raise UsageError(f"no {kind}{' ' + repr(job_name) if job_name else ''} may run on {provider!r} "
                          "and fail over to another provider")
     return jobs[0]
 
@@ -78,13 +80,26 @@ def plan_drill(cfg: Config, provider: str, mode: str | None = None, *, job: str 
     return DrillPlan(picked, provider, mode, slo, latest_window(picked.schedule, parse_time(at)))
 
 
-def check_preferred(cfg: Config, pool, plan: DrillPlan) -> None:
+def check_preferred(cfg: Config, pool, plan: DrillPlan, ledger=None) -> None:
     """:class:`Conflict` unless ``plan``'s provider is its job's preferred provider now (breaking
-    another one would not move the run, so the drill would exercise nothing)."""
+    another one would not move the run, so the drill would exercise nothing); with ``ledger``, also
+    unless every upstream of the job (a job reading other jobs' outputs, e.g. a model group) has
+    its output of the drilled window: the drill's run would have no input."""
     cands = place(cfg.allowed_providers(plan.job), pool.views())
     if not cands or cands[0] != plan.provider:
         raise Conflict(f"{plan.provider!r} is not {plan.job.name!r}'s preferred provider now (order: {cands}); "
                        "the drill would not exercise failover")
+    if ledger is None:
+        return
+    from skyfeast.scheduler.ledger.core import DONE
+
+    for name in plan.job.upstreams:
+        up = ledger.find_run(name, plan.window.start, plan.window.end)
+        if up is None or up.status not in DONE:
+            have = f"its run of that window is {up.status} (run {up.id})" if up else "it has no run of that window"
+            at = str(plan.window).split("/")[1]
+            raise Conflict(f"job {plan.job.name!r} reads the output of job {name!r} for the window {plan.window}, "
+                           f"but {have}; run it first: skyfeast run --job {name} --at {at}")
 
 
 __all__ = ["DEFAULT_SLO", "DrillPlan", "check_preferred", "plan_drill"]

@@ -27,8 +27,9 @@ attempt publishes every chunk again (see docs/data-safety.md).
 
 A **drill** run (``publish=False``, ``skyfeast drill``) does phase 1 exactly as above,
 on the workers, but stages under ``drills/<view>/<window tag>-partNNNNN.parquet`` (never
-the key a concurrent production run of the window stages to), skips phase 2, and then
-removes what it staged: no reader ever sees its rows.
+the key a concurrent production run of the window stages to) and skips phase 2; the drill
+then reads what was staged (a model group's rows say which versions scored them) and removes
+it: no reader ever sees its rows.
 
 A failure is classed by :func:`skyfeast.adapters.failures.classify`:
 
@@ -385,6 +386,8 @@ def group_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple
     for i, k in enumerate(t.join_keys):
         out.insert(i, k, pdf[k].to_numpy())
     out.insert(len(t.join_keys), t.timestamp_field, pd.Timestamp(spec.window.end))
+    for name, value in spec.assign:  # the staged rows say which versions scored them (a drill reads it)
+        out[name] = value
     return out, len(pdf), errors
 
 
@@ -503,15 +506,17 @@ def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: 
             stores: Mapping[str, ObjectStore], phases: dict[str, float], publish: bool = True) -> ExecResult:
     """After publishing: remove parts an earlier run of the window left beyond this run's, then
     the staged parts (best effort: Feast never reads a leftover staged part).  Without
-    ``publish`` (a drill) the window's parts are left alone and only the staged parts go."""
+    ``publish`` (a drill) the window's parts and the staged parts are left alone: the drill reads
+    what it staged (which model versions scored each row of a model group), then removes it
+    (:func:`skyfeast.scheduler.drills.drill.remove_staged`)."""
     t = time.perf_counter()
     if publish:
         keep = {p["file"] for p in published.values()}
         stale = [k for k in store.list(out_key) if store.url(k) not in keep]
         if stale:
             store.delete(stale)
-    staging = f"{STAGING if publish else DRILL_STAGING}/"
-    for stats in book.done.values():
+    staging = f"{STAGING}/"
+    for stats in book.done.values() if publish else ():
         owner = owner_of(stats["file"], stores) if stats.get("file") else None
         if owner is not None and owner[1].startswith(staging):  # never a published part
             try:
@@ -633,8 +638,11 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     stores = stores or {"": store}
     usable_chunks(book, stores)
     names = [m.name for m in members]
+    # staged rows carry the set id of every pinned member (whichever provider scores the chunk); the
+    # publish sets it to the members written, once failures are known
     out_key, spec = _spec(store, window, target, publish, user_fn=None, user_fn_name=f"model group of {job.name!r}",
-                          members=tuple(members))
+                          members=tuple(members),
+                          assign=((job.group.versions_field, set_id((m.name, m.version) for m in members)),))
     tasks = {i: dask.delayed(group_partition_from_file, pure=False)(url, opts, i, spec, _joins(joins))
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
     failed: dict[str, str] = {}

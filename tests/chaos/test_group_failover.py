@@ -1,4 +1,5 @@
-"""Provider aws's Dask scheduler is SIGKILLed while a model-group run scores (issue 15, must-show 1).
+"""Provider aws's Dask scheduler is SIGKILLed while a model-group run scores (issue 15, must-show 1):
+by hand in a production run, then by ``skyfeast drill --job scores``.
 
 The group ``scores`` (churn, fraud, spend) runs over six upstream parts; ``spend`` is a slow
 joblib model, so the kill lands after some chunks are staged on aws. Meanwhile ``churn``'s
@@ -22,7 +23,7 @@ import pytest
 
 from skyfeast.featurestore.models import ModelRegistry
 from skyfeast.scheduler.ledger import Ledger
-from tests.chaos.conftest import wait_for
+from tests.chaos.conftest import DRILL_HEALTH, wait_for
 from tests.chaos.models.slow import artifact
 from tests.chaos.test_provider_failover import _schedulers_of
 from tests.integration.conftest import AT, BIN, Spawned, make_project, skyfeast, skyfeast_json
@@ -103,3 +104,38 @@ def test_a_group_run_that_fails_over_scores_every_row_with_the_versions_pinned_f
     np.testing.assert_allclose(got.loc[users, "spend"].to_numpy(float), logistic(*SPEND), rtol=1e-9)
     want = "ms-" + hashlib.sha256(b"churn@1\nfraud@1\nspend@2").hexdigest()[:16]
     assert set(got["model_set"]) == {want}
+
+
+def test_a_drill_of_a_group_job_scores_on_both_providers_with_the_versions_the_ledger_pinned(tmp_path):
+    def edit(cfg):
+        cfg["health"] = DRILL_HEALTH
+        for p in cfg["providers"].values():
+            p["cluster"]["workers"] = 1
+        cfg["jobs"][0]["partitions"] = 6
+
+    cfg = make_project(tmp_path / "p", users=300, per_day=2000, edit=edit, groups=True)
+    project = cfg.parent
+    (project / "slow_spend.pkl").write_bytes(artifact(SPEND[1], SPEND[2], sleep=2.0))
+    assert _register(project, cfg, "spend", project / "slow_spend.pkl", "joblib", SPEND[0]) == 2
+    drill = ("drill", "-c", str(cfg), "--provider", "aws", "--mode", "kill", "--job", "scores", "--at", AT)
+    # the group reads user_features' output of the window: no drill before that exists
+    refused = skyfeast(*drill, cwd=project)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "run it first: skyfeast run --job user_features --at 2026-03-02T12:00:00Z" in refused.stderr, refused.stderr
+    code, report = skyfeast_json("run", "-c", str(cfg), "--job", "user_features", "--at", AT, cwd=project)
+    assert code == 0, report
+    code, rep = skyfeast_json(*drill, cwd=project, timeout=400)
+    assert code == 0, json.dumps(rep, indent=1)
+    assert rep["ok"] and rep["completed"] and rep["completed_on"] == "gcp", rep
+    assert rep["chunks"] == rep["partitions"] == 6 and set(rep["chunks_by_provider"]) == {"aws", "gcp"}, rep
+    want = "ms-" + hashlib.sha256(b"churn@1\nfraud@1\nspend@2").hexdigest()[:16]
+    assert [(m["model"], m["version"]) for m in rep["models"]] == [("churn", 1), ("fraud", 1), ("spend", 2)]
+    assert rep["model_set"] == want and rep["same_model_versions"] is True
+    # every staged row, on both providers' storages, carries that set
+    assert rep["model_sets_staged"] == {"aws": [want], "gcp": [want]}, rep
+    ledger = Ledger(f"sqlite:///{project / '.skyfeast' / 'state.db'}")
+    try:
+        assert [(m, v) for m, v, *_ in ledger.run_models(rep["run_id"])] == [("churn", 1), ("fraud", 1), ("spend", 2)]
+        assert ledger.runs(job="scores") == []  # the drill recorded nothing as the production job
+    finally:
+        ledger.close()
