@@ -315,6 +315,17 @@ def set_alias(version: Any, alias: str, tracking_uri: str) -> int:
         return int(found.version)
 
 
+def mirror_alias(registry: Any, move: Any, tracking_uri: str) -> dict[str, Any] | None:
+    """After skyfeast moved an alias (``move``, an :class:`AliasMove` of ``registry``), point the same
+    MLflow alias at the MLflow version recording the same skyfeast version: ``{"alias", "version"}``
+    (the MLflow version number), or None for a model that is itself an MLflow reference (its own
+    aliases belong to its owners).  Raises :class:`MlflowError`, as :func:`set_alias`."""
+    version = registry.get(move.model, move.to_version)
+    if version.flavour == "mlflow":
+        return None
+    return {"alias": move.alias, "version": set_alias(version, move.alias, tracking_uri)}
+
+
 def _exists(c: Any, name: str) -> bool:
     try:
         c.get_registered_model(name)

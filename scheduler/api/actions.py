@@ -73,16 +73,47 @@ def uncordon(cfg, ledger, provider: str) -> dict[str, Any]:
     return {"provider": provider, "cordoned": False, "was_cordoned": was}
 
 
-def promote(registry, name: str, version: int, alias: str, *, reason: str | None, actor: str) -> dict[str, Any]:
-    """Point ``alias`` of model ``name`` at ``version`` (``skyfeast models promote --json``)."""
+def promote(registry, name: str, version: int, alias: str, *, reason: str | None, actor: str,
+            mlflow_uri: str | None = None) -> dict[str, Any]:
+    """Point ``alias`` of model ``name`` at ``version`` (``skyfeast models promote --json``), then the
+    same alias in MLflow when ``mlflow_uri`` is set (:func:`mirror_alias`: key ``mlflow``)."""
     with registry_errors():
-        return registry.promote(name, version, alias, reason=reason, actor=actor).as_dict()
+        move = registry.promote(name, version, alias, reason=reason, actor=actor)
+    return _with_mirror(move, mirror_alias(mlflow_uri, registry, move))
 
 
-def rollback(registry, name: str, alias: str, *, reason: str | None, actor: str) -> dict[str, Any]:
-    """Move ``alias`` back to its previous version (``skyfeast models rollback --json``)."""
+def rollback(registry, name: str, alias: str, *, reason: str | None, actor: str,
+             mlflow_uri: str | None = None) -> dict[str, Any]:
+    """Move ``alias`` back to its previous version (``skyfeast models rollback --json``), in MLflow too
+    when ``mlflow_uri`` is set."""
     with registry_errors():
-        return registry.rollback(name, alias, reason=reason, actor=actor).as_dict()
+        move = registry.rollback(name, alias, reason=reason, actor=actor)
+    return _with_mirror(move, mirror_alias(mlflow_uri, registry, move))
 
 
-__all__ = ["cancel", "cordon", "promote", "queue", "rollback", "trigger", "trigger_window", "uncordon"]
+def mirror_alias(mlflow_uri: str | None, registry, move) -> dict[str, Any] | None:
+    """Point the same alias at the same version in MLflow (``models.mlflow_tracking_uri``) after skyfeast
+    moved it: ``{"alias", "version"}``; ``{"error": why}`` when MLflow refused or could not be reached
+    (skyfeast's move stands: it is the registry of record, and ``skyfeast models publish`` repairs
+    MLflow); None without a tracking URI or for a model that is itself an MLflow reference."""
+    if not mlflow_uri:
+        return None
+    from skyfeast.featurestore.models.mlflow_bridge import MlflowError
+    from skyfeast.featurestore.models.mlflow_bridge import mirror_alias as mirror
+
+    try:
+        return mirror(registry, move, mlflow_uri)
+    except MlflowError as exc:
+        return {"error": f"alias {move.alias!r} of {move.model} moved in skyfeast but not in MLflow ({exc}); "
+                         f"`skyfeast models publish {move.model}` retries"}
+
+
+def _with_mirror(move, mlflow: dict[str, Any] | None) -> dict[str, Any]:
+    if mlflow and "error" in mlflow:
+        import logging
+
+        logging.getLogger(__name__).warning("%s", mlflow["error"])
+    return {**move.as_dict(), **({"mlflow": mlflow} if mlflow else {})}
+
+
+__all__ = ["cancel", "cordon", "mirror_alias", "promote", "queue", "rollback", "trigger", "trigger_window", "uncordon"]

@@ -302,7 +302,7 @@ def install(app: FastAPI, api: Api) -> None:
     def promote(request: Request, name: str, body: bytes = Depends(_raw_body)):
         return act(request, "promote", name, body, PromoteBody,
                    lambda a: actions.promote(api.registry, name, a.version, a.alias, reason=a.reason,
-                                             actor=by(request)))
+                                             actor=by(request), mlflow_uri=api.cfg.mlflow_tracking_uri))
 
     @app.post("/api/drills")
     def start_drill(request: Request, body: bytes = Depends(_raw_body)):
@@ -315,7 +315,8 @@ def install(app: FastAPI, api: Api) -> None:
     @app.post("/api/models/{name}/rollback")
     def rollback(request: Request, name: str, body: bytes = Depends(_raw_body)):
         return act(request, "rollback", name, body, RollbackBody,
-                   lambda a: actions.rollback(api.registry, name, a.alias, reason=a.reason, actor=by(request)))
+                   lambda a: actions.rollback(api.registry, name, a.alias, reason=a.reason, actor=by(request),
+                                              mlflow_uri=api.cfg.mlflow_tracking_uri))
 
 
 def _peek(body: bytes, key: str) -> str:

@@ -74,20 +74,12 @@ def publish(cfg: Any, version: Any, data: bytes, filename: str) -> dict[str, Any
 
 
 def mirror_alias(cfg: Any, registry: Any, move: Any) -> dict[str, Any] | None:
-    """Point the same alias at the same version in the configured MLflow, after skyfeast moved it."""
-    from skyfeast.featurestore.models.mlflow_bridge import MlflowError, set_alias
+    """Point the same alias at the same version in the configured MLflow, after skyfeast moved it
+    (:func:`skyfeast.scheduler.api.actions.mirror_alias`, as the daemon's API does); a failure warns."""
+    from skyfeast.scheduler.api.actions import mirror_alias as mirror
 
-    uri = cfg.mlflow_tracking_uri
-    if not uri:
-        return None
-    version = registry.get(move.model, move.to_version)
-    if version.flavour == "mlflow":  # an MLflow model's own aliases belong to its owners
-        return None
-    try:
-        return {"alias": move.alias, "version": set_alias(version, move.alias, uri)}
-    except MlflowError as exc:
-        return _warn(f"alias {move.alias!r} of {move.model} moved in skyfeast but not in MLflow ({exc}); "
-                     f"`skyfeast models publish {move.model}` retries")
+    res = mirror(cfg.mlflow_tracking_uri, registry, move)
+    return _warn(res["error"]) if res and "error" in res else res
 
 
 def _warn(message: str) -> dict[str, Any]:

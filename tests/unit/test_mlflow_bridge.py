@@ -146,6 +146,73 @@ def test_register_promote_and_rollback_are_mirrored_in_mlflow(capsys, tmp_path, 
     assert len(client.search_model_versions("name = 'lin'")) == 2
 
 
+def _post(base: str, path: str, body: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _served(http_app, project):
+    """The daemon's HTTP app over the project's real ledger (loopback: actions need no token)."""
+    from skyfeast.scheduler.app.routes import Api
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.control.providers import ProviderPool
+    from skyfeast.scheduler.ledger import Ledger
+
+    cfg = load_config(project / "skyfeast.yaml", check_imports=False, check_feast=False)
+    ledger, pool = Ledger(cfg.state_url), ProviderPool(cfg)
+    return http_app(Api(cfg=cfg, ledger=ledger, pool=pool, repo=None, token=None)), ledger, pool
+
+
+def test_the_daemons_promote_and_rollback_are_mirrored_in_mlflow(capsys, tmp_path, mlflow_uri, http_app):
+    from mlflow import MlflowClient
+
+    project = _published(tmp_path, mlflow_uri)
+    for coef in (0.5, 2.0):
+        (project / "lin.json").write_bytes(linear_artifact([coef], 0.1))
+        _json(capsys, project, "register", "lin", str(project / "lin.json"), "--flavour", "linear", "--features", "x")
+    client = MlflowClient(mlflow_uri, mlflow_uri)
+    app, ledger, pool = _served(http_app, project)
+    try:
+        for version in (2, 1):
+            code, moved = _post(app.base, "/api/models/lin/promote", {"version": version, "reason": "test"})
+            assert code == 200 and moved["to_version"] == version, moved
+            assert moved["mlflow"] == {"alias": "champion", "version": version}
+            assert int(client.get_model_version_by_alias("lin", "champion").version) == version
+        code, back = _post(app.base, "/api/models/lin/rollback", {"reason": "test"})
+        assert code == 200 and back["to_version"] == 2 and back["mlflow"] == {"alias": "champion", "version": 2}
+        assert int(client.get_model_version_by_alias("lin", "champion").version) == 2
+    finally:
+        pool.close()
+        ledger.close()
+
+
+def test_the_daemons_promote_stands_when_mlflow_is_unreachable(capsys, tmp_path, mlflow_uri, http_app, monkeypatch,
+                                                                caplog):
+    """mlflow_uri: MLflow is installed (the fixture skips, or fails under SKYFEAST_REQUIRE_SERVICES, without it)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    project = _project(tmp_path, f"models: {{mlflow_tracking_uri: 'http://127.0.0.1:{_closed_port()}'}}\n")
+    (project / "lin.json").write_bytes(linear_artifact([0.5], 0.1))
+    _json(capsys, project, "register", "lin", str(project / "lin.json"), "--flavour", "linear", "--features", "x")
+    app, ledger, pool = _served(http_app, project)
+    try:
+        code, moved = _post(app.base, "/api/models/lin/promote", {"version": 1})
+        assert code == 200 and moved["to_version"] == 1, moved
+        assert "moved in skyfeast but not in MLflow" in moved["mlflow"]["error"]
+        assert "skyfeast models publish lin" in moved["mlflow"]["error"]
+        assert "moved in skyfeast but not in MLflow" in caplog.text  # the daemon's log says so too
+    finally:
+        pool.close()
+        ledger.close()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
