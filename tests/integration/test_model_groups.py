@@ -12,7 +12,6 @@ recomputed from the raw events (tests/integration/reference.py).
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.integration.conftest import AT, make_project, skyfeast, skyfeast_json
+from tests.integration.model_groups import feast_apply, read_online, register_linear
 from tests.integration.reference import expected_features, load_events
 
 pytestmark = pytest.mark.integration
@@ -73,42 +73,11 @@ def _register(project, cfg, name: str, path, flavour: str, features: list[str]) 
 
 def _register_many(project, cfg) -> None:
     """m00..m49 version 1 in one process (the CLI is exercised by the bad versions below)."""
-    from skyfeast.featurestore.models import ModelRegistry, checksum
-    from skyfeast.featurestore.models.flavours import linear_artifact
-    from skyfeast.scheduler.config import load_config
-    from skyfeast.scheduler.ledger import open_ledger
-
-    config = load_config(cfg, check_imports=False, check_feast=False)
-    ledger = open_ledger(config)
-    try:
-        reg = ModelRegistry(ledger.engine)
-        for i in range(N):
-            feats, coef, b = _coefs(i)
-            data = linear_artifact(coef, b, "logistic")
-            key = f"models/m{i:02d}/v1/model.json"
-            for root in ("aws", "gcp"):
-                dest = project / "data" / root / key
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-            sha, size = checksum(data)
-            reg.register(f"m{i:02d}", artifact_key=key, sha256=sha, size=size, created_by="test", flavour="linear",
-                         features=feats)
-            reg.promote(f"m{i:02d}", 1, reason="first", actor="test")
-    finally:
-        ledger.close()
+    register_linear(project, cfg, {f"m{i:02d}": _coefs(i) for i in range(N)})
 
 
 def _read(project, users: list[int]) -> pd.DataFrame:
-    code = ("import json, sys\nfrom feast import FeatureStore\n"
-            "users = json.loads(sys.argv[1])\n"
-            "store = FeatureStore(repo_path='feature_repo')\n"
-            "feats = [f'user_scores:m{i:02d}' for i in range(50)] + ['user_scores:model_set']\n"
-            "print(json.dumps(store.get_online_features(features=feats, entity_rows=[{'user_id': u} for u in users])"
-            ".to_dict()))\n")
-    proc = subprocess.run([sys.executable, "-c", code, pd.Series(users).to_json(orient="values")], cwd=project,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return pd.read_json(pd.io.common.StringIO(proc.stdout)).set_index("user_id")
+    return read_online(project, [f"user_scores:m{i:02d}" for i in range(50)] + ["user_scores:model_set"], users)
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +86,7 @@ def group(tmp_path_factory):
     cfg = make_project(project, users=300, per_day=2000, edit=_add_group)
     defs = project / "feature_repo" / "definitions.py"
     defs.write_text(defs.read_text() + VIEW)
-    apply = subprocess.run([sys.executable, "-m", "feast.cli.cli", "apply"], cwd=project / "feature_repo",
-                           capture_output=True, text=True, timeout=180)
-    if apply.returncode != 0:  # older Feasts have no runnable feast.cli.cli
-        apply = subprocess.run(["feast", "apply"], cwd=project / "feature_repo", capture_output=True, text=True,
-                               timeout=180)
-    assert apply.returncode == 0, apply.stderr[-2000:]
+    feast_apply(project)
     _register_many(project, cfg)
     code, first = skyfeast_json("run", "-c", str(cfg), "--at", BEFORE, cwd=project)
     assert code == 0, first

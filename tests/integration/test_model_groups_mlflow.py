@@ -11,14 +11,13 @@ what vanilla Feast reads is checked against scores computed here without MLflow.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.integration.conftest import AT, make_project, skyfeast, skyfeast_json
+from tests.integration.model_groups import feast_apply, read_online, register_linear
 from tests.integration.reference import expected_features, load_events
 from tests.mlflow_store import CARD, copy
 
@@ -57,31 +56,6 @@ def _cli_json(project, cfg, *argv) -> dict:
     return json.loads(proc.stdout)
 
 
-def _register_in_process(project, cfg) -> None:
-    from skyfeast.featurestore.models import ModelRegistry, checksum
-    from skyfeast.featurestore.models.flavours import linear_artifact
-    from skyfeast.scheduler.config import load_config
-    from skyfeast.scheduler.ledger import open_ledger
-
-    ledger = open_ledger(load_config(cfg, check_imports=False, check_feast=False))
-    try:
-        reg = ModelRegistry(ledger.engine)
-        for i, name in enumerate(LINEAR[:3]):
-            feats, coef, b = _coefs(i)
-            data = linear_artifact(coef, b, "logistic")
-            key = f"models/{name}/v1/model.json"
-            for root in ("aws", "gcp"):
-                dest = project / "data" / root / key
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-            sha, size = checksum(data)
-            reg.register(name, artifact_key=key, sha256=sha, size=size, created_by="test", flavour="linear",
-                         features=feats)
-            reg.promote(name, 1, reason="first", actor="test")
-    finally:
-        ledger.close()
-
-
 @pytest.fixture(scope="module")
 def bridged(tmp_path_factory, _mlflow_template):
     from skyfeast.featurestore.models.flavours import linear_artifact
@@ -100,13 +74,8 @@ def bridged(tmp_path_factory, _mlflow_template):
     cfg = make_project(project, users=300, per_day=2000, edit=edit)
     defs = project / "feature_repo" / "definitions.py"
     defs.write_text(defs.read_text() + VIEW)
-    apply = subprocess.run([sys.executable, "-m", "feast.cli.cli", "apply"], cwd=project / "feature_repo",
-                           capture_output=True, text=True, timeout=180)
-    if apply.returncode != 0:  # older Feasts have no runnable feast.cli.cli
-        apply = subprocess.run(["feast", "apply"], cwd=project / "feature_repo", capture_output=True, text=True,
-                               timeout=180)
-    assert apply.returncode == 0, apply.stderr[-2000:]
-    _register_in_process(project, cfg)
+    feast_apply(project)
+    register_linear(project, cfg, {name: _coefs(i) for i, name in enumerate(LINEAR[:3])})
     feats, coef, b = _coefs(3)
     (project / "slin.json").write_bytes(linear_artifact(coef, b, "logistic"))
     slin = _cli_json(project, cfg, "register", "slin", str(project / "slin.json"), "--flavour", "linear",
@@ -123,16 +92,7 @@ def bridged(tmp_path_factory, _mlflow_template):
 
 
 def _read(project, users: list[int]) -> pd.DataFrame:
-    code = ("import json, sys\nfrom feast import FeatureStore\n"
-            "users = json.loads(sys.argv[1])\n"
-            "store = FeatureStore(repo_path='feature_repo')\n"
-            f"feats = [f'user_scores:{{n}}' for n in {FIELDS!r}] + ['user_scores:model_set']\n"
-            "print(json.dumps(store.get_online_features(features=feats, entity_rows=[{'user_id': u} for u in users])"
-            ".to_dict()))\n")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(users)], cwd=project, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return pd.read_json(pd.io.common.StringIO(proc.stdout)).set_index("user_id")
+    return read_online(project, [f"user_scores:{n}" for n in FIELDS] + ["user_scores:model_set"], users)
 
 
 def test_an_mlflow_model_scores_in_a_group_beside_linear_models(bridged):
