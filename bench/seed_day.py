@@ -154,7 +154,7 @@ class PeakMemory(threading.Thread):
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.peaks, self.roles = pid, {}, {}
+        self.pid, self.peaks, self.roles, self.cpu = pid, {}, {}, {}
         self._halt = threading.Event()
 
     def _role(self, proc) -> str:
@@ -187,6 +187,9 @@ class PeakMemory(threading.Thread):
                 with contextlib.suppress(psutil.Error):
                     self.roles[proc.pid] = self._role(proc)
             self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), kib)
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                self.cpu[proc.pid] = t.user + t.system  # the last sample before it exits
 
     def run(self) -> None:
         while not self._halt.wait(0.2):
@@ -238,12 +241,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run_day(root: Path) -> tuple[float, dict, dict[int, tuple[str, float]]]:
-    """``skyfeast run`` of the day as a subprocess: (wall seconds, its run report, peak RSS by pid)."""
+def _subreaper() -> None:
+    """Become the subreaper of our descendants (Linux): a Dask worker or resource tracker whose
+    parent exits first is re-parented here, and its CPU time reaches ``RUSAGE_CHILDREN`` once reaped."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_orphans(timeout: float = 15.0) -> None:
+    """Wait (up to ``timeout``) for descendants re-parented to us, so their CPU time is counted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
+def run_day(root: Path) -> tuple[float, dict, dict[int, tuple[str, float]], dict]:
+    """``skyfeast run`` of the day as a subprocess: (wall seconds, its run report, peak RSS by pid,
+    CPU seconds).  CPU is user+sys of the command and every descendant (Dask scheduler, nannies,
+    workers), from ``RUSAGE_CHILDREN`` once it is reaped; ``cpu_sampled_s`` sums each process's
+    last 0.2 s sample, a cross-check for descendants that were never reaped through it."""
+    import resource
+
     cmd = [str(Path(sys.executable).with_name("skyfeast")), "run", "--config", str(root / "skyfeast.yaml"),
            "--job", "day_features", "--at", (DAY + timedelta(days=1)).isoformat(), "--json"]
     if not Path(cmd[0]).exists():
         cmd[:1] = [sys.executable, "-m", "skyfeast.scheduler.cli"]
+    _subreaper()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -251,14 +282,22 @@ def run_day(root: Path) -> tuple[float, dict, dict[int, tuple[str, float]]]:
     memory.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - t
+    _reap_orphans()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     peaks = memory.stop()
+    cpu = {"cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+           "cpu_sampled_s": round(sum(memory.cpu.values()), 2),
+           "cpu_by_role_s": {}}
+    for pid, secs in memory.cpu.items():
+        role = memory.roles.get(pid, "?")
+        cpu["cpu_by_role_s"][role] = round(cpu["cpu_by_role_s"].get(role, 0.0) + secs, 2)
     if proc.returncode != 0:
         raise RuntimeError(f"skyfeast run exited {proc.returncode}:\n{out}\n{err[-4000:]}")
     report = json.loads(out)
     run = report["runs"][0]
     if run["status"] != "succeeded":
         raise RuntimeError(f"run {run['status']}: {run.get('error')}")
-    return wall, run, peaks
+    return wall, run, peaks, cpu
 
 
 def check_store(root: Path, args: argparse.Namespace, project: str, events_path: Path, users_seen: int) -> None:
@@ -272,13 +311,14 @@ def check_store(root: Path, args: argparse.Namespace, project: str, events_path:
 
 
 def summarise(args: argparse.Namespace, users_seen: int, wall: float, run: dict,
-              peaks: dict[int, tuple[str, float]]) -> dict:
+              peaks: dict[int, tuple[str, float]], cpu: dict) -> dict:
     workers = [mib for role, mib in peaks.values() if role == "dask worker"]
     return {
         "store": args.store, "events": args.events, "users": users_seen, "features": len(FEATURES),
         "wall_s": round(wall, 2), "run_s": run.get("seconds"), "partitions": run.get("partitions"),
         "rows_per_s": round(users_seen / wall), "values_per_s": round(users_seen * len(FEATURES) / wall),
-        "events_per_s": round(args.events / wall),
+        "events_per_s": round(args.events / wall), **cpu, "phases": run.get("phases") or {},
+        "work": run.get("work") or {},
         "peak_rss_mib": {f"{role} {pid}": round(mib) for pid, (role, mib) in sorted(peaks.items())},
         "peak_worker_rss_mib": round(max(workers)) if workers else None,
         "load_average": os.getloadavg(),
@@ -290,6 +330,14 @@ def print_result(result: dict, run: dict, wall: float) -> None:
           f"{run.get('partitions')} partitions); {result['users']:,} users x {len(FEATURES)} features = "
           f"{result['rows_per_s']:,} rows/s, {result['values_per_s']:,} values/s, "
           f"{result['events_per_s']:,} events/s", flush=True)
+    print(f"  CPU: {result['cpu_s']:.1f}s user+sys of skyfeast run and its descendants "
+          f"({result['cpu_sampled_s']:.1f}s sampled: "
+          + ", ".join(f"{r} {s:.1f}s" for r, s in sorted(result["cpu_by_role_s"].items())) + ")", flush=True)
+    if result["phases"]:
+        print("  run phases (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["phases"].items()), flush=True)
+    if result["work"]:
+        print("  work on the workers (task s, summed over tasks): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result["work"].items()), flush=True)
     for label, mib in result["peak_rss_mib"].items():
         print(f"  peak RSS {label}: {mib:,} MiB", flush=True)
     print(f"  load average during/after the run: {', '.join(f'{x:.1f}' for x in result['load_average'])}",
@@ -309,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"events: {args.events:,} over {DAY:%Y-%m-%d} for {users_seen:,} of {args.users:,} users "
             f"({time.perf_counter() - t:.1f}s to generate); project {root}")
         project = make_project(root, args.store, args.redis_db, args.partitions)
-        wall, run, peaks = run_day(root)
+        wall, run, peaks, cpu = run_day(root)
         check_store(root, args, project, events_path, users_seen)
-        result = summarise(args, users_seen, wall, run, peaks)
+        result = summarise(args, users_seen, wall, run, peaks, cpu)
         if args.json:
             print(json.dumps(result))
         else:

@@ -108,14 +108,20 @@ def fix_partitioning(client, items: Sequence[tuple[Any, WriteTarget, ChunkBook, 
     return errors
 
 
-def by_chunk(client, ddf, target: WriteTarget, book: ChunkBook):
-    """``ddf`` regrouped by ``book``'s partitioning: partition ``i`` holds chunk ``i``'s entities."""
-    with client.as_current():  # lets dask pick this cluster's p2p shuffle
+def by_chunk(client, ddf, target: WriteTarget, book: ChunkBook) -> list:
+    """``ddf`` regrouped by ``book``'s partitioning, as one ``Delayed`` per chunk: item ``i`` holds
+    chunk ``i``'s entities.
+
+    The graph is lowered here, with ``client`` current, because Dask picks the shuffle method
+    when it lowers: outside, with no default client, it picks the "disk" shuffle (partd files
+    in one worker's temporary directory: slower here, and wrong when workers do not share a disk)
+    instead of this cluster's p2p shuffle."""
+    with client.as_current():
         if book.ranges is not None:
             from skyfeast.featurestore.partitioning import range_shuffle
 
-            return range_shuffle(ddf, target, book.ranges)
-        return ddf.shuffle(on=list(target.join_keys), npartitions=book.partitions)
+            return range_shuffle(ddf, target, book.ranges).to_delayed()
+        return ddf.shuffle(on=list(target.join_keys), npartitions=book.partitions).to_delayed()
 
 
 def watch(client, futures: Sequence, *, on_result: Callable[[Any, Any], None],

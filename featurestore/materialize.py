@@ -305,7 +305,7 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
         if run.error is not None:
             continue
         try:
-            parts = by_chunk(client, ddf, run.plan.target, run.book).to_delayed()
+            parts = by_chunk(client, ddf, run.plan.target, run.book)
         except Exception as exc:
             run.error = exc
             continue

@@ -92,6 +92,9 @@ class ExecResult:
     published: dict[int, dict] = field(default_factory=dict)  # chunk → {"file": final part, "rows_online": n}
     # seconds spent: plan (input checks, chunking, graph), submit, compute (and stage), write (publish)
     phases: dict[str, float] = field(default_factory=dict)
+    # task seconds on the workers by phase: read, shuffle, transform, stage, online, offline, ...
+    # (:mod:`skyfeast.featurestore.phases`)
+    work: dict[str, float] = field(default_factory=dict)
     failed_models: dict[str, str] = field(default_factory=dict)  # a model group's models that failed → error
     models_written: int = 0
 
@@ -242,16 +245,25 @@ def read_inputs(urls: list[str], storage_options: dict) -> pd.DataFrame:
 def small_window(urls: list[str], storage_options: dict, spec: PartitionSpec) -> dict:
     """A small window, both phases in one task: its only chunk is computed, then published (it
     is every chunk of the window, so nothing is published before the whole window is computed).
-    Returns the chunk's stats, its part as ``file``, and ``write_s`` (seconds publishing)."""
-    computed = feature_partition(read_inputs(urls, storage_options), 0, spec)
+    Returns the chunk's stats, its part as ``file``, ``write_s`` (seconds publishing) and ``work``
+    (seconds by phase: read, transform, online, offline)."""
+    t0 = time.perf_counter()
+    frame = read_inputs(urls, storage_options)
+    t1 = time.perf_counter()
+    computed = feature_partition(frame, 0, spec)
+    del frame
     out, rows_in = computed
+    t2 = time.perf_counter()
+    work = {"read": t1 - t0, "transform": t2 - t1}
     if out is None or not len(out):
-        return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None, "write_s": 0.0}
-    t = time.perf_counter()
+        return {"rows_in": rows_in, "rows_out": 0, "rows_online": 0, "file": None, "write_s": 0.0, "work": work}
     online = publish_online(computed, None, 0, spec)  # online first: a failed online write leaves no offline part
+    t3 = time.perf_counter()
     offline = publish_offline(computed, None, 0, spec)
+    t4 = time.perf_counter()
+    work.update(online=t3 - t2, offline=t4 - t3)
     return {"rows_in": rows_in, "rows_out": len(out), "rows_online": online["rows_online"], "file": offline["file"],
-            "write_s": time.perf_counter() - t}
+            "write_s": t4 - t2, "work": work}
 
 
 def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
@@ -403,14 +415,19 @@ ProgressFn = Callable[[int, int], None]
 def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: float, progress: ProgressFn | None,
                 cancelled: Callable[[], bool], book: ChunkBook, stores: Mapping[str, ObjectStore],
                 phases: dict[str, float], publish: bool = True,
-                before_publish: Callable[[PartitionSpec], PartitionSpec] | None = None) -> dict[int, dict]:
+                before_publish: Callable[[PartitionSpec], PartitionSpec] | None = None,
+                work: dict[str, float] | None = None) -> dict[int, dict]:
     """Both phases: compute and stage ``tasks`` (chunk number → delayed phase-1 result), recording
     each chunk in ``book``; then, if ``publish``, publish every chunk of the book.  Returns chunk →
     published part (empty without ``publish``).  Adds the seconds of ``submit``, ``compute`` and
-    ``write`` to ``phases``.  ``before_publish``, once every chunk is staged, gives the spec to publish
-    with (a model group's: only the fields of the models that scored every row)."""
+    ``write`` to ``phases``, and the workers' task seconds by phase to ``work``.  ``before_publish``,
+    once every chunk is staged, gives the spec to publish with (a model group's: only the fields of
+    the models that scored every row)."""
     import dask
 
+    from skyfeast.featurestore import phases as task_phases
+
+    work = {} if work is None else work
     t = time.perf_counter()
     total = len(tasks) + len(book.done)
     if progress:
@@ -418,6 +435,8 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     computed: dict[int, Any] = {}
     if tasks:
         staged = [dask.delayed(stage_chunk, pure=False)(t, i, spec) for i, t in tasks.items()]
+        keys = task_phases.graph_keys(staged)
+        since = task_phases.start(client)
         with client.as_current():
             futures = client.compute([*tasks.values(), *staged])
         phases["submit"], t = time.perf_counter() - t, time.perf_counter()
@@ -432,6 +451,7 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
                 progress(len(book.done), total)
 
         watch(client, futures[len(tasks):], on_result=on_result, deadline=deadline, cancelled=cancelled)
+        task_phases.collect(client, since, keys, into=work)
     phases["compute"], t = time.perf_counter() - t, time.perf_counter()
     if not publish:
         client.cancel(list(computed.values()))
@@ -455,21 +475,24 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
             owner = owner_of(stats["file"], stores)
             sources[i] = (stats["file"], stores[owner[0]].storage_options if owner else spec.storage_options)
     published: dict[int, dict] = {i: {} for i in sources}
+    since, keys = task_phases.start(client), set()
     for step in (publish_online, publish_offline):
         futs, where = [], {}
         for i, (src, opts) in sources.items():
             futs.append(client.submit(step, src, opts, i, spec, pure=False))
             where[futs[-1].key] = i
+            keys.add(futs[-1].key)
         watch(client, futs, on_result=lambda fut, res, where=where: published[where[fut.key]].update(res),
               deadline=deadline, cancelled=cancelled)
     client.cancel(list(computed.values()))  # frees the chunks' outputs on the workers
+    task_phases.collect(client, since, keys, into=work)
     phases["write"] = time.perf_counter() - t
     return published
 
 
 def _run_small(client, urls: list[str], storage_options: dict, spec: PartitionSpec, deadline: float,
                progress: ProgressFn | None, cancelled: Callable[[], bool], book: ChunkBook,
-               phases: dict[str, float]) -> dict[int, dict]:
+               phases: dict[str, float], work: dict[str, float] | None = None) -> dict[int, dict]:
     """A small window's one task (:func:`small_window`); its chunk is recorded once published."""
     t = time.perf_counter()
     if progress:
@@ -479,6 +502,9 @@ def _run_small(client, urls: list[str], storage_options: dict, spec: PartitionSp
     result: dict = {}
     watch(client, [fut], on_result=lambda _, stats: result.update(stats), deadline=deadline, cancelled=cancelled)
     write_s = result.pop("write_s")
+    for phase, secs in (result.pop("work", None) or {}).items():
+        if work is not None:
+            work[phase] = round(work.get(phase, 0.0) + secs, 3)
     phases["compute"], phases["write"] = max(0.0, time.perf_counter() - t - write_s), write_s
     book.record(0, result)
     book.done[0] = result
@@ -503,7 +529,8 @@ def usable_chunks(book: ChunkBook, stores: Mapping[str, ObjectStore]) -> None:
 
 
 def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: ChunkBook,
-            stores: Mapping[str, ObjectStore], phases: dict[str, float], publish: bool = True) -> ExecResult:
+            stores: Mapping[str, ObjectStore], phases: dict[str, float], publish: bool = True,
+            work: dict[str, float] | None = None) -> ExecResult:
     """After publishing: remove parts an earlier run of the window left beyond this run's, then
     the staged parts (best effort: Feast never reads a leftover staged part).  Without
     ``publish`` (a drill) the window's parts and the staged parts are left alone: the drill reads
@@ -524,7 +551,7 @@ def _finish(store: ObjectStore, out_key: str, published: dict[int, dict], book: 
             except Exception as exc:
                 log.warning("cannot remove staged part %s: %s", stats["file"], exc)
     phases["write"] = phases.get("write", 0.0) + time.perf_counter() - t
-    r = ExecResult(partitions=len(book.done), published=published, phases=phases)
+    r = ExecResult(partitions=len(book.done), published=published, phases=phases, work=dict(work or {}))
     for d in book.done.values():
         r.rows_in += d.get("rows_in", 0)
         r.rows_out += d.get("rows_out", 0)
@@ -562,16 +589,17 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
         book.partitions = 1
         usable_chunks(book, stores)
         if publish and not book.done:
-            phases = {"plan": time.perf_counter() - t0}
+            phases, work = {"plan": time.perf_counter() - t0}, {}
             published = _run_small(client, urls, source_store.storage_options, spec, deadline, progress, cancelled,
-                                   book, phases)
-            return _finish(store, out_key, published, book, stores, phases)
+                                   book, phases, work)
+            return _finish(store, out_key, published, book, stores, phases, work=work)
         tasks = {} if 0 in book.done else {
             0: dask.delayed(feature_partition, pure=False)(
                 dask.delayed(read_inputs, pure=False)(urls, source_store.storage_options), 0, spec)}
-        phases = {"plan": time.perf_counter() - t0}
-        published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
-        return _finish(store, out_key, published, book, stores, phases, publish)
+        phases, work = {"plan": time.perf_counter() - t0}, {}
+        published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
+                                work=work)
+        return _finish(store, out_key, published, book, stores, phases, publish, work=work)
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None, blocksize=INPUT_BLOCK,
                               filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
@@ -582,13 +610,14 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
     error, = fix_partitioning(client, [(ddf, target, book, job.partitions or max(2, 2 * n_workers(client)))])
     if error is not None:
         raise error
-    parts = by_chunk(client, ddf, target, book).to_delayed()
+    parts = by_chunk(client, ddf, target, book)
     usable_chunks(book, stores)
     tasks = {i: dask.delayed(feature_partition, pure=False)(p, i, spec)
              for i, p in enumerate(parts) if i not in book.done}
-    phases = {"plan": time.perf_counter() - t0}
-    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
-    return _finish(store, out_key, published, book, stores, phases, publish)
+    phases, work = {"plan": time.perf_counter() - t0}, {}
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
+                            work=work)
+    return _finish(store, out_key, published, book, stores, phases, publish, work=work)
 
 
 def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
@@ -610,9 +639,10 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
                           model_url=store.url(job.model.artifact))
     tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec, _joins(joins))
              for i, (url, opts) in enumerate(inputs) if i not in book.done}
-    phases = {"plan": time.perf_counter() - t0}
-    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish)
-    return _finish(store, out_key, published, book, stores, phases, publish)
+    phases, work = {"plan": time.perf_counter() - t0}, {}
+    published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
+                            work=work)
+    return _finish(store, out_key, published, book, stores, phases, publish, work=work)
 
 
 def run_group_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
@@ -661,10 +691,10 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
         return _replace(spec, target=_replace(target, features=fields),
                         assign=((vfield, set_id((m.name, m.version) for m in good)),))
 
-    phases = {"plan": time.perf_counter() - t0}
+    phases, work = {"plan": time.perf_counter() - t0}, {}
     published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
-                            before_publish=before_publish if publish else None)
-    res = _finish(store, out_key, published, book, stores, phases, publish)
+                            before_publish=before_publish if publish else None, work=work)
+    res = _finish(store, out_key, published, book, stores, phases, publish, work=work)
     res.failed_models = {n: failed[n] for n in names if n in failed}
     return res
 

@@ -52,6 +52,9 @@ class Outcome:
     # seconds per phase of the successful attempt: the executor's (plan, submit, compute, write),
     # then registry (Feast's interval) and record (manifest and the ledger's success write)
     phases: dict[str, float] = field(default_factory=dict)
+    # the successful attempt's task seconds on the workers, summed over tasks, by phase: read,
+    # shuffle, transform, stage, online, offline, transfer, other (skyfeast.featurestore.phases)
+    work: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -237,6 +240,7 @@ class Runner:
             # the runner's own share of planning: placement, listing the source, importing user code
             phases["plan"] = phases.get("plan", 0.0) + max(0.0, t_registry - t_attempt - sum(res.phases.values()))
             out.phases = {k: round(v, 4) for k, v in phases.items()}
+            out.work = dict(res.work)
             out.status = status
             out.error = partial
             out.rows, out.rows_online, out.partitions = res.rows_out, res.rows_online, res.partitions
