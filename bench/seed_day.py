@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from _common import DAY, ROOT, clear_redis, make_feast_repo, online_store, redis_entities, sqlite_entities
+from _common import DAY, REDIS, ROOT, clear_redis, make_feast_repo, online_store, redis_entities, sqlite_entities
 
 VIEW = "user_day"
 WINDOWS = {"1h": 3_600, "6h": 21_600, "24h": 86_400}
@@ -229,6 +229,58 @@ def spot_check(root: Path, events_path: Path, user_ids: list[int]) -> None:
                 raise RuntimeError(f"user {uid} {f}: online store has {have!r}, pandas computes {want!r}")
 
 
+def _redis_cpu_s() -> float | None:
+    """user+sys seconds of the Redis server on 127.0.0.1:6379 so far (None when not readable)."""
+    import redis
+
+    try:
+        pid = redis.Redis(host=REDIS[0], port=REDIS[1]).info("server")["process_id"]
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except Exception:
+        return None
+
+
+def ceiling(root: Path, events_path: Path, view: str = VIEW) -> dict:
+    """What the run cannot beat, in this one process: read the day and run the same transform
+    (no Dask, no shuffle, no writes), then write its rows once with skyfeast's own online writer
+    (what Redis's CPU adds is measured from its process).  Seconds are wall and CPU (this process)."""
+    import resource
+
+    sys.path.insert(0, str(root))
+    from transforms import day_features
+
+    from skyfeast.featurestore.online import write_latest
+    from skyfeast.featurestore.repo import FeastRepo
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    class _W:
+        end = DAY + timedelta(days=1)
+
+    out: dict = {}
+    t, c = time.perf_counter(), cpu()
+    events = pd.read_parquet(events_path)
+    out["read_s"], out["read_cpu_s"] = round(time.perf_counter() - t, 2), round(cpu() - c, 2)
+    t, c = time.perf_counter(), cpu()
+    frame = day_features(events, _W)
+    out["transform_s"], out["transform_cpu_s"] = round(time.perf_counter() - t, 2), round(cpu() - c, 2)
+    del events
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        target = FeastRepo(root / "feature_repo").write_target(view)
+    frame = frame[[*target.join_keys, *target.features, target.timestamp_field]]
+    t, c, r = time.perf_counter(), cpu(), _redis_cpu_s()
+    rows = write_latest(frame, target)
+    out["write_s"], out["write_cpu_s"] = round(time.perf_counter() - t, 2), round(cpu() - c, 2)
+    r2 = _redis_cpu_s()
+    out["write_redis_cpu_s"] = round(r2 - r, 2) if r is not None and r2 is not None else None
+    out["write_values_per_s"] = round(rows * len(target.features) / max(out["write_s"], 1e-9))
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=10_000_000)
@@ -238,6 +290,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--redis-db", type=int, default=9)
     ap.add_argument("--keep", action="store_true", help="keep the temporary project (its path is printed)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="after the run, measure in this process: read + transform (no Dask, no writes), then "
+                         "one write of its rows with skyfeast's online writer (Redis's CPU measured apart)")
     return ap.parse_args(argv)
 
 
@@ -340,6 +395,8 @@ def print_result(result: dict, run: dict, wall: float) -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in result["work"].items()), flush=True)
     for label, mib in result["peak_rss_mib"].items():
         print(f"  peak RSS {label}: {mib:,} MiB", flush=True)
+    if "ceiling" in result:
+        print("  ceiling, one process: " + ", ".join(f"{k} {v}" for k, v in result["ceiling"].items()), flush=True)
     print(f"  load average during/after the run: {', '.join(f'{x:.1f}' for x in result['load_average'])}",
           flush=True)
 
@@ -360,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         wall, run, peaks, cpu = run_day(root)
         check_store(root, args, project, events_path, users_seen)
         result = summarise(args, users_seen, wall, run, peaks, cpu)
+        if args.ceiling:
+            result["ceiling"] = ceiling(root, events_path)
         if args.json:
             print(json.dumps(result))
         else:

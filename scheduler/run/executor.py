@@ -224,8 +224,20 @@ def publish_online(source: tuple[pd.DataFrame | None, int] | str, source_options
 def publish_offline(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
                     spec: PartitionSpec) -> dict:
     """Phase 2, second half, once every chunk is online: the chunk's part of the window's offline
-    output, where Feast's offline source reads it.  Idempotent."""
+    output, where Feast's offline source reads it.  Idempotent.
+
+    A staged part (``source`` a URL) on the output's own storage, of a spec that sets no column
+    (``assign``), already holds exactly the bytes this would write: it is copied (a server-side
+    copy on object stores) instead of decoded and encoded again."""
     url = f"{spec.out_url}-part{index:05d}.parquet"
+    if isinstance(source, str) and not spec.assign and (source_options or {}) == (spec.storage_options or {}):
+        from fsspec.core import url_to_fs
+
+        fs, src = url_to_fs(source, **(source_options or {}))
+        out_fs, dst = url_to_fs(url, **(spec.storage_options or {}))
+        if fs.protocol == out_fs.protocol:
+            fs.copy(src, dst)
+            return {"file": url}
     _write_offline(_publish_source(source, source_options, spec), url, spec.storage_options,
                    float_dictionary=not spec.members)
     return {"file": url}
@@ -272,7 +284,9 @@ def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tup
     nulls = null_keys(pdf, [*spec.target.join_keys, ts])
     if nulls:  # files without statistics got past the footer check
         raise DataError("input rows break their contract: " + ", ".join(f"{n:,} null {c} values" for c, n in nulls.items()))
-    pdf = pdf[(pdf[ts] >= spec.read_start) & (pdf[ts] < spec.read_end)]
+    inside = (pdf[ts] >= spec.read_start) & (pdf[ts] < spec.read_end)
+    if not inside.all():  # (the read usually filtered already: no copy of every column then)
+        pdf = pdf[inside]
     if pdf.empty:
         return None, 0
     out = _call_user(spec, index, pdf.reset_index(drop=True), spec.window)
@@ -479,6 +493,8 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     for step in (publish_online, publish_offline):
         futs, where = [], {}
         for i, (src, opts) in sources.items():
+            if step is publish_offline and not spec.assign:
+                src, opts = _staged_source(book.done[i]["file"], stores, spec)  # copied, not re-encoded
             futs.append(client.submit(step, src, opts, i, spec, pure=False))
             where[futs[-1].key] = i
             keys.add(futs[-1].key)
@@ -488,6 +504,12 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
     task_phases.collect(client, since, keys, into=work)
     phases["write"] = time.perf_counter() - t
     return published
+
+
+def _staged_source(url: str, stores: Mapping[str, ObjectStore], spec: PartitionSpec) -> tuple[str, dict]:
+    """A staged part's URL and the storage options to read it with."""
+    owner = owner_of(url, stores)
+    return url, stores[owner[0]].storage_options if owner else spec.storage_options
 
 
 def _run_small(client, urls: list[str], storage_options: dict, spec: PartitionSpec, deadline: float,
@@ -600,9 +622,14 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
         published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
                                 work=work)
         return _finish(store, out_key, published, book, stores, phases, publish, work=work)
+    from skyfeast.featurestore.inputs import within_range
+
+    # footers showing every row inside the read range: no filter (Dask's copies every column it reads)
+    filters = None if within_range(urls, source_store.storage_options, src.timestamp_field, rs, re_) else \
+        [(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)]
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None, blocksize=INPUT_BLOCK,
-                              filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
+                              filters=filters)
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:
         raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
