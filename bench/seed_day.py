@@ -10,9 +10,17 @@ scheduled run uses (read parquet → shuffle by user → transform → offline
 parquet + online write, on the workers).
 
 Printed: wall time of the ``skyfeast run`` command (cluster start and Feast
-load included), users and feature values written per second, and peak RSS
-(``VmHWM`` from ``/proc``, read every 0.2 s) of the daemon process, the Dask
-scheduler and every Dask worker.  The online store is checked afterwards: it
+load included), users and feature values written per second; CPU seconds
+(user+sys) of that command and all its descendants (Dask scheduler, nannies,
+workers: the bench is their subreaper and reaps them, so ``RUSAGE_CHILDREN``
+counts them all; Redis's own CPU is not included), the load average, and the
+run's phases from ``skyfeast run --json`` (wall seconds per client-side phase,
+and task seconds on the workers per phase: read, shuffle, transform, stage,
+online, offline); peak RSS (``VmHWM`` from ``/proc``, read every 0.2 s) of the
+daemon process, the Dask scheduler and every Dask worker.  ``--ceiling`` then
+measures, in the bench's own process, reading the day and running the same
+transform (no Dask, no writes) and one write of its rows with skyfeast's
+online writer, with Redis's CPU for that write.  The online store is checked afterwards: it
 must hold exactly one row per user that had events.
 
     .venv/bin/python bench/seed_day.py --store redis

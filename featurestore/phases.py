@@ -86,11 +86,20 @@ def task_seconds(records: Iterable[dict], keys: set) -> dict[str, float]:
 def graph_keys(collections: Iterable[Any]) -> set:
     """Every task key of Dask ``collections`` (delayed objects: their whole graphs)."""
     keys: set = set()
+    seen: set = set()  # layers shared by several collections (every chunk's holds the whole shuffle)
     for c in collections:
         try:
-            keys.update(c.__dask_graph__().keys())
+            graph = c.__dask_graph__()
         except Exception:  # not a collection (a plain value): nothing to count
             continue
+        layers = getattr(graph, "layers", None)
+        if layers is None:
+            keys.update(graph.keys())
+            continue
+        for name, layer in layers.items():
+            if name not in seen:
+                seen.add(name)
+                keys.update(layer.keys())
     return keys
 
 
