@@ -108,7 +108,7 @@ def one_tick(cfg_path: Path, *, max_parallel: int) -> dict:
     with open_runtime(cfg) as rt:
         warm_up(rt.pool, list(cfg.providers))
         claims = time_claims(rt.ledger)
-        daemon = build_daemon(rt, max_parallel=max_parallel, grace=600)
+        daemon = build_daemon(rt, max_parallel=max_parallel, grace=600, keep_outcomes=None)
         # the latest minute boundary, made due on the daemon's clock in LEAD s instead of waiting for the
         # wall clock's next one (the daemon plans its first fire when it is elected, at once)
         due = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -121,7 +121,7 @@ def one_tick(cfg_path: Path, *, max_parallel: int) -> dict:
 
         def progress():
             while not stop_progress.wait(10):
-                n = len(daemon.outcomes)
+                n = sum(daemon.ended.values())
                 print(f"  {n:,}/{len(cfg.jobs):,} runs ended", file=sys.stderr)
 
         threading.Thread(target=progress, daemon=True).start()

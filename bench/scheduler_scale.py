@@ -120,7 +120,7 @@ def main() -> int:
     t0 = time.perf_counter()
     from skyfeast.scheduler.config import load_config
 
-    cfg = load_config(cfg_path)  # before the daemon's imports, as `skyfeast daemon` does
+    cfg = load_config(cfg_path, keep_source_map=False)  # before the daemon's imports, as `skyfeast daemon` does
     from skyfeast.scheduler.app.daemon import Daemon
     from skyfeast.scheduler.ledger import Ledger
     from skyfeast.scheduler.run.runner import Outcome

@@ -115,7 +115,7 @@ def measure(cfg_path: Path, probe: int, samples: int, warmup: int) -> dict:
         warm_up(rt.pool, list(cfg.providers))
         claims = time_claims(rt.ledger)
         daemon = Daemon(cfg, rt.ledger, rt.runner.execute_claimed, cancel=rt.runner.stop, clock=clock,
-                        liveness=rt.liveness)
+                        liveness=rt.liveness, keep_outcomes=None)
         serve = threading.Thread(target=daemon.serve, name="bench-daemon", daemon=True)
         serve.start()
         try:
@@ -153,7 +153,7 @@ def measure(cfg_path: Path, probe: int, samples: int, warmup: int) -> dict:
         finally:
             daemon.stop.set()
             serve.join(timeout=120)
-        for o in daemon.outcomes[warmup * len(cfg.jobs):]:
+        for o in list(daemon.outcomes)[warmup * len(cfg.jobs):]:
             if o.status == "succeeded":
                 per_job[o.job]["phases"].append(o.phases)
     out = {}

@@ -24,6 +24,7 @@ import heapq
 import logging
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
@@ -54,11 +55,15 @@ def _log_failure(fut: Future) -> None:
         log.error("a run chain crashed", exc_info=fut.exception())
 
 
+KEEP_OUTCOMES = 1000  # outcomes a daemon keeps in memory (Daemon.outcomes); Daemon.ended counts them all
+
+
 class Daemon:
     def __init__(self, cfg: Config, ledger: Ledger, execute: Execute, *, cancel: threading.Event,
                  max_parallel: int | None = None, grace: float | None = None, identity: str | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 maintenance: Callable[[], object] | None = None, liveness: Liveness | None = None):
+                 maintenance: Callable[[], object] | None = None, liveness: Liveness | None = None,
+                 keep_outcomes: int | None = KEEP_OUTCOMES):
         self.cfg = cfg
         self.liveness = liveness or Liveness()  # the runtime's: its other threads report there too
         # periodic leader-only housekeeping (the offline reconciler), one at a time, off the tick loop
@@ -81,11 +86,16 @@ class Daemon:
         self.lease_renewed_at: float | None = None  # time.monotonic() of the last acquire or renewal
         self.deposed = False
         self.ticks = 0
-        self.outcomes: list[Outcome] = []
+        # the latest runs' outcomes (a daemon runs for weeks: all of them would grow without bound;
+        # None keeps every one, for benches), and how many ended in each state since the start
+        self.outcomes: deque[Outcome] = deque(maxlen=keep_outcomes)
+        self.ended: Counter[str] = Counter()
         self._heap: list[tuple[datetime, str]] = []
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
         self._futures: list[Future] = []
+        self._ready: deque[Callable[[], None]] = deque()  # runs ready to start, not yet given to the pool
+        self._fed = 0  # runs given to the pool and not ended (_feed)
         self._pool: ThreadPoolExecutor | None = None
         self._renew_at = 0.0
 
@@ -148,12 +158,36 @@ class Daemon:
             self._inflight.update(rid for _, _, rid in runnable)
 
         def submit(task) -> None:
-            fut = self._pool.submit(task)
-            fut.add_done_callback(_log_failure)
             with self._lock:
-                self._futures.append(fut)
+                self._ready.append(task)
+            self._feed()
 
         WindowDags(runnable, submit=submit, run_one=self._run_one, release=self._release).start()
+
+    def _feed(self) -> None:
+        """Hand ready runs to the pool, at most twice ``max_parallel`` at a time: a tick of 10,000 due
+        jobs waits here as 10,000 closures, not as 10,000 pool futures (their conditions and locks:
+        tens of MB at that size). A run that ends feeds the next one."""
+        while True:
+            with self._lock:
+                if not self._ready or self._fed >= 2 * self.max_parallel or self._pool is None:
+                    return
+                task = self._ready.popleft()
+                try:
+                    fut = self._pool.submit(self._fed_run, task)
+                except RuntimeError:  # the pool is shut down (drained): its run stays held, and is released
+                    return
+                self._fed += 1
+                self._futures.append(fut)
+            fut.add_done_callback(_log_failure)
+
+    def _fed_run(self, task) -> None:
+        try:
+            task()
+        finally:
+            with self._lock:
+                self._fed -= 1
+            self._feed()
 
     def _run_one(self, item: tuple) -> bool:
         """Run one claimed item; False when the runs below it must not start (shutting down, handed back)."""
@@ -167,6 +201,7 @@ class Daemon:
             out = self.execute(job, window, rid)
             with self._lock:
                 self.outcomes.append(out)
+                self.ended[out.status] += 1
             # after a failure the runs below go on: the runner records a downstream of the failed run as
             # upstream_failed without spending an attempt, and other branches still run
             return not (out.status == "cancelled" or (out.status == "skipped" and out.run_id is not None))
@@ -274,6 +309,7 @@ class Daemon:
             self._drain()
 
     def _running(self) -> list[Future]:
+        """The pool's runs not ended; ready runs not yet fed wait behind them, and start as they end."""
         with self._lock:
             return [f for f in self._futures if not f.done()]
 

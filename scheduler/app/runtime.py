@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.liveness import Liveness
@@ -80,8 +80,10 @@ def open_runtime(cfg: Config, reporter=None, metrics: Metrics | None = None) -> 
         ledger.close()
 
 
-def build_daemon(rt: Runtime, *, max_parallel: int | None = None, grace: float | None = None) -> Daemon:
-    """The scheduling loop over ``rt``, with the leader's reconciler pass as its maintenance."""
+def build_daemon(rt: Runtime, *, max_parallel: int | None = None, grace: float | None = None,
+                 **kw: Any) -> Daemon:
+    """The scheduling loop over ``rt``, with the leader's reconciler pass as its maintenance; ``kw``
+    go to :class:`~skyfeast.scheduler.app.daemon.Daemon` (e.g. ``keep_outcomes``)."""
     from skyfeast.scheduler.app.daemon import Daemon
     from skyfeast.scheduler.control.policy import ProviderState
     from skyfeast.scheduler.run.reconcile import reconcile
@@ -97,7 +99,7 @@ def build_daemon(rt: Runtime, *, max_parallel: int | None = None, grace: float |
         last_stop[0] = rep.stopped
 
     return Daemon(rt.cfg, rt.ledger, rt.runner.execute_claimed, cancel=rt.runner.stop,
-                  max_parallel=max_parallel, grace=grace, maintenance=reconcile_pass, liveness=rt.liveness)
+                  max_parallel=max_parallel, grace=grace, maintenance=reconcile_pass, liveness=rt.liveness, **kw)
 
 
 @contextlib.contextmanager

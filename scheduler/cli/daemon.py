@@ -31,7 +31,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     # the config first: parsing a large one (10,000 jobs) briefly takes ~150 MB, which the imports
     # below (Feast, Dask, pandas) then reuse instead of adding to the peak
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, keep_source_map=False)  # ~40 MB at 10,000 jobs, unused by a daemon
     if args.ticks is not None and args.ticks < 1:
         raise UsageError("--ticks must be at least 1")
     if args.max_parallel is not None and args.max_parallel < 1:
@@ -100,8 +100,8 @@ def _serve(cfg, args: argparse.Namespace, sock, token=None) -> int:
                 drills.close()
             if server is not None:
                 server.close()
-    failed = [o for o in daemon.outcomes if o.status == "failed"]
-    err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {len(daemon.outcomes)} run(s), {len(failed)} failed")
+    failed = daemon.ended["failed"]
+    err.print(f"skyfeast daemon stopped after {daemon.ticks} tick(s): {sum(daemon.ended.values())} run(s), {failed} failed")
     if daemon.deposed:
         err.print("skyfeast daemon: lost leadership to another daemon; exiting so a supervisor restarts it as standby")
         return 1

@@ -42,12 +42,16 @@ def _pydantic_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:
     return out
 
 
-def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bool = True) -> Config:
+def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bool = True,
+                keep_source_map: bool = True) -> Config:
     """Load, validate and cross-check a config file.
 
     Raises :class:`ConfigError` with every problem found (never a traceback).
     ``check_imports``/``check_feast`` can be disabled by callers that only
-    need the shape (for example ``skyfeast schema``).
+    need the shape (for example ``skyfeast schema``).  Without ``keep_source_map``
+    the file's key → line map is dropped once the file is checked (the daemon: for
+    10,000 jobs it holds ~40 MB, and only later checks of ``validate`` and ``run``
+    name lines with it); problems found afterwards name the file and key, without a line.
     """
     p = Path(path)
     file = str(path)
@@ -73,6 +77,8 @@ def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bo
     problems = semantic_problems(cfg, smap, check_imports=check_imports, check_feast=check_feast)
     if problems:
         raise ConfigError(problems)
+    if not keep_source_map:
+        cfg._smap = None
     return cfg
 
 

@@ -631,6 +631,9 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # each pooled connection keeps its own page cache (SQLite's default: 2 MiB); a daemon's run threads
+    # hold up to 15, so 1 MiB each saves ~15 MB at 10,000 jobs for no measured loss of claim speed
+    cur.execute("PRAGMA cache_size=-1024")
     cur.close()
 
 

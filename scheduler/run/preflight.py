@@ -23,10 +23,11 @@ def group_problems(cfg: Any, jobs: list | None = None, *, verify_artifacts: bool
     from skyfeast.featurestore.models.flavours import FlavourError, load
     from skyfeast.featurestore.models.groups import problems, select
     from skyfeast.featurestore.repo import FeastRepo, FeastRepoError
+    from skyfeast.scheduler.config.yamlsrc import SourceMap
     from skyfeast.scheduler.control.providers import ProviderPool
     from skyfeast.scheduler.ledger import open_ledger
 
-    smap = cfg._smap
+    smap = cfg._smap or SourceMap(cfg.file)  # dropped (a daemon's config): problems without a line
     index = {j.name: i for i, j in enumerate(cfg.jobs)}
     out: list[Problem] = []
     try:

@@ -101,3 +101,17 @@ def test_a_storage_root_that_is_a_file(tmp_path, capsys):
     (tmp_path / "data").write_text("not a directory")
     code, err, _ = _validate(_config(tmp_path), capsys)
     assert code == 2 and "providers.aws.storage.root" in err and "is a file, not a directory" in err
+
+
+def test_a_daemon_can_drop_the_line_map_and_later_problems_still_name_file_and_key(tmp_path):
+    """The daemon loads with keep_source_map=False (the map holds ~40 MB at 10,000 jobs)."""
+    from skyfeast.scheduler.config import load_config
+    from skyfeast.scheduler.config.yamlsrc import SourceMap
+
+    path = _config(tmp_path)
+    kept = load_config(path, check_imports=False, check_feast=False)
+    assert kept.source_map is not None and kept.source_map.problem(("jobs", 0, "transform"), "x").line == 13
+    dropped = load_config(path, check_imports=False, check_feast=False, keep_source_map=False)
+    assert dropped.source_map is None and dropped.jobs == kept.jobs
+    problem = SourceMap(dropped.file).problem(("jobs", 0, "transform"), "x")
+    assert (problem.file, problem.line, problem.message) == (str(path), None, "x") and "transform" in problem.path

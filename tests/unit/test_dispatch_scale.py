@@ -9,7 +9,7 @@ import threading
 import time
 from datetime import timedelta
 
-from skyfeast.scheduler.app.daemon import Daemon
+from skyfeast.scheduler.app.daemon import KEEP_OUTCOMES, Daemon
 from skyfeast.scheduler.config import load_config
 from tests.unit.test_daemon_dispatch import T0, FakeClock, FakeExecute, poll
 
@@ -53,6 +53,9 @@ def test_one_tick_of_2000_jobs_claims_and_runs_every_due_window(tmp_path):
     finally:
         daemon.stop.set()
         th.join(30)
+    # a daemon runs for weeks: it counts every outcome, but keeps only the latest in memory
+    assert sum(daemon.ended.values()) == daemon.ended["succeeded"] == N_FEATURE + N_MODEL, daemon.ended
+    assert len(daemon.outcomes) == KEEP_OUTCOMES < N_FEATURE + N_MODEL
     runs = ledger.runs(status="succeeded", limit=5000)
     assert len(runs) == N_FEATURE + N_MODEL and len({(r.job, r.window_start) for r in runs}) == len(runs)
     started = {c.job: c.started for c in execute.calls}
