@@ -639,8 +639,9 @@ def time_redis_ceiling(b: Bench, sky: Repo, rates: dict[str, float], row: dict) 
           f"{ceiling:>10,.0f} {ceiling * args.features:>12,.0f} "
           f"{ceiling / rates['vanilla Feast']:>9.1f}x", flush=True)
     print(f"{kind:<9} skyfeast at {rates['skyfeast'] / ceiling:.0%} of one connection pipelining "
-          "Feast's own HSETs" + (" over stored hashes (no newest-wins check, which skyfeast's script "
-                                 "makes per key)" if args.update else
+          "Feast's own HSETs" + (" over stored hashes (no newest-wins check, which skyfeast makes per key: "
+                                 "an HGET of the view's timestamp under WATCH, then MULTI/HSET/EXEC)"
+                                 if args.update else
                                  " (no newest-wins check; skyfeast creates new hashes with RESTORE, "
                                  "which costs the server less, so it can pass this)"), flush=True)
 

@@ -174,8 +174,23 @@ def join(*parts: Part) -> pa.Array:
 def _join_fixed(n: int, shapes: list) -> pa.Array:
     """:func:`join` of parts whose elements each have one length (constants included)."""
     width = sum(w for _, w, _ in shapes)
-    # Built transposed, one contiguous row per byte position, then transposed once:
-    # copying into (n, w) column blocks of a row-major matrix is several times slower.
+    if width >= 512 or width >= 8 * len(shapes):
+        # Wide rows (a view of hundreds of features) or wide parts: copied straight into the
+        # row-major matrix.  Transposing a matrix this wide costs several times more (20,000 rows
+        # of 1,000 parts, 11.5 kB each: 4.5 s against 0.36 s, numpy 2.4).
+        mat = np.empty((n, width), dtype=np.uint8)
+        at = 0
+        for data, w, _ in shapes:
+            if w == 0:
+                continue
+            if isinstance(data, bytes):
+                mat[:, at : at + w] = np.frombuffer(data, dtype=np.uint8)
+            else:
+                mat[:, at : at + w] = np.frombuffer(span(data, 0, n), dtype=np.uint8).reshape(n, w)
+            at += w
+        return _from_buffers(n, np.arange(n + 1, dtype=np.int64) * width, mat.reshape(-1))
+    # Many narrow parts: built transposed, one contiguous row per byte position, then transposed
+    # once; copying a few bytes per row into a row-major matrix is up to three times slower there.
     mat_t = np.empty((width, n), dtype=np.uint8)
     at = 0
     for data, w, _ in shapes:

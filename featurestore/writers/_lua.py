@@ -11,6 +11,10 @@ Commands are packed from RESP rows built by the caller (keys and
 ``timestamp, value_1..value_n`` per key) without per-value Python work, and
 sent in windows of a few megabytes by :func:`run`.
 
+The writer sends stored keys here only when its cheaper guarded ``HSET`` path
+(:mod:`._guard`, same rule, checked by the client under ``WATCH``) lost a race
+with another client, or when that path is turned off (``guard_group=0``).
+
 **Wide views.**  A stored hash small enough to be a listpack (``hash-max-listpack-entries``)
 that receives more new fields than it has room for would pay for each field a scan of the
 listpack and a move of its tail (quadratic: ~3.5 ms of server time per key for 500 fields,

@@ -7,7 +7,7 @@ reads each key's stored timestamp first.  Absence is checked and kept under
 ``WATCH``: per group of keys, ``WATCH`` + ``EXISTS``; if none exists, ``MULTI``,
 one ``HSET`` (and ``EXPIRE``) per key, ``EXEC``.  A key that another client
 writes between the two makes ``EXEC`` abort without writing anything, so that
-group goes back to the caller for the script and newest-wins holds.
+group goes back to the caller for the stored-key path and newest-wins holds.
 
 Groups stay small: an ``EXEC`` blocks the server like a script does, and Redis
 7.0's ``WATCH`` scans the client's watched keys for each key it adds.
@@ -61,12 +61,12 @@ def commands_per_key(n_fields: int, ttl: int, limits: tuple[int, int] | None) ->
 def write_new(client, keys, group: int, rows: Callable[[], pa.Array], per_key: int,
               watched: Callable[[int, int], None]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Write the groups of ``group`` keys none of which is stored yet; return the ``(start, stop)``
-    ranges written and those left for the newest-wins script.
+    ranges written and those left for the newest-wins stored-key path.
 
     ``keys`` are RESP bulk rows; ``rows()`` builds the commands of every row (:func:`hset_rows`),
     ``per_key`` commands each, and is called only once a group turns out fresh.  ``watched(start,
     stop)`` runs between a group's ``WATCH`` and its ``MULTI``.  At the first group with a stored
-    key the probing stops and the rest goes to the script: a re-materialisation (every key stored)
+    key the probing stops and the rest goes to the stored-key path: a re-materialisation (every key stored)
     costs one probe.  An error reply is raised once the group's replies are read.
     """
     from redis.exceptions import ResponseError

@@ -27,7 +27,10 @@ def bulk(*args: bytes) -> bytes:
 
 def bulk_parts(arr) -> list:
     """:func:`col.join` parts that make each element of ``arr`` a RESP bulk string."""
-    return [col.const(b"$"), col.decimal(col.lengths(arr)), col.const(b"\r\n"), arr, col.const(b"\r\n")]
+    lens = col.lengths(arr)
+    if len(lens) and lens.min() == lens.max():  # one length (fixed-width values): one constant header
+        return [col.const(b"$%d\r\n" % int(lens[0])), arr, col.const(b"\r\n")]
+    return [col.const(b"$"), col.decimal(lens), col.const(b"\r\n"), arr, col.const(b"\r\n")]
 
 
 def bulk_rows(*arrays):

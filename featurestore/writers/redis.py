@@ -9,22 +9,27 @@ and sentinel go to the fallback writer.
 
 Every row reaches Redis through one of three paths, and each keeps newest-wins:
 
-* stored keys: the newest-wins script (:mod:`._lua`), which writes a key only
-  when its timestamp is not older than the stored one;
+* stored keys: per group of keys, ``WATCH``, ``HGET`` of each key's
+  ``_ts:{view}``, the newest-wins check in the client, then plain ``HSET`` commands of
+  the keys whose stored timestamp is not newer in ``MULTI``/``EXEC``
+  (:mod:`._guard`); a group whose ``EXEC`` aborts (another client wrote one of
+  its keys meanwhile) goes to the newest-wins script (:mod:`._lua`), which makes
+  the same check and write atomically inside Redis at two to three times the
+  server's cost;
 * new keys, Redis 7 and later: ``RESTORE`` without ``REPLACE`` of a payload
   built for all rows at once (:mod:`._dump`), the hash Feast's ``HSET`` would
   leave, for far less server work than inserting its fields one by one.  A key
-  that exists answers BUSYKEY and goes to the script, so RESTORE never
+  that exists answers BUSYKEY and goes to the stored-key path, so RESTORE never
   overwrites anything;
 * new keys where RESTORE is not available (older servers, CONFIG or RESTORE
   refused by ACLs) or a hash would not be a listpack: per group of keys,
   ``WATCH`` and ``EXISTS``; if none exists, plain ``HSET``s (and ``EXPIRE``s)
   in ``MULTI``/``EXEC``, which aborts if another client touched a watched key
-  meanwhile.  Such a group, or one with a stored key, goes to the script.
+  meanwhile.  Such a group, or one with a stored key, goes to the stored-key path.
 
 A chunk whose keys are mostly stored (a re-materialisation,
 ``materialize-incremental``) skips the new-key paths: one ``EXISTS`` of a sample
-of its keys sends it straight to the script, before any RESTORE payload or
+of its keys sends it straight to the stored-key path, before any RESTORE payload or
 ``HSET`` is built for keys that would only bounce off.  Commands are packed by
 :mod:`._columns` into RESP buffers directly from Arrow, so Python does no
 per-value work, and are pipelined in windows of a few megabytes (:mod:`._resp`).
@@ -41,6 +46,7 @@ from skyfeast.featurestore.writers import _lua
 from skyfeast.featurestore.writers._dump import RDB_VERSION as _RDB_VERSION  # read per call, so patchable here
 from skyfeast.featurestore.writers._dump import listpack_limits, restore_rows
 from skyfeast.featurestore.writers._encode import timestamp_proto
+from skyfeast.featurestore.writers._guard import write_guarded
 from skyfeast.featurestore.writers._lua import MAX_FEATURES, UPSERT_LUA
 from skyfeast.featurestore.writers._multi import commands_per_key, hset_rows, write_new
 from skyfeast.featurestore.writers._resp import borrowed, bulk_rows, replies
@@ -49,7 +55,8 @@ from skyfeast.featurestore.writers.base import Batch, EncodingWriter
 
 class RedisWriter(EncodingWriter):
     """Feast's Redis hashes, newest-wins: new keys by ``RESTORE`` or ``MULTI``/``EXEC``, stored keys
-    by pipelined ``EVALSHA`` of :data:`UPSERT_LUA`, ``keys_per_call`` entities per call."""
+    by ``WATCH``-guarded ``HSET`` commands in ``MULTI``/``EXEC`` (``guard_group`` entities per group), and
+    what those abort by pipelined ``EVALSHA`` of :data:`UPSERT_LUA`, ``keys_per_call`` entities per call."""
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class RedisWriter(EncodingWriter):
         window_bytes: int = 4 << 20,
         fresh_group: int = 64,
         restore: bool = True,
+        guard_group: int | None = None,
     ):
         super().__init__(target, chunk_rows=chunk_rows)
         nf = len(target.features)
@@ -82,8 +90,13 @@ class RedisWriter(EncodingWriter):
         self._sha: bytes | None = None
         self.written = 0  # keys actually updated (stale rows excluded), for observability
         self.probe_keys = 32  # keys sampled per chunk by _mostly_stored (0: never probe)
-        self.probed_stored = 0  # chunks the probe sent straight to the script, for observability and tests
+        self.probed_stored = 0  # chunks the probe sent straight to the stored-key path, for observability and tests
         self._argv_head: bytes | None = None  # the script's ARGV head, once the server's limits are known
+        # entities per WATCH/HGET/MULTI..EXEC group of the stored-key path (:mod:`._guard`; 0: the
+        # script for every stored key).  ~8,000 values keep an EXEC as short as a few script calls.
+        self.guard_group = max(1, min(128, 8_000 // (nf + 1))) if guard_group is None else guard_group
+        self.guarded_groups = 0  # groups written by the stored-key path, for observability and tests
+        self.guard_aborts = 0  # of its groups, those another client's write sent to the script
         self._static_argv()
 
     def _static_argv(self) -> None:
@@ -132,9 +145,11 @@ class RedisWriter(EncodingWriter):
                 if len(left) < len(chunk):
                     idx = pa.array(left)
                     chunk, keys, stamps = chunk.take(left), keys.take(idx), stamps.take(idx)
-                if self._restore:  # RESTORE works here: what it left is stored already, for the script
+                if self._restore:  # RESTORE works here: what it left is stored already, for the stored-key path
                     fresh = False
         todo = self._write_fresh(client, keys, stamps, chunk) if fresh else [(0, len(chunk))]
+        if todo and self.guard_group > 0:
+            todo = self._write_guarded(client, keys, stamps, chunk, todo)
         if not todo:
             return
         payload = bulk_rows(stamps, *(f.proto_bytes for f in chunk.features))
@@ -161,7 +176,7 @@ class RedisWriter(EncodingWriter):
         """Create the chunk's entities that are not stored yet with ``RESTORE`` (no ``REPLACE``):
         atomic per key, it fails with BUSYKEY when the key exists, so an entity another writer
         created meanwhile is never overwritten.  Returns the rows left for the newest-wins
-        script (stored already), or None when RESTORE was not used.
+        stored-key path (stored already), or None when RESTORE was not used.
 
         Each new hash costs the server one command and no per-field insertion; the payloads
         (:func:`._dump.restore_rows`) are built for all rows at once.  Windows that find most
@@ -203,7 +218,7 @@ class RedisWriter(EncodingWriter):
                         else:
                             failure = failure or exc
                 window, at = stop - at, stop
-                if 2 * busy > window:  # most keys stored: a re-materialisation, leave it to the script
+                if 2 * busy > window:  # most keys stored: a re-materialisation, for the stored-key path
                     break
         if failure is not None:
             self._restore = False
@@ -211,12 +226,37 @@ class RedisWriter(EncodingWriter):
         self.written += int(done.sum())
         return np.flatnonzero(~done)
 
+    def _guarded(self, start: int, stop: int) -> None:
+        """Called between a stored-key group's HGETs and its MULTI (a seam for the race test)."""
+
+    def _write_guarded(self, client, keys, stamps, chunk: Batch, todo: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Write rows ``todo`` by the stored-key path (:func:`._guard.write_guarded`); return the
+        ``(start, stop)`` ranges of the groups that another client's write aborted, for the script."""
+        self._head(client)  # the server's listpack limits, for the script's widening rule
+        nf = len(self._fields)
+
+        def rows(a: int, b: int) -> pa.Array:
+            values = [f.proto_bytes.slice(a, b - a) for f in chunk.features]
+            return hset_rows(keys.slice(a, b - a), self._ts_field, stamps.slice(a, b - a), self._fields, values,
+                             self._ttl)
+
+        sec, nanos = np.divmod(chunk.event_us, 1_000_000)  # as timestamp_proto encodes them
+        block = max(self.guard_group, (32 << 20) // (32 * (nf + 1) + 64))  # ~32 MB of commands at a time
+        written, done, aborted, left = write_guarded(
+            client, keys, self._ts_field, todo, self.guard_group, new_sec=sec, new_nanos=nanos * 1_000,
+            rows=rows, per_key=commands_per_key(nf, self._ttl, None), n_fields=nf, limits=self._limits,
+            block=block, watched=self._guarded)
+        self.written += written
+        self.guarded_groups += done
+        self.guard_aborts += aborted
+        return left
+
     def _watched(self, start: int, stop: int) -> None:
         """Called between a fresh-key group's WATCH and its MULTI (a seam for the race test)."""
 
     def _write_fresh(self, client, keys, stamps, chunk: Batch) -> list[tuple[int, int]]:
         """Write the groups of entities none of which is stored yet with plain ``HSET``s
-        (:func:`._multi.write_new`); return the ``(start, stop)`` ranges left for the script."""
+        (:func:`._multi.write_new`); return the ``(start, stop)`` ranges left for the stored-key path."""
 
         self._head(client)  # the server's listpack limits, for hashes too wide for a listpack
 

@@ -671,8 +671,8 @@ def test_entity_keys_and_timestamps_match_feast():
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
 def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
     """The fresh-key path (WATCH, EXISTS, MULTI/HSET/EXEC) meets a newer row written by another
-    client after its probe: EXEC aborts, the group goes through the newest-wins script, and the
-    newer row survives; with no race the fresh path writes the group itself."""
+    client after its probe: EXEC aborts, the group goes through the stored-key path (newest wins),
+    and the newer row survives; with no race the fresh path writes the group itself."""
     from skyfeast.featurestore.writers.redis import RedisWriter
 
     ours, _, _ = pair
@@ -696,7 +696,7 @@ def test_redis_fresh_path_aborts_when_a_key_is_written_after_its_probe(pair):
     with RedisWriter(target, restore=False) as writer:
         writer.write(_late_rows(t_old, 1.0, "old"))
         assert writer.fresh_groups == 1 and writer.written == 2
-        writer.write(_late_rows(t_new, 5.0, "again"))  # keys stored: the script path, newest wins
+        writer.write(_late_rows(t_new, 5.0, "again"))  # keys stored: the stored-key path, newest wins
         assert writer.fresh_groups == 1 and writer.written == 4
     assert _read(ours)["m_str"] == ["again", "again"]
 
@@ -715,7 +715,7 @@ def _clear_project(store: Store) -> None:
 def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
     """New entities are created by RESTORE: the same hash, TTL and encoding as Feast's HSET; a key
     that exists (another writer got there first) answers BUSYKEY and goes through the newest-wins
-    script, so a newer stored row survives an older RESTORE attempt."""
+    stored-key path, so a newer stored row survives an older RESTORE attempt."""
     from skyfeast.featurestore.writers.redis import RedisWriter
 
     ours, ref, _ = pair
@@ -743,12 +743,12 @@ def test_redis_restore_creates_new_hashes_like_hset_and_never_replaces(pair):
     with RedisWriter(target, restore=False) as other:
         other.write(_late_rows(t_new, 2.0, "new"))
     with RedisWriter(target) as writer:
-        writer.write(rows)  # both keys stored: the probe sends them to the script, which keeps the newer row
+        writer.write(rows)  # both keys stored: the probe sends them to the stored-key path, which keeps the newer
         assert writer.restored == 0 and writer.written == 0
     assert _read(ours)["m_str"] == ["new", "new"]
 
     # One stored key and one new key in a chunk: RESTORE creates the new one, the stored one
-    # goes to the script (newer data wins there too).
+    # goes to the stored-key path (newer data wins there too).
     _clear_project(ours)
     with RedisWriter(target, restore=False) as other:
         other.write(_late_rows(t_new, 2.0, "new").slice(0, 1))  # user 7 only
@@ -786,9 +786,9 @@ def _many_rows(users: np.ndarray, ts: datetime, value: float) -> pa.Table:
 
 
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
-def test_redis_rematerialisation_goes_straight_to_the_script(pair):
-    """A chunk whose keys are mostly stored (a re-materialisation) is sent to the newest-wins script
-    after one EXISTS of a sample, without RESTORE payloads; the stored hashes then equal Feast's own
+def test_redis_rematerialisation_goes_straight_to_the_stored_key_path(pair):
+    """A chunk whose keys are mostly stored (a re-materialisation) is sent to the newest-wins
+    stored-key path after one EXISTS of a sample, without RESTORE payloads; the stored hashes then equal Feast's own
     write of the same rows, and an older rewrite changes nothing.  A chunk of mostly new keys still
     creates them with RESTORE."""
     from skyfeast.featurestore.writers.redis import RedisWriter
@@ -829,8 +829,8 @@ def test_redis_rematerialisation_goes_straight_to_the_script(pair):
 
 def test_redis_wide_view_into_stored_hashes_converts_them_first_and_stores_what_feast_stores(pair):
     """A view whose fields would push stored listpack hashes past ``hash-max-listpack-entries``: the
-    script makes Redis convert each hash before its HSET (a field longer than the value limit, set
-    and deleted in the script), which spares the quadratic listpack inserts of a wide view; new keys
+    stored-key path makes Redis convert each hash before its HSET (a field longer than the value
+    limit, set before it and deleted after it in the same MULTI; the script does the same), which spares the quadratic listpack inserts of a wide view; new keys
     of a view too wide for a listpack get the same field in their HSET and an HDEL in the same
     MULTI.  The hashes then hold exactly what Feast's own writes of the same rows hold.  Here the
     limit the writer believes in is lowered to 4 entries, so both views are "wide"."""
@@ -851,7 +851,7 @@ def test_redis_wide_view_into_stored_hashes_converts_them_first_and_stores_what_
             if view == "user_all":
                 assert writer.fresh_groups >= 1  # new keys: WATCH, EXISTS, MULTI, HSET and HDEL, EXEC
             else:
-                assert writer.probed_stored >= 1  # stored keys: the script
+                assert writer.probed_stored >= 1 and writer.guarded_groups >= 1  # stored keys
     assert ours.dump() == ref.dump()
     client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
     try:
@@ -859,3 +859,198 @@ def test_redis_wide_view_into_stored_hashes_converts_them_first_and_stores_what_
         assert encodings == {b"hashtable"}  # converted first (Feast's small hashes stay listpacks)
     finally:
         client.close()
+
+
+def _user_key(store: Store, target, user: int) -> bytes:
+    from skyfeast.featurestore.writers._encode import entity_keys
+
+    rows = pa.table({"user_id": pa.array([user], pa.int64())})
+    vtype = target.feature_view.entity_columns[0].dtype.to_value_type()
+    return entity_keys(rows, {"user_id": vtype})[0].as_py() + store.project.encode()
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_stored_keys_take_guarded_hsets_newest_wins_and_ttl(pair):
+    """Stored keys are written by WATCH, HGET of the view's timestamp, MULTI/HSET/EXPIRE/EXEC: an
+    older row never overwrites a newer stored one (and re-arms no TTL), an equal timestamp
+    rewrites, a newer one writes and re-arms the TTL; the hashes equal Feast's own writes."""
+    from skyfeast.featurestore.writers.redis import RedisWriter
+
+    ours, ref, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, 0, 123456, tzinfo=UTC)
+    client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
+    key7 = _user_key(ours, target, 7)
+    try:
+        with RedisWriter(target) as writer:
+            writer.write(_late_rows(t_new, 2.0, "new"))  # new keys: RESTORE
+            assert writer.restored == 2 and writer.guarded_groups == 0
+            client.persist(key7)
+            assert writer.write(_late_rows(t_old, 1.0, "old")) == 2  # rows sent, none written
+            assert writer.written == 2 and writer.guarded_groups == 0 and writer.probed_stored == 1
+            assert client.ttl(key7) == -1  # a skipped key's TTL is not re-armed (the script's rule)
+            assert _read(ours)["m_str"] == ["new", "new"]
+            writer.write(_late_rows(t_new, 3.0, "same ts"))  # equal timestamp: rewrites
+            assert writer.written == 4 and writer.guarded_groups == 1
+            assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["same ts", "same ts"]}
+            assert client.ttl(key7) > 0
+            # one call holding a newer row for user 7 and an older one for user 8
+            mixed = pa.concat_tables([_late_rows(t_new + timedelta(microseconds=1), 5.0, "newer").slice(0, 1),
+                                      _late_rows(t_new - timedelta(microseconds=1), 9.0, "older").slice(1, 1)])
+            writer.write(mixed)
+            assert writer.written == 5 and writer.guarded_groups == 2 and writer.guard_aborts == 0
+        assert _read(ours) == {"user_id": [7, 8], "m_f64": [5.0, 4.0], "m_str": ["newer", "same ts"]}
+        feast_write(ref, "user_more", _late_rows(t_new, 3.0, "same ts"))
+        feast_write(ref, "user_more", mixed.slice(0, 1))
+        ours_h = {k[: -len(ours.project)]: client.hgetall(k) for k in client.scan_iter(match=b"*" + ours.project.encode())}
+        ref_h = {k[: -len(ref.project)]: client.hgetall(k) for k in client.scan_iter(match=b"*" + ref.project.encode())}
+        assert ours_h == ref_h and len(ours_h) == 2
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+@pytest.mark.parametrize("theirs", ["newer", "older"])
+def test_redis_guarded_group_falls_back_to_the_script_when_a_watched_key_changes(pair, theirs):
+    """Another client writes a key of the group (a newer or an older row, through the script on its
+    own connection) after the group's HGETs and before its MULTI: EXEC aborts, the group goes to the
+    newest-wins script, and the newest row is what stays."""
+    from skyfeast.featurestore.writers.redis import RedisWriter
+
+    ours, _, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    ts_ours = t0 + timedelta(days=2)
+    ts_theirs = t0 + timedelta(days=3 if theirs == "newer" else 1)
+    races = []
+
+    class Racing(RedisWriter):
+        def _guarded(self, start, stop):
+            races.append((start, stop))
+            if len(races) == 1:
+                with RedisWriter(target, guard_group=0) as other:  # the script, another connection
+                    other.write(_late_rows(ts_theirs, 20.0, theirs).slice(1, 1))  # user 8 only
+                    assert other.guarded_groups == 0 and other.written == 1
+
+    with RedisWriter(target) as writer:
+        writer.write(_late_rows(t0, 1.0, "first"))
+    with Racing(target) as writer:
+        writer.write(_late_rows(ts_ours, 2.0, "ours"))
+        assert races == [(0, 2)] and writer.guard_aborts == 1 and writer.guarded_groups == 0
+        assert writer.written == (2 if theirs == "older" else 1)  # by the script
+    expect = ["ours", theirs] if theirs == "newer" else ["ours", "ours"]
+    assert _read(ours)["m_str"] == expect
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_wide_views_into_stored_listpacks_by_guarded_hsets_store_what_feast_stores(pair):
+    """Views wider than ``hash-max-listpack-entries`` (here the limit the writer believes in is 4)
+    written into stored keys that are listpacks, by the guarded path: user_all (8 + 1 fields, more
+    than the limit whatever the hash holds) into the listpacks Feast's user_more writes left.  Keys
+    are widened before their HSET, as the script does; the hashes hold what Feast's own writes hold,
+    and newer user_more rows over them (view timestamp stored: no widening) too.  The HLEN branch
+    of the rule: the next test."""
+    from skyfeast.featurestore.writers.redis import RedisWriter
+
+    ours, ref, _ = pair
+    frames = random_rows(np.random.default_rng(SEED))
+    tables = arrow_frames(frames)
+    repo = FeastRepo(ours.repo)
+    client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
+    try:
+        # user_more first (by Feast in both stores): small listpacks; then the wide views over them
+        for view in ("user_more", "user_all"):
+            keys = list(repo.write_target(view).join_keys)
+            latest = pa.Table.from_pandas(newest(frames[view], keys), preserve_index=False)
+            feast_write(ref, view, latest)
+            if view == "user_more":
+                feast_write(ours, view, latest)
+                assert {client.object("encoding", k) for k in client.scan_iter(match=b"*" + ours.project.encode())} \
+                    == {b"listpack"}
+                continue
+            with RedisWriter(repo.write_target(view), fresh_group=0, restore=False, keys_per_call=7) as writer:
+                writer._limits = (4, 64)
+                writer.guard_group = 16
+                writer.write(tables[view])
+                assert writer.guarded_groups >= 1 and writer.guard_aborts == 0
+        assert ours.dump() == ref.dump()
+        # user_more again, newer rows into hashes that now hold both views
+        more = frames["user_more"].copy()
+        more["event_ts"] = more["event_ts"] + pd.Timedelta(days=40_000)
+        more["m_str"] = pd.arrays.ArrowExtensionArray(pa.array([f"again{i}" for i in range(len(more))]))
+        keys = list(repo.write_target("user_more").join_keys)
+        feast_write(ref, "user_more", pa.Table.from_pandas(newest(more, keys), preserve_index=False))
+        with RedisWriter(repo.write_target("user_more"), restore=False) as writer:
+            writer._limits = (4, 64)
+            writer.write(pa.Table.from_pandas(more, preserve_index=False))
+            assert writer.guarded_groups >= 1 and writer.written == more["user_id"].nunique()
+        assert ours.dump() == ref.dump()
+        encodings = {client.object("encoding", k) for k in client.scan_iter(match=b"*" + ours.project.encode())}
+        assert encodings == {b"hashtable"}  # user_all's keys: converted before their HSET
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_guarded_widening_follows_the_scripts_hlen_rule(pair):
+    """A key lacking the view's timestamp is widened only when its fields and the view's pass the
+    limit (HLEN + features + 1 > entries), exactly as the script decides: with the limit at 5, a
+    user_more row (2 + 1 fields) into a hash of 2 fields stays a listpack, into one of 3 does not."""
+    from skyfeast.featurestore.writers.redis import RedisWriter
+
+    ours, _, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    client = _redis(int(ours.online["connection_string"].rsplit("db=", 1)[1]))
+    k7, k8 = _user_key(ours, target, 7), _user_key(ours, target, 8)
+    try:
+        client.hset(k7, mapping={b"a": b"1", b"b": b"2"})
+        client.hset(k8, mapping={b"a": b"1", b"b": b"2", b"c": b"3"})
+        for guard_group in (16, 0):  # the guarded path, then the script over fresh copies
+            with RedisWriter(target, restore=False, fresh_group=0, guard_group=guard_group) as writer:
+                writer._limits = (5, 64)
+                writer.write(_late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "x"))
+                assert writer.guarded_groups == (1 if guard_group else 0)
+            assert client.object("encoding", k7) == b"listpack"
+            assert client.object("encoding", k8) == b"hashtable"
+            assert client.hlen(k7) == 5 and client.hlen(k8) == 6 and not client.hexists(k8, b"_skyfeast_widen")
+            client.delete(k7, k8)
+            client.hset(k7, mapping={b"a": b"1", b"b": b"2"})
+            client.hset(k8, mapping={b"a": b"1", b"b": b"2", b"c": b"3"})
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("pair", ["redis"], indirect=True)
+def test_redis_guarded_race_aborts_only_its_group_among_many_in_flight(pair):
+    """300 stored keys in groups of 16, two groups in flight on two connections: another client
+    writes newer rows to two keys while the fourth group waits between its HGETs and its MULTI.
+    The groups that had read one of them (that one, and the next one when it is in flight) abort
+    and go to the script, the others are written; every key ends with the newest row."""
+    from skyfeast.featurestore.writers.redis import RedisWriter
+
+    ours, _, _ = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    users = np.arange(1000, 1300)
+    seen = []
+
+    class Racing(RedisWriter):
+        def _guarded(self, start, stop):
+            seen.append((start, stop))
+            if (start, stop) == (48, 64):
+                with RedisWriter(target, guard_group=0) as other:
+                    other.write(_many_rows(users[[50, 60]], t0 + timedelta(days=9), 900.0))
+
+    with RedisWriter(target) as writer:
+        writer.write(_many_rows(users, t0, 1.0))
+    with Racing(target, guard_group=16) as writer:
+        writer.write(_many_rows(users, t0 + timedelta(days=1), 2.0))
+        # the chunk is in key order, not user order: a raced key may sit in a group written before
+        assert 1 <= writer.guard_aborts <= 2 and writer.guarded_groups + writer.guard_aborts == 19
+        assert writer.written in (298, 299)
+    assert len(seen) == 19
+    got = ours.feature_store().get_online_features(features=["user_more:m_f64"],
+                                                   entity_rows=[{"user_id": int(u)} for u in users]).to_dict()
+    expect = 2.0 + np.arange(300, dtype=np.float64)
+    expect[[50, 60]] = [900.0, 901.0]
+    assert got["m_f64"] == expect.tolist()

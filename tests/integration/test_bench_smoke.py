@@ -42,6 +42,18 @@ def test_materialize_bench_small_redis():
     assert ratio >= 2.0, out[-2000:]  # 10x to 20x vanilla on this machine
 
 
+def test_materialize_bench_small_redis_update():
+    """--update: every row a newest-wins update of a stored hash (the writer's stored-key path: WATCH,
+    HGET of the view's timestamp, MULTI/HSET/EXEC), against plain HSETs over the same hashes."""
+    need_service("Redis", *_host_port(REDIS_URL, 6379))
+    out, _ = _bench("materialize.py", "--entities", "20000", "--vanilla-entities", "1000", "--ceiling-entities",
+                    "5000", "--runs", "1", "--stores", "redis", "--update")
+    share = float(re.search(r"redis +skyfeast at ([0-9.]+)% of one connection", out).group(1))
+    # 51% (before the guarded HSETs) and 122% (after) on a loaded machine at 200k entities
+    # (docs/benchmarks.md, run (f)); the ratio is noisy, several times slower fails
+    assert share >= 10, out[-2000:]
+
+
 def test_seed_day_bench_small():
     out, wall = _bench("seed_day.py", "--events", "200000", "--users", "20000", "--store", "sqlite", "--json")
     result = json.loads(out.strip().splitlines()[-1])
@@ -118,7 +130,7 @@ def test_model_scale_bench_small():
         pytest.skip("redis-server is not installed (the bench starts its own)")
     out, _ = _bench("model_scale.py", "--models", "60", "--group", "50", "--entities", "5000", "--versions", "2",
                     "--partitions", "4", "--cases", "1,3", "--no-postgres", "--check", "50", "--list-runs", "1",
-                    "--no-targets", "--json")
+                    "--no-targets", "--extra-ceilings", "--json")
     result = json.loads(out.strip().splitlines()[-1])
     case = result["case1"]
     assert case["scores"] == 250_000 and case["feast_values_checked"] == 50 * 51, case
@@ -127,4 +139,9 @@ def test_model_scale_bench_small():
     # machine and about half that idle (docs/benchmarks.md); several times slower fails
     assert case["phases_s"]["compute"] + case["phases_s"]["write"] <= 30, case
     assert max(case["peak_worker_rss_mib"]) <= 1024, case
+    # stored keys: the guarded HSETs (half the script's Redis time or less, docs/benchmarks.md) and
+    # the script alone, on the same hashes; several times slower fails
+    c = case["ceiling"]
+    assert "exec" in c["stored_keys_server_s"] and "evalsha" in c["stored_keys_script_server_s"], c
+    assert c["stored_keys_s"] <= 3 * c["stored_keys_script_s"] + 1, c
     assert result["list_sqlite"]["list_s"] <= 10, result["list_sqlite"]

@@ -28,6 +28,18 @@ def test_join_matches_arrow_for_fixed_ragged_empty_and_constant_parts(n):
     assert col.join(fixed, col.const(b"x")).to_pylist() == _reference(fixed, col.const(b"x"))
 
 
+@pytest.mark.parametrize("widths", [[1, 4, 1, 8] * 5, [2, 64, 2, 64], [9, 11] * 300], ids=["narrow", "wide-parts", "wide-rows"])
+def test_join_of_fixed_parts_matches_arrow_on_both_layouts(widths):
+    """Fixed-width parts are joined transposed (many narrow parts) or row-major (wide rows or parts)."""
+    rng = np.random.default_rng(len(widths))
+    n = 300
+    parts = [col.const(bytes(rng.integers(0, 256, w).astype(np.uint8))) if i % 3 == 0 else
+             col.fixed(rng.integers(0, 256, (n, w)).astype(np.uint8)).slice(0, n) for i, w in enumerate(widths)]
+    assert col.join(*parts).to_pylist() == _reference(*parts)
+    sliced = [p if isinstance(p, pa.Scalar) else p.slice(5, 100) for p in parts]
+    assert col.join(*sliced).to_pylist() == _reference(*sliced)
+
+
 def test_join_of_a_sliced_array_uses_its_own_rows():
     rng = np.random.default_rng(3)
     base = _ragged(rng, 50, 1, 4)
