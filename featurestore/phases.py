@@ -28,6 +28,7 @@ Both are best effort: timing never fails a run.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -73,9 +74,12 @@ def task_seconds(records: Iterable[dict], keys: set) -> dict[str, float]:
         for span in rec.get("startstops") or ():
             action = span.get("action")
             try:
-                secs = max(0.0, float(span["stop"]) - float(span["start"]))
+                secs = float(span["stop"]) - float(span["start"])
             except (KeyError, TypeError, ValueError):
                 continue
+            if not math.isfinite(secs):
+                continue  # would make ``skyfeast run --json`` print NaN, which is not JSON
+            secs = max(0.0, secs)
             if action == "compute":
                 out[phase] = out.get(phase, 0.0) + secs
             elif action == "transfer":

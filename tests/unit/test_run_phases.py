@@ -45,11 +45,12 @@ def test_task_seconds_counts_only_the_runs_keys_and_splits_transfers():
         {"key": "publish_online-4"},  # no startstops: ignored
         _rec("publish_online-4", ("compute", 20.0, 19.0)),  # clock went backwards: 0, not negative
         {"key": "stage_chunk-3", "startstops": [{"action": "compute", "start": None, "stop": 1.0}]},
+        _rec("stage_chunk-3", ("compute", 0.0, float("nan")), ("compute", float("-inf"), 1.0)),
     ]
     got = task_seconds(records, ours)
     assert got == {"read": 1.5, "shuffle": 0.25, "stage": 0.5, "online": 2.0, "transfer": 0.25}
     assert list(got) == ["read", "shuffle", "stage", "online", "transfer"]  # PHASES order
-    json.dumps(got)  # what ``skyfeast run --json`` prints
+    json.dumps(got, allow_nan=False)  # what ``skyfeast run --json`` prints
 
 
 def test_graph_keys_of_delayed_and_plain_values():
