@@ -622,14 +622,9 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
         published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
                                 work=work)
         return _finish(store, out_key, published, book, stores, phases, publish, work=work)
-    from skyfeast.featurestore.inputs import within_range
-
-    # footers showing every row inside the read range: no filter (Dask's copies every column it reads)
-    filters = None if within_range(urls, source_store.storage_options, src.timestamp_field, rs, re_) else \
-        [(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)]
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.read_parquet(urls, storage_options=source_store.storage_options or None, blocksize=INPUT_BLOCK,
-                              filters=filters)
+                              filters=[(src.timestamp_field, ">=", rs), (src.timestamp_field, "<", re_)])
     missing = [c for c in (*target.join_keys, src.timestamp_field) if c not in ddf.columns]
     if missing:
         raise DataError(f"source {src.path!r} lacks column(s) {missing}; it has {list(ddf.columns)}")
