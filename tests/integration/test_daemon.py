@@ -94,7 +94,7 @@ import time as _time
 
 
 def very_slow(events, window):
-    _time.sleep(30)
+    _time.sleep(90)
     return user_features(events, window)
 '''
 
@@ -121,7 +121,8 @@ def test_sigterm_grace_expires_then_running_work_is_cancelled_and_recorded(tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert stopped_after < 25, f"daemon took {stopped_after:.1f}s; the 30 s task must have been cancelled"
+    # grace 2 s, then the 90 s task cancelled and the clusters closed (29 s measured at load 11 on 2 cores)
+    assert stopped_after < 45, f"daemon took {stopped_after:.1f}s; the 90 s task must have been cancelled"
     assert "Traceback" not in err
     code, runs = skyfeast_json("runs", "-c", str(cfg), cwd=cfg.parent)
     statuses = {r["status"] for r in runs["runs"]}
