@@ -9,11 +9,14 @@ who acted (``cli:<user>``, ``http:token``, ``http:loopback``) where the ledger k
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from skyfeast.scheduler.api.checks import job_named, parse_window, require_closed, require_on_grid
 from skyfeast.scheduler.api.views import registry_errors
 from skyfeast.scheduler.errors import NotFound
+
+log = logging.getLogger(__name__)
 
 
 def trigger_window(cfg, job_name: str, window: str | None, *, allow_off_grid: bool = False, flag: str = "--window"):
@@ -110,9 +113,7 @@ def mirror_alias(mlflow_uri: str | None, registry, move) -> dict[str, Any] | Non
 
 def _with_mirror(move, mlflow: dict[str, Any] | None) -> dict[str, Any]:
     if mlflow and "error" in mlflow:
-        import logging
-
-        logging.getLogger(__name__).warning("%s", mlflow["error"])
+        log.warning("%s", mlflow["error"])
     return {**move.as_dict(), **({"mlflow": mlflow} if mlflow else {})}
 
 

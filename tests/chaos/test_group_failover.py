@@ -44,8 +44,12 @@ def _register(project, cfg, name: str, path, flavour: str, features: list[str], 
     return version
 
 
-def test_a_group_run_that_fails_over_scores_every_row_with_the_versions_pinned_first(tmp_path):
+def _slow_group_project(tmp_path, **overrides):
+    """The quickstart with its group: one worker a provider, user_features in 6 parts, and ``spend``
+    version 2 (the champion) a joblib model that sleeps 2 s a chunk, so a fault lands mid-run.
+    ``overrides`` are top-level config keys (e.g. ``health``). Returns (config path, project)."""
     def edit(cfg):
+        cfg.update(overrides)
         for p in cfg["providers"].values():
             p["cluster"]["workers"] = 1
         cfg["jobs"][0]["partitions"] = 6
@@ -54,6 +58,11 @@ def test_a_group_run_that_fails_over_scores_every_row_with_the_versions_pinned_f
     project = cfg.parent
     (project / "slow_spend.pkl").write_bytes(artifact(SPEND[1], SPEND[2], sleep=2.0))
     assert _register(project, cfg, "spend", project / "slow_spend.pkl", "joblib", SPEND[0]) == 2
+    return cfg, project
+
+
+def test_a_group_run_that_fails_over_scores_every_row_with_the_versions_pinned_first(tmp_path):
+    cfg, project = _slow_group_project(tmp_path)
     (project / "churn2.json").write_text(json.dumps({"coef": [0.5, -0.5], "intercept": 3.0, "link": "logistic"}))
     assert _register(project, cfg, "churn", project / "churn2.json", "linear", CHURN_V1[0], promote=False) == 2
     code, report = skyfeast_json("run", "-c", str(cfg), "--job", "user_features", "--at", AT, cwd=project)
@@ -107,16 +116,7 @@ def test_a_group_run_that_fails_over_scores_every_row_with_the_versions_pinned_f
 
 
 def test_a_drill_of_a_group_job_scores_on_both_providers_with_the_versions_the_ledger_pinned(tmp_path):
-    def edit(cfg):
-        cfg["health"] = DRILL_HEALTH
-        for p in cfg["providers"].values():
-            p["cluster"]["workers"] = 1
-        cfg["jobs"][0]["partitions"] = 6
-
-    cfg = make_project(tmp_path / "p", users=300, per_day=2000, edit=edit, groups=True)
-    project = cfg.parent
-    (project / "slow_spend.pkl").write_bytes(artifact(SPEND[1], SPEND[2], sleep=2.0))
-    assert _register(project, cfg, "spend", project / "slow_spend.pkl", "joblib", SPEND[0]) == 2
+    cfg, project = _slow_group_project(tmp_path, health=DRILL_HEALTH)
     drill = ("drill", "-c", str(cfg), "--provider", "aws", "--mode", "kill", "--job", "scores", "--at", AT)
     # the group reads user_features' output of the window: no drill before that exists
     refused = skyfeast(*drill, cwd=project)
