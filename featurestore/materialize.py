@@ -53,6 +53,7 @@ from typing import Any
 import pandas as pd
 
 from skyfeast.adapters.failures import is_infrastructure
+from skyfeast.featurestore.alloc import in_batch
 from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
 from skyfeast.featurestore.repo import FeastRepo, WriteTarget, _quiet
 
@@ -214,6 +215,7 @@ def _views(repo: FeastRepo, names: list[str] | None) -> list:
 
 
 # --------------------------------------------------------------------------- worker side
+@in_batch
 def _write_partition(pdf: pd.DataFrame, target: WriteTarget) -> dict:
     from skyfeast.featurestore.online import write_latest
 

@@ -58,6 +58,7 @@ import pandas as pd
 # inside the worker-side functions, or a cold scheduler stops answering for that long.
 from skyfeast.adapters.base import ObjectStore
 from skyfeast.adapters.failures import FailureClass
+from skyfeast.featurestore.alloc import in_batch
 from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
 from skyfeast.featurestore.online import OutputSchemaError, check_columns, write_latest
 from skyfeast.featurestore.repo import WriteTarget
@@ -174,6 +175,7 @@ def _ordered(out: pd.DataFrame, target: WriteTarget) -> pd.DataFrame:
     return out[cols + [c for c in out.columns if c not in cols]]
 
 
+@in_batch
 def stage_chunk(computed: tuple[pd.DataFrame | None, int], index: int, spec: PartitionSpec) -> dict:
     """Phase 1's last step: the chunk's output to its staging key; its stats for the chunk book."""
     out, rows_in = computed[0], computed[1]
@@ -203,6 +205,7 @@ def _publish_source(source: tuple | str, source_options: dict | None, spec: Part
     return out
 
 
+@in_batch
 def publish_online(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
                    spec: PartitionSpec) -> dict:
     """Phase 2, first half: one staged chunk's rows into the online store (newest-wins).
@@ -221,6 +224,7 @@ def publish_online(source: tuple[pd.DataFrame | None, int] | str, source_options
     return {"rows_online": online}
 
 
+@in_batch
 def publish_offline(source: tuple[pd.DataFrame | None, int] | str, source_options: dict | None, index: int,
                     spec: PartitionSpec) -> dict:
     """Phase 2, second half, once every chunk is online: the chunk's part of the window's offline
@@ -243,6 +247,7 @@ def publish_offline(source: tuple[pd.DataFrame | None, int] | str, source_option
     return {"file": url}
 
 
+@in_batch
 def read_inputs(urls: list[str], storage_options: dict) -> pd.DataFrame:
     """A small window's input files as one frame (see ``SMALL_INPUT_ROWS``)."""
     import fsspec
@@ -254,6 +259,7 @@ def read_inputs(urls: list[str], storage_options: dict) -> pd.DataFrame:
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
+@in_batch
 def small_window(urls: list[str], storage_options: dict, spec: PartitionSpec) -> dict:
     """A small window, both phases in one task: its only chunk is computed, then published (it
     is every chunk of the window, so nothing is published before the whole window is computed).
@@ -278,6 +284,7 @@ def small_window(urls: list[str], storage_options: dict, spec: PartitionSpec) ->
             "write_s": t4 - t2, "work": work}
 
 
+@in_batch
 def feature_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
     """Phase 1 of a feature job's chunk: the contract on its rows, then the transform."""
     ts = spec.ts_field
@@ -302,6 +309,7 @@ def _load_model(url: str, storage_options_json: str) -> Any:
         return joblib.load(fh)
 
 
+@in_batch
 def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int]:
     if pdf.empty:
         return None, 0
@@ -349,6 +357,7 @@ def read_joined(url: str, storage_options: dict, joins: Joins, keys: tuple[str, 
     return pdf
 
 
+@in_batch
 def model_partition_from_file(url: str, storage_options: dict, index: int, spec: PartitionSpec,
                               joins: Joins = ()) -> tuple[pd.DataFrame | None, int]:
     return model_partition(read_joined(url, storage_options, joins, spec.target.join_keys), index, spec)
@@ -388,6 +397,7 @@ def _load_member(m: GroupMember, storage_options: dict) -> Any:
     return model
 
 
+@in_batch
 def group_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple[pd.DataFrame | None, int, dict]:
     """Phase 1 of a model-group chunk: every member scored over the chunk's frame.  Returns the
     output (keys, event time, one column per member: NaN for a member that failed), the rows read,
@@ -417,6 +427,7 @@ def group_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple
     return out, len(pdf), errors
 
 
+@in_batch
 def group_partition_from_file(url: str, storage_options: dict, index: int, spec: PartitionSpec,
                               joins: Joins = ()) -> tuple[pd.DataFrame | None, int, dict]:
     return group_partition(read_joined(url, storage_options, joins, spec.target.join_keys), index, spec)
