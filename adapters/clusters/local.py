@@ -206,18 +206,21 @@ class LocalConnector(ClusterConnector):
                                        "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file),
                                        *_preload_args(SCHEDULER_PRELOAD_ENV, self.preload.scheduler)],
                                       "scheduler.log")
+        # the workers start with it and wait for its file (up to --death-timeout): their imports
+        # overlap the scheduler's instead of following them
+        for i in range(self.workers):
+            self._workers.append(self._spawn(
+                [py, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file), "--nthreads",
+                 str(self.threads), "--nworkers", "1", "--memory-limit", self.memory_limit, "--no-dashboard",
+                 "--name", f"{self.name}-{i}", "--death-timeout", "30",
+                 *_preload_args(WORKER_PRELOAD_ENV, self.preload.workers)],
+                f"worker-{i}.log"))
         while (address := _scheduler_address(sched_file)) is None:
             if self._scheduler.poll() is not None or time.monotonic() > deadline:
                 why = "exited" if self._scheduler.poll() is not None else \
                     f"did not start within {self.start_timeout:g} s (start_timeout)"
                 raise Transient(f"local scheduler for {self.name} {why}: {self._log_tail('scheduler.log')}")
             time.sleep(0.05)
-        for i in range(self.workers):
-            self._workers.append(self._spawn(
-                [py, "-m", "distributed.cli.dask_worker", address, "--nthreads", str(self.threads), "--nworkers", "1",
-                 "--memory-limit", self.memory_limit, "--no-dashboard", "--name", f"{self.name}-{i}",
-                 "--death-timeout", "30", *_preload_args(WORKER_PRELOAD_ENV, self.preload.workers)],
-                f"worker-{i}.log"))
         return address
 
     def _workers_state(self) -> str:

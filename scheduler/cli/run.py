@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from skyfeast.scheduler.cli.common import (
     add_config,
@@ -57,7 +58,7 @@ def _select_jobs(cfg, names: list[str]):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.app import open_runtime
-    from skyfeast.scheduler.cli.console import ProgressReporter, out, outcomes_table
+    from skyfeast.scheduler.cli.console import ProgressReporter
     from skyfeast.scheduler.config import load_config
     from skyfeast.scheduler.run.runner import order_jobs
     from skyfeast.scheduler.timing.windows import latest_window
@@ -82,15 +83,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     parallel = args.parallel or cfg.daemon.max_parallel
-    with ProgressReporter(quiet=args.json, total=len(jobs) if len(jobs) > 1 else None) as reporter, \
-            open_runtime(cfg, reporter) as rt:
+    with contextlib.ExitStack() as stack:
+        reporter = stack.enter_context(ProgressReporter(quiet=args.json, total=len(jobs) if len(jobs) > 1 else None))
+        rt = stack.enter_context(open_runtime(cfg, reporter))
         runner = rt.runner
         install_signal_handlers(lambda sig: runner.stop.set())
         outcomes, not_started = run_concurrently(runner, jobs, windows, parallel=parallel, force=args.force)
-    stop = runner.stop
-    ok = all(o.status in ("succeeded", "skipped") for o in outcomes) and not stop.is_set() and not not_started
+        reporter.__exit__(None, None, None)  # the bars end before the summary (ending twice is harmless)
+        code = _report(args, at, outcomes, not_started, runner.stop.is_set())
+        if getattr(args, "process_exit", False) and rt.pool.abandon_local():
+            # This is the process's own command line, every run is recorded in the ledger and the
+            # result is out: the local clusters' processes were killed without a graceful shutdown,
+            # and main() ends the process at once instead of closing the runtime (the same as
+            # ``skyfeast materialize``; clusters elsewhere are always closed gracefully)
+            stack.pop_all()
+            rt.ledger.close()
+            args.exit_at_once = True
+    return code
+
+
+def _report(args: argparse.Namespace, at, outcomes: list, not_started: list, interrupted: bool) -> int:
+    """Print the runs' outcome (a table and a summary line, or ``--json``); the exit status."""
+    from skyfeast.scheduler.cli.console import out, outcomes_table
+
+    ok = all(o.status in ("succeeded", "skipped") for o in outcomes) and not interrupted and not not_started
     # only some models of a group written, nothing else wrong: exit 3, not 1
-    partial = not ok and not stop.is_set() and not not_started and \
+    partial = not ok and not interrupted and not not_started and \
         all(o.status in ("succeeded", "skipped", "partial") for o in outcomes)
     if args.json:
         print_json({"ok": ok, "at": at.isoformat(), "runs": [o.as_dict() for o in outcomes],
@@ -100,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if shown:
             out.print(outcomes_table(shown))
         out.print(summary(outcomes, not_started), markup=False)
-    if stop.is_set():
+    if interrupted:
         return 130  # interrupted (SIGINT/SIGTERM): unfinished windows were released for resume
     return 0 if ok else 3 if partial else 1
 

@@ -10,7 +10,7 @@ import threading
 import time
 
 from skyfeast.adapters import ClusterConnector, ObjectStore, make_cluster, make_store
-from skyfeast.adapters.clusters.local import Preload
+from skyfeast.adapters.clusters.local import LocalConnector, Preload
 from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.policy import Breaker, HealthRules, ProviderState, ProviderView, placement_state
@@ -121,6 +121,21 @@ class ProviderPool:
             with self._locks[name]:
                 conn.close()
         self._clusters.clear()
+
+    def abandon_local(self) -> bool:
+        """For a process about to end whose runs are recorded: kill the processes of the local
+        clusters it started, without a graceful shutdown (:meth:`LocalConnector.abandon`), so that
+        teardown does not delay its exit.  True if those were all its clusters, so that nothing is
+        left to close; False, touching nothing, if it holds any other (a cluster elsewhere is only
+        released by a graceful close)."""
+        with self._lock:
+            conns = list(self._clusters.values())
+        if not all(isinstance(c, LocalConnector) for c in conns):
+            return False
+        for c in conns:
+            c.abandon()
+        self._clusters.clear()
+        return True
 
     def connector(self, name: str) -> ClusterConnector | None:
         """The cluster connector of ``name`` once a client was asked for (drills inject faults through it)."""

@@ -4,11 +4,14 @@ summary line that counts what never started, and a SIGTERM that leaves the rest 
 from __future__ import annotations
 
 import json
+import os
+import selectors
 import signal
 import subprocess
 import time
 from datetime import datetime
 
+import psutil
 import pytest
 
 from tests.integration.conftest import AT, BIN, make_project, skyfeast, skyfeast_json
@@ -95,3 +98,45 @@ def test_run_summary_line_and_interrupt(tmp_path):
     report = json.loads(proc.stdout)
     assert {r["status"] for r in report["runs"]} <= {"succeeded", "skipped"} and not report["not_started"]
     assert sum(r["status"] == "skipped" for r in report["runs"]) >= ran
+
+
+def test_run_prints_its_result_then_exits_without_tearing_its_local_clusters_down(tmp_path):
+    """The result is out before any teardown, and the process then ends at once: the local clusters it
+    started are killed, not shut down gracefully (about 2 s), and none of their processes outlives it."""
+    project = tmp_path / "p"
+    cfg = make_project(project)
+    proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--at", AT, "--job", "user_features",
+                             "--json"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    me = psutil.Process(proc.pid)
+    seen: set[int] = set()
+    text, report, t_result = "", None, None
+    os.set_blocking(proc.stdout.fileno(), False)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if report is None:
+            for _ in sel.select(timeout=0.05):
+                text += proc.stdout.read() or ""
+            try:
+                report, t_result = json.loads(text), time.monotonic()
+            except ValueError:
+                pass
+        else:
+            time.sleep(0.01)
+        try:
+            seen.update(p.pid for p in me.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+    t_exit = time.monotonic()
+    if report is None:
+        report, t_result = json.loads(text + (proc.stdout.read() or "")), t_exit
+    assert proc.returncode == 0 and report["runs"][0]["status"] == "succeeded", report
+    assert len(seen) >= 3, seen  # a scheduler and workers ran under it
+    assert t_exit - t_result < 1.0, f"{t_exit - t_result:.2f} s from the result to the exit"
+    time.sleep(1.0)
+    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"cluster processes outlived skyfeast run: {left}"
+    code, runs = skyfeast_json("runs", "-c", str(cfg), "--job", "user_features", cwd=project)
+    assert [r["status"] for r in runs["runs"]] == ["succeeded"], runs  # recorded before the exit
