@@ -52,6 +52,10 @@ class ProgressReporter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the live bars (before a summary is printed); ending twice is harmless."""
         if self._progress:
             self._progress.stop()
 

@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = rt.runner
         install_signal_handlers(lambda sig: runner.stop.set())
         outcomes, not_started = run_concurrently(runner, jobs, windows, parallel=parallel, force=args.force)
-        reporter.__exit__(None, None, None)  # the bars end before the summary (ending twice is harmless)
+        reporter.close()  # the bars end before the summary
         code = _report(args, at, outcomes, not_started, runner.stop.is_set())
         if getattr(args, "process_exit", False) and rt.pool.abandon_local():
             # This is the process's own command line, every run is recorded in the ledger and the
