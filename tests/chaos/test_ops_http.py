@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,25 @@ class HttpDaemon(DaemonProc):
         return f"http://127.0.0.1:{m.group(1)}"
 
 
-def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+def _get(url: str | urllib.request.Request, timeout: float = 5) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def _post(url: str, body: dict, timeout: float = 10) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    return _get(req, timeout)
+
+
+def _try_get(url: str) -> tuple[int, bytes] | None:
+    try:
+        return _get(url, timeout=2)
+    except OSError:
+        return None
 
 
 def _free_port() -> int:
@@ -75,14 +89,29 @@ def _fast(every: str):
 
 
 def test_healthz_turns_503_naming_a_dead_thread_before_the_daemon_exits(tmp_path):
-    cfg = make_project(tmp_path / "p", end=future_end(), users=200, per_day=1000, edit=_fast("3s"))
+    # no scheduled fire for half an hour: the first run (and with it the heartbeat thread, which
+    # the fault kills at its first beat) starts only when the test queues one, after it has seen
+    # /healthz answer 200. A 3 s schedule raced the test's first request (CI, 2026-12-06).
+    anchor = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=30)
+
+    def edit(cfg):
+        _fast("1h")(cfg)
+        for job in cfg["jobs"]:
+            job["schedule"]["anchor"] = anchor.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    cfg = make_project(tmp_path / "p", end=future_end(), users=200, per_day=1000, edit=edit)
     port = _free_port()
-    # the run heartbeat dies when the first run starts: after the server is up, so 200 turns to 503
     d = HttpDaemon(cfg, tmp_path / "d.log", "--http", f"127.0.0.1:{port}", env={INJECT: "heartbeat"})
     try:
         base = d.base_url()
         assert base.endswith(f":{port}")
-        seen_ok = died_at = failing_at = None
+        code, raw = wait_for(lambda: _try_get(base + "/healthz"), 30, "/healthz to answer")
+        assert code == 200 and json.loads(raw)["dead"] == {}, (code, raw)
+        start, end = anchor - timedelta(hours=2), anchor - timedelta(hours=1)  # closed; before the grid starts
+        window = f"{start:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}"
+        code, raw = _post(base + "/api/trigger", {"job": "user_features", "window": window, "allow_off_grid": True})
+        assert code == 200 and json.loads(raw)["status"] == "queued", (code, raw)
+        died_at = failing_at = None
         body = {}
         deadline = time.monotonic() + 180
         while d.proc.poll() is None and time.monotonic() < deadline:
@@ -92,18 +121,15 @@ def test_healthz_turns_503_naming_a_dead_thread_before_the_daemon_exits(tmp_path
                 code, raw = _get(base + "/healthz", timeout=2)
             except OSError:
                 code, raw = None, b""
-            if code == 200 and failing_at is None:
-                seen_ok = time.monotonic()
-            elif code == 503 and failing_at is None:
+            if code == 503 and failing_at is None:
                 failing_at, body = time.monotonic(), json.loads(raw)
             if failing_at is not None and died_at is not None:
                 break
             time.sleep(0.1)
-        assert seen_ok is not None, d.text()[-3000:]
         assert failing_at is not None and died_at is not None, d.text()[-3000:]
         assert "heartbeat" in body["dead"] and "InjectedFault" in body["dead"]["heartbeat"], body
         # the death is logged before it is served or after: either way within 5 s of each other
-        assert failing_at - died_at < 5, (failing_at - died_at, body)
+        assert abs(failing_at - died_at) < 5, (failing_at - died_at, body)
         assert d.proc.wait(timeout=120) == 70
     finally:
         d.cleanup()
