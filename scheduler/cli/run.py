@@ -91,6 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes, not_started = run_concurrently(runner, jobs, windows, parallel=parallel, force=args.force)
         reporter.close()  # the bars end before the summary
         code = _report(args, at, outcomes, not_started, runner.stop.is_set())
+        if getattr(args, "process_exit", False):
+            # no probe of the clusters killed below, and no probe process left behind by os._exit
+            rt.monitor.close(timeout=2.0, wait_probes=True)
         if getattr(args, "process_exit", False) and rt.pool.abandon_local():
             # This is the process's own command line, every run is recorded in the ledger and the
             # result is out: the local clusters' processes were killed without a graceful shutdown,

@@ -139,11 +139,20 @@ class ProbePool:
                     self._pool = None
             return False, None, "the probe process died; restarting it"
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.0) -> None:
+        """Stop the probe processes; ``wait`` > 0: wait up to that many seconds for them to end, so
+        that a process about to ``os._exit`` leaves no semaphores of the pool's queues behind."""
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is None:
+            return
+        if wait <= 0:
             pool.shutdown(wait=False, cancel_futures=True)
+            return
+        ender = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                 name="skyfeast-probe-close", daemon=True)
+        ender.start()
+        ender.join(wait)
 
 
 class HealthMonitor:
@@ -177,13 +186,16 @@ class HealthMonitor:
                                         daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0, *, wait_probes: bool = False) -> None:
+        """Stop probing: wait up to ``timeout`` for a round in progress to end. ``wait_probes``: spend
+        what is left of ``timeout`` waiting for the probe processes to end (before ``os._exit``)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
         self._io.shutdown(wait=False, cancel_futures=True)
         self._rounds.shutdown(wait=False, cancel_futures=True)
-        self._probes.close()
+        self._probes.close(wait=max(0.0, deadline - time.monotonic()) if wait_probes else 0.0)
 
     def probe_once(self) -> dict[str, Breaker]:
         """Probe every provider once, all at the same time, and update the pool; returns the
