@@ -18,8 +18,17 @@ walks the primary-key B-tree in order.
 Encoding happens before the write lock is taken, and skyfeast writers of one
 database queue on a lock file beside it (``flock``), so parallel Dask workers
 encode while one of them writes and hand the lock over without SQLite's
-busy-wait sleeps.  The journal mode and ``synchronous`` are left as Feast and
-the user set them: durability is unchanged.
+busy-wait sleeps.
+
+Within one ``write`` call of several chunks, two lanes take turns: while one
+lane's connection runs a chunk's upsert (SQLite's own work, which releases the
+GIL), the other encodes and stages the next chunk (Python's work, which needs
+it).  Each lane has its own connection and TEMP stage; the upserts still run one
+at a time and in chunk order, so the keys arrive in the same ascending order as
+without lanes, and a chunk that fails stops every chunk after it.
+
+The journal mode and ``synchronous`` are left as Feast and the user set them:
+durability is unchanged.
 
 Newest wins inside SQLite: ``ON CONFLICT DO UPDATE ... WHERE excluded.event_ts
 >= stored event_ts``.  Because Feast's column only has whole seconds, two events
@@ -31,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 try:
@@ -43,7 +53,7 @@ import numpy as np
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.featurestore.writers._columns import to_list
 from skyfeast.featurestore.writers._encode import sqlite_seconds
-from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
+from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError, prepare
 
 _STAGE = "skyfeast_stage"
 # Features per staging pass: 3 + 3 * 200 columns and bound variables stay far
@@ -61,12 +71,13 @@ class SqliteWriter(EncodingWriter):
     key_ordered = True
 
     def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000, busy_timeout_s: float = 30.0,
-                 serialize: bool = True):
+                 serialize: bool = True, lanes: bool = True):
         super().__init__(target, chunk_rows=chunk_rows)
         self.busy_timeout_s = busy_timeout_s
         self.serialize = serialize  # queue on a lock file beside the database (see _write_lock)
+        self.lanes = lanes  # stage the next chunk while the previous one is upserted (module docstring)
         self._lock_fd: int | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._conns: list[sqlite3.Connection | None] = [None, None]  # one per lane
         self._with_num = False
 
     @property
@@ -84,9 +95,9 @@ class SqliteWriter(EncodingWriter):
         cfg = self.target.repo_config
         return compute_table_id(cfg.project, self.target.feature_view, cfg.registry.enable_online_feature_view_versioning)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
+    def _connect(self, lane: int = 0) -> sqlite3.Connection:
+        if self._conns[lane] is not None:
+            return self._conns[lane]
         conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
             cols = {row[1] for row in conn.execute(f"PRAGMA table_info({_quote(self.table_name)})")}
@@ -108,7 +119,7 @@ class SqliteWriter(EncodingWriter):
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        self._conns[lane] = conn
         return conn
 
     def _stage_sql(self, width: int) -> str:
@@ -136,10 +147,73 @@ class SqliteWriter(EncodingWriter):
             f"WHERE {t}.event_ts IS NULL OR excluded.event_ts >= {t}.event_ts"
         )
 
+    def write(self, table) -> int:
+        if table.num_rows == 0:
+            return 0
+        batch = prepare(self.target, table)
+        chunks = list(batch.chunks(self.chunk_rows))
+        if self.lanes and len(chunks) > 1:
+            self._write_in_lanes(chunks)
+        else:
+            for chunk in chunks:
+                self._write_chunk(chunk)
+        return len(batch)
+
     def _write_chunk(self, chunk: Batch) -> None:
         conn = self._connect()
-        # Everything Python computes happens before the write lock is taken: SQLite
-        # admits one writer, so parallel workers encode while another one writes.
+        groups = self._encode(chunk)
+        self._stage(conn, groups)
+        self._upsert(conn, groups)
+
+    def _write_in_lanes(self, chunks: list[Batch]) -> None:
+        """Chunk ``k`` on lane ``k % 2``: a lane encodes and stages its chunk, waits until every
+        chunk before it is upserted, then upserts it; the first error stops both lanes and is
+        raised here."""
+        cond = threading.Condition()
+        state = {"next": 0, "error": None}
+        # the other lane's turn comes once its chunk is upserted: a statement waits at most
+        # busy_timeout_s for the database lock, so this only bounds a hung store
+        patience = max(600.0, 4 * self.busy_timeout_s)
+
+        def fail(exc: BaseException) -> None:
+            with cond:
+                if state["error"] is None:
+                    state["error"] = exc
+                cond.notify_all()
+
+        def lane(index: int) -> None:
+            conn = None
+            try:
+                conn = self._connect(index)
+                for k in range(index, len(chunks), 2):
+                    groups = self._encode(chunks[k])
+                    self._stage(conn, groups)
+                    with cond:
+                        turn = lambda k=k: state["next"] == k or state["error"] is not None  # noqa: E731
+                        if not cond.wait_for(turn, patience):
+                            raise TimeoutError(f"SQLite writer: chunk {k} waited {patience:.0f} s for chunk "
+                                               f"{k - 1}'s upsert into {self.db_path}")
+                        if state["error"] is not None:
+                            return
+                    self._upsert(conn, groups)
+                    with cond:
+                        state["next"] = k + 1
+                        cond.notify_all()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                fail(exc)
+            finally:
+                if conn is not None:
+                    self._clear_stage(conn)
+
+        other = threading.Thread(target=lane, args=(1,), name="skyfeast-sqlite-lane", daemon=True)
+        other.start()
+        lane(0)
+        other.join()
+        if state["error"] is not None:
+            raise state["error"]
+
+    def _encode(self, chunk: Batch) -> list[tuple[int, list[str], list[tuple]]]:
+        """The chunk's staging rows, ``_GROUP`` features at a time: ``(width, names, rows)``."""
         keys = to_list(chunk.entity_keys)
         event = sqlite_seconds(chunk.event_us, np.ones(len(chunk), dtype=bool))
         if chunk.created_us is None:
@@ -156,13 +230,24 @@ class SqliteWriter(EncodingWriter):
                 if self._with_num:
                     columns.append(feature.sql_num)
             groups.append((len(group), [f.name for f in group], list(zip(*columns))))
-        # The stage is a TEMP table: filling it takes no lock on the database, so the
-        # first group is staged before the write lock (while another worker writes).
+        return groups
+
+    def _stage(self, conn: sqlite3.Connection, groups) -> None:
+        """The first group into the connection's TEMP stage: no lock on the database, so it runs
+        while another writer (or the other lane) writes."""
+        width, _, rows = groups[0]
         try:
-            width, _, rows = groups[0]
             conn.execute("BEGIN")
             conn.executemany(self._stage_sql(width), rows)
             conn.execute("COMMIT")
+        except BaseException:
+            self._clear_stage(conn)
+            raise
+
+    def _upsert(self, conn: sqlite3.Connection, groups) -> None:
+        """The staged chunk into Feast's table in one ``BEGIN IMMEDIATE`` transaction (later groups of
+        a view wider than ``_GROUP`` features are staged inside it); the stage is emptied after."""
+        try:
             with self._write_lock():
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -175,13 +260,15 @@ class SqliteWriter(EncodingWriter):
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # keep the original error
-                if conn.in_transaction:  # the stage's own transaction failed
-                    conn.execute("ROLLBACK")
-                conn.execute(f"DELETE FROM {_STAGE}")
-            raise
-        conn.execute(f"DELETE FROM {_STAGE}")
+        finally:
+            self._clear_stage(conn)
+
+    @staticmethod
+    def _clear_stage(conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):  # keep the original error
+            if conn.in_transaction:  # the stage's own transaction failed
+                conn.execute("ROLLBACK")
+            conn.execute(f"DELETE FROM {_STAGE}")
 
     @contextlib.contextmanager
     def _write_lock(self):
@@ -210,9 +297,10 @@ class SqliteWriter(EncodingWriter):
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for lane, conn in enumerate(self._conns):
+            if conn is not None:
+                conn.close()
+                self._conns[lane] = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
