@@ -1080,7 +1080,7 @@ def test_sqlite_lanes_upsert_in_chunk_order_and_store_what_one_lane_stores(pair)
             finally:
                 active.pop()
 
-    with Recording(FeastRepo(ours.repo).write_target("user_more"), chunk_rows=30) as writer:
+    with Recording(FeastRepo(ours.repo).write_target("user_more"), chunk_rows=30, lanes=True) as writer:
         assert writer.write(rows) == 300
     with SqliteWriter(FeastRepo(ref.repo).write_target("user_more"), chunk_rows=30, lanes=False) as writer:
         assert writer.write(rows) == 300
@@ -1110,7 +1110,7 @@ def test_sqlite_lane_failure_stops_the_chunks_after_it_and_is_raised(pair, faili
                 raise sqlite3.OperationalError("injected: disk I/O error")
             super()._upsert(conn, groups)
 
-    with Failing(target, chunk_rows=30) as writer:
+    with Failing(target, chunk_rows=30, lanes=True) as writer:
         with pytest.raises(sqlite3.OperationalError, match="injected"):
             writer.write(_many_rows(users, t0, 1.0))
         assert calls == list(range(failing + 1))
@@ -1120,3 +1120,21 @@ def test_sqlite_lane_failure_stops_the_chunks_after_it_and_is_raised(pair, faili
         calls.append("again")  # past the failing index: the next write goes through
         assert writer.write(_many_rows(users, t0 + timedelta(days=1), 2.0)) == 300
     assert len({r[0] for r in ours.dump()[table]}) == 300
+
+
+@pytest.mark.parametrize("pair", ["sqlite"], indirect=True)
+def test_sqlite_lanes_by_default_only_outside_a_dask_worker(pair, monkeypatch):
+    """Two lanes where the process writes alone; one inside a Dask task, where other workers keep
+    the cores busy (``distributed.get_worker`` answers there, and raises ValueError elsewhere)."""
+    import distributed
+
+    from skyfeast.featurestore.writers.sqlite import SqliteWriter
+
+    target = FeastRepo(pair[0].repo).write_target("user_more")
+    with SqliteWriter(target) as writer:
+        assert writer._lanes() is True
+    monkeypatch.setattr(distributed, "get_worker", lambda: object())
+    with SqliteWriter(target) as writer:
+        assert writer._lanes() is False
+    with SqliteWriter(target, lanes=True) as writer:
+        assert writer._lanes() is True
