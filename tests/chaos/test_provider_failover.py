@@ -66,9 +66,13 @@ def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
     assert ledger.key_ranges(run.id) is not None
     for chunk, stats in done_before.items():
         assert after[chunk]["attempt_id"] == stats["attempt_id"], "a finished chunk was recomputed"
+    aws_attempt = {a["id"] for a in attempts if a["provider"] == "aws"}
     gcp_attempt = {a["id"] for a in attempts if a["provider"] == "gcp"}
+    kept = {c for c, s in after.items() if s["attempt_id"] in aws_attempt}
     redone = {c for c, s in after.items() if s["attempt_id"] in gcp_attempt}
-    assert redone == set(range(8)) - set(done_before)
+    # a chunk may also finish on aws between the snapshot above and the kill (CI, 2026-12-06):
+    # it is kept like the others; gcp redoes exactly the chunks aws had not finished
+    assert set(done_before) <= kept and redone == set(range(8)) - kept and redone, (done_before, kept, redone)
     assert time.monotonic() - killed_at < 170
     # chunks done before the kill were staged on aws and published by gcp from there (not
     # recomputed, above): every published part is on gcp's storage, and aws's staging is empty
