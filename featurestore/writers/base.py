@@ -228,9 +228,13 @@ class EncodingWriter(OnlineWriter):
         if table.num_rows == 0:
             return 0
         batch = prepare(self.target, table)
-        for chunk in batch.chunks(self.chunk_rows):
-            self._write_chunk(chunk)
+        self._write_chunks(list(batch.chunks(self.chunk_rows)))
         return len(batch)
+
+    def _write_chunks(self, chunks: list[Batch]) -> None:
+        """Store one ``write`` call's chunks, in order (a writer may overlap their work)."""
+        for chunk in chunks:
+            self._write_chunk(chunk)
 
     @abc.abstractmethod
     def _write_chunk(self, chunk: Batch) -> None:

@@ -55,7 +55,7 @@ import numpy as np
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.featurestore.writers._columns import to_list
 from skyfeast.featurestore.writers._encode import sqlite_seconds
-from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError, prepare
+from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
 
 _STAGE = "skyfeast_stage"
 # Features per staging pass: 3 + 3 * 200 columns and bound variables stay far
@@ -151,17 +151,11 @@ class SqliteWriter(EncodingWriter):
             f"WHERE {t}.event_ts IS NULL OR excluded.event_ts >= {t}.event_ts"
         )
 
-    def write(self, table) -> int:
-        if table.num_rows == 0:
-            return 0
-        batch = prepare(self.target, table)
-        chunks = list(batch.chunks(self.chunk_rows))
+    def _write_chunks(self, chunks: list[Batch]) -> None:
         if len(chunks) > 1 and self._lanes():
             self._write_in_lanes(chunks)
         else:
-            for chunk in chunks:
-                self._write_chunk(chunk)
-        return len(batch)
+            super()._write_chunks(chunks)
 
     def _lanes(self) -> bool:
         """Whether this writer uses two lanes. By default only where this process writes alone
