@@ -1138,3 +1138,64 @@ def test_sqlite_lanes_by_default_only_outside_a_dask_worker(pair, monkeypatch):
         assert writer._lanes() is False
     with SqliteWriter(target, lanes=True) as writer:
         assert writer._lanes() is True
+
+
+@pytest.mark.parametrize("pair", ["sqlite"], indirect=True)
+def test_sqlite_fresh_key_ranges_take_the_plain_insert_and_store_what_the_upsert_stores(pair):
+    """A chunk whose key range holds no stored row goes in by a plain INSERT; one over stored rows
+    takes the newest-wins upsert. The same writes with the upsert forced for every chunk leave the
+    same bytes."""
+    from skyfeast.featurestore.writers.sqlite import SqliteWriter
+
+    ours, ref, _ = pair
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    users = np.arange(1000, 1300)
+    writes = [_many_rows(users, t0, 1.0),  # cold: ten fresh ranges
+              _many_rows(users, t0 - timedelta(days=1), 0.0),  # older, over stored rows: ignored
+              _many_rows(users[::3], t0 + timedelta(days=1), 2.0),  # newer, over stored rows: applied
+              _many_rows(np.array([9000]), t0, 3.0)]  # one new entity: a range of one key
+
+    class AlwaysUpsert(SqliteWriter):
+        def _fresh(self, conn, lo, hi):
+            return False
+
+    with SqliteWriter(FeastRepo(ours.repo).write_target("user_more"), chunk_rows=30, lanes=False) as writer:
+        counts = []
+        for rows in writes:
+            writer.write(rows)
+            counts.append((writer.inserted, writer.upserted))
+    assert counts == [(10, 0), (10, 10), (10, 14), (11, 14)]
+    with AlwaysUpsert(FeastRepo(ref.repo).write_target("user_more"), chunk_rows=30, lanes=False) as writer:
+        for rows in writes:
+            writer.write(rows)
+        assert writer.inserted == 0 and writer.upserted == 25
+    name = f"{ours.project}_user_more"
+    dump_a, dump_b = ours.dump()[name], ref.dump()[name]
+    assert len(dump_a) == 602 and dump_a == dump_b
+    fs = ours.feature_store()
+    got = fs.get_online_features(features=["user_more:m_str"],
+                                 entity_rows=[{"user_id": 1000}, {"user_id": 1001}, {"user_id": 9000}]).to_dict()
+    assert got["m_str"] == ["v2.0-1000", "v1.0-1001", "v3.0-9000"]
+
+
+@pytest.mark.parametrize("pair", ["sqlite"], indirect=True)
+def test_sqlite_plain_insert_colliding_with_stored_rows_is_undone_and_upserted(pair):
+    """Should a chunk judged fresh still meet stored keys, its INSERT fails on the primary key,
+    SQLite undoes that statement alone, and the newest-wins upsert stores the chunk instead."""
+    from skyfeast.featurestore.writers.sqlite import SqliteWriter
+
+    class Misjudging(SqliteWriter):
+        def _fresh(self, conn, lo, hi):
+            return True
+
+    ours, _, _ = pair
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+    with Misjudging(FeastRepo(ours.repo).write_target("user_more"), lanes=False) as writer:
+        writer.write(_late_rows(t_new, 2.0, "new"))
+        assert (writer.inserted, writer.upserted) == (1, 0)
+        writer.write(_late_rows(t_old, 1.0, "old"))  # collides; the upsert keeps the newer rows
+        assert (writer.inserted, writer.upserted) == (1, 1)
+        assert _read(ours) == {"user_id": [7, 8], "m_f64": [2.0, 3.0], "m_str": ["new", "new"]}
+        writer.write(_late_rows(t_new + timedelta(days=1), 3.0, "newer"))
+        assert (writer.inserted, writer.upserted) == (1, 2)
+        assert _read(ours) == {"user_id": [7, 8], "m_f64": [3.0, 4.0], "m_str": ["newer", "newer"]}
