@@ -55,6 +55,7 @@ import pandas as pd
 from skyfeast.adapters.failures import is_infrastructure
 from skyfeast.featurestore.alloc import in_batch
 from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
+from skyfeast.featurestore.partitioning import ordered_writes
 from skyfeast.featurestore.repo import FeastRepo, WriteTarget, _quiet
 
 ProgressFn = Callable[[int, int], None]
@@ -216,11 +217,14 @@ def _views(repo: FeastRepo, names: list[str] | None) -> list:
 
 # --------------------------------------------------------------------------- worker side
 @in_batch
-def _write_partition(pdf: pd.DataFrame, target: WriteTarget) -> dict:
+def _write_partition(pdf: pd.DataFrame, target: WriteTarget, after: dict | None = None) -> dict:
+    """One partition into the online store. ``after`` is set when the view's partition writes are
+    chained (:func:`run_plans`): the stats of the partition written before this one, or ``{}`` for
+    the first; this one then writes alone."""
     from skyfeast.featurestore.online import write_latest
 
     started = time.time()  # wall clock, comparable across this machine's processes (phase timings)
-    rows = write_latest(pdf, target) if len(pdf) else 0
+    rows = write_latest(pdf, target, alone=after is not None) if len(pdf) else 0
     return {"rows_in": len(pdf), "rows": rows, "started": started, "finished": time.time()}
 
 
@@ -287,7 +291,14 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
     import dask
 
     books = {} if books is None else books
-    default_parts = partitions or 2 * n_workers(client)
+    workers = n_workers(client)
+
+    def default_parts(target: WriteTarget) -> int:
+        # a chained view (ordered_writes) writes one partition at a time, and each partition's
+        # first chunk is encoded before anything of it is written: one per worker keeps the
+        # reading and shuffling parallel with the fewest such starts
+        return partitions or (workers if ordered_writes(target) else 2 * workers)
+
     runs: dict[str, _Run] = {}
     frames = {}
     for plan in plans:
@@ -296,7 +307,7 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
             frames[plan.name] = _frame(plan)
         except Exception as exc:
             run.error = exc
-    items = [(ddf, runs[name].plan.target, runs[name].book, max(default_parts, ddf.npartitions))
+    items = [(ddf, runs[name].plan.target, runs[name].book, max(default_parts(runs[name].plan.target), ddf.npartitions))
              for name, ddf in frames.items()]
     for name, error in zip(frames, fix_partitioning(client, items)):
         runs[name].error = error
@@ -311,9 +322,17 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
         except Exception as exc:
             run.error = exc
             continue
+        # A store that takes one writer at a time (SQLite) gets the partitions one after another in
+        # ascending key order, each appending past the rows before it; reading, shuffling and
+        # encoding still run in parallel (docs/benchmarks.md, materialize run l).
+        chained = ordered_writes(run.plan.target)
+        after = {} if chained else None  # {}: the head of a chain, which writes alone too
         for i, part in enumerate(parts):
             if i not in run.book.done:
-                tasks.append(dask.delayed(_write_partition, pure=False)(part, run.plan.target))
+                task = dask.delayed(_write_partition, pure=False)(part, run.plan.target, after)
+                if chained:
+                    after = task
+                tasks.append(task)
                 keys.append((name, i))
     total = sum(r.book.partitions or 0 for r in runs.values() if r.error is None)
     done = sum(len(r.book.done) for r in runs.values() if r.error is None)

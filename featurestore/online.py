@@ -95,8 +95,10 @@ def close_writers() -> None:
             pass
 
 
-def write_latest(frame: pd.DataFrame, target: WriteTarget) -> int:
+def write_latest(frame: pd.DataFrame, target: WriteTarget, *, alone: bool = False) -> int:
     """Upsert the newest row per entity of ``frame``; an older event never replaces a newer one.
+
+    ``alone``: no other writer of this store runs meanwhile (see ``OnlineWriter.alone``).
 
     Returns the number of entity rows sent. Raises :class:`OutputSchemaError`
     for missing columns and ``skyfeast.featurestore.writers.EncodingError`` for values
@@ -110,4 +112,9 @@ def write_latest(frame: pd.DataFrame, target: WriteTarget) -> int:
     if created and created in frame.columns and created not in cols:
         cols.append(created)
     table = pa.Table.from_pandas(frame, columns=cols, preserve_index=False)  # frame[cols] would copy them all
-    return _writer(target).write(table)
+    writer = _writer(target)
+    writer.alone = alone
+    try:
+        return writer.write(table)
+    finally:
+        writer.alone = False

@@ -196,3 +196,11 @@ def keeps_key_order(target: WriteTarget) -> bool:
     from skyfeast.featurestore.writers import writer_class
 
     return getattr(writer_class(target), "key_ordered", False)
+
+
+def ordered_writes(target: WriteTarget) -> bool:
+    """True when ``target``'s native writer wants a view's partitions written one at a time, in
+    ascending key order (``OnlineWriter.ordered_writes``)."""
+    from skyfeast.featurestore.writers import writer_class
+
+    return getattr(writer_class(target), "ordered_writes", False)

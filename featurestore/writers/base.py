@@ -72,9 +72,17 @@ class OnlineWriter(abc.ABC):
     #: True when the store keeps rows in a B-tree ordered by the serialised entity key:
     #: callers then split work by key range (:mod:`skyfeast.featurestore.partitioning`), not by hash.
     key_ordered: bool = False
+    #: True when one writer at a time, in ascending key-range order, beats writers in parallel:
+    #: the store takes one writer at a time anyway, and rows inserted below stored keys cost it
+    #: more than rows appended past them (:func:`skyfeast.featurestore.materialize.run_plans`
+    #: then chains a view's partition writes).
+    ordered_writes: bool = False
 
     def __init__(self, target: WriteTarget):
         self.target = target
+        # set by a caller that knows no other writer of this store runs meanwhile (a chained
+        # partition write): the writer may then use more than one thread
+        self.alone = False
 
     @abc.abstractmethod
     def write(self, table: pa.Table) -> int:
@@ -121,15 +129,18 @@ class Batch:
 
     def chunks(self, size: int) -> Iterator[Batch]:
         for start in range(0, len(self), size):
-            stop = min(start + size, len(self))
-            yield Batch(
-                self.target,
-                self.table.slice(start, stop - start),
-                self.entity_keys.slice(start, stop - start),
-                self.event_us[start:stop],
-                None if self.created_us is None else self.created_us[start:stop],
-                None if self.created_present is None else self.created_present[start:stop],
-            )
+            yield self.slice(start, min(start + size, len(self)))
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``start`` to ``stop`` (zero-copy)."""
+        return Batch(
+            self.target,
+            self.table.slice(start, stop - start),
+            self.entity_keys.slice(start, stop - start),
+            self.event_us[start:stop],
+            None if self.created_us is None else self.created_us[start:stop],
+            None if self.created_present is None else self.created_present[start:stop],
+        )
 
     def take(self, rows: np.ndarray) -> Batch:
         """The batch of the given row positions (in that order)."""

@@ -20,27 +20,33 @@ database queue on a lock file beside it (``flock``), so parallel Dask workers
 encode while one of them writes and hand the lock over without SQLite's
 busy-wait sleeps.
 
-Within one ``write`` call of several chunks, outside a Dask worker (the
-in-process path, where nothing else uses the second core), two lanes take
-turns: while one lane's connection runs a chunk's upsert (SQLite's own work,
-which releases the GIL), the other encodes and stages the next chunk (Python's
-work, which needs it).  Each lane has its own connection and TEMP stage; the
-upserts still run one at a time and in chunk order, so the keys arrive in the
-same ascending order as without lanes, and a chunk that fails stops every chunk
-after it.
+Within one ``write`` call of several chunks, where this process writes alone
+(outside a Dask worker: the in-process path; or a chained partition write, see
+``ordered_writes``), two lanes take turns: while one lane's connection runs a
+chunk's upsert (SQLite's own work, which releases the GIL), the other encodes
+and stages the next chunk (Python's work, which needs it).  Each lane has its own
+connection and TEMP stage; encodings run one chunk at a time and so do upserts,
+in chunk order, so the keys arrive in the same ascending order as without lanes,
+and a chunk that fails stops every chunk after it.  The first chunk is cut to a
+quarter, since its encoding is the one nothing overlaps.
+
+``ordered_writes``: SQLite takes one writer at a time, and rows inserted below
+stored keys cost it about a third more than rows appended past them, so
+``skyfeast materialize`` chains a view's partition writes in ascending key order
+(:func:`skyfeast.featurestore.materialize.run_plans`).
 
 The journal mode and ``synchronous`` are left as Feast and the user set them:
 durability is unchanged.
 
 Newest wins inside SQLite: ``ON CONFLICT DO UPDATE ... WHERE excluded.event_ts
->= stored event_ts``.  When no stored row's key lies within the chunk's key
+>= stored event_ts``.  Because Feast's column only has whole seconds, two events
+within the same second count as equal, and the later write wins.  When no stored row's key lies within the chunk's key
 range (asked with one index seek inside the chunk's ``BEGIN IMMEDIATE``, so no
 writer can add one meanwhile), there is nothing to resolve and the rows go in by
 a plain ``INSERT``, which spares SQLite the conflict clause's work per row (as
 the PostgreSQL writer COPYs such chunks straight into Feast's table).  A cold
 load is all fresh ranges: range partitioning gives each chunk a slice of the key
-order that no other chunk shares.  Because Feast's column only has whole seconds, two events
-within the same second count as equal, and the later write wins.
+order that no other chunk shares.
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ class SqliteWriter(EncodingWriter):
     """One connection per writer; one ``BEGIN IMMEDIATE`` transaction per chunk."""
 
     key_ordered = True
+    ordered_writes = True
 
     def __init__(self, target: WriteTarget, *, chunk_rows: int = 20_000, busy_timeout_s: float = 30.0,
                  serialize: bool = True, lanes: bool | None = None):
@@ -184,6 +191,10 @@ class SqliteWriter(EncodingWriter):
 
     def _write_chunks(self, chunks: list[Batch]) -> None:
         if len(chunks) > 1 and self._lanes():
+            # a short first chunk: its encoding is the only one nothing overlaps
+            lead = max(1, len(chunks[0]) // 4)
+            if len(chunks[0]) > lead:
+                chunks = [chunks[0].slice(0, lead), chunks[0].slice(lead, len(chunks[0])), *chunks[1:]]
             self._write_in_lanes(chunks)
         else:
             super()._write_chunks(chunks)
@@ -193,16 +204,19 @@ class SqliteWriter(EncodingWriter):
         (``skyfeast materialize``'s in-process path): on a Dask worker, other workers' tasks keep
         the cores busy and queue on the same write lock, and a second lane per worker only added
         contention (a 200k-entity load on two workers took 7.9 and 9.7 s with lanes, 6.9 and
-        8.7 s without: docs/benchmarks.md)."""
-        if self.lanes is None:
-            try:
-                from distributed import get_worker
+        8.7 s without: docs/benchmarks.md).  A caller that writes alone (:attr:`alone`: a chained
+        partition write, while no other partition of the view writes) gets lanes there too."""
+        if self.lanes is not None:
+            return self.lanes
+        if self.alone:
+            return True
+        try:
+            from distributed import get_worker
 
-                get_worker()
-                self.lanes = False
-            except (ImportError, ValueError):  # not inside a Dask task
-                self.lanes = True
-        return self.lanes
+            get_worker()
+            return False
+        except (ImportError, ValueError):  # not inside a Dask task
+            return True
 
     def _write_chunk(self, chunk: Batch) -> None:
         conn = self._connect()
@@ -211,11 +225,13 @@ class SqliteWriter(EncodingWriter):
         self._upsert(conn, groups)
 
     def _write_in_lanes(self, chunks: list[Batch]) -> None:
-        """Chunk ``k`` on lane ``k % 2``: a lane encodes and stages its chunk, waits until every
-        chunk before it is upserted, then upserts it; the first error stops both lanes and is
-        raised here."""
+        """Chunk ``k`` on lane ``k % 2``: a lane waits until chunk ``k - 1`` is staged, encodes and
+        stages chunk ``k``, waits until chunk ``k - 1`` is upserted, then upserts it; the first error
+        stops both lanes and is raised here.  Encoding and staging (Python's work, under the GIL)
+        thus run one chunk at a time, beside the other lane's upsert: two lanes encoding at once
+        would only share the GIL and delay the first upsert."""
         cond = threading.Condition()
-        state = {"next": 0, "error": None}
+        state = {"staged": 0, "next": 0, "error": None}
         # the other lane's turn comes once its chunk is upserted: a statement waits at most
         # busy_timeout_s for the database lock, so this only bounds a hung store
         patience = max(600.0, 4 * self.busy_timeout_s)
@@ -226,24 +242,34 @@ class SqliteWriter(EncodingWriter):
                     state["error"] = exc
                 cond.notify_all()
 
+        def wait(key: str, k: int, what: str) -> bool:
+            """Until ``state[key]`` reaches ``k`` (False: another lane failed)."""
+            with cond:
+                if not cond.wait_for(lambda: state[key] >= k or state["error"] is not None, patience):
+                    raise TimeoutError(f"SQLite writer: chunk {k} waited {patience:.0f} s for chunk "
+                                       f"{k - 1}'s {what} into {self.db_path}")
+                return state["error"] is None
+
+        def done(key: str, k: int) -> None:
+            with cond:
+                state[key] = k + 1
+                cond.notify_all()
+
         def lane(index: int) -> None:
             conn = None
             try:
                 conn = self._connect(index)
                 for k in range(index, len(chunks), 2):
+                    if not wait("staged", k, "staging"):
+                        return
                     groups = self._encode(chunks[k])
                     self._stage(conn, groups)
-                    with cond:
-                        turn = lambda k=k: state["next"] == k or state["error"] is not None  # noqa: E731
-                        if not cond.wait_for(turn, patience):
-                            raise TimeoutError(f"SQLite writer: chunk {k} waited {patience:.0f} s for chunk "
-                                               f"{k - 1}'s upsert into {self.db_path}")
-                        if state["error"] is not None:
-                            return
-                    self._upsert(conn, groups)
-                    with cond:
-                        state["next"] = k + 1
-                        cond.notify_all()
+                    done("staged", k)
+                    if not wait("next", k, "upsert"):
+                        return
+                    self._upsert(conn, groups, clear=False)
+                    done("next", k)
+                    self._clear_stage(conn)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 fail(exc)
             finally:
@@ -289,12 +315,13 @@ class SqliteWriter(EncodingWriter):
             self._clear_stage(conn)
             raise
 
-    def _upsert(self, conn: sqlite3.Connection, groups) -> None:
+    def _upsert(self, conn: sqlite3.Connection, groups, *, clear: bool = True) -> None:
         """The staged chunk into Feast's table in one ``BEGIN IMMEDIATE`` transaction (later groups of
         a view wider than ``_GROUP`` features are staged inside it); the stage is emptied after.
         A chunk whose key range holds no stored row is inserted without the conflict clause; should
         its rows still collide (keys repeated within the chunk), that statement is undone and the
-        newest-wins upsert runs instead."""
+        newest-wins upsert runs instead.  ``clear=False`` leaves emptying the stage to the caller
+        (the lanes empty it after handing the turn on)."""
         rows = groups[0][2]
         # the chunk's key range, before the lock (Python's work)
         lo, hi = (min(r[0] for r in rows), max(r[0] for r in rows)) if rows else (None, None)
@@ -321,7 +348,8 @@ class SqliteWriter(EncodingWriter):
                     conn.execute("ROLLBACK")
                     raise
         finally:
-            self._clear_stage(conn)
+            if clear:
+                self._clear_stage(conn)
 
     @staticmethod
     def _clear_stage(conn: sqlite3.Connection) -> None:

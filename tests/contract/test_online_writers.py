@@ -12,6 +12,7 @@ server, PostgreSQL pairs two schemas of the per-test database.
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -1058,25 +1059,36 @@ def test_redis_guarded_race_aborts_only_its_group_among_many_in_flight(pair):
 
 @pytest.mark.parametrize("pair", ["sqlite"], indirect=True)
 def test_sqlite_lanes_upsert_in_chunk_order_and_store_what_one_lane_stores(pair):
-    """Ten chunks of 30 entities: with lanes (chunk k encoded and staged on lane k % 2 while the one
-    before is upserted) the store holds byte for byte what one lane stores, the upserts run one at
-    a time in chunk order, and both lanes did work."""
+    """Ten chunks of 30 entities, the first split 7 + 23 so that the first upsert starts early: with
+    lanes (chunk k encoded and staged on lane k % 2 while the one before is upserted) the store
+    holds byte for byte what one lane stores, encodings and upserts each run one at a time in
+    chunk order, and both lanes did work."""
     from skyfeast.featurestore.writers.sqlite import SqliteWriter
 
     ours, ref, _ = pair
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     users = np.arange(5000, 5300)
     rows = pa.concat_tables([_many_rows(users, t0, 1.0), _many_rows(users[::7], t0 - timedelta(days=1), 0.0)])
-    upserts, lanes_used, active = [], set(), []
+    upserts, lanes_used, active, encoding, encoded = [], set(), [], [], []
 
     class Recording(SqliteWriter):
-        def _upsert(self, conn, groups):
+        def _encode(self, chunk):
+            encoding.append(1)
+            assert len(encoding) == 1, "two encodings at once"
+            encoded.append(len(chunk))
+            time.sleep(0.002)  # long enough for a second encoding to overlap, were it allowed
+            try:
+                return super()._encode(chunk)
+            finally:
+                encoding.pop()
+
+        def _upsert(self, conn, groups, **options):
             active.append(1)
             assert len(active) == 1, "two upserts at once"
             upserts.append(groups[0][2][0][0])  # the chunk's first entity key
             lanes_used.add(self._conns.index(conn))
             try:
-                super()._upsert(conn, groups)
+                super()._upsert(conn, groups, **options)
             finally:
                 active.pop()
 
@@ -1084,7 +1096,8 @@ def test_sqlite_lanes_upsert_in_chunk_order_and_store_what_one_lane_stores(pair)
         assert writer.write(rows) == 300
     with SqliteWriter(FeastRepo(ref.repo).write_target("user_more"), chunk_rows=30, lanes=False) as writer:
         assert writer.write(rows) == 300
-    assert len(upserts) == 10 and upserts == sorted(upserts) and lanes_used == {0, 1}
+    assert encoded == [7, 23] + [30] * 9
+    assert len(upserts) == 11 and upserts == sorted(upserts) and lanes_used == {0, 1}
     dump_a, dump_b = ours.dump(), ref.dump()
     name = f"{ours.project}_user_more"
     assert len(dump_a[name]) == 600 and dump_a[name] == dump_b[name]
@@ -1094,7 +1107,8 @@ def test_sqlite_lanes_upsert_in_chunk_order_and_store_what_one_lane_stores(pair)
 @pytest.mark.parametrize("failing", [2, 3], ids=["lane-0", "lane-1"])
 def test_sqlite_lane_failure_stops_the_chunks_after_it_and_is_raised(pair, failing):
     """The upsert of chunk ``failing`` raises: the chunks before it stay written, none after it is
-    upserted, and the caller gets that error; the writer then writes again."""
+    upserted, and the caller gets that error; the writer then writes again.  (Chunks of 30
+    entities, the first split 7 + 23.)"""
     from skyfeast.featurestore.writers.sqlite import SqliteWriter
 
     ours, _, _ = pair
@@ -1104,11 +1118,11 @@ def test_sqlite_lane_failure_stops_the_chunks_after_it_and_is_raised(pair, faili
     calls = []
 
     class Failing(SqliteWriter):
-        def _upsert(self, conn, groups):
+        def _upsert(self, conn, groups, **options):
             calls.append(len(calls))
             if len(calls) - 1 == failing:
                 raise sqlite3.OperationalError("injected: disk I/O error")
-            super()._upsert(conn, groups)
+            super()._upsert(conn, groups, **options)
 
     with Failing(target, chunk_rows=30, lanes=True) as writer:
         with pytest.raises(sqlite3.OperationalError, match="injected"):
@@ -1116,7 +1130,7 @@ def test_sqlite_lane_failure_stops_the_chunks_after_it_and_is_raised(pair, faili
         assert calls == list(range(failing + 1))
         table = f"{ours.project}_user_more"
         stored = ours.dump()[table]
-        assert len({r[0] for r in stored}) == 30 * failing
+        assert len({r[0] for r in stored}) == 30 * (failing - 1)
         calls.append("again")  # past the failing index: the next write goes through
         assert writer.write(_many_rows(users, t0 + timedelta(days=1), 2.0)) == 300
     assert len({r[0] for r in ours.dump()[table]}) == 300

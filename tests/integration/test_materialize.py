@@ -263,7 +263,8 @@ def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client
     want = expected(dataset["stats"], T0, T3, ["event_ts"])
     full = make_repo(tmp_path / "full", dataset["root"])
     books: dict = {}
-    result = run_plans(client, _prepare(full, ["user_stats"], T0, T3)[1], books=books)
+    # four ranges (a chained SQLite view defaults to one per worker): halves worth resuming
+    result = run_plans(client, _prepare(full, ["user_stats"], T0, T3)[1], books=books, partitions=4)
     book = books["user_stats"]
     assert result["user_stats"].ok, result["user_stats"].error
     assert book.ranges is not None and book.partitions == book.ranges.partitions >= 3
@@ -273,6 +274,9 @@ def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client
     per_chunk = np.bincount(part, minlength=book.partitions)
     assert {i: s["rows"] for i, s in book.done.items()} == dict(enumerate(per_chunk.tolist()))
     assert per_chunk.min() > 0.4 * len(want) / book.partitions  # balanced by the sample
+    # SQLite takes one writer at a time: the chunks were written one after another, in key order
+    spans = [(book.done[i]["started"], book.done[i]["finished"]) for i in range(book.partitions)]
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
 
     halves = make_repo(tmp_path / "halves", dataset["root"])
     table = f"{PROJECT}_user_stats"
