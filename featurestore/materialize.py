@@ -324,7 +324,7 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
             continue
         # A store that takes one writer at a time (SQLite) gets the partitions one after another in
         # ascending key order, each appending past the rows before it; reading, shuffling and
-        # encoding still run in parallel (docs/benchmarks.md, materialize run l).
+        # encoding still run in parallel (docs/benchmarks.md, materialize run m).
         chained = ordered_writes(run.plan.target)
         after = {} if chained else None  # {}: the head of a chain, which writes alone too
         for i, part in enumerate(parts):

@@ -193,14 +193,16 @@ def _dask_shuffle():
 
 def keeps_key_order(target: WriteTarget) -> bool:
     """True when the native writer for ``target``'s store writes into a key-ordered B-tree."""
-    from skyfeast.featurestore.writers import writer_class
-
-    return getattr(writer_class(target), "key_ordered", False)
+    return _writer_says(target, "key_ordered")
 
 
 def ordered_writes(target: WriteTarget) -> bool:
     """True when ``target``'s native writer wants a view's partitions written one at a time, in
     ascending key order (``OnlineWriter.ordered_writes``)."""
+    return _writer_says(target, "ordered_writes")
+
+
+def _writer_says(target: WriteTarget, flag: str) -> bool:
     from skyfeast.featurestore.writers import writer_class
 
-    return getattr(writer_class(target), "ordered_writes", False)
+    return getattr(writer_class(target), flag, False)
