@@ -78,7 +78,12 @@ def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
     # recomputed, above): every published part is on gcp's storage, and aws's staging is empty
     parts = [c["file"] for c in after.values() if c["file"]]
     assert parts and all("/data/gcp/offline/" in f for f in parts), parts
-    assert not list((cfg.parent / "data" / "aws" / "staging").rglob("*.parquet"))
+    # aws's staging holds no part of a chunk that counts: the kept chunks' parts were published
+    # from there and removed. A task that aws's workers were still running when its scheduler was
+    # killed can finish its staging write after that clean-up (CI, 2026-12-07: part 2 of a chunk
+    # gcp redid); such an orphan is only ever a part of a chunk gcp redid, and no reader sees it.
+    left = {int(p.stem.rsplit("-part", 1)[1]) for p in (cfg.parent / "data" / "aws" / "staging").rglob("*.parquet")}
+    assert left <= redone, (left, redone)
     code, report = skyfeast_json("run", "-c", str(cfg), "--job", "risk_score", "--at", AT, cwd=cfg.parent)
     assert code == 0, report
     assert report["runs"][0]["rows"] == final.rows_written
