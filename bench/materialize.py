@@ -309,6 +309,12 @@ def check_ceiling_layout(commands: np.ndarray, sky_project: str, ceiling_project
 # ---------------------------------------------------------------- SQL ceilings
 
 
+def print_runs(kind: str, label: str, times: list[float]) -> None:
+    """Every timed run beside the median, when there is more than one."""
+    if len(times) > 1:
+        print(f"{kind:<9} {label:<16} runs: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+
+
 def _upsert_set(table: str, cols: list[str], excluded: str) -> str:
     """``ON CONFLICT`` clause: newest wins, as skyfeast's and Feast's SQL stores resolve a stored row."""
     updates = ", ".join(f"{c} = {excluded}.{c}" for c in cols if c not in ("entity_key", "feature_name"))
@@ -365,8 +371,7 @@ def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int, upsert: bool
             if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != len(rows):
                 raise RuntimeError("the SQLite ceiling lost rows; fix the bench")
         db.unlink()
-    if len(times) > 1:
-        print(f"{'sqlite':<9} {'ceiling':<16} runs: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+    print_runs("sqlite", "ceiling", times)
     return statistics.median(times), len(keys)
 
 
@@ -461,9 +466,7 @@ def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1,
                 writer.close()
             conn.execute(f'DROP TABLE IF EXISTS "{ceiling}"')
             conn.commit()
-    if len(times) > 1:
-        print(f"{'postgres':<9} {f'ceiling ({connections} conn.)':<16} runs: {', '.join(f'{t:.2f}' for t in times)} s",
-              flush=True)
+    print_runs("postgres", f"ceiling ({connections} conn.)", times)
     return statistics.median(times), len(keys)
 
 
@@ -618,8 +621,7 @@ def time_contenders(b: Bench, kind: str, sky: Repo, van: Repo) -> tuple[dict[str
         peak = ", ".join(f"{m:,.0f}" for m in peaks) if peaks else ""
         print(f"{kind:<9} {label:<16} {n:>10,} {median:>9.2f} {rates[label]:>10,.0f} "
               f"{rates[label] * args.features:>12,.0f} {ratio:>10}  {peak}", flush=True)
-        if len(times) > 1:
-            print(f"{kind:<9} {label:<16} runs: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+        print_runs(kind, label, times)
     return rates, peaks
 
 
