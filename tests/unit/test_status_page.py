@@ -227,7 +227,7 @@ def test_the_page_needs_the_read_token_and_never_takes_it_in_the_url(served):
 def test_the_status_page_in_chromium(served, tmp_path):
     need_browser()
     from selenium import webdriver
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -246,6 +246,19 @@ def test_the_status_page_in_chromium(served, tmp_path):
         driver.find_element(By.ID, "login-token").send_keys(TOKEN)
         driver.find_element(By.ID, "login-submit").click()
         wait.until(ec.presence_of_element_located((By.ID, "providers")))
+
+        def reloaded(probe):
+            """``probe``, read as not yet when the page reloads under it: chromedriver then reports an
+            element of the old document by this message, not as StaleElementReferenceException."""
+            def look(d):
+                try:
+                    return probe(d)
+                except WebDriverException as exc:
+                    if "does not belong to the document" not in (exc.msg or ""):
+                        raise
+                    return False
+            return look
+
         cookie = driver.get_cookie(COOKIE)
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
 
@@ -287,8 +300,8 @@ def test_the_status_page_in_chromium(served, tmp_path):
         driver.find_element(By.ID, "cordon-reason").send_keys("quota <b>exhausted</b>")
         driver.find_element(By.ID, "action-token").send_keys(TOKEN)
         driver.find_element(By.ID, "cordon-button").click()
-        wait.until(lambda d: "cordoned" in d.find_element(By.CSS_SELECTOR, '#providers tr[data-provider="gcp"] .cordon')
-                   .text)
+        wait.until(reloaded(lambda d: "cordoned" in d.find_element(
+            By.CSS_SELECTOR, '#providers tr[data-provider="gcp"] .cordon').text))
         assert "quota <b>exhausted</b>" in row("providers", "gcp")[0].text and "http:token" in row("providers", "gcp")[0].text
         assert "cordoned" not in row("providers", "aws")[0].find_element(By.CSS_SELECTOR, ".cordon").text
 
@@ -298,13 +311,13 @@ def test_the_status_page_in_chromium(served, tmp_path):
         driver.find_element(By.ID, "trigger-window").send_keys(window)
         driver.find_element(By.ID, "action-token").send_keys(TOKEN)
         driver.find_element(By.ID, "trigger-button").click()
-        result = wait.until(lambda d: d.find_element(By.ID, "trigger-result").text)
+        result = wait.until(reloaded(lambda d: d.find_element(By.ID, "trigger-result").text))
         assert result.startswith("trigger: run ") and result.endswith(" queued"), result
         queued = int(result.split()[2])
         # and a refused one: the error is shown as the API says it
         driver.find_element(By.ID, "cancel-run").send_keys("999999")
         driver.find_element(By.ID, "cancel-button").click()
-        assert wait.until(lambda d: d.find_element(By.ID, "cancel-result").text) == "no run with id 999999"
+        assert wait.until(reloaded(lambda d: d.find_element(By.ID, "cancel-result").text)) == "no run with id 999999"
         shot = tmp_path / "status-page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         print(f"status page screenshot: {shot}")
