@@ -64,7 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.timing.windows import latest_window
 
     at = parse_at(args.at)  # arguments before files: a bad --at fails fast
-    cfg = load_config(args.config)
+    from skyfeast.scheduler.ledger import reach_ledger
+
+    cfg = load_config(args.config, meanwhile=reach_ledger)  # reach the ledger while the slow checks run
     jobs = order_jobs(_select_jobs(cfg, args.job))
     if not jobs:
         from skyfeast.scheduler.cli.console import err

@@ -33,9 +33,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.api.views import status_view
     from skyfeast.scheduler.config import load_config
     from skyfeast.scheduler.control.providers import ProviderPool
-    from skyfeast.scheduler.ledger import open_ledger
+    from skyfeast.scheduler.ledger import open_ledger, reach_ledger
 
-    cfg = load_config(args.config, check_imports=False)  # status runs no user code: do not wait on its imports
+    # status runs no user code: do not wait on its imports; reach the ledger while Feast's repo loads
+    cfg = load_config(args.config, check_imports=False, meanwhile=reach_ledger)
     ledger = open_ledger(cfg)
     pool = ProviderPool(cfg)
     try:

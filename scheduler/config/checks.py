@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from skyfeast.scheduler.config import Config
 
 
-def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, check_feast: bool) -> list[Problem]:
+def semantic_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
+    """The checks that take no time: names, references, paths; :func:`slow_problems` holds the rest."""
     problems: list[Problem] = []
     names: dict[str, int] = {}
     for i, job in enumerate(cfg.jobs):
@@ -56,6 +57,12 @@ def semantic_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, ch
     problems += _storage_problems(cfg, smap)
     problems += _cluster_problems(cfg, smap)
     problems += _data_problems(cfg, smap)
+    return problems
+
+
+def slow_problems(cfg: "Config", smap: SourceMap, *, check_imports: bool, check_feast: bool) -> list[Problem]:
+    """The checks that take seconds: importing the jobs' code and loading Feast's repo."""
+    problems: list[Problem] = []
     if check_imports:
         for i, job in enumerate(cfg.jobs):
             if job.kind == "model" and job.model is None:

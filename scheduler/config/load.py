@@ -8,6 +8,7 @@ naming file, key path and line for every problem.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def _pydantic_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:
 
 
 def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bool = True,
-                keep_source_map: bool = True) -> Config:
+                keep_source_map: bool = True,
+                meanwhile: Callable[[Config], Callable[[], None]] | None = None) -> Config:
     """Load, validate and cross-check a config file.
 
     Raises :class:`ConfigError` with every problem found (never a traceback).
@@ -52,6 +54,10 @@ def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bo
     the file's key → line map is dropped once the file is checked (the daemon: for
     10,000 jobs it holds ~40 MB, and only later checks of ``validate`` and ``run``
     name lines with it); problems found afterwards name the file and key, without a line.
+
+    ``meanwhile(cfg)`` is called once every check but the slow ones (the jobs' imports, Feast's
+    repo) has passed, and starts work that overlaps them (a command reaching its ledger's
+    server); the call it returns is made after they pass too, and may raise.
     """
     p = Path(path)
     file = str(path)
@@ -72,11 +78,15 @@ def load_config(path: str | Path, *, check_imports: bool = True, check_feast: bo
     cfg._file = file
     cfg._smap = smap
 
-    from skyfeast.scheduler.config.checks import semantic_problems
+    from skyfeast.scheduler.config.checks import semantic_problems, slow_problems
 
-    problems = semantic_problems(cfg, smap, check_imports=check_imports, check_feast=check_feast)
+    problems = semantic_problems(cfg, smap)
+    done = meanwhile(cfg) if meanwhile is not None and not problems else None
+    problems += slow_problems(cfg, smap, check_imports=check_imports, check_feast=check_feast)
     if problems:
         raise ConfigError(problems)
+    if done is not None:
+        done()
     if not keep_source_map:
         cfg._smap = None
     return cfg

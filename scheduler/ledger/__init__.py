@@ -19,7 +19,8 @@ from skyfeast.scheduler.ledger.core import (
     LedgerError,
     RunRow,
     open_ledger,
+    reach_ledger,
 )
 
 __all__ = ["FAILURE_CLASSES", "LEADER", "PENDING", "RUN_STATES", "SCHEMA_VERSION", "Fenced", "Ledger", "LedgerError",
-           "RunRow", "open_ledger"]
+           "RunRow", "open_ledger", "reach_ledger"]

@@ -16,11 +16,12 @@ raises :class:`Fenced` otherwise — a deposed leader cannot commit.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -124,7 +125,7 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
         self.token: int | None = None  # fencing token while leader
         self.deposed = False  # lost the lease without releasing it: every later write is refused
         self._local = threading.local()
-        try:
+        with _opening(url):
             if url.startswith("sqlite:"):
                 path = url.split("sqlite:///", 1)[-1]
                 if path and path != ":memory:":
@@ -133,27 +134,14 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
                 sa.event.listen(self.engine, "connect", _sqlite_connect)
                 sa.event.listen(self.engine, "begin", _sqlite_begin)
             else:
-                # a server that accepts and never answers must fail in seconds, naming itself, not in minutes
-                args: dict[str, Any] = {} if "connect_timeout" in url else {"connect_timeout": max(2, round(connect_timeout))}
-                if url.startswith("postgresql"):
-                    args.update(_pg_options(url, statement_timeout))
-                self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                               connect_args=args)
+                self.engine = _server_engine(url, connect_timeout, statement_timeout,
+                                             pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.is_pg = self.engine.dialect.name == "postgresql"
             with waiting(f"the ledger at {_safe(url)}", connect_timeout if self.is_pg else statement_timeout), \
                     self.engine.begin() as conn:
                 if self.is_pg:  # serialise concurrent first starts
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7707001)"))
                 migrate(conn)
-        except SchemaTooNew as exc:
-            raise LedgerError(f"ledger {_safe(url)} has {exc}; upgrade skyfeast instead of downgrading the ledger") from None
-        except (ArgumentError, NoSuchModuleError) as exc:
-            raise LedgerError(f"state: {_safe(url)!r} is not a usable SQLAlchemy URL: {exc}") from None
-        except ImportError as exc:  # the dialect's driver is not installed
-            extra = " (pip install 'skyfeast[postgres]')" if url.startswith("postgresql") else ""
-            raise LedgerError(f"state: {_safe(url)}: driver {exc.name or exc} is not installed{extra}") from None
-        except OperationalError as exc:
-            raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -616,6 +604,73 @@ def _pg_options(url: str, statement_timeout: float) -> dict[str, str]:
     if "statement_timeout" in own:
         return {}
     return {"options": f"{own} -c statement_timeout={int(statement_timeout * 1000)}".strip()}
+
+
+@contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """Turns the ways opening ``url`` fails into one :class:`LedgerError` naming it (password masked)."""
+    try:
+        yield
+    except SchemaTooNew as exc:
+        raise LedgerError(f"ledger {_safe(url)} has {exc}; upgrade skyfeast instead of downgrading the ledger") from None
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise LedgerError(f"state: {_safe(url)!r} is not a usable SQLAlchemy URL: {exc}") from None
+    except ImportError as exc:  # the dialect's driver is not installed
+        extra = " (pip install 'skyfeast[postgres]')" if url.startswith("postgresql") else ""
+        raise LedgerError(f"state: {_safe(url)}: driver {exc.name or exc} is not installed{extra}") from None
+    except OperationalError as exc:
+        raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
+
+
+def _server_engine(url: str, connect_timeout: float, statement_timeout: float, **kw: Any) -> sa.Engine:
+    # a server that accepts and never answers must fail in seconds, naming itself, not in minutes
+    args: dict[str, Any] = {} if "connect_timeout" in url else {"connect_timeout": max(2, round(connect_timeout))}
+    if url.startswith("postgresql"):
+        args.update(_pg_options(url, statement_timeout))
+    return sa.create_engine(url, connect_args=args, **kw)
+
+
+def reach_ledger(cfg: Any) -> Callable[[], None]:
+    """Start reaching the ledger's server of a :class:`~skyfeast.scheduler.config.Config` in the
+    background; returns a call that waits for it and raises :class:`LedgerError` if it could not.
+
+    Only a connection and ``SELECT 1``: no table is read or written, so a command may still fail
+    on its config afterwards and leave the ledger as it was. A command starts this before its
+    slow config checks (Feast's repo, the jobs' imports), so that a server that never answers
+    costs their time or its connect timeout, whichever is longer, not both. A SQLite ledger has
+    no server: nothing to reach."""
+    url, d = cfg.state_url, cfg.daemon
+    if url.startswith("sqlite:"):
+        return lambda: None
+    failed: list[LedgerError] = []
+
+    def reach() -> None:
+        try:
+            with _opening(url):
+                engine = _server_engine(url, d.ledger_connect_timeout.total_seconds(),
+                                        d.ledger_statement_timeout.total_seconds(), poolclass=sa.pool.NullPool)
+                try:
+                    with waiting(f"the ledger at {_safe(url)}", d.ledger_connect_timeout.total_seconds()), \
+                            engine.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+                finally:
+                    engine.dispose()
+        except LedgerError as exc:
+            failed.append(exc)
+        except Exception as exc:  # noqa: BLE001  (the real open, which follows, reports it in its words)
+            logging.getLogger(__name__).debug("reaching the ledger ahead failed: %s", exc)
+
+    thread = threading.Thread(target=reach, name="skyfeast-reach-ledger", daemon=True)
+    thread.start()
+
+    def reached() -> None:
+        deadline = d.ledger_connect_timeout.total_seconds() + d.ledger_statement_timeout.total_seconds() + 1
+        thread.join(deadline)
+        if thread.is_alive():
+            raise LedgerError(f"state: the ledger at {_safe(url)} did not answer within {deadline:.0f} s")
+        if failed:
+            raise failed[0]
+    return reached
 
 
 def open_ledger(cfg: Any, **kw: Any) -> Ledger:

@@ -6,16 +6,18 @@ PostgreSQL schema of the session's database).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
 from skyfeast.scheduler.errors import UserError
-from skyfeast.scheduler.ledger import SCHEMA_VERSION, Ledger, LedgerError, RunRow
+from skyfeast.scheduler.ledger import SCHEMA_VERSION, Ledger, LedgerError, RunRow, reach_ledger
 
 UTC = timezone.utc
 HOUR = timedelta(hours=1)
@@ -471,6 +473,33 @@ def test_newer_ledger_is_not_touched(ledger_url):
 def test_unusable_url_is_a_ledger_error():
     with pytest.raises(LedgerError):
         Ledger("nosuchdialect://x/y")
+
+
+def _cfg(url: str) -> SimpleNamespace:
+    return SimpleNamespace(state_url=url, daemon=SimpleNamespace(ledger_connect_timeout=timedelta(seconds=3),
+                                                                 ledger_statement_timeout=timedelta(seconds=5)))
+
+
+def test_reaching_the_ledger_ahead_leaves_it_as_it_was(ledger_url, tmp_path):
+    """``reach_ledger`` (run while a command's slow config checks run) only connects: no table is
+    made, and a SQLite ledger, which has no server, is not even created."""
+    reach_ledger(_cfg(ledger_url))()  # reached: no error
+    if ledger_url.startswith("sqlite"):
+        assert not (tmp_path / "state.db").exists()
+    else:
+        assert _tables(ledger_url) == set()
+
+
+def test_reaching_a_refusing_ledger_raises_a_ledger_error_naming_it():
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reached = reach_ledger(_cfg(f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{port}/ledger"))
+    with pytest.raises(LedgerError) as ei:
+        reached()
+    msg = str(ei.value)
+    assert f"postgresql+psycopg://skyfeast:***@127.0.0.1:{port}/ledger" in msg and "s3cret" not in msg
 
 
 # ---------------------------------------------------------------------- provider probes

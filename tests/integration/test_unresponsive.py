@@ -34,3 +34,22 @@ def test_a_hung_ledger_fails_the_command_within_10s(hung_ledger_project, argv):
     assert f"postgresql+psycopg://skyfeast:***@127.0.0.1:{port}/ledger" in err and "s3cret" not in err
     assert "timeout" in err.lower() and "Traceback" not in err
     assert "waiting for the ledger at postgresql+psycopg://skyfeast:***@" in err  # said so while it waited
+
+
+def test_a_config_error_is_reported_before_a_hung_ledger(tmp_path):
+    """The ledger is reached while Feast's repo loads; a config that is wrong as well is reported as
+    such (its file, key and line), no later than the ledger's connect timeout would be."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+
+    def edit(cfg):
+        cfg["state"] = f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{port}/ledger"
+        cfg["jobs"][0]["feature_view"] = "no_such_view"
+
+    with silent_server() as port:
+        cfg = make_project(tmp_path / "p", users=100, per_day=500, edit=edit)
+        t0 = time.monotonic()
+        proc = skyfeast("status", "-c", str(cfg), cwd=cfg.parent, timeout=60)
+        seconds = time.monotonic() - t0
+    assert proc.returncode == 2 and seconds < 10, (proc.returncode, seconds, proc.stderr[-2000:])
+    assert "feature view 'no_such_view' not found" in proc.stderr and "jobs[0].feature_view" in proc.stderr
+    assert "cannot open ledger" not in proc.stderr and "Traceback" not in proc.stderr
