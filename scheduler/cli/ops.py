@@ -290,6 +290,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
              "copied_files": sum(r.as_dict()["copied_files"] for r in reports),
              "copied_bytes": sum(r.as_dict()["copied_bytes"] for r in reports),
              "pending_left": reports[-1].pending_left, "stopped": reports[-1].stopped,
+             "staged_removed": sum(r.staged_removed for r in reports),
              "runs": [run for r in reports for run in r.as_dict()["runs"]]}
     if args.json:
         print_json(total)
@@ -299,6 +300,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             out.print(f"{run['job']} {run['window']}: {what}")
         out.print(f"primary {total['primary']}: {total['reconciled']} run(s) reconciled, {total['failed']} failed, "
                   f"{total['pending_left']} pending" + (f"; stopped: {total['stopped']}" if total["stopped"] else ""))
+        if total["staged_removed"]:
+            out.print(f"{total['staged_removed']} leftover staged part(s) of succeeded runs removed")
     return 0 if total["ok"] and total["pending_left"] == 0 else 1
 
 

@@ -64,7 +64,7 @@ from skyfeast.featurestore.online import OutputSchemaError, check_columns, write
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.scheduler.errors import DataError
 from skyfeast.scheduler.run.contracts import check_inputs, null_keys
-from skyfeast.scheduler.run.offline import owner_of
+from skyfeast.scheduler.run.offline import STAGING, owner_of
 from skyfeast.scheduler.timing.windows import Window
 
 log = logging.getLogger("skyfeast.executor")
@@ -73,7 +73,6 @@ log = logging.getLogger("skyfeast.executor")
 # chunk: read and transformed by one task, without the key sampling and the shuffle (a job's
 # ``partitions`` above 1 keeps the shuffle)
 SMALL_INPUT_ROWS = 250_000
-STAGING = "staging"  # where a run stages its chunks before publishing them
 DRILL_STAGING = "drills"  # where a drill run stages them (no reader looks, nothing is published)
 
 

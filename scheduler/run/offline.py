@@ -27,6 +27,9 @@ from skyfeast.scheduler.timing.windows import Window
 log = logging.getLogger("skyfeast.offline")
 
 
+STAGING = "staging"  # where a run stages its chunks before publishing them: no reader looks there
+
+
 def parts_prefix(feature_view: str, window: Window) -> str:
     return f"offline/{feature_view}/{window.tag}-part"
 

@@ -60,6 +60,15 @@ class Window:
         """Stable file-name-safe id, e.g. ``20261128T090000-20261128T100000``."""
         return f"{self.start.astimezone(UTC):%Y%m%dT%H%M%S}-{self.end.astimezone(UTC):%Y%m%dT%H%M%S}"
 
+    @classmethod
+    def from_tag(cls, tag: str) -> "Window | None":
+        """The window of a :attr:`tag` (whole seconds), or None if ``tag`` is not one."""
+        try:
+            start, end = (datetime.strptime(t, "%Y%m%dT%H%M%S").replace(tzinfo=UTC) for t in tag.split("-"))
+            return cls(start, end)
+        except ValueError:
+            return None
+
     def __str__(self) -> str:
         return f"{self.start.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}/{self.end.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 

@@ -81,9 +81,14 @@ def test_scheduler_sigkill_mid_run_fails_over_and_resumes_chunks(tmp_path):
     # aws's staging holds no part of a chunk that counts: the kept chunks' parts were published
     # from there and removed. A task that aws's workers were still running when its scheduler was
     # killed can finish its staging write after that clean-up (CI, 2026-12-07: part 2 of a chunk
-    # gcp redid); such an orphan is only ever a part of a chunk gcp redid, and no reader sees it.
-    left = {int(p.stem.rsplit("-part", 1)[1]) for p in (cfg.parent / "data" / "aws" / "staging").rglob("*.parquet")}
+    # gcp redid); such an orphan is only ever a part of a chunk gcp redid, no reader sees it, and
+    # the next reconcile pass removes it
+    staging = cfg.parent / "data" / "aws" / "staging"
+    left = {int(p.stem.rsplit("-part", 1)[1]) for p in staging.rglob("*.parquet")}
     assert left <= redone, (left, redone)
+    code, rec = skyfeast_json("reconcile", "-c", str(cfg), cwd=cfg.parent)
+    assert code == 0 and rec["staged_removed"] == len(left) and rec["reconciled"] == 1, rec
+    assert not list(staging.rglob("*.parquet"))
     code, report = skyfeast_json("run", "-c", str(cfg), "--job", "risk_score", "--at", AT, cwd=cfg.parent)
     assert code == 0, report
     assert report["runs"][0]["rows"] == final.rows_written

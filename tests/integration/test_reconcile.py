@@ -143,3 +143,52 @@ def test_owner_of_picks_the_longest_matching_root(tmp_path):
     assert owner_of(str(Path("/elsewhere/x.parquet")), stores) is None
     # a sibling whose name merely starts like a root is not inside it
     assert owner_of(str(tmp_path / "data" / "gcp2" / "x"), {"inner": inner}) is None
+
+
+def _stage(store, view: str, window: Window, part: int, root: str = "staging") -> str:
+    key = f"{root}/{view}/{window.tag}-part{part:05d}.parquet"
+    store.write_bytes(key, b"staged")
+    return key
+
+
+def test_reconcile_sweeps_the_staged_parts_of_succeeded_runs_only(setup):
+    """A lost provider's worker can finish staging a chunk after the run failed over, published and
+    cleaned up: the next pass removes such parts of succeeded runs, on every storage, and keeps
+    those of failed runs (a retry resumes from them), running runs, windows without a run, views
+    no job writes and drills' staging."""
+    cfg, ledger, stores = setup
+    _failed_over_run(ledger, stores, parts_on_a=[0], parts_on_b=[1])  # W succeeded
+    hours = [Window(W.end + timedelta(hours=h), W.end + timedelta(hours=h + 1)) for h in range(3)]
+    failed, running, no_run = hours
+    rid, _ = ledger.claim("feats", failed.start, failed.end, trigger="manual", lease=timedelta(seconds=30))
+    ledger.finish_attempt(ledger.start_attempt(rid, "aws"), outcome="failed", failure_class="data", error="boom")
+    assert ledger.finish_run(rid, status="failed", failure_class="data", error="boom")
+    ledger.claim("feats", running.start, running.end, trigger="manual", lease=timedelta(seconds=30))
+    orphans = [_stage(stores["aws"], "fv", W, 1), _stage(stores["gcp"], "fv", W, 1)]
+    kept = {"aws": [_stage(stores["aws"], "fv", w, 0) for w in hours] + [
+        _stage(stores["aws"], "other_view", W, 0), _stage(stores["aws"], "fv", W, 0, root="drills")],
+        "gcp": []}
+
+    # a storage the health monitor holds down is left for a later pass
+    rep = reconcile(cfg, ledger, stores, available=lambda name: name != "gcp")
+    assert rep.staged_removed == 1 and not stores["aws"].exists(orphans[0]) and stores["gcp"].exists(orphans[1])
+    rep = reconcile(cfg, ledger, stores)
+    assert rep.ok and rep.staged_removed == 1 and rep.as_dict()["staged_removed"] == 1
+    for name, store in stores.items():
+        assert sorted(store.list("staging/") + store.list("drills/")) == sorted(kept[name]), name
+    assert reconcile(cfg, ledger, stores).staged_removed == 0  # idempotent
+
+
+def test_sweeping_a_hung_storage_gives_up_in_seconds(setup):
+    from skyfeast.scheduler.run.reconcile import sweep_staging
+    from tests.silent import silent_server
+
+    cfg, ledger, stores = setup
+    _failed_over_run(ledger, stores, parts_on_a=[0], parts_on_b=[1])
+    orphan = _stage(stores["gcp"], "fv", W, 1)
+    with silent_server() as port:
+        hung = _s3(f"http://127.0.0.1:{port}", "skyfeast-hung")
+        t0 = time.monotonic()
+        removed = sweep_staging(cfg, ledger, {"aws": hung, "gcp": stores["gcp"]}, timeout=1)
+        assert time.monotonic() - t0 < 5
+    assert removed == 1 and not stores["gcp"].exists(orphan)

@@ -61,6 +61,14 @@ def test_window_tag_is_utc_whatever_the_input_zone():
     assert w == Window(u(2026, 7, 1, 8), u(2026, 7, 1, 9))
 
 
+def test_window_from_tag_reads_a_tag_back_and_nothing_else():
+    w = Window(berlin(2026, 7, 1, 10), berlin(2026, 7, 1, 11))
+    assert Window.from_tag(w.tag) == w
+    for bad in ("", "20260701T080000", "20260701T090000-20260701T080000", "20260701T080000-2026070",
+                "x-y", "20260701T080000-20260701T090000-20260701T100000"):
+        assert Window.from_tag(bad) is None, bad
+
+
 def test_window_rejects_naive_bounds():
     with pytest.raises(ValueError, match="timezone-aware"):
         Window(datetime(2026, 1, 1), u(2026, 1, 2))
