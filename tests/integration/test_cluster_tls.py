@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 
 from skyfeast.adapters import PermissionDenied, Transient, make_cluster
 from skyfeast.adapters.clusters.address import AddressConnector
+from skyfeast.adapters.clusters.local import _scheduler_address
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT = 60
@@ -113,11 +113,11 @@ def tls_cluster(tmp_path_factory):
                     d / "scheduler.log")]
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not sched_file.exists():
+        # the scheduler creates its file, then writes it: read it as the connector does, until it parses
+        while (address := _scheduler_address(sched_file)) is None:
             assert procs[0].poll() is None, (d / "scheduler.log").read_text()
             assert time.monotonic() < deadline, "scheduler did not start:\n" + (d / "scheduler.log").read_text()
             time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tls://127.0.0.1:"), address
         procs.append(_spawn([py, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--nworkers", "1",
                              "--no-dashboard", "--memory-limit", "1GiB", "--name", "tls-w0", "--death-timeout", "60",
