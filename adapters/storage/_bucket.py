@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import fnmatch
 import posixpath
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from skyfeast.adapters.base import NotFound, ObjectStore, PermissionDenied
+from skyfeast.adapters.waiting import waiting
 
 GLOB_CHARS = "*?["
 
@@ -98,6 +100,7 @@ class BucketStore(ObjectStore):
 
     scheme: ClassVar[str]
     list_page_size: int | None = None  # None: the service's default page (1000)
+    deadline: float | None = None  # seconds a call takes at most, its retries included (subclasses set it)
 
     def __init__(self, bucket: str, prefix: str = ""):
         if not bucket or "/" in bucket:
@@ -130,6 +133,13 @@ class BucketStore(ObjectStore):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url()!r})"
+
+    @contextlib.contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """One call of the store: its SDK errors translated, and a wait past a couple of seconds
+        announced with what it waits for and :attr:`deadline` (:func:`~skyfeast.adapters.waiting.waiting`)."""
+        with waiting(what, self.deadline), self._errors(what):
+            yield
 
     # ---- subclass hooks
     @abc.abstractmethod
@@ -165,7 +175,7 @@ class BucketStore(ObjectStore):
 
     def _list(self, key_prefix: str) -> builtins.list[str]:
         n = len(self.prefix)
-        with self._errors(f"list {self.url(key_prefix)}"):
+        with self._calling(f"list {self.url(key_prefix)}"):
             names = list(self._list_names(self.prefix + key_prefix))
         # "dir/" placeholder objects (console folders) are not keys
         return sorted(name[n:] for name in names if name.startswith(self.prefix) and is_object_key(name[n:]))
@@ -180,26 +190,26 @@ class BucketStore(ObjectStore):
         k = clean_key(key)
         if not is_object_key(k):
             raise NotFound(f"read {self.url(k)}: not an object key")
-        with self._errors(f"read {self.url(k)}"):
+        with self._calling(f"read {self.url(k)}"):
             return self._get(self.prefix + k)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         k = clean_key(key)
         if not is_object_key(k):
             raise PermissionDenied(f"write {self.url(k)}: {key!r} is not an object key")
-        with self._errors(f"write {self.url(k)}"):
+        with self._calling(f"write {self.url(k)}"):
             self._put(self.prefix + k, bytes(data))
 
     def exists(self, key: str) -> bool:
         k = clean_key(key)
         if not is_object_key(k):
             return False
-        with self._errors(f"exists {self.url(k)}"):
+        with self._calling(f"exists {self.url(k)}"):
             return self._exists(self.prefix + k)
 
     def delete(self, keys: builtins.list[str]) -> None:
         cleaned = [clean_key(k) for k in keys]  # all-or-nothing on escapes
         names = sorted({self.prefix + k for k in cleaned if is_object_key(k)})
         if names:
-            with self._errors(f"delete {len(names)} object(s) under {self.url()}"):
+            with self._calling(f"delete {len(names)} object(s) under {self.url()}"):
                 self._delete_names(names)

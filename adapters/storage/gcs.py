@@ -137,6 +137,7 @@ class GCSStore(BucketStore):
         self.anonymous = bool(self.endpoint) and not _credentials_configured()
         self._timeout = (connect_timeout, read_timeout)
         self._retry_deadline = retry_deadline
+        self.deadline = retry_deadline + connect_timeout + read_timeout  # the retries, and the request in flight
         self._retry: Any = None
 
     @property
@@ -206,5 +207,5 @@ class GCSStore(BucketStore):
 
     def check(self) -> None:
         """List at most one object: NotFound if the bucket is missing, PermissionDenied if not ours."""
-        with map_errors(f"check {self.url()}"):
+        with self._calling(f"check {self.url()}"):
             list(self.client.list_blobs(self.bucket, prefix=self.prefix, max_results=1, **self._call))

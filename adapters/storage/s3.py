@@ -117,6 +117,9 @@ class S3Store(BucketStore):
         self.endpoint_url = endpoint_url
         self._creds = (access_key_id, secret_access_key, session_token)
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
+        # every attempt's connect and read, and botocore's standard backoff between them (≤ 2**i s)
+        self.deadline = max_attempts * (connect_timeout + read_timeout) + sum(min(2.0 ** i, 20.0)
+                                                                            for i in range(1, max_attempts))
 
     @property
     def storage_options(self) -> dict:
@@ -179,5 +182,5 @@ class S3Store(BucketStore):
 
     def check(self) -> None:
         """HEAD the bucket: NotFound if it is missing, PermissionDenied if not ours."""
-        with map_errors(f"check {self.url()}"):
+        with self._calling(f"check {self.url()}"):
             self.client.head_bucket(Bucket=self.bucket)
