@@ -172,7 +172,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             raise UsageError(f"the backfill spans more than {BACKFILL_MAX:,} windows of {job.name!r}; split it")
         raise UsageError(f"the backfill spans more than {BACKFILL_CONFIRM:,} windows of {job.name!r} "
                          f"(from {args.start} to {args.end}); add --yes to run them all")
-    cfg = load_config(args.config)
+    from skyfeast.scheduler.ledger import reach_ledger
+
+    cfg = load_config(args.config, meanwhile=reach_ledger)  # the ledger reached while the slow checks run
     job = job_named(cfg, args.job)
     results = {}
     lease_wait = cfg.daemon.run_lease.total_seconds() * 2 + 5

@@ -91,8 +91,9 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     before its row is made; with ``drill_id``, a failure of the same checks later finishes that row.
     """
     from skyfeast.scheduler.app import open_runtime
+    from skyfeast.scheduler.ledger import reach_ledger
 
-    cfg = config if isinstance(config, Config) else load_config(config)
+    cfg = config if isinstance(config, Config) else load_config(config, meanwhile=reach_ledger)
     plan = plan_drill(cfg, provider, mode, job=job, scenario=scenario, at=at)
     say = progress or (lambda line: None)
 

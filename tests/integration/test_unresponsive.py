@@ -1,6 +1,6 @@
 """Fail fast and say so (issue 14, item 4): against a ledger that accepts connections and never
-answers, ``status`` and ``run`` with a full quickstart config exit 2 within 10 s, naming the ledger
-(password masked) and the cause, as a user runs them."""
+answers, ``status``, ``run`` and ``backfill`` with a full quickstart config exit 2 within 10 s, naming
+the ledger (password masked) and the cause, as a user runs them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import AT, make_project, skyfeast
+from tests.integration.conftest import AT, END, make_project, skyfeast
 from tests.silent import silent_server
 
 pytestmark = pytest.mark.integration
@@ -22,8 +22,9 @@ def hung_ledger_project(tmp_path):
         yield make_project(tmp_path / "p", users=100, per_day=500, edit=lambda cfg: cfg.update(state=url)), port
 
 
-@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["run", "--job", "user_features", "--at", AT]],
-                         ids=["status", "status-json", "run"])
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["run", "--job", "user_features", "--at", AT],
+                                  ["backfill", "user_features", "--start", "2026-03-02T10:00:00Z", "--end", END]],
+                         ids=["status", "status-json", "run", "backfill"])
 def test_a_hung_ledger_fails_the_command_within_10s(hung_ledger_project, argv):
     cfg, port = hung_ledger_project
     t0 = time.monotonic()
