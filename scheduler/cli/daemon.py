@@ -26,12 +26,20 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_daemon)
 
 
+def _reach_ledger(cfg):
+    from skyfeast.scheduler.ledger import reach_ledger
+
+    return reach_ledger(cfg)
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.config import load_config
 
     # the config first: parsing a large one (10,000 jobs) briefly takes ~150 MB, which the imports
-    # below (Feast, Dask, pandas) then reuse instead of adding to the peak
-    cfg = load_config(args.config, keep_source_map=False)  # ~40 MB at 10,000 jobs, unused by a daemon
+    # below (Feast, Dask, pandas) then reuse instead of adding to the peak; the ledger's server is
+    # reached while Feast's repo loads (the ledger module imported only then, after the parse)
+    cfg = load_config(args.config, keep_source_map=False,  # ~40 MB at 10,000 jobs, unused by a daemon
+                      meanwhile=_reach_ledger)
     if args.ticks is not None and args.ticks < 1:
         raise UsageError("--ticks must be at least 1")
     if args.max_parallel is not None and args.max_parallel < 1:

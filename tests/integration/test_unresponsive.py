@@ -1,5 +1,5 @@
 """Fail fast and say so (issue 14, item 4): against a ledger that accepts connections and never
-answers, ``status``, ``run`` and ``backfill`` with a full quickstart config exit 2 within 10 s, naming
+answers, ``status``, ``run``, ``backfill`` and ``daemon`` with a full quickstart config exit 2 within 10 s, naming
 the ledger (password masked) and the cause, as a user runs them."""
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def hung_ledger_project(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["run", "--job", "user_features", "--at", AT],
-                                  ["backfill", "user_features", "--start", "2026-03-02T10:00:00Z", "--end", END]],
-                         ids=["status", "status-json", "run", "backfill"])
+                                  ["backfill", "user_features", "--start", "2026-03-02T10:00:00Z", "--end", END],
+                                  ["daemon", "--ticks", "1"]],
+                         ids=["status", "status-json", "run", "backfill", "daemon"])
 def test_a_hung_ledger_fails_the_command_within_10s(hung_ledger_project, argv):
     cfg, port = hung_ledger_project
     t0 = time.monotonic()
