@@ -24,11 +24,22 @@ def explode(events, window):
 '''
 
 
-def _many(n: int, *, broken: bool):
+SLOW = '''
+
+def slow_user_features(events, window):  # appended by test_run_many: a run that lasts a second at least
+    import time
+
+    time.sleep(1.0)
+    return user_features(events, window)
+'''
+
+
+def _many(n: int, *, broken: bool, transform: str | None = None):
     def edit(data):
         base = next(j for j in data["jobs"] if j["name"] == "user_features")
         model = next(j for j in data["jobs"] if j["name"] == "risk_score")
-        jobs = [{**base, "name": f"f{i}", "retries": 0} for i in range(n)]
+        jobs = [{**base, "name": f"f{i}", "retries": 0, **({"transform": transform} if transform else {})}
+                for i in range(n)]
         if broken:
             jobs.append({**base, "name": "broken", "transform": "bad:explode", "retries": 0, "providers": ["aws"]})
             jobs.append({**model, "name": "scored_broken", "source": {"type": "job", "job": "broken"}})
@@ -75,7 +86,11 @@ def test_run_runs_jobs_at_once_and_counts_what_never_started(tmp_path):
 
 def test_run_summary_line_and_interrupt(tmp_path):
     project = tmp_path / "p"
-    cfg = make_project(project, edit=_many(8, broken=False))
+    # a small window runs in a fraction of a second once the clusters are up, so seven of them could
+    # all end before the SIGTERM lands (CI, 2026-12-07): each run here lasts a second at least
+    cfg = make_project(project, edit=_many(8, broken=False, transform="transforms:slow_user_features"))
+    with open(project / "transforms.py", "a") as fh:
+        fh.write(SLOW)
     # one at a time, then SIGTERM once the first run ended: the summary counts the rest
     log = (tmp_path / "err.txt").open("w")
     proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--at", AT, "--parallel", "1"],
