@@ -622,6 +622,15 @@ def _opening(url: str) -> Iterator[None]:
         raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
 
 
+def _connect_seconds(url: str, connect_timeout: float) -> float:
+    """The connect deadline the driver gets: the URL's own ``?connect_timeout=``, else ``connect_timeout``
+    (at least 2 s, libpq's floor)."""
+    try:
+        return float(sa.engine.make_url(url).query["connect_timeout"])
+    except (KeyError, ValueError, TypeError, ArgumentError):
+        return max(2, round(connect_timeout))
+
+
 def _server_engine(url: str, connect_timeout: float, statement_timeout: float, **kw: Any) -> sa.Engine:
     # a server that accepts and never answers must fail in seconds, naming itself, not in minutes
     args: dict[str, Any] = {} if "connect_timeout" in url else {"connect_timeout": max(2, round(connect_timeout))}
@@ -664,7 +673,8 @@ def reach_ledger(cfg: Any) -> Callable[[], None]:
     thread.start()
 
     def reached() -> None:
-        deadline = d.ledger_connect_timeout.total_seconds() + d.ledger_statement_timeout.total_seconds() + 1
+        deadline = _connect_seconds(url, d.ledger_connect_timeout.total_seconds()) \
+            + d.ledger_statement_timeout.total_seconds() + 1
         thread.join(deadline)
         if thread.is_alive():
             raise LedgerError(f"state: the ledger at {_safe(url)} did not answer within {deadline:.0f} s")

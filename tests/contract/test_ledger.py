@@ -502,6 +502,16 @@ def test_reaching_a_refusing_ledger_raises_a_ledger_error_naming_it():
     assert f"postgresql+psycopg://skyfeast:***@127.0.0.1:{port}/ledger" in msg and "s3cret" not in msg
 
 
+def test_reaching_waits_as_long_as_the_driver_may_connect():
+    """The wait for ``reach_ledger`` allows the connect deadline the driver gets: the URL's own
+    ``?connect_timeout=`` over the config's, and libpq's 2 s floor."""
+    from skyfeast.scheduler.ledger.core import _connect_seconds
+
+    url = "postgresql+psycopg://u@db/ledger"
+    assert (_connect_seconds(url + "?connect_timeout=60", 3), _connect_seconds(url, 3), _connect_seconds(url, 1),
+            _connect_seconds(url + "?connect_timeout=soon", 3)) == (60, 3, 2, 3)
+
+
 # ---------------------------------------------------------------------- provider probes
 def test_provider_probes_keep_the_latest_result_per_provider(ledger_url):
     led = Ledger(ledger_url, owner="daemon-a")
