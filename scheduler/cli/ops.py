@@ -280,7 +280,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         reports = []
         while True:
-            rep = reconcile(cfg, ledger, stores, limit=args.limit)
+            rep = reconcile(cfg, ledger, stores, limit=args.limit, sweep=not reports)  # --all: one sweep, not one a pass
             reports.append(rep)
             if not (args.all and rep.ok and rep.runs and rep.pending_left):
                 break

@@ -65,8 +65,9 @@ class ReconcileReport:
 
 def reconcile(cfg, ledger, stores: Mapping[str, ObjectStore], *, limit: int | None = None,
               progress: Callable[[int, int], None] | None = None,
-              available: Callable[[str], bool] = lambda name: True, probe_timeout: float = 5.0) -> ReconcileReport:
-    """Copy pending runs' parts to the primary storage, then sweep leftover staged parts
+              available: Callable[[str], bool] = lambda name: True, probe_timeout: float = 5.0,
+              sweep: bool = True) -> ReconcileReport:
+    """Copy pending runs' parts to the primary storage, then (``sweep``) remove leftover staged parts
     (:func:`sweep_staging`). Idempotent; safe to run from any process.
 
     ``available(provider)`` lets the daemon skip the pass while its health monitor holds the
@@ -74,7 +75,8 @@ def reconcile(cfg, ledger, stores: Mapping[str, ObjectStore], *, limit: int | No
     first with ``probe_timeout``, so that a hung endpoint costs seconds, not the SDK's read timeouts."""
     t0 = time.monotonic()
     report = _copy_pending(cfg, ledger, stores, limit, progress, available, probe_timeout)
-    report.staged_removed = sweep_staging(cfg, ledger, stores, available=available, timeout=probe_timeout)
+    if sweep:
+        report.staged_removed = sweep_staging(cfg, ledger, stores, available=available, timeout=probe_timeout)
     report.seconds = time.monotonic() - t0
     return report
 
