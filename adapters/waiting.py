@@ -10,7 +10,10 @@ The deadline itself belongs to the wait (a timeout of the client library); this 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +36,44 @@ def set_notifier(notifier: Notifier | None) -> None:
     """Show long waits with ``notifier`` from now on (None: back to the log line)."""
     global _notifier
     _notifier = notifier or log_notice
+
+
+class _Watcher:
+    """One daemon thread that runs every pending notice when it falls due, instead of a timer
+    thread per wait: a wait that ends first (nearly all do) costs a heap push, not a thread start."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+
+    def _reset(self) -> None:  # first use, and in a forked child (the parent's thread and lock stay behind)
+        self._pid = os.getpid()
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def at(self, due: float, notice: Callable[[], None]) -> None:
+        """Run ``notice`` at ``due`` (``time.monotonic()``) on the watcher thread."""
+        if self._pid != os.getpid():
+            self._reset()
+        with self._cv:
+            heapq.heappush(self._heap, (due, next(self._seq), notice))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="skyfeast-wait-notices", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is notice:
+                self._cv.notify()  # now the earliest: wake the watcher sooner
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cv.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                notice = heapq.heappop(self._heap)[2]
+            notice()  # outside the lock; a notice whose wait has ended does nothing
+
+
+_watcher = _Watcher()
 
 
 @contextlib.contextmanager
@@ -60,13 +101,10 @@ def waiting(what: str, deadline: float | None = None, *, after: float | None = N
             if stop is not None:
                 take_down.append(stop)
 
-    timer = threading.Timer(after, notice)
-    timer.daemon = True
-    timer.start()
+    _watcher.at(t0 + after, notice)
     try:
         yield
     finally:
-        timer.cancel()
         with lock:
             done = True
             for stop in take_down:

@@ -86,3 +86,21 @@ def test_a_local_cluster_start_gives_up_at_its_deadline(tmp_path):
     finally:
         conn.close()
     assert time.monotonic() - t0 < 10
+
+
+def test_short_waits_start_no_thread_each_and_a_long_one_is_still_announced(quick, caplog, monkeypatch):
+    """One watcher thread serves every wait (a timer thread each cost ~0.3 ms a call, on every
+    storage call): a burst of short waits starts no thread, and a long wait after it is announced."""
+    with waiting.waiting("warm-up"):
+        pass
+    starts = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: starts.append(self.name) or start(self))
+    with caplog.at_level(logging.INFO, "skyfeast.wait"):
+        for i in range(2000):
+            with waiting.waiting(f"call {i}", 5):
+                pass
+        assert starts == []
+        with waiting.waiting("the slow one", 5):
+            time.sleep(0.5)
+    assert [r.getMessage() for r in caplog.records] == ["waiting for the slow one (0 s so far, gives up after 5 s)"]
