@@ -23,20 +23,32 @@ REDIS_URL = os.environ.get("SKYFEAST_TEST_REDIS", "redis://127.0.0.1:6379/0")
 # ---------------------------------------------------------------- xdist (scripts/test.sh: -n N --dist loadgroup)
 #
 # Work units, one worker each:
-# * "chaos": every test of tests/chaos/ (all marked ``chaos``), one at a time on one worker: their
-#   deadlines (a drill must fail over within 30 s) are measured on a loaded host, and two drills side
-#   by side fail them.
+# * "chaos-drills": the drills (:data:`_QUIET_PREFIXES`), one at a time on one worker: their
+#   deadlines (a drill must fail over within 30 s) are measured on the wall clock, and two drills
+#   side by side fail them.  They also run apart from integration tests (:func:`_xdist_quiet`).
+# * "chaos": the other tests of tests/chaos/ (killed daemons, health detection), one at a time on
+#   one worker, beside the drills and integration tests.
 # * each tests/integration/ file: its module fixtures (clusters, materialised datasets, quickstart
 #   runs) are built once, and its benchmark smoke tests do not run beside each other.
 # * every other test on its own.
 # The scheduler decides this from node ids: pytest-xdist 3.8's own ``xdist_group`` marks do nothing
 # under pytest >= 9.2 (xdist issue #1386: the group suffix it writes into the node id is ignored).
+#
+# Order (:func:`pytest_collection_modifyitems`): the drills, the other chaos tests, the unit and
+# contract tests, then the integration files, those with the most tests first.  While the drills
+# hold the machine, the other workers run chaos, unit and contract tests, which they do not block;
+# integration tests, which they do block, come after.
 _CHAOS_DIR = "tests/chaos/"
 _FILE_UNIT_DIRS = ("tests/integration/",)
+# Tests that measure a failover deadline on the wall clock (a drill's first task elsewhere within 30 s,
+# which includes starting the other provider's cluster).
+_QUIET_PREFIXES = ("tests/chaos/test_drill", "tests/chaos/test_http_drill", "tests/chaos/test_group_failover")
 
 
 def xdist_unit(nodeid: str) -> str:
     """The work unit of ``nodeid`` (a rootdir-relative node id)."""
+    if nodeid.startswith(_QUIET_PREFIXES):
+        return "chaos-drills"
     if nodeid.startswith(_CHAOS_DIR):
         return "chaos"
     if nodeid.startswith(_FILE_UNIT_DIRS):
@@ -44,11 +56,17 @@ def xdist_unit(nodeid: str) -> str:
     return nodeid
 
 
+def _xdist_loadgroup(config) -> bool:
+    return config.getoption("dist", "no") == "loadgroup"
+
+
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist never calls it
 def pytest_xdist_make_scheduler(config, log):
-    if config.getvalue("dist") != "loadgroup":
+    if not _xdist_loadgroup(config):
         return None
     from xdist.scheduler import LoadGroupScheduling
+
+    config.option.loadscopereorder = False  # the units come in the workers' collection order (below)
 
     class Scheduler(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
@@ -59,13 +77,40 @@ def pytest_xdist_make_scheduler(config, log):
     return Scheduler(config, log)
 
 
-# Tests that measure a failover deadline on the wall clock (a drill's first task elsewhere within 30 s,
-# which includes starting the other provider's cluster): under xdist none of them runs while an
-# integration test (real Dask clusters, CPU-bound starts) runs on another worker. Unit and contract
-# tests still run beside them.
-_QUIET_PREFIXES = ("tests/chaos/test_drill", "tests/chaos/test_http_drill", "tests/chaos/test_group_failover")
+def xdist_order(nodeids: list[str]) -> list[int]:
+    """The positions of ``nodeids`` in the order their work units are handed out: the drills, the
+    other chaos tests, unit and contract tests, then integration files, most tests first (each
+    group stable)."""
+    per_file: dict[str, int] = {}
+    for nodeid in nodeids:
+        if nodeid.startswith(_FILE_UNIT_DIRS):
+            f = nodeid.split("::", 1)[0]
+            per_file[f] = per_file.get(f, 0) + 1
+
+    def key(i: int):
+        nodeid = nodeids[i]
+        unit = xdist_unit(nodeid)
+        if unit == "chaos-drills":
+            return (0, 0, "", i)
+        if unit == "chaos":
+            return (1, 0, "", i)
+        if unit in per_file:
+            return (3, -per_file[unit], unit, i)
+        return (2, 0, "", i)
+
+    return sorted(range(len(nodeids)), key=key)
 
 
+def pytest_collection_modifyitems(config, items):
+    # on xdist's workers, whose collections the controller schedules from (a worker's own ``dist``
+    # option reads "no"); another --dist mode hands tests out by index, to which the order is neutral
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        order = xdist_order([item.nodeid for item in items])
+        items[:] = [items[i] for i in order]
+
+
+# Under xdist none of the drills runs while an integration test (real Dask clusters, CPU-bound
+# starts) runs on another worker. Unit, contract and the other chaos tests still run beside them.
 @pytest.fixture(autouse=True)
 def _xdist_quiet(request, tmp_path_factory):
     """Under xdist: a quiet test holds the shared lock file exclusively, an integration test holds it

@@ -43,6 +43,20 @@ class Runtime:
     liveness: Liveness
     metrics: Metrics | None = None
 
+    def leave_to_exit(self) -> bool:
+        """For a command whose work is recorded and whose result is out, in a process about to end:
+        stop the health monitor (waiting for its probe processes, so that ``os._exit`` leaves none
+        behind), kill the local clusters' processes without a graceful shutdown
+        (:meth:`ProviderPool.abandon_local`) and close the ledger.  True if done: the caller drops
+        the runtime without closing it and ends the process at once (``exit_at_once`` in
+        :func:`skyfeast.scheduler.cli.main.main`), so that teardown does not delay the exit.  False,
+        touching no cluster, when it holds a cluster elsewhere, which only a graceful close releases."""
+        self.monitor.close(timeout=2.0, wait_probes=True)  # no probe of the clusters killed below
+        if not self.pool.abandon_local():
+            return False
+        self.ledger.close()
+        return True
+
 
 @contextlib.contextmanager
 def open_runtime(cfg: Config, reporter=None, metrics: Metrics | None = None) -> Iterator[Runtime]:

@@ -46,8 +46,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
     if args.at != "now":
         parse_time_arg(args.at, "--at")  # a usage error naming the flag, before any cluster starts
+    # as the process's own command line, the clusters it started go with the process once the drill
+    # is recorded: main() ends it at once after the report (teardown took seconds)
+    left = (lambda: setattr(args, "exit_at_once", True)) if getattr(args, "process_exit", False) else None
     report = run_drill(args.config, args.provider, args.mode, job=args.job, scenario=args.scenario, at=args.at,
-                       progress=lambda line: err.print(f"drill: {line}", markup=False))
+                       progress=lambda line: err.print(f"drill: {line}", markup=False), left=left)
     if args.json:
         print_json(report)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -153,7 +154,7 @@ def backfill_windows(job, start, end, limit: int = 100_000) -> list[Window]:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.app import open_runtime
-    from skyfeast.scheduler.cli.console import ProgressReporter, err, out, outcomes_table
+    from skyfeast.scheduler.cli.console import ProgressReporter, err
 
     # the arguments first (a 10-year backfill is refused at once), then the whole config as `run` checks it
     cfg = load_config(args.config, check_imports=False, check_feast=False)
@@ -179,30 +180,45 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     results = {}
     lease_wait = cfg.daemon.run_lease.total_seconds() * 2 + 5
     bar = progress_bar(f"backfill {job.name}", quiet=args.json)
-    with ProgressReporter(quiet=True) as reporter, open_runtime(cfg, reporter) as rt, bar:
+    with ProgressReporter(quiet=True) as reporter, contextlib.ExitStack() as stack:
+        rt = stack.enter_context(open_runtime(cfg, reporter))
         runner = rt.runner
         stop = runner.stop
         install_signal_handlers(lambda sig: stop.set())
-        task = bar.add_task("", total=len(windows))
+        with bar:
+            task = bar.add_task("", total=len(windows))
 
-        def one(w: Window):
-            if stop.is_set():
-                return None
-            o = runner.run_window(job, w, trigger="backfill", force=args.force)
-            # a window still "running" under a dead process's lease: wait for the lease, then resume it
-            give_up = time.monotonic() + lease_wait
-            while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
-                   and not stop.is_set()):
-                time.sleep(1)
+            def one(w: Window):
+                if stop.is_set():
+                    return None
                 o = runner.run_window(job, w, trigger="backfill", force=args.force)
-            results[w] = o
-            bar.advance(task)
-            if bar.disable and not args.json and o.status != "failed":  # failures: one line each, below
-                err.print(f"{w}: {o.status} {o.reason or ''}".rstrip(), markup=False)
-            return o
+                # a window still "running" under a dead process's lease: wait for the lease, then resume it
+                give_up = time.monotonic() + lease_wait
+                while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
+                       and not stop.is_set()):
+                    time.sleep(1)
+                    o = runner.run_window(job, w, trigger="backfill", force=args.force)
+                results[w] = o
+                bar.advance(task)
+                if bar.disable and not args.json and o.status != "failed":  # failures: one line each, below
+                    err.print(f"{w}: {o.status} {o.reason or ''}".rstrip(), markup=False)
+                return o
 
-        with ThreadPoolExecutor(max_workers=args.parallel, thread_name_prefix="skyfeast-backfill") as ex:
-            list(ex.map(one, windows))
+            with ThreadPoolExecutor(max_workers=args.parallel, thread_name_prefix="skyfeast-backfill") as ex:
+                list(ex.map(one, windows))
+        code = _backfill_report(args, job, windows, results)  # every run recorded: out before any teardown
+        if stop.is_set():
+            code = 130  # interrupted: re-running the same command resumes
+        if getattr(args, "process_exit", False) and rt.leave_to_exit():
+            stack.pop_all()  # the local clusters were killed: main() ends the process at once (as `run`)
+            args.exit_at_once = True
+    return code
+
+
+def _backfill_report(args: argparse.Namespace, job, windows: list, results: dict) -> int:
+    """Print a backfill's outcome (a table and a summary line, or ``--json``); its exit status."""
+    from skyfeast.scheduler.cli.console import err, out, outcomes_table
+
     outcomes = [results[w] for w in windows if w in results]
     missing = len(windows) - len(outcomes)
     ok = missing == 0 and all(o.status in ("succeeded", "skipped") and o.reason != "already running"
@@ -222,8 +238,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             err.print(f"{o.window}: failed ({o.failure_class}): {o.error}", markup=False)
         out.print(f"{len(windows)} window(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                   + (f", {missing} not started (interrupted; re-run the same command to resume)" if missing else ""))
-    if stop.is_set():
-        return 130  # interrupted: re-running the same command resumes
     return 0 if ok else 1
 
 

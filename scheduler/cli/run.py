@@ -93,17 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes, not_started = run_concurrently(runner, jobs, windows, parallel=parallel, force=args.force)
         reporter.close()  # the bars end before the summary
         code = _report(args, at, outcomes, not_started, runner.stop.is_set())
-        if getattr(args, "process_exit", False):
-            # no probe of the clusters killed below, and no probe process left behind by os._exit
-            rt.monitor.close(timeout=2.0, wait_probes=True)
-            if rt.pool.abandon_local():
-                # This is the process's own command line, every run is recorded in the ledger and
-                # the result is out: the local clusters' processes were killed without a graceful
-                # shutdown, and main() ends the process at once instead of closing the runtime (the
-                # same as ``skyfeast materialize``; clusters elsewhere are always closed gracefully)
-                stack.pop_all()
-                rt.ledger.close()
-                args.exit_at_once = True
+        if getattr(args, "process_exit", False) and rt.leave_to_exit():
+            # This is the process's own command line, every run is recorded in the ledger and the
+            # result is out: the local clusters' processes were killed without a graceful shutdown,
+            # and main() ends the process at once instead of closing the runtime (the same as
+            # ``skyfeast materialize``; clusters elsewhere are always closed gracefully)
+            stack.pop_all()
+            args.exit_at_once = True
     return code
 
 

@@ -28,6 +28,7 @@ storage, once the fault is lifted). Readers see nothing of a drill.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,7 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
               scenario: str | None = None, recovery: bool = True, at: str = "now",
               min_chunks: int = 1, warm: bool = False, runner=None,
               progress: Callable[[str], None] | None = None, drill_id: int | None = None,
-              cancel: threading.Event | None = None) -> dict[str, Any]:
+              cancel: threading.Event | None = None, left: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run one drill and return its report (``ok`` False on a breached SLO or an unfinished run).
 
     ``recovery`` False skips waiting for the provider to become healthy and preferred again
@@ -89,6 +90,12 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
     report saying ``cancelled``). Raises :class:`UsageError` for a drill that cannot exercise
     failover (``NotFound``, ``Conflict``: :mod:`skyfeast.scheduler.drills.plan`)
     before its row is made; with ``drill_id``, a failure of the same checks later finishes that row.
+
+    ``left`` is for a command that ends its process right after printing the report: once the
+    drill is recorded, its own runtime is left to the process's exit (:meth:`Runtime.leave_to_exit`:
+    local clusters killed, not shut down gracefully) and ``left()`` is called, and the caller must
+    then end the process at once.  Not called when the runtime was closed instead (a cluster
+    elsewhere, or ``runner`` given).
     """
     from skyfeast.scheduler.app import open_runtime
     from skyfeast.scheduler.ledger import reach_ledger
@@ -118,8 +125,13 @@ def run_drill(config: str | Path | Config, provider: str, mode: str | None = Non
 
     if runner is not None:
         return checked_and_recorded(runner)
-    with open_runtime(cfg) as rt:
-        return checked_and_recorded(rt.runner)
+    with contextlib.ExitStack() as stack:
+        rt = stack.enter_context(open_runtime(cfg))
+        report = checked_and_recorded(rt.runner)
+        if left is not None and rt.leave_to_exit():  # recorded: the clusters go with the process
+            stack.pop_all()
+            left()
+        return report
 
 
 def drill_deadline(cfg: Config) -> float:

@@ -84,6 +84,63 @@ def skyfeast_json(*args: str, cwd: Path, **kw) -> tuple[int, dict]:
         raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
 
 
+class Exited:
+    """What :func:`watch_exit` saw of a command: its exit status, its ``--json`` report, the seconds
+    from the report being out (and from ``mark`` first showing on stderr) to the process's exit,
+    the processes it started that outlived it (zombies aside, a second after the exit), how many it
+    started, and its stderr."""
+
+    def __init__(self, returncode: int, report: dict, result_to_exit_s: float, mark_to_exit_s: float | None,
+                 outlived: list[int], started: int, stderr: str):
+        self.returncode, self.report, self.result_to_exit_s = returncode, report, result_to_exit_s
+        self.mark_to_exit_s, self.outlived, self.started, self.stderr = mark_to_exit_s, outlived, started, stderr
+
+
+def watch_exit(args: list[str], cwd: Path, stderr_path: Path, timeout: float = 240, mark: str | None = None) -> Exited:
+    """Run a ``skyfeast ... --json`` command, noting when its report is complete on stdout, when
+    ``mark`` first shows on its stderr, when the process ends, and every process it started
+    meanwhile (its local clusters)."""
+    import selectors
+    import time
+
+    import psutil
+
+    err = open(stderr_path, "w")
+    proc = subprocess.Popen([str(BIN / "skyfeast"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True)
+    me = psutil.Process(proc.pid)
+    seen: set[int] = set()
+    text, report, t_result, t_mark = "", None, None, None
+    os.set_blocking(proc.stdout.fileno(), False)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if report is None:
+            for _ in sel.select(timeout=0.05):
+                text += proc.stdout.read() or ""
+            try:
+                report, t_result = json.loads(text), time.monotonic()
+            except ValueError:
+                pass
+        else:
+            time.sleep(0.01)
+        if mark is not None and t_mark is None and mark in stderr_path.read_text():
+            t_mark = time.monotonic()
+        try:
+            seen.update(p.pid for p in me.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+    t_exit = time.monotonic()
+    if report is None:
+        report, t_result = json.loads(text + (proc.stdout.read() or "")), t_exit
+    time.sleep(1.0)
+    outlived = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    err.close()
+    mark_to_exit = None if t_mark is None else t_exit - t_mark
+    return Exited(proc.returncode, report, t_exit - t_result, mark_to_exit, outlived, len(seen), stderr_path.read_text())
+
+
 # ---------------------------------------------------------------- quickstart projects
 #
 # ``feast apply`` (a subprocess, 10-20 s on a loaded 2-core host) gives the same registry and online

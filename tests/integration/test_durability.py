@@ -13,7 +13,7 @@ from skyfeast.scheduler.app.daemon import Daemon
 from skyfeast.scheduler.config import load_config
 from skyfeast.scheduler.ledger import Ledger
 from skyfeast.scheduler.run.runner import Outcome
-from tests.integration.conftest import AT, BIN, Spawned, make_project, skyfeast, skyfeast_json
+from tests.integration.conftest import AT, BIN, Spawned, make_project, skyfeast, skyfeast_json, watch_exit
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -99,8 +99,13 @@ def test_backfill_48_windows_interrupted_then_resumed(tmp_path):
             proc.kill()
     assert proc.returncode == 130, first_err[-2000:]
     assert 8 <= done_before < 48, "the interruption must land mid-backfill"
-    code, report = skyfeast_json(*args, cwd=cfg.parent, timeout=400)
-    assert code == 0, report
+    # resumed: its report is out before any teardown, and the process then ends at once (its local
+    # clusters killed, as `skyfeast run` does; a graceful teardown took seconds)
+    got = watch_exit([*args, "--json"], cfg.parent, tmp_path / "resume.stderr", timeout=400)
+    report = got.report
+    assert got.returncode == 0, report
+    assert got.result_to_exit_s < 1.0, f"{got.result_to_exit_s:.2f} s from the report to the exit"
+    assert not got.outlived, f"cluster processes outlived skyfeast backfill: {got.outlived}"
     assert report["windows"] == 48 and report["not_started"] == 0
     assert len(report["runs"]) == 48
     skipped = [r for r in report["runs"] if r["status"] == "skipped"]

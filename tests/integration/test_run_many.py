@@ -4,17 +4,14 @@ summary line that counts what never started, and a SIGTERM that leaves the rest 
 from __future__ import annotations
 
 import json
-import os
-import selectors
 import signal
 import subprocess
 import time
 from datetime import datetime
 
-import psutil
 import pytest
 
-from tests.integration.conftest import AT, BIN, make_project, skyfeast, skyfeast_json
+from tests.integration.conftest import AT, BIN, make_project, skyfeast, skyfeast_json, watch_exit
 
 pytestmark = pytest.mark.integration
 
@@ -120,43 +117,14 @@ def test_run_prints_its_result_then_exits_without_tearing_its_local_clusters_dow
     started are killed, not shut down gracefully (about 2 s), and none of their processes outlives it."""
     project = tmp_path / "p"
     cfg = make_project(project)
-    err = open(tmp_path / "stderr", "w")
-    proc = subprocess.Popen([str(BIN / "skyfeast"), "run", "-c", str(cfg), "--at", AT, "--job", "user_features",
-                             "--json"], cwd=project, stdout=subprocess.PIPE, stderr=err, text=True)
-    me = psutil.Process(proc.pid)
-    seen: set[int] = set()
-    text, report, t_result = "", None, None
-    os.set_blocking(proc.stdout.fileno(), False)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if report is None:
-            for _ in sel.select(timeout=0.05):
-                text += proc.stdout.read() or ""
-            try:
-                report, t_result = json.loads(text), time.monotonic()
-            except ValueError:
-                pass
-        else:
-            time.sleep(0.01)
-        try:
-            seen.update(p.pid for p in me.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=30)
-    t_exit = time.monotonic()
-    if report is None:
-        report, t_result = json.loads(text + (proc.stdout.read() or "")), t_exit
-    assert proc.returncode == 0 and report["runs"][0]["status"] == "succeeded", report
-    assert len(seen) >= 3, seen  # a scheduler and workers ran under it
-    assert t_exit - t_result < 1.0, f"{t_exit - t_result:.2f} s from the result to the exit"
-    time.sleep(1.0)
-    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"cluster processes outlived skyfeast run: {left}"
-    err.close()
+    got = watch_exit(["run", "-c", str(cfg), "--at", AT, "--job", "user_features", "--json"], project,
+                     tmp_path / "stderr")
+    assert got.returncode == 0 and got.report["runs"][0]["status"] == "succeeded", got.report
+    assert got.started >= 3, got.started  # a scheduler and workers ran under it
+    assert got.result_to_exit_s < 1.0, f"{got.result_to_exit_s:.2f} s from the result to the exit"
+    assert not got.outlived, f"cluster processes outlived skyfeast run: {got.outlived}"
     # the health monitor's probe processes ended before the exit: multiprocessing's resource
     # tracker finds none of their semaphores left to clean up (it warned on stderr when it did)
-    assert "leaked" not in (tmp_path / "stderr").read_text(), (tmp_path / "stderr").read_text()[-2000:]
+    assert "leaked" not in got.stderr, got.stderr[-2000:]
     code, runs = skyfeast_json("runs", "-c", str(cfg), "--job", "user_features", cwd=project)
     assert [r["status"] for r in runs["runs"]] == ["succeeded"], runs  # recorded before the exit

@@ -1,0 +1,40 @@
+"""The suite's own xdist work units and their order (tests/conftest.py): the drills first, on one
+worker, while the other workers run what the drills do not block."""
+
+from __future__ import annotations
+
+from tests.conftest import xdist_order, xdist_unit
+
+IDS = [
+    "tests/chaos/test_daemon_crash.py::test_a",
+    "tests/chaos/test_drill.py::test_kill",
+    "tests/chaos/test_group_failover.py::test_g",
+    "tests/contract/test_ledger.py::test_c[sqlite]",
+    "tests/integration/test_small.py::test_1",
+    "tests/integration/test_big.py::test_1",
+    "tests/integration/test_big.py::test_2",
+    "tests/unit/test_windows.py::test_u",
+    "tests/chaos/test_health.py::test_h",
+]
+
+
+def test_units_group_the_drills_the_other_chaos_tests_and_each_integration_file():
+    assert [xdist_unit(n) for n in IDS] == [
+        "chaos", "chaos-drills", "chaos-drills", IDS[3], "tests/integration/test_small.py",
+        "tests/integration/test_big.py", "tests/integration/test_big.py", IDS[7], "chaos"]
+
+
+def test_order_is_drills_chaos_singletons_then_integration_files_by_size():
+    got = [IDS[i] for i in xdist_order(IDS)]
+    assert got == [
+        "tests/chaos/test_drill.py::test_kill",
+        "tests/chaos/test_group_failover.py::test_g",
+        "tests/chaos/test_daemon_crash.py::test_a",
+        "tests/chaos/test_health.py::test_h",
+        "tests/contract/test_ledger.py::test_c[sqlite]",
+        "tests/unit/test_windows.py::test_u",
+        "tests/integration/test_big.py::test_1",
+        "tests/integration/test_big.py::test_2",
+        "tests/integration/test_small.py::test_1",
+    ]
+    assert sorted(xdist_order(IDS)) == list(range(len(IDS)))  # a permutation: nothing lost or doubled
