@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.process_exit = argv is None
-    _setup_logging(args.verbose, dask=getattr(args, "imports_dask", True))
+    imports_dask = getattr(args, "imports_dask", True)  # False, or a function of the arguments: no cluster
+    _setup_logging(args.verbose, dask=imports_dask(args) if callable(imports_dask) else imports_dask)
     try:
         code = args.func(args)
         if getattr(args, "exit_at_once", False):
