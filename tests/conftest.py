@@ -56,13 +56,9 @@ def xdist_unit(nodeid: str) -> str:
     return nodeid
 
 
-def _xdist_loadgroup(config) -> bool:
-    return config.getoption("dist", "no") == "loadgroup"
-
-
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist never calls it
 def pytest_xdist_make_scheduler(config, log):
-    if not _xdist_loadgroup(config):
+    if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 

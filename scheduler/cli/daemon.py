@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--grace", type=float, help="seconds running work gets at shutdown (default: daemon.grace, 60)")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="serve /healthz, /readyz, /metrics and the JSON API /api there (default: daemon.http, none)")
-    p.set_defaults(func=cmd_daemon)
+    p.set_defaults(func=cmd_daemon, starts_clusters=True)
 
 
 def _reach_ledger(cfg):

@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--scenario", help="YAML scenario with mode and SLOs (see ops/drills/)")
     p.add_argument("--at", default="now", metavar="TIME",
                    help="drill the job's latest complete window at this ISO-8601 time (default: now)")
-    p.set_defaults(func=cmd_drill)
+    p.set_defaults(func=cmd_drill, starts_clusters=True)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:

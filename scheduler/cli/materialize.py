@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                         "0: always start one)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     # distributed is imported only when a cluster is used (about a second of a small run's start)
-    p.set_defaults(func=cmd_materialize, imports_dask=False)
+    p.set_defaults(func=cmd_materialize)
 
 
 def _repo(args: argparse.Namespace, cfg) -> Path:

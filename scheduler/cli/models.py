@@ -71,7 +71,7 @@ def _verb(verbs, name: str, help: str, func) -> argparse.ArgumentParser:
     # `skyfeast models list -v` as well as `skyfeast -v models list` (main adds these one level up)
     v.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    v.set_defaults(func=func, imports_dask=False)  # no cluster: the command starts without distributed
+    v.set_defaults(func=func)
     return v
 
 

@@ -47,7 +47,7 @@ def register(sub) -> None:
                    help=f"wait up to this long for the run to finish (exit {EXIT_WAIT_TIMED_OUT} if it has not)")
     p.add_argument("--allow-off-grid", action="store_true",
                    help="accept a --window that is not one of the job's scheduled windows")
-    p.set_defaults(func=cmd_trigger, imports_dask=False)
+    p.set_defaults(func=cmd_trigger)
 
     p = sub.add_parser("backfill", help="run every window of a job between two times (resumable)")
     add_config(p)
@@ -59,23 +59,23 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="re-run windows that already succeeded")
     p.add_argument("--yes", action="store_true",
                    help=f"run a backfill of more than {BACKFILL_CONFIRM:,} windows (refused without it)")
-    p.set_defaults(func=cmd_backfill)
+    p.set_defaults(func=cmd_backfill, starts_clusters=True)
 
     p = sub.add_parser("cancel", help="cancel a queued or running run")
     add_config(p)
     p.add_argument("run_id", type=int)
-    p.set_defaults(func=cmd_cancel, imports_dask=False)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("cordon", help="keep new runs off a provider (persisted in the ledger)")
     add_config(p)
     p.add_argument("provider")
     p.add_argument("--reason", help="shown in `skyfeast status`")
-    p.set_defaults(func=cmd_cordon, imports_dask=False)
+    p.set_defaults(func=cmd_cordon)
 
     p = sub.add_parser("uncordon", help="let new runs use a cordoned provider again")
     add_config(p)
     p.add_argument("provider")
-    p.set_defaults(func=cmd_cordon, imports_dask=False)
+    p.set_defaults(func=cmd_cordon)
 
     p = sub.add_parser("reconcile", help="copy offline outputs written during failovers to the primary storage",
                        description="Copies every part file that a failed-over run wrote outside the primary "
@@ -87,7 +87,7 @@ def register(sub) -> None:
     add_json(p)
     p.add_argument("--limit", type=int, default=None, help="runs per pass (default: offline.reconcile_batch)")
     p.add_argument("--all", action="store_true", help="repeat passes until nothing is pending or a pass fails")
-    p.set_defaults(func=cmd_reconcile, imports_dask=False)
+    p.set_defaults(func=cmd_reconcile)
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ def register(sub) -> None:
     add_json(p)
     p.add_argument("-n", "--count", type=int, default=3, help="fire times per job (default 3)")
     p.add_argument("--at", help="pretend the time is this ISO-8601 instant (default: now)")
-    p.set_defaults(func=cmd_plan, imports_dask=False)
+    p.set_defaults(func=cmd_plan)
 
 
 def _schedule_text(s) -> str:

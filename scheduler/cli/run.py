@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--parallel", type=_positive, metavar="N",
                    help="runs at once (default: the config's daemon.max_parallel); a job still waits for "
                         "its upstream when both are selected")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, starts_clusters=True)
 
 
 def _positive(text: str) -> int:

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=10, help="latest runs to show (default 10)")
     p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers now "
                    "(starts local clusters); default: the state a daemon's last probe recorded")
-    p.set_defaults(func=cmd_status, imports_dask=lambda args: args.probe)  # clusters only with --probe
+    p.set_defaults(func=cmd_status, starts_clusters=lambda args: args.probe)  # --probe starts them
     p = sub.add_parser("runs", help="list runs from the ledger")
     add_config(p)
     add_json(p)
@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--drills", action="store_true",
                    help="also list drill runs (job drill:JOB, see `skyfeast drill`); hidden by default")
-    p.set_defaults(func=cmd_runs, imports_dask=False)
+    p.set_defaults(func=cmd_runs)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -10,9 +10,9 @@ from skyfeast.scheduler.cli.common import add_config, print_json
 def register(sub) -> None:
     p = sub.add_parser("validate", help="check a config file (and the Feast repo it names)")
     add_config(p)
-    p.set_defaults(func=cmd_validate, imports_dask=False)
+    p.set_defaults(func=cmd_validate)
     p = sub.add_parser("schema", help="print the JSON Schema of skyfeast.yaml")
-    p.set_defaults(func=cmd_schema, imports_dask=False)
+    p.set_defaults(func=cmd_schema)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import socket
 import time
 
 import pytest
+import yaml
 
 from tests.integration.conftest import AT, END, make_project, skyfeast
 from tests.silent import silent_server
@@ -42,11 +43,9 @@ def _timed(argv: list[str], cfg, config_name: str = "skyfeast.yaml"):
 
 def _with_refusing_ledger(cfg) -> str:
     """A copy of ``cfg`` beside it whose ledger port refuses at once; its file name."""
-    url = f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{_refusing_port()}/ledger"
-    text = cfg.read_text()
-    start = text.index("postgresql+psycopg://skyfeast:s3cret@127.0.0.1:")
-    end = text.index("/ledger", start) + len("/ledger")
-    (cfg.parent / "refusing.yaml").write_text(text[:start] + url + text[end:])
+    data = yaml.safe_load(cfg.read_text())
+    data["state"] = f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{_refusing_port()}/ledger"
+    (cfg.parent / "refusing.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return "refusing.yaml"
 
 
