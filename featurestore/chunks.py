@@ -57,6 +57,7 @@ class ChunkBook:
 
     partitions: int | None = None
     ranges: Any = None
+    join: str | None = None  # a composed model job's way of joining its upstreams (broadcast or shuffle)
     done: dict[int, dict] = field(default_factory=dict)
     record: Callable[[int, dict], None] = lambda i, stats: None
 

@@ -169,14 +169,20 @@ def range_shuffle(ddf, target: WriteTarget, ranges: KeyRanges):
     own column and then sorts every output partition.
     """
     meta = ddf._meta.assign(**{PART_COLUMN: np.zeros(0, dtype=np.int64)})
-    tagged = ddf.map_partitions(_with_part, target, ranges, meta=meta)
-    n = ranges.partitions
+    return shuffle_tagged(ddf.map_partitions(_with_part, target, ranges, meta=meta), ranges.partitions)
+
+
+def shuffle_tagged(tagged, n: int):
+    """``tagged`` (a Dask frame whose ``PART_COLUMN`` holds each row's partition number, 0 to
+    ``n - 1``) rearranged into ``n`` partitions, partition ``i`` holding exactly the rows tagged
+    ``i``, without the column."""
     internal = _dask_shuffle()
     if internal is None:  # a Dask without this internal: the public range shuffle (a copy and a sort more)
         # divisions 0, 1, ..., n-1, n-1: Dask's searchsorted puts part i in output partition i
-        # (its own "_partitions" column is assigned on the way, hence the rename)
+        # (its own "_partitions" column is assigned on the way, hence the rename; the index it
+        # becomes is dropped)
         return (tagged.rename(columns={PART_COLUMN: "_skyfeast_part"})
-                .set_index("_skyfeast_part", divisions=[*range(n), n - 1]))
+                .set_index("_skyfeast_part", divisions=[*range(n), n - 1]).reset_index(drop=True))
     new_collection, shuffle = internal
     return new_collection(shuffle(tagged.expr, PART_COLUMN, n, True)).drop(columns=[PART_COLUMN])
 

@@ -403,6 +403,10 @@ class JobOutputSource(_Strict):
 
     type: Literal["job"]
     job: str | list[str] = Field(description="the upstream job, or a list of upstream jobs to join on the entity keys")
+    join: Literal["auto", "broadcast", "shuffle"] = Field(
+        "auto", description="how several upstreams are joined: broadcast (each worker reads the other upstreams' "
+                            "whole output), shuffle (every upstream hash-partitioned by the entity keys), or auto "
+                            "(shuffle when the other upstreams wrote more than a million rows for the window)")
 
     @field_validator("job")
     @classmethod
@@ -413,6 +417,14 @@ class JobOutputSource(_Strict):
             dup = sorted({j for j in v if v.count(j) > 1})
             if dup:
                 raise ValueError(f"upstream job(s) {dup} listed twice")
+        return v
+
+    @field_validator("join")
+    @classmethod
+    def _join_needs_two(cls, v: str, info: ValidationInfo) -> str:
+        job = info.data.get("job")
+        if v != "auto" and job is not None and (isinstance(job, str) or len(job) < 2):
+            raise ValueError(f"join: {v} joins two or more upstream jobs; this source reads one")
         return v
 
     @property

@@ -439,13 +439,15 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
                 ended_at=_now(), outcome=outcome, failure_class=failure_class, error=error, rows_written=rows))
 
     def set_partitions(self, run_id: int, n: int, key_ranges: str | None = None) -> None:
-        """Fix a run's chunking (chunk count, and the key-range split as JSON if any) once."""
+        """Fix a run's chunking once: its chunk count, and as JSON its key-range split or, for a
+        composed model job, its join (``{"join": "shuffle"}``), if any."""
         with self._write() as conn:
             conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.partitions.is_(None))
                          .values(partitions=n, key_ranges=key_ranges))
 
     def key_ranges(self, run_id: int) -> str | None:
-        """The JSON key-range split :meth:`set_partitions` stored, or None (hash chunks, or not fixed yet)."""
+        """The chunking JSON :meth:`set_partitions` stored (a key-range split, or a model job's join), or
+        None (hash chunks, or not fixed yet)."""
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs_t.c.key_ranges).where(runs_t.c.id == run_id)).scalar_one_or_none()
 

@@ -64,6 +64,7 @@ from skyfeast.featurestore.online import OutputSchemaError, check_columns, write
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.scheduler.errors import DataError
 from skyfeast.scheduler.run.contracts import check_inputs, null_keys
+from skyfeast.scheduler.run.joins import Joins, hashable, read_joined, shuffle_joined
 from skyfeast.scheduler.run.offline import STAGING, owner_of
 from skyfeast.scheduler.timing.windows import Window
 
@@ -318,42 +319,6 @@ def model_partition(pdf: pd.DataFrame, index: int, spec: PartitionSpec) -> tuple
         raise UserCodeError(f"cannot load model artifact {spec.model_url}: {type(exc).__name__}: {exc}") from None
     out = _call_user(spec, index, model, pdf.reset_index(drop=True), spec.window)
     return _ordered(out, spec.target), len(pdf)
-
-
-def _read_part(url: str, storage_options: dict) -> pd.DataFrame:
-    import fsspec
-
-    with fsspec.open(url, "rb", **storage_options) as fh:
-        return pd.read_parquet(fh)
-
-
-# per joined upstream: (its run's identity, its parts as (url, storage options JSON)); the identity (run id and
-# end time) keeps a worker from reusing what it read of an earlier run of the window, whose parts had the same URLs
-Joins = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
-
-
-@functools.lru_cache(maxsize=4)
-def _joined_upstream(run: str, parts: tuple[tuple[str, str], ...]) -> pd.DataFrame:
-    """One joined upstream's whole output for the window, read once per worker process and upstream run."""
-    frames = [_read_part(url, json.loads(opts)) for url, opts in parts]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-
-def read_joined(url: str, storage_options: dict, joins: Joins, keys: tuple[str, ...]) -> pd.DataFrame:
-    """A chunk's input: the first upstream's part ``url``, inner-joined on ``keys`` with the whole output of
-    every other upstream of the window.  A column the frame already has is taken from the first upstream
-    that has it (the event time included)."""
-    pdf = _read_part(url, storage_options)
-    for run, parts in joins:
-        other = _joined_upstream(run, parts)
-        missing = [k for k in keys if k not in other.columns]
-        if missing:
-            raise DataError(f"upstream output {parts[0][0]} lacks the entity key column(s) {missing}")
-        other = other[[*keys, *(c for c in other.columns if c not in pdf.columns)]]
-        if other.duplicated(list(keys)).any():
-            other = other.drop_duplicates(list(keys), keep="last")
-        pdf = pdf.merge(other, on=list(keys), how="inner")
-    return pdf
 
 
 @in_batch
@@ -656,24 +621,22 @@ def run_feature_job(*, client, store: ObjectStore, job, window: Window, target: 
 
 def run_model_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
                   scorer: Callable, inputs: list[tuple[str, dict]], deadline: float, progress: ProgressFn | None = None,
-                  joins: tuple = (),
+                  joins: tuple = (), join: str = "broadcast",
                   cancelled: Callable[[], bool] = lambda: False, book: ChunkBook | None = None,
                   stores: Mapping[str, ObjectStore] | None = None, publish: bool = True) -> ExecResult:
-    import dask
-
+    """``inputs`` are the first upstream's parts; ``joins`` the other upstreams' (per upstream: its
+    run's identity and its parts), joined the ``join`` way at the run's first attempt (:mod:`.joins`)."""
     t0 = time.perf_counter()
     book = book or ChunkBook()
     if not store.exists(job.model.artifact):
         raise DataError(f"model artifact {job.model.artifact!r} not found under {store.url()}")
-    # one chunk per upstream file: the upstream's partitioning is already by entity
-    book.partitions = len(inputs)
+    _fix_chunking(book, job, inputs, joins, join)
     stores = stores or {"": store}
     usable_chunks(book, stores)
     out_key, spec = _spec(store, window, target, publish, user_fn=scorer, user_fn_name=job.model.scorer,
                           model_url=store.url(job.model.artifact))
-    spec_node = _node(spec)
-    tasks = {i: dask.delayed(model_partition_from_file, pure=False)(url, opts, i, spec_node, _joins(joins))
-             for i, (url, opts) in enumerate(inputs) if i not in book.done}
+    tasks = _chunk_tasks(client, book, inputs, joins, target.join_keys, model_partition_from_file, model_partition,
+                         _node(spec))
     phases, work = {"plan": time.perf_counter() - t0}, {}
     published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
                             work=work)
@@ -682,24 +645,24 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
 
 def run_group_job(*, client, store: ObjectStore, job, window: Window, target: WriteTarget,
                   members: list[GroupMember], inputs: list[tuple[str, dict]], deadline: float, joins: tuple = (),
+                  join: str = "broadcast",
                   failed_before: Callable[[dict[str, str]], dict[str, str]],
                   progress: ProgressFn | None = None, cancelled: Callable[[], bool] = lambda: False,
                   book: ChunkBook | None = None, stores: Mapping[str, ObjectStore] | None = None,
                   publish: bool = True) -> ExecResult:
-    """A model-group job: every chunk (one per upstream part) is scored by every member, in one task.
+    """A model-group job: every chunk (chunked and joined as :func:`run_model_job` says) is scored by
+    every member, in one task.
 
     Once every chunk is staged, ``failed_before(errors)`` records the models that failed in this
     attempt's chunks and returns every model that failed in any attempt of the run.  Only the other
     models' fields are published online, with the group's versions field set to the :func:`set_id`
     of the models written; a failed model's online values stay as they were (its offline column is
     null).  ``ExecResult.failed_models`` lists the failures; every model failing fails the run."""
-    import dask
-
     from skyfeast.featurestore.models.groups import set_id
 
     t0 = time.perf_counter()
     book = book or ChunkBook()
-    book.partitions = len(inputs)
+    _fix_chunking(book, job, inputs, joins, join)
     stores = stores or {"": store}
     usable_chunks(book, stores)
     names = [m.name for m in members]
@@ -708,9 +671,8 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     out_key, spec = _spec(store, window, target, publish, user_fn=None, user_fn_name=f"model group of {job.name!r}",
                           members=tuple(members),
                           assign=((job.group.versions_field, set_id((m.name, m.version) for m in members)),))
-    spec_node = _node(spec)
-    tasks = {i: dask.delayed(group_partition_from_file, pure=False)(url, opts, i, spec_node, _joins(joins))
-             for i, (url, opts) in enumerate(inputs) if i not in book.done}
+    tasks = _chunk_tasks(client, book, inputs, joins, target.join_keys, group_partition_from_file, group_partition,
+                         _node(spec))
     failed: dict[str, str] = {}
 
     def before_publish(spec: PartitionSpec) -> PartitionSpec:
@@ -735,11 +697,32 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     return res
 
 
-def _joins(joins) -> Joins:
-    """``joins`` (per other upstream: its run's identity, and its parts as (url, storage options)) in a
-    hashable form, for the workers' cache of joined upstreams."""
-    return tuple((run, tuple((url, json.dumps(opts or {}, sort_keys=True)) for url, opts in parts))
-                 for run, parts in joins)
+def _fix_chunking(book: ChunkBook, job, inputs: list, joins: tuple, join: str) -> None:
+    """A model or group job's chunking, fixed at the run's first attempt and kept by every later one:
+    broadcast (and a single upstream), one chunk per part of the first upstream; shuffle, the job's
+    ``partitions`` buckets (default: as many as the first upstream has parts)."""
+    if book.join is None:
+        # a chunk count recorded with no way: a run begun before the shuffle join existed
+        book.join = join if joins and book.partitions is None else "broadcast"
+    if book.join == "shuffle":
+        book.partitions = book.partitions or job.partitions or len(inputs)
+    else:
+        book.partitions = len(inputs)
+
+
+def _chunk_tasks(client, book: ChunkBook, inputs: list, joins: tuple, keys: tuple[str, ...], from_file: Callable,
+                 from_frame: Callable, spec_node) -> dict[int, Any]:
+    """Chunk number → the delayed scoring of each chunk ``book`` lacks: ``from_file(url, options, i, spec,
+    joins)`` per part (broadcast), or ``from_frame(frame, i, spec)`` per bucket of the shuffle join."""
+    import dask
+
+    if book.join == "shuffle":
+        todo = [i for i in range(book.partitions) if i not in book.done]
+        chunks = shuffle_joined(client, inputs, joins, keys, book.partitions) if todo else []
+        return {i: dask.delayed(from_frame, pure=False)(chunks[i], i, spec_node) for i in todo}
+    joined = hashable(joins)
+    return {i: dask.delayed(from_file, pure=False)(url, opts, i, spec_node, joined)
+            for i, (url, opts) in enumerate(inputs) if i not in book.done}
 
 
 def _failures(failed: dict[str, str], limit: int = 5) -> str:

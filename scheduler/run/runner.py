@@ -26,6 +26,7 @@ from skyfeast.scheduler.ledger import PENDING, Ledger
 from skyfeast.scheduler.ledger.core import DONE
 from skyfeast.scheduler.run.executor import GroupMember, ModelGroupError, run_feature_job, run_group_job, run_model_job
 from skyfeast.scheduler.run.heartbeat import Heartbeat
+from skyfeast.scheduler.run.joins import join_way
 from skyfeast.scheduler.run.offline import owner_of, write_manifest
 from skyfeast.scheduler.run.sources import resolve
 from skyfeast.scheduler.run.usercode import import_callable
@@ -298,16 +299,20 @@ class Runner:
         run = self.ledger.get_run(run_id)
         book = ChunkBook(partitions=run.partitions if run else None, done=self.ledger.chunks(run_id))
         if book.partitions is not None:
-            stored = self.ledger.key_ranges(run_id)
-            if stored is not None:
+            stored = self.ledger.key_ranges(run_id)  # the chunking: a key-range split, or a model job's join
+            data = None if stored is None else json.loads(stored)
+            if isinstance(data, dict) and "join" in data:
+                book.join = data["join"]
+            elif data is not None:
                 from skyfeast.featurestore.partitioning import KeyRanges
 
-                book.ranges = KeyRanges.from_json(json.loads(stored))
+                book.ranges = KeyRanges.from_json(data)
 
         def record(i: int, stats: dict) -> None:
             if book.partitions is not None and (run is None or run.partitions is None):
-                ranges = None if book.ranges is None else json.dumps(book.ranges.to_json())
-                self.ledger.set_partitions(run_id, book.partitions, ranges)
+                chunking = book.ranges.to_json() if book.ranges is not None else \
+                    {"join": book.join} if book.join is not None else None
+                self.ledger.set_partitions(run_id, book.partitions, None if chunking is None else json.dumps(chunking))
             self.ledger.record_chunk(run_id, i, stats, attempt_id)
 
         book.record = record
@@ -325,6 +330,17 @@ class Runner:
         if not self.ledger.finish_run(out.run_id, status=status, failure_class=fclass.value, error=err):
             log.warning("run %s was taken over by another process before it could be recorded", out.run_id)
         return out
+
+    def _output_values(self, upstream, up_run) -> int | None:
+        """About how many values ``up_run`` of ``upstream`` wrote: its rows times its view's columns
+        (keys, features, event time); None if either is unknown."""
+        if up_run.rows_written is None:
+            return None
+        try:
+            target = self.repo.write_target(upstream.feature_view)
+        except Exception:  # the view is checked before any run; a registry hiccup only costs the estimate
+            return None
+        return up_run.rows_written * (len(target.join_keys) + len(target.features) + 1)
 
     def _upstream_pending(self, job, window: Window) -> str | None:
         for name in job.upstreams:
@@ -397,6 +413,7 @@ class Runner:
                                    keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
                                    source_store=src_store, stores=self.pool.stores(), publish=publish)
         parts = []  # each upstream's part files: the first one's give the chunks, the others are joined
+        other_values: int | None = 0  # what the other upstreams wrote for the window, rows x columns (join: auto)
         for name in job.upstreams:
             upstream = self.cfg.job(name)
             up_run = self.ledger.find_run(upstream.name, window.start, window.end)
@@ -407,8 +424,12 @@ class Runner:
             files = self._upstream_files(up_run, upstream, window, provider)
             if not files:
                 raise DataError(f"upstream job {upstream.name!r} wrote no rows for window {window}")
+            if parts and other_values is not None:
+                values = self._output_values(upstream, up_run)
+                other_values = None if values is None else other_values + values
             parts.append((f"{up_run.id}@{up_run.ended_at}", files))
         inputs, joins = parts[0][1], tuple(parts[1:])
+        join = join_way(job.source.join, other_values)  # used at the run's first attempt only (the book keeps it)
         if job.group is not None:
             members = self._group_members(job, run_id, provider, target)
             client = self.pool.client(provider)
@@ -419,15 +440,15 @@ class Runner:
                         if outcome == "failed"}
 
             res = run_group_job(client=client, store=store, job=job, window=window, target=target, members=members,
-                                inputs=inputs, joins=joins, deadline=deadline, failed_before=failed_before, progress=progress,
-                                cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
+                                inputs=inputs, joins=joins, join=join, deadline=deadline, failed_before=failed_before,
+                                progress=progress, cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
             res.models_written = len(members) - len(res.failed_models)
             return res
         fn = import_callable(job.model.scorer, self.cfg.base_dir)
         client = self.pool.client(provider)
         return run_model_job(client=client, store=store, job=job, window=window,
-                             target=target, scorer=fn, inputs=inputs, joins=joins, deadline=deadline, progress=progress,
-                             cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
+                             target=target, scorer=fn, inputs=inputs, joins=joins, join=join, deadline=deadline,
+                             progress=progress, cancelled=cancelled, book=book, stores=self.pool.stores(), publish=publish)
 
 
     def _group_members(self, job: ModelJob, run_id: int, provider: str, target) -> list[GroupMember]:

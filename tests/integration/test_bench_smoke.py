@@ -117,6 +117,18 @@ def test_materialize_cold_bench_cluster_exits_without_teardown():
     assert ph["first_write"] <= 60, row  # 5-10 s on this machine (docs/benchmarks.md)
 
 
+def test_join_bench_small():
+    """bench/join.py on 50,000 users each side: both joins of a composed model job's upstreams give the row
+    count pandas gives (the bench exits 1 otherwise), timed on warm workers."""
+    out, _ = _bench("join.py", "--rows", "50000", "--other-rows", "50000", "--runs", "1", "--json")
+    result = json.loads(out.strip().splitlines()[-1])
+    ways = result["ways"]
+    assert result["joined"] == 37_500 and set(ways) == {"broadcast", "shuffle"}, result
+    # at this size about 0.5 s broadcast and 0.6-2 s shuffled on this machine (docs/benchmarks.md): the
+    # shuffle's fixed cost; several times slower than that fails
+    assert ways["shuffle"]["median_s"] <= 10 * ways["broadcast"]["median_s"] + 10, ways
+
+
 def test_model_scale_bench_small():
     """A group of 50 logistic models over 5,000 entities (8 chunks), written to a private Redis and
     read back through vanilla Feast against NumPy (the bench fails on a mismatch), and `models list`

@@ -1,7 +1,10 @@
 """The quickstart with its model groups (issue 15, must-show 6): ``scores`` (churn, fraud, spend over
 ``user_features``) feeds ``blend`` (one model over the three scores). Everything is read back by the
 shipped ``read_online.py`` (plain Feast SDK) and compared with scores computed here in NumPy from
-features recomputed from the raw events."""
+features recomputed from the raw events.
+
+``blend`` joins its two upstreams by the shuffle join here, in three chunks (``join: shuffle``; the
+quickstart's small outputs would be broadcast, which the group failover chaos test runs)."""
 
 from __future__ import annotations
 
@@ -33,10 +36,15 @@ def _logistic(frame: pd.DataFrame, feats, coef, b) -> np.ndarray:
     return 1 / (1 + np.exp(-(frame[feats].astype(float).to_numpy() @ np.asarray(coef) + b)))
 
 
+def _shuffle_blend(data: dict) -> None:
+    (blend,) = [j for j in data["jobs"] if j["name"] == "blend"]
+    blend["source"]["join"], blend["partitions"] = "shuffle", 3
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     project = tmp_path_factory.mktemp("qsg") / "quickstart"
-    cfg = make_project(project, users=300, per_day=2000, groups=True)
+    cfg = make_project(project, users=300, per_day=2000, groups=True, edit=_shuffle_blend)
     code, report = skyfeast_json("run", "-c", str(cfg), "--at", AT, cwd=project)
     return {"dir": project, "cfg": cfg, "code": code, "report": report}
 
@@ -46,6 +54,8 @@ def test_four_jobs_succeed_with_the_blend_after_the_scores_it_reads(run):
     runs = {r["job"]: r for r in run["report"]["runs"]}
     assert {j: r["status"] for j, r in runs.items()} == dict.fromkeys(
         ["user_features", "risk_score", "scores", "blend"], "succeeded")
+    # scores' one small part would make one broadcast chunk: three say the shuffle join ran
+    assert (runs["scores"]["partitions"], runs["blend"]["partitions"]) == (1, 3), runs
     code, listed = skyfeast_json("runs", "-c", str(run["cfg"]), cwd=run["dir"])
     at = {r["job"]: (pd.Timestamp(r["started_at"]), pd.Timestamp(r["ended_at"])) for r in listed["runs"]}
     assert at["scores"][0] >= at["user_features"][1] and at["risk_score"][0] >= at["user_features"][1]

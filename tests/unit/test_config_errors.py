@@ -839,6 +839,28 @@ CASES: list[Case] = [
             group: {models: [m1]}
             feature_view: fv
     """), "jobs[1].source.job[1]", 22, "unknown job 'nosuch'; defined: ['a', 'b']"),
+    Case("join-of-one-upstream", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "e.parquet", timestamp_field: ts}
+            transform: transforms:feat
+            feature_view: fv
+          - name: b
+            kind: model
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: job, job: a, join: shuffle}  # <-
+            group: {models: [m1]}
+            feature_view: fv
+    """), "jobs[1].source.join", 18, "join: shuffle joins two or more upstream jobs; this source reads one"),
     Case("model-schedule-differs-from-upstream", y("""
         project: t
         feast:

@@ -417,6 +417,26 @@ def test_failover_resumes_from_chunks_the_first_attempt_recorded(project):
     assert [c["run_id"] for c in p.ledger.pending_copies()] == [out.run_id]
 
 
+def test_failover_hands_the_next_attempt_the_join_the_first_fixed(project):
+    """A composed model job's join (broadcast or shuffle) is part of its chunking: the first attempt
+    fixes it, the ledger keeps it beside the chunk count, and the next attempt gets it back."""
+    p = project()
+    fake = p.script(Act(exc=Transient("lost the cluster"), chunks=1), Act())
+    seen = []
+
+    def joining(*, book, **kw):
+        seen.append((book.partitions, book.join))
+        if book.partitions is None:
+            book.join = "shuffle"
+        return fake(book=book, **kw)
+
+    p._monkeypatch.setattr(runner_mod, "run_feature_job", joining)
+    out = p.run()
+    assert (out.status, out.provider) == ("succeeded", "p2")
+    assert seen == [(None, None), (CHUNKS, "shuffle")]
+    assert json.loads(p.ledger.key_ranges(out.run_id)) == {"join": "shuffle"}
+
+
 def test_user_code_retry_resumes_on_the_same_provider(project):
     p = project(retries=1)
     fake = p.script(Act(exc=UserCodeError("transforms:feat raised KeyError: 'x'"), chunks=3), Act())

@@ -1,0 +1,73 @@
+"""The pure parts of a composed model job's joins (scheduler/run/joins.py): which way a job joins, the
+bucket an entity lands in, and one bucket's join. The joins on a cluster: tests/integration/test_joins.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skyfeast.scheduler.run.joins import BROADCAST_JOIN_VALUES, SEQ, bucket_of, join_bucket, join_way
+
+
+@pytest.mark.parametrize(("setting", "values", "way"), [
+    ("auto", 0, "broadcast"), ("auto", BROADCAST_JOIN_VALUES, "broadcast"), ("auto", BROADCAST_JOIN_VALUES + 1, "shuffle"),
+    ("auto", None, "broadcast"),  # an upstream run recorded without its row count
+    ("broadcast", 10 * BROADCAST_JOIN_VALUES, "broadcast"), ("shuffle", 0, "shuffle"),
+])
+def test_join_way(setting, values, way):
+    assert join_way(setting, values) == way
+
+
+def test_join_way_refuses_an_unknown_setting():
+    with pytest.raises(ValueError, match="unknown join setting 'hash'"):
+        join_way("hash", 0)
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    (np.array([-5, 0, 7, 2**40], dtype=np.int64), np.array([-5, 0, 7, 2**40], dtype=np.float64)),
+    (np.array([-5, 0, 7], dtype=np.int32), pd.array([-5, 0, 7], dtype="Int64")),
+    (np.array([-5, 0, 7], dtype=np.int16), np.array([-5, -0.0, 7], dtype=np.float32)),
+    (np.array(["a", "b", "ü"], dtype=object), pd.array(["a", "b", "ü"], dtype="string[pyarrow]")),
+])
+def test_keys_pandas_would_join_get_the_same_bucket_whatever_their_types(left, right):
+    """pandas joins int32 with Int64 and 5 with 5.0: so must the buckets, or the shuffle join loses rows."""
+    frames = [pd.DataFrame({"k": left, "j": ["x"] * len(left)}), pd.DataFrame({"k": right, "j": ["x"] * len(right)})]
+    assert len(frames[0].merge(frames[1], on=["k", "j"])) == len(left)  # pandas does join them
+    for n in (2, 7, 64):
+        a, b = (bucket_of(f, ("k", "j"), n) for f in frames)
+        assert a.tolist() == b.tolist() and a.min() >= 0 and a.max() < n
+
+
+def test_buckets_spread_keys():
+    buckets = bucket_of(pd.DataFrame({"k": np.arange(10_000)}), ("k",), 8)
+    counts = np.bincount(buckets, minlength=8)
+    assert counts.min() > 1_000, counts  # 1,250 each when even
+
+
+def test_join_bucket_keeps_the_last_row_of_a_key_by_its_place_not_by_arrival():
+    first = pd.DataFrame({"user_id": [2, 1], SEQ: [1, 0]})
+    other = pd.DataFrame({"user_id": [1, 1, 2], "v": [30, 10, 20], SEQ: [(1 << 32) + 0, 5, 7]})  # 30 is last
+    got = join_bucket(first, [other], ("user_id",))
+    assert got.to_dict("list") == {"user_id": [1, 2], "v": [30, 20]}
+
+
+def test_auto_weighs_an_upstream_by_its_rows_times_its_view_columns():
+    """The runner's size of an upstream's output: rows from the ledger, columns from its view (keys,
+    features, event time). 2,000 model scores over 100,000 users are 200M values: shuffled."""
+    from types import SimpleNamespace
+
+    from skyfeast.scheduler.run.runner import Runner
+
+    target = SimpleNamespace(join_keys=("user_id",), features=tuple(f"m{i}" for i in range(2_000)))
+    runner = SimpleNamespace(repo=SimpleNamespace(write_target=lambda view: target))
+    upstream = SimpleNamespace(feature_view="scores")
+    values = Runner._output_values(runner, upstream, SimpleNamespace(rows_written=100_000))
+    assert values == 100_000 * 2_002 and join_way("auto", values) == "shuffle"
+    assert Runner._output_values(runner, upstream, SimpleNamespace(rows_written=None)) is None
+
+    def no_view(view):
+        raise KeyError(view)
+
+    runner.repo.write_target = no_view
+    assert Runner._output_values(runner, upstream, SimpleNamespace(rows_written=5)) is None
