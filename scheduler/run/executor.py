@@ -636,7 +636,7 @@ def run_model_job(*, client, store: ObjectStore, job, window: Window, target: Wr
     out_key, spec = _spec(store, window, target, publish, user_fn=scorer, user_fn_name=job.model.scorer,
                           model_url=store.url(job.model.artifact))
     tasks = _chunk_tasks(client, book, inputs, joins, target.join_keys, model_partition_from_file, model_partition,
-                         _node(spec))
+                         _node(spec), deadline, cancelled)
     phases, work = {"plan": time.perf_counter() - t0}, {}
     published = _run_chunks(client, tasks, spec, deadline, progress, cancelled, book, stores, phases, publish,
                             work=work)
@@ -672,7 +672,7 @@ def run_group_job(*, client, store: ObjectStore, job, window: Window, target: Wr
                           members=tuple(members),
                           assign=((job.group.versions_field, set_id((m.name, m.version) for m in members)),))
     tasks = _chunk_tasks(client, book, inputs, joins, target.join_keys, group_partition_from_file, group_partition,
-                         _node(spec))
+                         _node(spec), deadline, cancelled)
     failed: dict[str, str] = {}
 
     def before_publish(spec: PartitionSpec) -> PartitionSpec:
@@ -711,14 +711,15 @@ def _fix_chunking(book: ChunkBook, job, inputs: list, joins: tuple, join: str) -
 
 
 def _chunk_tasks(client, book: ChunkBook, inputs: list, joins: tuple, keys: tuple[str, ...], from_file: Callable,
-                 from_frame: Callable, spec_node) -> dict[int, Any]:
+                 from_frame: Callable, spec_node, deadline: float, cancelled: Callable[[], bool]) -> dict[int, Any]:
     """Chunk number → the delayed scoring of each chunk ``book`` lacks: ``from_file(url, options, i, spec,
     joins)`` per part (broadcast), or ``from_frame(frame, i, spec)`` per bucket of the shuffle join."""
     import dask
 
     if book.join == "shuffle":
         todo = [i for i in range(book.partitions) if i not in book.done]
-        chunks = shuffle_joined(client, inputs, joins, keys, book.partitions) if todo else []
+        chunks = shuffle_joined(client, inputs, joins, keys, book.partitions, deadline=deadline,
+                                cancelled=cancelled) if todo else []
         return {i: dask.delayed(from_frame, pure=False)(chunks[i], i, spec_node) for i in todo}
     joined = hashable(joins)
     return {i: dask.delayed(from_file, pure=False)(url, opts, i, spec_node, joined)

@@ -18,16 +18,16 @@ time included), and of several rows with one key, the last in its part order.  A
 in the order of their parts.
 
 The way is chosen at a run's first attempt (:func:`join_way`: the job's ``join`` setting, and
-for ``auto`` the size of the other upstreams' outputs, from the ledger's row counts and their views' columns) and kept, with the chunk count, for
-every later attempt on any provider: chunk ``i`` always holds the same entities, so a resumed run
-recomputes only the chunks it lacks.
+for ``auto`` the size of the other upstreams' outputs, from the ledger's row counts and their
+views' columns) and kept, with the chunk count, for every later attempt on any provider: chunk
+``i`` always holds the same entities, so a resumed run recomputes only the chunks it lacks.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -173,23 +173,27 @@ def _empty_like(url: str, storage_options: dict) -> pd.DataFrame:
 
 
 def shuffle_joined(client, inputs: Sequence[tuple[str, dict]], joins: Sequence[tuple[str, Sequence[tuple[str, dict]]]],
-                   keys: tuple[str, ...], n: int) -> list[Any]:
+                   keys: tuple[str, ...], n: int, *, deadline: float | None = None,
+                   cancelled: Callable[[], bool] = lambda: False) -> list[Any]:
     """The shuffle join, lazily: one ``Delayed`` per chunk, item ``i`` the joined rows of bucket ``i``
     (:func:`join_bucket`).  ``inputs`` are the first upstream's parts, ``joins`` the others' (as
-    :func:`hashable` takes them); every part is read on the workers.  Only each upstream's first
-    part's footer is read here, for the columns."""
+    :func:`hashable` takes them).  Every part is read on the workers; before that, one task per
+    upstream reads its first part's footer for the columns, waited for until ``deadline``
+    (``time.monotonic()``) or ``cancelled()`` (:func:`skyfeast.featurestore.chunks.result`)."""
     import dask
     import dask.dataframe as dd
 
+    from skyfeast.featurestore.chunks import result
     from skyfeast.featurestore.partitioning import PART_COLUMN, shuffle_tagged
 
     upstreams = [list(inputs), *(list(parts) for _, parts in joins)]
+    footers = [client.submit(_empty_like, parts[0][0], parts[0][1] or {}, pure=False) for parts in upstreams]
+    metas = [result(f, deadline, cancelled) for f in footers]
     have: list[str] = []
     shuffled = []
     with dask.config.set({"dataframe.convert-string": False}), client.as_current():
-        for k, parts in enumerate(upstreams):
-            url0, opts0 = parts[0]
-            meta = _empty_like(url0, opts0 or {})
+        for k, (parts, meta) in enumerate(zip(upstreams, metas)):
+            url0 = parts[0][0]
             _check_keys(meta, keys, url0)
             columns = None
             if k:  # another upstream: the keys and the columns the frame so far lacks
