@@ -61,7 +61,7 @@ def _reset() -> bool:
     """Forget the broadcast cache, and restart this process's peak-RSS counter (``VmHWM``)."""
     from skyfeast.scheduler.run import joins
 
-    joins._broadcast_upstream.cache_clear()
+    joins.clear_broadcast_cache()
     import gc
 
     gc.collect()

@@ -5,7 +5,7 @@ for the same window, joined on the entity keys.  Two ways, with one result:
 
 * **broadcast** – one chunk per part file of ``a``; each chunk's task reads its part and
   joins it with the *whole* output of every other upstream, which each worker process reads
-  once per upstream run and keeps (:func:`read_joined`).  No shuffle: the cheapest way while
+  once per upstream run and keeps, within :data:`BROADCAST_CACHE_BYTES` (:func:`read_joined`).  No shuffle: the cheapest way while
   the other upstreams' outputs fit in a worker's memory beside its chunk.
 * **shuffle** – every upstream is read part by part, each row tagged with its bucket (a hash
   of its entity keys, the same for every upstream: :func:`bucket_of`), and Dask's shuffle
@@ -25,8 +25,9 @@ views' columns) and kept, with the chunk count, for every later attempt on any p
 
 from __future__ import annotations
 
-import functools
+import collections
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -95,16 +96,43 @@ def join_into(pdf: pd.DataFrame, other: pd.DataFrame, keys: Sequence[str]) -> pd
     return pdf.merge(_joinable(other, pdf.columns, keys), on=list(keys), how="inner")
 
 
-@functools.lru_cache(maxsize=4)
+BROADCAST_CACHE_BYTES = 1 << 30
+"""What a worker process keeps of other upstreams' outputs between chunks (the least recently used go
+first; the newest is kept whatever its size).  An unbounded count of entries would keep every recent
+run's outputs in a long-running worker, which Dask's memory monitor sees as leaked memory."""
+
+_cache: collections.OrderedDict = collections.OrderedDict()  # key → (frame, bytes)
+_cache_lock = threading.Lock()
+
+
 def _broadcast_upstream(run: str, parts: tuple[tuple[str, str], ...], have: tuple[str, ...],
                         keys: tuple[str, ...]) -> pd.DataFrame:
     """One other upstream's whole output for the window, ready to join into frames with the columns
     ``have``: read, its columns chosen and its keys made unique once per worker process and upstream
-    run (every chunk of a run has the same columns), not once per chunk."""
+    run (every chunk of a run has the same columns), not once per chunk; kept within
+    :data:`BROADCAST_CACHE_BYTES`."""
+    key = (run, parts, have, keys)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit[0]
     frames = [read_part(url, json.loads(opts)) for url, opts in parts]
     other = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     _check_keys(other, keys, parts[0][0])
-    return _joinable(other, have, keys)
+    other = _joinable(other, have, keys)
+    with _cache_lock:
+        _cache[key] = (other, int(other.memory_usage(index=True, deep=False).sum()))
+        _cache.move_to_end(key)
+        while len(_cache) > 1 and sum(size for _, size in _cache.values()) > BROADCAST_CACHE_BYTES:
+            _cache.popitem(last=False)
+    return other
+
+
+def clear_broadcast_cache() -> None:
+    """Forget every kept upstream output (a bench resets a worker with it)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def read_joined(url: str, storage_options: dict, joins: Joins, keys: tuple[str, ...]) -> pd.DataFrame:
@@ -211,5 +239,5 @@ def shuffle_joined(client, inputs: Sequence[tuple[str, dict]], joins: Sequence[t
     return [dask.delayed(join_bucket, pure=False)(first[i], [o[i] for o in others], tuple(keys)) for i in range(n)]
 
 
-__all__ = ["BROADCAST_JOIN_VALUES", "Joins", "bucket_of", "hashable", "join_bucket", "join_into", "join_way",
-           "read_joined", "read_part", "read_tagged", "shuffle_joined"]
+__all__ = ["BROADCAST_CACHE_BYTES", "BROADCAST_JOIN_VALUES", "Joins", "bucket_of", "clear_broadcast_cache", "hashable",
+           "join_bucket", "join_into", "join_way", "read_joined", "read_part", "read_tagged", "shuffle_joined"]

@@ -71,3 +71,32 @@ def test_auto_weighs_an_upstream_by_its_rows_times_its_view_columns():
 
     runner.repo.write_target = no_view
     assert Runner._output_values(runner, upstream, SimpleNamespace(rows_written=5)) is None
+
+
+def test_a_worker_keeps_upstream_outputs_within_its_byte_budget(tmp_path, monkeypatch):
+    """Between chunks a worker keeps the other upstreams' outputs it read, the least recently used going
+    first past the budget, the newest kept whatever its size; a kept output is not read again."""
+    from skyfeast.scheduler.run import joins
+
+    joins.clear_broadcast_cache()
+    parts = {}
+    for run in ("r1", "r2", "r3"):
+        path = tmp_path / f"{run}.parquet"
+        pd.DataFrame({"user_id": np.arange(1_000), "v": np.ones(1_000)}).to_parquet(path, index=False)
+        parts[run] = ((str(path), "{}"),)
+    have, keys = ("user_id", "score"), ("user_id",)
+    one = joins._broadcast_upstream("r1", parts["r1"], have, keys)
+    size = one.memory_usage(index=True, deep=False).sum()
+    monkeypatch.setattr(joins, "BROADCAST_CACHE_BYTES", int(2.5 * size))  # room for two
+    reads = []
+    monkeypatch.setattr(joins, "read_part", lambda url, opts: reads.append(url) or pd.read_parquet(url))
+    assert joins._broadcast_upstream("r1", parts["r1"], have, keys) is one and reads == []  # kept: not read again
+    joins._broadcast_upstream("r2", parts["r2"], have, keys)
+    joins._broadcast_upstream("r1", parts["r1"], have, keys)  # r1 used last: r2 is the least recent
+    joins._broadcast_upstream("r3", parts["r3"], have, keys)
+    assert [k[0] for k in joins._cache] == ["r1", "r3"]
+    monkeypatch.setattr(joins, "BROADCAST_CACHE_BYTES", 1)
+    joins._broadcast_upstream("r2", parts["r2"], have, keys)
+    assert [k[0] for k in joins._cache] == ["r2"]  # over budget alone, and still kept
+    joins.clear_broadcast_cache()
+    assert not joins._cache
