@@ -406,7 +406,8 @@ class JobOutputSource(_Strict):
     join: Literal["auto", "broadcast", "shuffle"] = Field(
         "auto", description="how several upstreams are joined: broadcast (each worker reads the other upstreams' "
                             "whole output), shuffle (every upstream hash-partitioned by the entity keys), or auto "
-                            "(shuffle when the other upstreams wrote more than a million rows for the window)")
+                            "(shuffle when the other upstreams' outputs for the window hold more than 100 million "
+                            "values, rows times columns)")
 
     @field_validator("job")
     @classmethod

@@ -261,7 +261,7 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
         if trigger:
             values["trigger"] = trigger
         if fresh:  # a resumed run keeps an operator's pending cancel request
-            values.update(started_at=_now(), partitions=None, key_ranges=None, cancel_requested=False)
+            values.update(started_at=_now(), partitions=None, key_ranges=None, join_way=None, cancel_requested=False)
         q = runs_t.update().where(runs_t.c.id == run_id, runs_t.c.status == status)
         if status == "running":
             q = q.where(runs_t.c.lease_until < _now())
@@ -438,18 +438,22 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
             conn.execute(attempts_t.update().where(attempts_t.c.id == attempt_id).values(
                 ended_at=_now(), outcome=outcome, failure_class=failure_class, error=error, rows_written=rows))
 
-    def set_partitions(self, run_id: int, n: int, key_ranges: str | None = None) -> None:
-        """Fix a run's chunking once: its chunk count, and as JSON its key-range split or, for a
-        composed model job, its join (``{"join": "shuffle"}``), if any."""
+    def set_partitions(self, run_id: int, n: int, key_ranges: str | None = None, join: str | None = None) -> None:
+        """Fix a run's chunking once: its chunk count, its key-range split as JSON (if any), and a
+        composed model job's ``join`` (``broadcast`` or ``shuffle``, if any)."""
         with self._write() as conn:
             conn.execute(runs_t.update().where(runs_t.c.id == run_id, runs_t.c.partitions.is_(None))
-                         .values(partitions=n, key_ranges=key_ranges))
+                         .values(partitions=n, key_ranges=key_ranges, join_way=join))
 
     def key_ranges(self, run_id: int) -> str | None:
-        """The chunking JSON :meth:`set_partitions` stored (a key-range split, or a model job's join), or
-        None (hash chunks, or not fixed yet)."""
+        """The JSON key-range split :meth:`set_partitions` stored, or None (hash chunks, or not fixed yet)."""
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs_t.c.key_ranges).where(runs_t.c.id == run_id)).scalar_one_or_none()
+
+    def join_way(self, run_id: int) -> str | None:
+        """The join :meth:`set_partitions` stored for a composed model job's run, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs_t.c.join_way).where(runs_t.c.id == run_id)).scalar_one_or_none()
 
     def record_chunk(self, run_id: int, chunk: int, stats: dict, attempt_id: int | None = None) -> None:
         with self._write() as conn:

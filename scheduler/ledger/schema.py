@@ -22,6 +22,10 @@ Version history:
   first attempt (every attempt, on any provider, scores with them) and each model's
   outcome; ``skyfeast_drill_reports``: each drill's report (detection and recovery
   times, chunks by provider) as JSON, kept for the API and the status page.
+* 10 – runs gain ``join_way``: how a composed model job's run joins its upstreams
+  (``broadcast`` or ``shuffle``), fixed at its first attempt like ``partitions``.  A
+  separate column, so that a daemon of an earlier version, which would chunk such a
+  run differently, refuses the ledger instead of resuming the run.
 
 ``migrate`` upgrades an older ledger in one transaction, and refuses a newer
 one; it never drops data.
@@ -36,7 +40,7 @@ import sqlalchemy as sa
 from skyfeast.featurestore.models.tables import UTCDateTime
 from skyfeast.featurestore.models.tables import create_tables as create_registry_tables
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 UTC = timezone.utc
 
 
@@ -68,6 +72,7 @@ runs_t = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("partitions", sa.Integer),
     sa.Column("key_ranges", sa.Text),  # JSON of featurestore.partitioning.KeyRanges, or NULL: hash chunks
+    sa.Column("join_way", sa.String(16)),  # a composed model job's join (broadcast | shuffle), or NULL
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.UniqueConstraint("job", "window_start", "window_end", name="uq_run_window"),
 )
@@ -230,7 +235,13 @@ def _v8_to_v9(conn: sa.Connection) -> None:
     pass  # only new tables, created by create_all below
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9}
+def _v9_to_v10(conn: sa.Connection) -> None:
+    if "join_way" not in {c["name"] for c in sa.inspect(conn).get_columns("skyfeast_runs")}:
+        conn.execute(sa.text("ALTER TABLE skyfeast_runs ADD COLUMN join_way VARCHAR(16)"))
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
+              8: _v8_to_v9, 9: _v9_to_v10}
 
 
 def migrate(conn: sa.Connection) -> int:

@@ -5,7 +5,8 @@ for the same window, joined on the entity keys.  Two ways, with one result:
 
 * **broadcast** – one chunk per part file of ``a``; each chunk's task reads its part and
   joins it with the *whole* output of every other upstream, which each worker process reads
-  once per upstream run and keeps, within :data:`BROADCAST_CACHE_BYTES` (:func:`read_joined`).  No shuffle: the cheapest way while
+  once per upstream run and keeps, within :data:`BROADCAST_CACHE_BYTES`
+  (:func:`read_joined`).  No shuffle: the cheapest way while
   the other upstreams' outputs fit in a worker's memory beside its chunk.
 * **shuffle** – every upstream is read part by part, each row tagged with its bucket (a hash
   of its entity keys, the same for every upstream: :func:`bucket_of`), and Dask's shuffle
@@ -122,7 +123,7 @@ def _broadcast_upstream(run: str, parts: tuple[tuple[str, str], ...], have: tupl
     _check_keys(other, keys, parts[0][0])
     other = _joinable(other, have, keys)
     with _cache_lock:
-        _cache[key] = (other, int(other.memory_usage(index=True, deep=False).sum()))
+        _cache[key] = (other, int(other.memory_usage(index=True, deep=True).sum()))  # deep: strings' own bytes
         _cache.move_to_end(key)
         while len(_cache) > 1 and sum(size for _, size in _cache.values()) > BROADCAST_CACHE_BYTES:
             _cache.popitem(last=False)
@@ -148,13 +149,18 @@ def read_joined(url: str, storage_options: dict, joins: Joins, keys: tuple[str, 
 def bucket_of(frame: pd.DataFrame, keys: Sequence[str], n: int) -> np.ndarray:
     """Each row's bucket, 0 to ``n - 1``, from its entity keys alone: equal keys get equal buckets in
     every upstream and every process, whatever each upstream's column types (int32 or int64,
-    nullable or not, object or Arrow strings), as long as pandas would join them.  Numbers hash
-    as float64 (integers past 2**53 may share a bucket, which only affects balance), anything
-    else as its text."""
+    nullable or not, object or Arrow strings, any datetime unit), as long as pandas would join
+    them.  Numbers hash as float64 (integers past 2**53 may share a bucket, which only affects
+    balance), datetimes as nanoseconds since the epoch in UTC (never as text, whose format pandas
+    picks from the whole column), anything else as its text."""
     cols = {}
     for k in keys:
         s = frame[k]
-        if pd.api.types.is_bool_dtype(s.dtype) or not pd.api.types.is_numeric_dtype(s.dtype):
+        if pd.api.types.is_datetime64_any_dtype(s.dtype):
+            if isinstance(s.dtype, pd.DatetimeTZDtype):
+                s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+            cols[k] = s.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view("int64")
+        elif pd.api.types.is_bool_dtype(s.dtype) or not pd.api.types.is_numeric_dtype(s.dtype):
             cols[k] = s.astype(str).to_numpy(dtype=object)
         else:
             v = s.astype("float64").to_numpy(dtype="float64", na_value=np.nan)
@@ -164,19 +170,26 @@ def bucket_of(frame: pd.DataFrame, keys: Sequence[str], n: int) -> np.ndarray:
 
 
 def read_tagged(url: str, opts: str, part: int, keys: tuple[str, ...], n: int,
-                keep: tuple[str, ...] | None) -> pd.DataFrame:
-    """Part ``part`` of an upstream's output, for the shuffle: only the columns ``keep`` (keys first;
-    None: all), each row tagged with its place (``SEQ``) and its bucket (the shuffle's partition column).
-    (Not named ``columns``: Dask's ``from_map`` passes its own column projection by that name.)"""
+                keep: tuple[str, ...], dtypes: dict) -> pd.DataFrame:
+    """Part ``part`` of an upstream's output, for the shuffle: the columns ``keep`` as
+    ``dtypes`` (the upstream's columns as all its parts together have them), each row tagged with
+    its place (``SEQ``) and its bucket (the shuffle's partition column).  (Not named ``columns``:
+    Dask's ``from_map`` passes its own column projection by that name.)"""
     from skyfeast.featurestore.partitioning import PART_COLUMN
 
     pdf = read_part(url, json.loads(opts))
     _check_keys(pdf, keys, url)
-    if keep is not None:
-        lacking = [c for c in keep if c not in pdf.columns]
-        if lacking:
-            raise DataError(f"upstream output {url} lacks column(s) {lacking} that the upstream's first part has")
-        pdf = pdf[list(keep)]
+    lacking = [c for c in keep if c not in pdf.columns]
+    if lacking:
+        raise DataError(f"upstream output {url} lacks column(s) {lacking} that other parts of its upstream have")
+    pdf = pdf[list(keep)]
+    casts = {c: t for c, t in dtypes.items() if pdf[c].dtype != t}
+    if casts:  # e.g. a column all null in this part (object) and float elsewhere
+        try:
+            pdf = pdf.astype(casts)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"upstream output {url}: column(s) {sorted(casts)} do not fit the types its upstream's "
+                            f"other parts have ({exc})") from None
     return pdf.assign(**{SEQ: (np.int64(part) << _PART_BITS) + np.arange(len(pdf), dtype=np.int64),
                          PART_COLUMN: bucket_of(pdf, keys, n)})
 
@@ -191,13 +204,24 @@ def join_bucket(first: pd.DataFrame, others: list[pd.DataFrame], keys: tuple[str
 
 
 # --------------------------------------------------------------------------- client side
-def _empty_like(url: str, storage_options: dict) -> pd.DataFrame:
-    """An empty frame with the columns and types of the parquet file at ``url`` (its footer only)."""
+def _empty_like(parts: list[tuple[str, dict]]) -> pd.DataFrame:
+    """An empty frame with the columns of every parquet file of ``parts`` and the types they all fit
+    (their footers only: Arrow's schema unification, so a column all null in one part takes the
+    type the others give it)."""
     import fsspec
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with fsspec.open(url, "rb", **storage_options) as fh:
-        return pq.read_schema(fh).empty_table().to_pandas()
+    schemas = []
+    for url, opts in parts:
+        with fsspec.open(url, "rb", **(opts or {})) as fh:
+            schemas.append(pq.read_schema(fh))
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"the parts of upstream output {parts[0][0]} have columns of types that do not fit "
+                        f"together: {exc}") from None
+    return schema.empty_table().to_pandas()
 
 
 def shuffle_joined(client, inputs: Sequence[tuple[str, dict]], joins: Sequence[tuple[str, Sequence[tuple[str, dict]]]],
@@ -206,7 +230,7 @@ def shuffle_joined(client, inputs: Sequence[tuple[str, dict]], joins: Sequence[t
     """The shuffle join, lazily: one ``Delayed`` per chunk, item ``i`` the joined rows of bucket ``i``
     (:func:`join_bucket`).  ``inputs`` are the first upstream's parts, ``joins`` the others' (as
     :func:`hashable` takes them).  Every part is read on the workers; before that, one task per
-    upstream reads its first part's footer for the columns, waited for until ``deadline``
+    upstream reads its parts' footers for the columns, waited for until ``deadline``
     (``time.monotonic()``) or ``cancelled()`` (:func:`skyfeast.featurestore.chunks.result`)."""
     import dask
     import dask.dataframe as dd
@@ -215,23 +239,24 @@ def shuffle_joined(client, inputs: Sequence[tuple[str, dict]], joins: Sequence[t
     from skyfeast.featurestore.partitioning import PART_COLUMN, shuffle_tagged
 
     upstreams = [list(inputs), *(list(parts) for _, parts in joins)]
-    footers = [client.submit(_empty_like, parts[0][0], parts[0][1] or {}, pure=False) for parts in upstreams]
+    footers = [client.submit(_empty_like, parts, pure=False) for parts in upstreams]
     metas = [result(f, deadline, cancelled) for f in footers]
     have: list[str] = []
     shuffled = []
     with dask.config.set({"dataframe.convert-string": False}), client.as_current():
         for k, (parts, meta) in enumerate(zip(upstreams, metas)):
-            url0 = parts[0][0]
-            _check_keys(meta, keys, url0)
-            columns = None
-            if k:  # another upstream: the keys and the columns the frame so far lacks
-                columns = (*keys, *(c for c in meta.columns if c not in have and c not in keys))
-                meta = meta[list(columns)]
-            have.extend(c for c in meta.columns if c not in have)
+            _check_keys(meta, keys, parts[0][0])
+            # the first upstream: every column, in its order; another: the keys and the columns the frame
+            # so far lacks (as the broadcast join takes them)
+            taken = {*keys, *have}
+            keep = tuple(meta.columns) if not k else (*keys, *(c for c in meta.columns if c not in taken))
+            meta = meta[list(keep)]
+            have.extend(c for c in keep if c not in have)
+            dtypes = dict(meta.dtypes.items())
             meta = meta.assign(**{SEQ: np.zeros(0, dtype=np.int64), PART_COLUMN: np.zeros(0, dtype=np.int64)})
             tagged = dd.from_map(read_tagged, [u for u, _ in parts],
                                  [json.dumps(o or {}, sort_keys=True) for _, o in parts], list(range(len(parts))),
-                                 args=(tuple(keys), n, columns), meta=meta, label=f"read-upstream-{k}",
+                                 args=(tuple(keys), n, keep, dtypes), meta=meta, label=f"read-upstream-{k}",
                                  enforce_metadata=False)
             # lowered here, with the client current: Dask picks its shuffle method when it lowers
             shuffled.append(shuffle_tagged(tagged, n).to_delayed())

@@ -299,20 +299,17 @@ class Runner:
         run = self.ledger.get_run(run_id)
         book = ChunkBook(partitions=run.partitions if run else None, done=self.ledger.chunks(run_id))
         if book.partitions is not None:
-            stored = self.ledger.key_ranges(run_id)  # the chunking: a key-range split, or a model job's join
-            data = None if stored is None else json.loads(stored)
-            if isinstance(data, dict) and "join" in data:
-                book.join = data["join"]
-            elif data is not None:
+            stored = self.ledger.key_ranges(run_id)
+            if stored is not None:
                 from skyfeast.featurestore.partitioning import KeyRanges
 
-                book.ranges = KeyRanges.from_json(data)
+                book.ranges = KeyRanges.from_json(json.loads(stored))
+            book.join = self.ledger.join_way(run_id)
 
         def record(i: int, stats: dict) -> None:
             if book.partitions is not None and (run is None or run.partitions is None):
-                chunking = book.ranges.to_json() if book.ranges is not None else \
-                    {"join": book.join} if book.join is not None else None
-                self.ledger.set_partitions(run_id, book.partitions, None if chunking is None else json.dumps(chunking))
+                ranges = None if book.ranges is None else json.dumps(book.ranges.to_json())
+                self.ledger.set_partitions(run_id, book.partitions, ranges, book.join)
             self.ledger.record_chunk(run_id, i, stats, attempt_id)
 
         book.record = record

@@ -1,4 +1,4 @@
-"""Ledger schema upgrades: a v1 (or v5, v6, v7) ledger is migrated in place, keeping its rows."""
+"""Ledger schema upgrades: a v1 (or v5, v6, v7, v9) ledger is migrated in place, keeping its rows."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 9
+        assert ledger.schema_version() == SCHEMA_VERSION == 10
         (old,) = [r for r in ledger.runs() if r.id == 1]
         assert (old.status, old.rows_written, old.provider, old.partitions) == ("succeeded", 5000, "aws", None)
         assert old.window_end == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -63,6 +63,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         ledger.set_partitions(rid, 2)
         assert ledger.get_run(rid).partitions == 4
         assert ledger.key_ranges(rid) == '{"common": "01", "bounds": ["7", "9"]}'
+        assert ledger.join_way(rid) is None  # v10's column, empty for a run that joins nothing
         assert ledger.acquire_leader(None, timedelta(seconds=5)) == 1
         assert ledger.claim("user_features", datetime(2026, 1, 1, tzinfo=UTC), start, trigger="manual",
                             lease=timedelta(seconds=30)) == (None, "succeeded")
@@ -85,7 +86,7 @@ def test_v1_ledger_is_migrated_and_keeps_its_runs(ledger_url):
         ledger.close()
     again = Ledger(ledger_url)  # idempotent: opening a current ledger changes nothing
     try:
-        assert again.schema_version() == 9 and len(again.runs()) == 2
+        assert again.schema_version() == 10 and len(again.runs()) == 2
     finally:
         again.close()
 
@@ -138,7 +139,7 @@ def test_v6_ledger_gains_the_model_registry_and_keeps_its_rows(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 9
+        assert ledger.schema_version() == SCHEMA_VERSION == 10
         assert ledger.get_run(rid).status == "running" and ledger.probes()["aws"]["workers"] == 2
         names = set(sa.inspect(ledger.engine).get_table_names())
         assert {t.name for t in TABLES} <= names
@@ -165,7 +166,7 @@ def test_v7_ledger_gains_the_action_audit_and_keeps_its_rows(ledger_url):
 
     ledger = Ledger(ledger_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 9
+        assert ledger.schema_version() == SCHEMA_VERSION == 10
         assert ledger.get_run(rid).status == "running"
         assert ModelRegistry(ledger.engine).get("churn").version == 1
         assert ledger.actions() == []
@@ -180,5 +181,31 @@ def test_v7_ledger_gains_the_action_audit_and_keeps_its_rows(ledger_url):
         assert rows[1]["params"] == {"reason": "quota"} and rows[1]["actor"] == "loopback"
         assert datetime.fromisoformat(rows[0]["at"]).tzinfo is not None
         assert ledger.actions(limit=1) == rows[:1]
+    finally:
+        ledger.close()
+
+
+def test_v9_ledger_gains_the_join_column_and_keeps_its_chunking(ledger_url):
+    """A v9 ledger (no ``join_way``) is upgraded in place: a run resumed from it keeps its chunk count and
+    reads as joining no way (a broadcast, the only way before), and new runs record theirs once."""
+    ledger = Ledger(ledger_url)
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    old, _ = ledger.claim("scores", start, end, trigger="manual", lease=timedelta(seconds=30))
+    ledger.set_partitions(old, 4)
+    ledger.close()
+    engine = sa.create_engine(ledger_url)
+    with engine.begin() as conn:  # back to what v9 created
+        conn.execute(sa.text("ALTER TABLE skyfeast_runs DROP COLUMN join_way"))
+        conn.execute(sa.text("UPDATE skyfeast_meta SET value = '9' WHERE key = 'schema_version'"))
+    engine.dispose()
+
+    ledger = Ledger(ledger_url)
+    try:
+        assert ledger.schema_version() == SCHEMA_VERSION == 10
+        assert (ledger.get_run(old).partitions, ledger.join_way(old)) == (4, None)
+        new, _ = ledger.claim("scores", end, end + timedelta(hours=1), trigger="manual", lease=timedelta(seconds=30))
+        ledger.set_partitions(new, 3, None, "shuffle")
+        ledger.set_partitions(new, 5, None, "broadcast")  # fixed by the first caller
+        assert (ledger.get_run(new).partitions, ledger.join_way(new)) == (3, "shuffle")
     finally:
         ledger.close()

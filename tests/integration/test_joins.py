@@ -105,3 +105,21 @@ def test_an_upstream_part_without_the_entity_key_is_a_data_error(client, tmp_pat
     bad = _write(b.rename(columns={"user_id": "uid"}), tmp_path, "b", 1)
     with pytest.raises(DataError, match=r"b-part00000.parquet lacks the entity key column\(s\) \['user_id'\]"):
         _shuffled(client, a_parts, bad, _write(c, tmp_path, "c", 1), 3)
+
+
+def test_a_part_whose_column_is_all_null_joins_with_the_type_the_other_parts_give(client, tmp_path):
+    """Parquet types an all-null column of one part as null (pandas: object) and the same column in the
+    other parts as double: the shuffle takes the type all parts fit, and the part's nulls become NaN."""
+    a, b, _ = _upstreams()
+    limit = [None] * 500 + [float(i) for i in range(len(b) - 500)]
+    b = b.assign(limit=pd.Series(limit, dtype=object))  # part 0 (the first 500 rows of 4 parts): all None
+    b_parts = _write(b, tmp_path, "b", 4)
+    assert pd.read_parquet(b_parts[0][0])["limit"].dtype == object
+    buckets = client.compute(shuffle_joined(client, _write(a, tmp_path, "a", 3), [("b@1", b_parts)], KEYS, 4),
+                             sync=True)
+    got = pd.concat(buckets, ignore_index=True).sort_values("user_id").reset_index(drop=True)
+    want = a.merge(b.drop_duplicates("user_id", keep="last").astype({"user_id": np.int64})[
+        ["user_id", "fraud", "limit"]], on="user_id").sort_values("user_id").reset_index(drop=True)
+    assert got["limit"].dtype == np.float64 and len(got) == len(want) == 1_500
+    np.testing.assert_array_equal(got["limit"].to_numpy(), want["limit"].astype(float).to_numpy())
+    np.testing.assert_array_equal(got["fraud"].to_numpy(), want["fraud"].to_numpy())

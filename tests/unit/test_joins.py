@@ -100,3 +100,36 @@ def test_a_worker_keeps_upstream_outputs_within_its_byte_budget(tmp_path, monkey
     assert [k[0] for k in joins._cache] == ["r2"]  # over budget alone, and still kept
     joins.clear_broadcast_cache()
     assert not joins._cache
+
+
+def test_datetime_keys_get_their_bucket_from_the_instant_not_the_text():
+    """pandas prints a column of midnights as dates and a column with one time in it with times: the
+    same key must still get the same bucket, in any unit and any time zone."""
+    days = pd.to_datetime(["2024-01-01", "2024-01-02"])
+    a = pd.DataFrame({"k": days})
+    b = pd.DataFrame({"k": pd.to_datetime(["2024-01-01 00:00", "2024-01-02 00:00", "2024-01-03 05:00"]).as_unit("us")})
+    c = pd.DataFrame({"k": days.tz_localize("UTC").tz_convert("Europe/Paris")})
+    assert str(a["k"].astype(str)[0]) != str(b["k"].astype(str)[0])  # the trap: "2024-01-01" vs "... 00:00:00"
+    for n in (2, 7, 64):
+        want = bucket_of(a, ("k",), n).tolist()
+        assert bucket_of(b, ("k",), n).tolist()[:2] == want and bucket_of(c, ("k",), n).tolist() == want
+
+
+@pytest.mark.parametrize(("recorded", "joins", "wanted", "way", "partitions"), [
+    ((None, None), True, "shuffle", "shuffle", 6),  # a first attempt: the job's partitions
+    ((None, None), True, "broadcast", "broadcast", 3),  # one chunk per part of the first upstream
+    ((None, None), False, "shuffle", "broadcast", 3),  # one upstream: nothing to shuffle
+    ((5, "shuffle"), True, "broadcast", "shuffle", 5),  # a resumed run keeps its way and count...
+    ((3, "broadcast"), True, "shuffle", "broadcast", 3),  # ...whatever the config says now
+    ((3, None), True, "shuffle", "broadcast", 3),  # a run begun before the shuffle join existed
+])
+def test_a_run_keeps_the_chunking_its_first_attempt_fixed(recorded, joins, wanted, way, partitions):
+    from types import SimpleNamespace
+
+    from skyfeast.featurestore.chunks import ChunkBook
+    from skyfeast.scheduler.run.executor import _fix_chunking
+
+    book = ChunkBook(partitions=recorded[0], join=recorded[1])
+    inputs = [("a0", {}), ("a1", {}), ("a2", {})]
+    _fix_chunking(book, SimpleNamespace(partitions=6), inputs, (("b@1", [("b0", {})]),) if joins else (), wanted)
+    assert (book.join, book.partitions) == (way, partitions)

@@ -434,7 +434,7 @@ def test_failover_hands_the_next_attempt_the_join_the_first_fixed(project):
     out = p.run()
     assert (out.status, out.provider) == ("succeeded", "p2")
     assert seen == [(None, None), (CHUNKS, "shuffle")]
-    assert json.loads(p.ledger.key_ranges(out.run_id)) == {"join": "shuffle"}
+    assert (p.ledger.join_way(out.run_id), p.ledger.key_ranges(out.run_id)) == ("shuffle", None)
 
 
 def test_user_code_retry_resumes_on_the_same_provider(project):
