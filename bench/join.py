@@ -38,6 +38,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from _workers import reset_worker_peaks, worker_peaks  # this folder is on sys.path, as a script's
+
 KEYS = ("user_id",)
 
 
@@ -55,33 +57,15 @@ def write_upstream(root: Path, name: str, users: np.ndarray, features: int, part
     return out
 
 
-# The three below run on the Dask workers (client.run / tasks), which cannot import bench modules: they
-# stay in this script, whose functions cloudpickle sends by value.
-def _reset() -> bool:
-    """Forget the broadcast cache, and restart this process's peak-RSS counter (``VmHWM``)."""
+# The two below run on the Dask workers (tasks, client.run), which cannot import this script: cloudpickle
+# sends its functions by value.
+def _forget_broadcast_cache() -> None:
     from skyfeast.scheduler.run import joins
 
     joins.clear_broadcast_cache()
     import gc
 
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _rows(frame: pd.DataFrame) -> int:
@@ -100,7 +84,8 @@ def time_way(client, way: str, first: list, other: list, run: int) -> tuple[floa
 
     from skyfeast.scheduler.run.joins import hashable, shuffle_joined
 
-    client.run(_reset)
+    client.run(_forget_broadcast_cache)
+    reset_worker_peaks(client)
     t = time.perf_counter()
     joins = [(f"other@{run}", other)]  # a new upstream run each time, as in production
     if way == "broadcast":
@@ -109,8 +94,8 @@ def time_way(client, way: str, first: list, other: list, run: int) -> tuple[floa
         tasks = [dask.delayed(_rows, pure=False)(chunk) for chunk in shuffle_joined(client, first, joins, KEYS, len(first))]
     rows = sum(client.compute(tasks, sync=True))
     seconds = time.perf_counter() - t
-    peaks = sorted((v for v in client.run(_peak_rss_mib).values() if v is not None), reverse=True)
-    client.run(_reset)
+    peaks = worker_peaks(client)
+    client.run(_forget_broadcast_cache)
     return seconds, rows, peaks
 
 

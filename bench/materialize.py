@@ -78,6 +78,7 @@ from _common import (
     redis_entities,
     sqlite_entities,
 )
+from _workers import reset_worker_peaks, worker_peaks
 
 START = DAY
 END = START + timedelta(days=1)
@@ -188,34 +189,6 @@ def run_skyfeast(repo: Repo, client, start: datetime = START, end: datetime = EN
     t = time.perf_counter()
     materialize(repo.path, [VIEW], start, end, client=client)
     return time.perf_counter() - t
-
-
-# The two below run on the Dask workers (client.run), which cannot import bench modules: they
-# stay in this script, whose functions cloudpickle sends by value.
-def _reset_peak_rss() -> bool:
-    """Restart this process's peak-RSS counter (``VmHWM``); False where Linux does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def worker_peaks(client) -> list[float]:
-    """Peak RSS (MiB) of each Dask worker since the last :func:`_reset_peak_rss` on it."""
-    return sorted((v for v in client.run(_peak_rss_mib).values() if v is not None), reverse=True)
 
 
 def run_vanilla(repo: Repo, start: datetime = START, end: datetime = END) -> float:
@@ -604,7 +577,7 @@ def time_contenders(b: Bench, kind: str, sky: Repo, van: Repo) -> tuple[dict[str
                                ("skyfeast", sky, args.entities, lambda r: run_skyfeast(r, client, *window))):
         times = []
         if label == "skyfeast":
-            client.run(_reset_peak_rss)
+            reset_worker_peaks(client)
         for _ in range(args.runs):
             repo.clear()
             if args.update:  # the first day, already stored when the timed run starts

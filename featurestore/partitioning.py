@@ -179,10 +179,9 @@ def shuffle_tagged(tagged, n: int):
     internal = _dask_shuffle()
     if internal is None:  # a Dask without this internal: the public range shuffle (a copy and a sort more)
         # divisions 0, 1, ..., n-1, n-1: Dask's searchsorted puts part i in output partition i
-        # (its own "_partitions" column is assigned on the way, hence the rename; the index it
-        # becomes is dropped)
+        # (its own "_partitions" column is assigned on the way, hence the rename)
         return (tagged.rename(columns={PART_COLUMN: "_skyfeast_part"})
-                .set_index("_skyfeast_part", divisions=[*range(n), n - 1]).reset_index(drop=True))
+                .set_index("_skyfeast_part", divisions=[*range(n), n - 1]))
     new_collection, shuffle = internal
     return new_collection(shuffle(tagged.expr, PART_COLUMN, n, True)).drop(columns=[PART_COLUMN])
 

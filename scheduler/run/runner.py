@@ -410,7 +410,8 @@ class Runner:
                                    keys=keys, deadline=deadline, progress=progress, cancelled=cancelled, book=book,
                                    source_store=src_store, stores=self.pool.stores(), publish=publish)
         parts = []  # each upstream's part files: the first one's give the chunks, the others are joined
-        other_values: int | None = 0  # what the other upstreams wrote for the window, rows x columns (join: auto)
+        # what the other upstreams wrote for the window, rows x columns: only join: auto weighs it
+        other_values: int | None = 0 if job.source.join == "auto" else None
         for name in job.upstreams:
             upstream = self.cfg.job(name)
             up_run = self.ledger.find_run(upstream.name, window.start, window.end)
