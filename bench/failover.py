@@ -1,11 +1,15 @@
 """Failover benchmark on the quickstart: detection time (kill, hang) and failover overhead.
 
     python bench/failover.py [--trials 5] [--json] [--users N --events-per-day N --days N]
+                             [--partitions 8] [--chunk-delay 0.5]
 
 Copies ``examples/quickstart`` to a temp dir and seeds it the way
 ``scripts/quickstart.sh`` does (``seed.py`` with its defaults unless told
-otherwise; the data end at a fixed hour so every trial runs the same window),
-then runs every trial in one runtime (ledger, provider pool, health monitor), as a
+otherwise; the data end at a fixed hour so every trial runs the same window).
+``user_features`` runs in ``--partitions`` chunks, each ``--chunk-delay`` s slower
+(a wrapper of the quickstart's transform that sleeps first, as the drill tests'
+``slow_features``): the quickstart's window takes well under a second of task time,
+and a drill needs its run part-way when the fault lands. Then it runs every trial in one runtime (ledger, provider pool, health monitor), as a
 daemon would: both providers' clusters are up before each timed run, and a killed
 cluster is restarted between runs. Health detection settings are the quickstart's;
 only ``blocklist_ttl``/``failback_after`` are shortened so trials follow each other.
@@ -50,6 +54,18 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 END = "2026-03-02T12:00:00Z"
 AT = "2026-03-02T12:30:00Z"  # the window [11:00, 12:00) is the latest complete one
 TARGETS = {"kill_detection_s": 2.0, "hang_detection_s": 10.0, "kill_overhead_s": 10.0, "hang_overhead_s": 10.0}
+
+
+SLOW_TRANSFORM = '''
+
+import time as _time
+
+
+def slow_features(events, window):
+    """The quickstart's transform, {seconds} s slower a chunk (bench/failover.py): the fault lands mid-run."""
+    _time.sleep({seconds})
+    return user_features(events, window)
+'''
 
 
 def setup(dest: Path, seed_args: list[str]) -> Path:
@@ -122,10 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, help="seed.py --users (default: seed.py's)")
     ap.add_argument("--events-per-day", type=int, help="seed.py --events-per-day (default: seed.py's)")
     ap.add_argument("--days", type=int, help="seed.py --days (default: seed.py's)")
+    ap.add_argument("--partitions", type=int, default=8, help="chunks of user_features' window (default 8)")
+    ap.add_argument("--chunk-delay", type=float, default=0.5,
+                    help="seconds each chunk of user_features sleeps before its transform (default 0.5)")
     ap.add_argument("--keep", action="store_true", help="keep the temp project")
     args = ap.parse_args(argv)
     if args.trials < 1:
         ap.error("--trials must be at least 1")
+    if args.partitions < 2:
+        ap.error("--partitions must be at least 2 (a drill needs its run part-way)")
+    if not 0 <= args.chunk_delay <= 60:
+        ap.error("--chunk-delay must be between 0 and 60 seconds")
     seed_args = [a for k, v in (("--users", args.users), ("--events-per-day", args.events_per_day),
                                 ("--days", args.days)) if v is not None for a in (k, str(v))]
 
@@ -146,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         # shortened, so that a drilled provider is preferred again seconds after its restore
         data = yaml.safe_load(cfg_path.read_text())
         data["health"] = {**(data.get("health") or {}), "blocklist_ttl": "2s", "failback_after": "1s"}
+        (features,) = [j for j in data["jobs"] if j["name"] == "user_features"]
+        features["transform"], features["partitions"] = "transforms:slow_features", args.partitions
+        with open(cfg_path.parent / "transforms.py", "a") as fh:
+            fh.write(SLOW_TRANSFORM.format(seconds=args.chunk_delay))
         cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
         # run from the project directory, as scripts/quickstart.sh does: the local clusters
         # inherit it, and their schedulers import the project's transforms module from there
@@ -203,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                for k, v in TARGETS.items()}
     completed = all(t[m].get("completed") for t in trials for m in ("kill", "hang"))
     ok = completed and all(v["ok"] for v in verdict.values())
-    report = {"trials": args.trials, "seed_args": seed_args, "figures": figures, "targets": verdict,
+    report = {"trials": args.trials, "seed_args": seed_args, "partitions": args.partitions,
+              "chunk_delay_s": args.chunk_delay, "figures": figures, "targets": verdict,
               "all_runs_completed": completed, "ok": ok, "raw": trials}
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -239,12 +239,14 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         r = ledger.find_run(name, window.start, window.end)
         return r if r and r.status == "running" and r.partitions and len(ledger.chunks(r.id)) >= min_chunks else None
 
-    run = wait(mid_run, 180)
-    if run is None:
+    # a run that ends before it is seen part-way (a window too small to drill) ends the wait at once
+    run = wait(lambda: mid_run() or (not t.is_alive() and "ended"), 180)
+    if run is None or run == "ended":
         t.join(timeout=CANCEL_JOIN if cancelled() else 60)
         if cancelled():
             raise DrillCancelled(f"the drill was cancelled before {job.name} got part-way on {provider}")
-        raise UsageError(f"{job.name} never got part-way on {provider}; is its window too small to drill?")
+        ended = "" if run is None else " (its run ended first)"
+        raise UsageError(f"{job.name} never got part-way on {provider}{ended}; is its window too small to drill?")
     on_run(run.id)
     step(f"run started: {job.name} {window} on {provider}, recorded as {name} (run {run.id}), "
          f"{len(ledger.chunks(run.id))}/{run.partitions} chunk(s) staged")

@@ -1,7 +1,7 @@
 """Small versions of the benchmarks in bench/, run as a user runs them, with generous thresholds: a
 change that makes a measured path several times slower fails here instead of waiting for someone to
-rerun a bench. (bench/scheduler_scale.py's smoke is tests/unit/test_dispatch_scale.py; the failover
-bench's path is the drill, which tests/chaos/ covers.)"""
+rerun a bench. (bench/scheduler_scale.py's smoke is tests/unit/test_dispatch_scale.py; bench/failover.py's
+is tests/chaos/test_drill_bench_smoke.py, which runs with the drills.)"""
 
 from __future__ import annotations
 

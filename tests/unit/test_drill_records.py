@@ -66,3 +66,27 @@ def test_close_orphans_fails_drill_runs_a_dead_drill_left_pending(tmp_path):
     finally:
         dead.close()
         alive.close()
+
+
+def test_a_run_that_ends_before_it_is_seen_part_way_ends_the_drill_at_once(ledger):
+    """A window too small to drill: its run is done before the drill sees a chunk of it. The drill says
+    so as soon as the run has ended, instead of polling for a part-way run until its 180 s wait ends."""
+    import time
+    from types import SimpleNamespace
+
+    from skyfeast.scheduler.drills.drill import _drill
+    from skyfeast.scheduler.errors import UsageError
+    from skyfeast.scheduler.timing.windows import Window
+
+    def run_window(job, window, **kw):  # the whole run within one poll: nothing ever seen running
+        start = _run(ledger, kw["drill_as"], 0, trigger="drill")
+        assert ledger.get_run(start).status == "succeeded"
+
+    runner = SimpleNamespace(ledger=ledger, pool=None, run_window=run_window)
+    cfg = SimpleNamespace(daemon=SimpleNamespace(run_lease=LEASE))
+    said: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(UsageError, match=r"never got part-way on aws \(its run ended first\); is its window too small"):
+        _drill(cfg, runner, SimpleNamespace(name="user_features"), Window(T0, T0 + timedelta(hours=1)), "aws", "kill",
+               [], False, 1, said.append, lambda run_id: None, None)
+    assert time.monotonic() - t0 < 10
