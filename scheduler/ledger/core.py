@@ -92,7 +92,7 @@ class RunRow:
     attempts: int
     rows_written: int | None
     partitions: int | None
-    join_way: str | None  # a composed model job's join (broadcast | shuffle), fixed at its first attempt
+    join_way: str | None  # how a model job's run reads its upstream jobs (broadcast | shuffle), fixed at its first attempt
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None

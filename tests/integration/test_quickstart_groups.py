@@ -59,7 +59,8 @@ def test_four_jobs_succeed_with_the_blend_after_the_scores_it_reads(run):
     code, listed = skyfeast_json("runs", "-c", str(run["cfg"]), cwd=run["dir"])
     assert code == 0, listed
     joins = {r["job"]: r["join_way"] for r in listed["runs"]}
-    assert joins == {"user_features": None, "risk_score": None, "scores": None, "blend": "shuffle"}, joins
+    # a model job on upstream jobs records its way (one upstream reads as a broadcast); a feature job none
+    assert joins == {"user_features": None, "risk_score": "broadcast", "scores": "broadcast", "blend": "shuffle"}, joins
     at = {r["job"]: (pd.Timestamp(r["started_at"]), pd.Timestamp(r["ended_at"])) for r in listed["runs"]}
     assert at["scores"][0] >= at["user_features"][1] and at["risk_score"][0] >= at["user_features"][1]
     assert at["blend"][0] >= max(at["scores"][1], at["user_features"][1])  # both of its upstreams
