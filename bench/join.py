@@ -145,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
             client = conn.connect()
             print(f"{'way':<10} {'median s':>9} {'joined rows/s':>14} {'peak RSS per worker, MiB':>26} {'vs broadcast':>13}")
             for way in ways:
-                times, peaks = [], []
+                times, peaks, warm = [], [], []
                 for run in range(-args.warmup, args.runs):
                     seconds, rows, peak = time_way(client, way, first, other, run)
                     if rows != want:
                         print(f"FAIL: {way} joined {rows:,} rows, pandas {want:,}", file=sys.stderr)
                         return 1
                     if run < 0:
+                        warm.append(seconds)
                         continue
                     times.append(seconds)
                     peaks.append(max(peak, default=0.0))
@@ -159,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                 base = result["ways"].get("broadcast", {}).get("median_s")
                 ratio = f"{base / median:.2f}x" if base else "baseline" if way == "broadcast" else "-"
                 result["ways"][way] = {"median_s": round(median, 3), "runs_s": [round(x, 3) for x in times],
-                                       "rows_per_s": round(want / median), "peak_worker_rss_mib": round(max(peaks), 1)}
+                                       "rows_per_s": round(want / median), "peak_worker_rss_mib": round(max(peaks), 1),
+                                       "warmup_s": [round(x, 3) for x in warm]}
                 print(f"{way:<10} {median:>9.2f} {want / median:>14,.0f} {max(peaks):>26,.0f} {ratio:>13}")
-                print(f"{'':<10} runs: {', '.join(f'{x:.2f}' for x in times)} s")
+                print(f"{'':<10} runs: {', '.join(f'{x:.2f}' for x in times)} s"
+                      + (f"; untimed warm-up: {', '.join(f'{x:.2f}' for x in warm)} s" if warm else ""))
         finally:
             conn.close()
     if args.json:
