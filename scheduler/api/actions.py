@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 def trigger_window(cfg, job_name: str, window: str | None, *, allow_off_grid: bool = False, flag: str = "--window"):
     """(job, window) that ``skyfeast trigger`` would queue: the given ``START/END``, which must have
     closed and be on the job's schedule (unless ``allow_off_grid``), or the latest complete window."""
-    from skyfeast.scheduler.timing.windows import latest_window, parse_time
+    from skyfeast.scheduler.timing.windows import job_window, parse_time
 
     job = job_named(cfg, job_name)
     if window is None:
-        return job, latest_window(job.schedule, parse_time("now"))
+        return job, job_window(job, parse_time("now"))
     w = parse_window(window, flag)
     require_closed(w, flag)
     if not allow_off_grid:

@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.cli.console import ProgressReporter
     from skyfeast.scheduler.config import load_config
     from skyfeast.scheduler.run.runner import order_jobs
-    from skyfeast.scheduler.timing.windows import latest_window
+    from skyfeast.scheduler.timing.windows import job_window
 
     at = parse_at(args.at)  # arguments before files: a bad --at fails fast
     from skyfeast.scheduler.ledger import reach_ledger
@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"ok": True, "at": at.isoformat(), "runs": [], "not_started": []})
         return 0
-    windows = {job.name: latest_window(job.schedule, at) for job in jobs}
+    windows = {job.name: job_window(job, at) for job in jobs}
     for window in windows.values():  # before anything starts: a window in the future is a usage error
         require_closed(window, "--at")
     from skyfeast.scheduler.errors import ConfigError

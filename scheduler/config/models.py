@@ -360,7 +360,22 @@ class IntervalSchedule(_Strict):
 
     type: Literal["interval"]
     every: Duration
-    anchor: str = Field("1970-01-01T00:00:00Z", description="ISO time the grid is aligned to")
+    anchor: str = Field("1970-01-01T00:00:00Z", description="ISO time the grid is aligned to (its first fire)")
+
+    @field_validator("anchor")
+    @classmethod
+    def _valid_anchor(cls, v: str) -> str:
+        from skyfeast.scheduler.timing.windows import parse_time
+
+        if v.strip().lower() == "now":
+            raise ValueError("anchor must be a fixed time, not 'now' (the grid would move at every start)")
+        try:
+            t = parse_time(v)
+        except (ValueError, OverflowError):
+            raise ValueError(f"anchor {v[:64]!r} is not an ISO-8601 time such as 2026-01-01T00:00:00Z") from None
+        if not 1900 <= t.year <= 9000:
+            raise ValueError(f"anchor {v[:64]!r} must fall between the years 1900 and 9000")
+        return v
 
 
 Schedule = Annotated[Union[CronSchedule, IntervalSchedule], Field(discriminator="type")]

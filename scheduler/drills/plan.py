@@ -18,7 +18,7 @@ from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.policy import place
 from skyfeast.scheduler.drills.faults import MODES
 from skyfeast.scheduler.errors import Conflict, NotFound, UsageError
-from skyfeast.scheduler.timing.windows import Window, latest_window, parse_time
+from skyfeast.scheduler.timing.windows import Window, job_window, parse_time
 
 DEFAULT_SLO = {"kill": {"max_detection_s": 2.0, "max_first_task_s": 30.0},
                "hang": {"max_detection_s": 10.0, "max_first_task_s": 40.0},
@@ -77,7 +77,7 @@ def plan_drill(cfg: Config, provider: str, mode: str | None = None, *, job: str 
         raise UsageError(f"--mode {mode}: unknown; known: {', '.join(MODES)}")
     picked = _pick_job(cfg, provider, job or scen.get("job"))
     slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
-    return DrillPlan(picked, provider, mode, slo, latest_window(picked.schedule, parse_time(at)))
+    return DrillPlan(picked, provider, mode, slo, job_window(picked, parse_time(at)))
 
 
 def check_preferred(cfg: Config, pool, plan: DrillPlan, ledger=None) -> None:

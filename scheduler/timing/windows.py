@@ -38,6 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from cronsim import CronSim, CronSimError
 
 from skyfeast.scheduler.config import CronSchedule, IntervalSchedule, ParquetSource
+from skyfeast.scheduler.errors import UsageError
 
 UTC = timezone.utc
 
@@ -183,6 +184,12 @@ def fire_at_or_after(trigger: BaseTrigger, when: datetime) -> datetime | None:
 _HORIZON = timedelta(minutes=2**20)
 
 
+class NeverFired(UsageError, ValueError):
+    """A schedule with no fire before the time asked (an interval whose anchor is later, or a cron
+    schedule with none in two years): a usage error (exit 2), and a ValueError to the callers that
+    catch one."""
+
+
 def _latest_each_day(fires: Iterator[datetime]) -> Iterator[datetime]:
     """The latest of each (local) day's fires, from fires in descending order.
 
@@ -238,7 +245,8 @@ def previous_fire(trigger: BaseTrigger, before: datetime) -> datetime:
                 if n is None or n >= before:
                     return last
                 last = n
-    raise ValueError(f"schedule never fired in the two years before {before}")
+    raise NeverFired(f"the schedule never fired in the two years before {before:%Y-%m-%dT%H:%M:%SZ} "
+                     "(an interval schedule fires from its anchor on)")
 
 
 def window_for_fire(schedule: CronSchedule | IntervalSchedule, fire: datetime) -> Window:
@@ -258,6 +266,14 @@ def latest_window(schedule: CronSchedule | IntervalSchedule, now: datetime) -> W
     fire = fire_at_or_after(trig, now)
     last = fire if fire is not None and fire == now else previous_fire(trig, now)
     return window_for_fire(schedule, last)
+
+
+def job_window(job, now: datetime) -> Window:
+    """:func:`latest_window` of ``job``'s schedule; a schedule that never fired names the job."""
+    try:
+        return latest_window(job.schedule, now)
+    except NeverFired as exc:
+        raise NeverFired(f"job {job.name!r}: {exc}") from None
 
 
 def next_fires(schedule: CronSchedule | IntervalSchedule, after: datetime, n: int) -> list[datetime]:

@@ -437,6 +437,101 @@ CASES: list[Case] = [
             transform: transforms:feat
             feature_view: fv
     """), "jobs[0].schedule.expr", 13, "cron expression '0 0 31 2 *' never fires: day 31 does not occur in month(s) 2"),
+    Case("interval-anchor-year-99999", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule:
+              type: interval
+              every: 1h
+              anchor: "99999-01-01T00:00:00Z"  # <-
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].schedule.anchor", 14, "anchor '99999-01-01T00:00:00Z' is not an ISO-8601 time such as 2026-01-01T00:00:00Z"),
+    Case("interval-anchor-garbage", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule:
+              type: interval
+              every: 1h
+              anchor: "garbage"  # <-
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].schedule.anchor", 14, "anchor 'garbage' is not an ISO-8601 time"),
+    Case("interval-anchor-overflows-in-utc", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule:
+              type: interval
+              every: 1h
+              anchor: "0001-01-01T00:00:00+14:00"  # <-
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].schedule.anchor", 14, "anchor '0001-01-01T00:00:00+14:00' is not an ISO-8601 time"),
+    Case("interval-anchor-now", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule:
+              type: interval
+              every: 1h
+              anchor: "now"  # <-
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].schedule.anchor", 14, "anchor must be a fixed time, not 'now'"),
+    Case("interval-anchor-year-9999", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule:
+              type: interval
+              every: 1h
+              anchor: "9999-06-01T00:00:00Z"  # <-
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].schedule.anchor", 14, "anchor '9999-06-01T00:00:00Z' must fall between the years 1900 and 9000"),
     Case("cron-wrong-field-count", y("""
         project: t
         feast:

@@ -570,3 +570,18 @@ def test_previous_fire_matches_a_wall_clock_brute_force(spec, tz, change, offset
             previous_fire(trig, before)
     else:
         assert previous_fire(trig, before) == want
+
+
+def test_a_schedule_that_never_fired_is_a_usage_error_naming_the_job():
+    """An interval anchored after the time asked has no window yet: exit 2 naming the job, not an internal error."""
+    from types import SimpleNamespace
+
+    from skyfeast.scheduler.errors import UsageError
+    from skyfeast.scheduler.timing.windows import NeverFired, job_window
+
+    job = SimpleNamespace(name="user_features", schedule=every("1h", anchor="2030-01-01T00:00:00Z"))
+    with pytest.raises(NeverFired, match=r"^job 'user_features': the schedule never fired in the two years before "
+                                         r"2026-01-01T00:00:00Z") as err:
+        job_window(job, u(2026, 1, 1))
+    assert isinstance(err.value, UsageError) and err.value.exit_code == 2
+    assert job_window(job, u(2030, 1, 1, 1)) == Window(u(2030, 1, 1), u(2030, 1, 1, 1))
