@@ -87,6 +87,25 @@ Int = Annotated[int, BeforeValidator(_no_boolean)]
 Float = Annotated[float, BeforeValidator(_no_boolean)]
 
 
+def _usable_path(v: Any) -> Any:
+    """A path the operating system can take: no NUL character, at most 4096 bytes, and no component over
+    255 bytes (Linux's limits; one over them fails every file call with a cryptic OSError)."""
+    if not isinstance(v, str):
+        return v  # the str type's own error
+    if "\x00" in v:
+        raise ValueError("contains a NUL character, which no path may hold")
+    size = len(v.encode("utf-8", "surrogateescape"))
+    if size > 4096:
+        raise ValueError(f"is {size:,} bytes long; a path holds at most 4,096")
+    longest = max(len(c.encode("utf-8", "surrogateescape")) for c in v.split("/"))
+    if longest > 255:
+        raise ValueError(f"has a path component of {longest:,} bytes; a file name holds at most 255")
+    return v
+
+
+PathStr = Annotated[str, BeforeValidator(_usable_path)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -243,7 +262,7 @@ class LocalStorage(_Strict):
     """A directory on a filesystem every worker can see. ``root`` is relative to the config file."""
 
     type: Literal["local"]
-    root: str
+    root: PathStr
 
 
 class _BucketStorage(_Strict):
@@ -391,12 +410,12 @@ class ParquetSource(_Strict):
     """
 
     type: Literal["parquet"]
-    path: str
+    path: PathStr
     timestamp_field: str = "event_timestamp"
     lookback: Duration | None = Field(
         None, description="read [window end - lookback, window end) instead of the window alone"
     )
-    replicas: dict[str, str] | None = Field(
+    replicas: dict[str, PathStr] | None = Field(
         None, description="provider -> path of this source on that provider's storage; default: every "
                           "provider holds it at `path`")
     cross_cloud: bool = Field(
@@ -453,7 +472,7 @@ Source = Annotated[Union[ParquetSource, JobOutputSource], Field(discriminator="t
 
 
 class ModelSpec(_Strict):
-    artifact: str = Field(description="path under the provider's storage root, e.g. models/risk.joblib")
+    artifact: PathStr = Field(description="path under the provider's storage root, e.g. models/risk.joblib")
     scorer: str = Field(pattern=IMPORT_RE, description="module:function(model, frame, window) -> frame")
 
 
@@ -539,7 +558,7 @@ class DaemonSettings(_Strict):
 
     http_token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                        description="environment variable holding the HTTP API's bearer token")
-    http_token_file: str | None = Field(None, min_length=1, description="file holding the HTTP API's bearer token "
+    http_token_file: PathStr | None = Field(None, min_length=1, description="file holding the HTTP API's bearer token "
                                                                        "(relative to the config file; mode 600)")
     http_read_token: bool = Field(False, description="GET /api/... needs the token too (actions always do)")
 
@@ -589,7 +608,7 @@ class OfflineSettings(_Strict):
 
 
 class FeastSettings(_Strict):
-    repo: str = Field(description="directory holding feature_store.yaml, relative to the config file")
+    repo: PathStr = Field(description="directory holding feature_store.yaml, relative to the config file")
     freshness_slo: dict[str, Duration] = Field(
         default_factory=dict, description="feature view -> the age its freshness must stay under; exported as "
                                           "skyfeast_feature_freshness_slo_seconds for alert rules")
