@@ -45,6 +45,10 @@ def import_callable(spec: str, base_dir: Path) -> Callable[..., Any]:
         raise ImportProblem(f"cannot import module {mod_name!r}: {exc.msg} (searched {base} and sys.path)") from None
     except Exception as exc:  # user module raised at import time
         raise ImportProblem(f"importing module {mod_name!r} failed: {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # sys.exit() at import: a module that is a script, not a library
+        raise ImportProblem(f"importing module {mod_name!r} called sys.exit({exc.code!r}); a job's module "
+                            "must not exit when imported (guard its script part with `if __name__ == \"__main__\":`)"
+                            ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise ImportProblem(f"module {mod_name!r} has no attribute {attr!r}")

@@ -1062,6 +1062,40 @@ CASES: list[Case] = [
             feature_view: fv
     """), "jobs[0].transform", 13, "importing module 'skyfeast_broken_transforms' failed: ZeroDivisionError",
          files={"skyfeast_broken_transforms.py": "RATE = 1 / 0\n\n\ndef feat(df, window):\n    return df\n"}),
+    Case("transform-module-exits-0-on-import", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: skyfeast_exiting_transforms:feat  # <-
+            feature_view: fv
+    """), "jobs[0].transform", 13, "importing module 'skyfeast_exiting_transforms' called sys.exit(0); a job's module must not exit",
+         files={"skyfeast_exiting_transforms.py": "import sys\n\nsys.exit(0)\n\n\ndef feat(df, window):\n    return df\n"}),
+    Case("transform-module-exits-with-text-on-import", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "events/*.parquet"}
+            transform: skyfeast_exiting_transforms2:feat  # <-
+            feature_view: fv
+    """), "jobs[0].transform", 13, "importing module 'skyfeast_exiting_transforms2' called sys.exit('boom'); a job's module must not exit",
+         files={"skyfeast_exiting_transforms2.py": "import sys\n\nsys.exit(\"boom\")\n\n\ndef feat(df, window):\n    return df\n"}),
     Case("transform-function-missing", y("""
         project: t
         feast:
