@@ -36,6 +36,37 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
+# the largest id a ledger or registry row can have (a signed 64-bit column, as SQLite and PostgreSQL store it)
+MAX_ID = 2**63 - 1
+
+
+def int_arg(lo: int, hi: int):
+    """An argparse ``type`` for an integer in ``[lo, hi]``: anything else is argparse's usage error (exit 2),
+    never a number the ledger cannot store."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{text[:40]} is out of range: {lo:,} to {hi:,}")
+        return v
+    return parse
+
+
+def seconds_arg(lo: float, hi: float):
+    """An argparse ``type`` for seconds in ``[lo, hi]``: NaN, infinities and out-of-range values are usage errors."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+        if not lo <= v <= hi:  # also false for NaN
+            raise argparse.ArgumentTypeError(f"{text[:40]} is out of range: {lo:g} to {hi:g} seconds")
+        return v
+    return parse
+
+
 def parse_at(value: str | None) -> datetime:
     """``--at``: the given instant, or now."""
     return datetime.now(UTC) if value is None else parse_time_arg(value, "--at")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from skyfeast.scheduler.cli.common import add_config, install_signal_handlers, safe_url
+from skyfeast.scheduler.cli.common import add_config, install_signal_handlers, safe_url, seconds_arg
 from skyfeast.scheduler.errors import UsageError
 
 log = logging.getLogger("skyfeast.cli")
@@ -20,7 +20,7 @@ def register(sub) -> None:
     add_config(p)
     p.add_argument("--ticks", type=int, help="exit after dispatching this many ticks (for drills and demos)")
     p.add_argument("--max-parallel", type=int, help="concurrent runs (default: daemon.max_parallel, 4)")
-    p.add_argument("--grace", type=float, help="seconds running work gets at shutdown (default: daemon.grace, 60)")
+    p.add_argument("--grace", type=seconds_arg(0, 86400), help="seconds running work gets at shutdown (default: daemon.grace, 60)")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="serve /healthz, /readyz, /metrics and the JSON API /api there (default: daemon.http, none)")
     p.set_defaults(func=cmd_daemon, starts_clusters=True)

@@ -10,13 +10,16 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from skyfeast.scheduler.cli.common import (
+    MAX_ID,
     add_config,
     add_json,
     install_signal_handlers,
+    int_arg,
     job_named,
     parse_time_arg,
     print_json,
     progress_bar,
+    seconds_arg,
 )
 from skyfeast.scheduler.errors import UsageError
 
@@ -43,7 +46,7 @@ def register(sub) -> None:
     add_json(p)
     p.add_argument("job")
     p.add_argument("--window", metavar="START/END", help="ISO-8601 bounds (default: the job's latest complete window)")
-    p.add_argument("--wait", type=float, metavar="SECONDS",
+    p.add_argument("--wait", type=seconds_arg(0, 7 * 86400), metavar="SECONDS",
                    help=f"wait up to this long for the run to finish (exit {EXIT_WAIT_TIMED_OUT} if it has not)")
     p.add_argument("--allow-off-grid", action="store_true",
                    help="accept a --window that is not one of the job's scheduled windows")
@@ -63,7 +66,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("cancel", help="cancel a queued or running run")
     add_config(p)
-    p.add_argument("run_id", type=int)
+    p.add_argument("run_id", type=int_arg(1, MAX_ID))
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("cordon", help="keep new runs off a provider (persisted in the ledger)")

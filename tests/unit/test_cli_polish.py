@@ -66,3 +66,24 @@ def test_wait_that_runs_out_says_so_with_its_own_exit_code(capsys, cfg):
 def test_a_backfill_of_thousands_of_windows_asks_for_yes(capsys, cfg):
     code, _, err = _cli(capsys, "backfill", "-c", cfg, "hourly", "--start", "2016-01-01", "--end", "2026-01-01")
     assert code == 2 and "spans more than 1,000 windows" in err and "--yes" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["trigger", "hourly", "--wait", "inf"], "argument --wait: inf is out of range: 0 to 604800 seconds"),
+    (["trigger", "hourly", "--wait", "1e400"], "argument --wait: 1e400 is out of range"),
+    (["trigger", "hourly", "--wait", "nan"], "argument --wait: nan is out of range"),
+    (["trigger", "hourly", "--wait", "-1"], "argument --wait: -1 is out of range"),
+    (["trigger", "hourly", "--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
+    (["cancel", "99999999999999999999999"], "argument run_id: 99999999999999999999999 is out of range: 1 to "
+                                            "9,223,372,036,854,775,807"),
+    (["cancel", "0"], "argument run_id: 0 is out of range"),
+    (["cancel", "1.5"], "argument run_id: '1.5' is not a whole number"),
+    (["daemon", "--grace", "nan"], "argument --grace: nan is out of range: 0 to 86400 seconds"),
+])
+def test_numbers_the_ledger_or_a_wait_cannot_take_are_usage_errors(capsys, cfg, argv, message):
+    """NaN, infinities, negatives and integers past 64 bits end in argparse's exit 2 naming the argument, not
+    in a wait that never ends or an internal error from the database driver."""
+    with pytest.raises(SystemExit) as exit_:
+        main([argv[0], "-c", cfg, *argv[1:]])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err, err
