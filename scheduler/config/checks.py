@@ -83,6 +83,23 @@ def _escapes_root(path: str) -> bool:
     return path.startswith(("/", "~")) or ".." in parts or "://" in path
 
 
+def _pattern_problem(path: str) -> str | None:
+    """Why a source path's placeholders cannot be expanded (what every run of the job would fail on), or None."""
+    from datetime import datetime, timezone
+
+    from skyfeast.scheduler.errors import DataError
+    from skyfeast.scheduler.run.sources import expand
+
+    start = datetime(2026, 3, 1, 23, tzinfo=timezone.utc)  # a window that crosses a day: {date} expands twice
+    try:
+        expand(path, start, start.replace(day=2, hour=1))
+    except DataError as exc:
+        return str(exc)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # a format spec strftime or format rejects
+        return f"source path {path!r} cannot be expanded: {exc}"
+    return None
+
+
 def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
     """Source paths stay inside their provider's storage root, source replicas name real providers,
     every allowed provider can read its source, and the offline primary exists."""
@@ -97,6 +114,8 @@ def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
             if _escapes_root(path):
                 out.append(smap.problem(loc, f"{path!r} must be relative to the provider's storage root, "
                                              "without '..' (absolute paths and URLs are not allowed)"))
+            elif (why := _pattern_problem(path)) is not None:
+                out.append(smap.problem(loc, why))
     if cfg.offline.primary is not None and cfg.offline.primary not in cfg.providers:
         out.append(smap.problem(("offline", "primary"),
                                 f"unknown provider {cfg.offline.primary!r}; defined: {sorted(cfg.providers)}"))

@@ -580,6 +580,38 @@ CASES: list[Case] = [
             transform: transforms:feat
             feature_view: fv
     """), "providers.p1.storage.root", 7, "has a path component of 300 bytes; a file name holds at most 255"),
+    Case("source-path-unknown-placeholder", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "events/events-{nope}.parquet"}  # <-
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].source.path", 12, "source path 'events/events-{nope}.parquet' has unknown placeholder(s) ['nope']; allowed: start, end, date"),
+    Case("source-path-unclosed-placeholder", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "events/events-{date.parquet"}  # <-
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].source.path", 12, "source path 'events/events-{date.parquet': expected '}' before end of string"),
     Case("cron-wrong-field-count", y("""
         project: t
         feast:
