@@ -61,30 +61,33 @@ def _footer(url: str, storage_options: dict, watched: Sequence[str], timestamp: 
     import fsspec
     import pyarrow.parquet as pq
 
+    nulls: dict[str, int] = {}
     try:
         with fsspec.open(url, "rb", **storage_options) as fh:
-            meta = pq.ParquetFile(fh).metadata
+            pf = pq.ParquetFile(fh)
+            meta = pf.metadata
             schema = meta.schema.to_arrow_schema()
+            names = list(schema.names)
+            for col in watched:
+                if col not in names:
+                    continue
+                j, total, known = names.index(col), 0, True
+                for g in range(meta.num_row_groups):
+                    stats = meta.row_group(g).column(j).statistics
+                    if stats is None or not stats.has_null_count:
+                        known = False
+                        break
+                    total += stats.null_count
+                if not known:  # a writer that kept no statistics: that column alone is read, to name this file
+                    total = pf.read(columns=[col]).column(0).null_count
+                if total:
+                    nulls[col] = total
     except FileNotFoundError:
         raise  # the storage, not the file: infrastructure
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"source file {url}: not readable parquet (truncated or corrupt?): {exc}") from None
     types = {f.name: _type_name(str(f.type)) for f in schema}
-    nulls: dict[str, int] = {}
     out_of_range: dict[str, str] = {}
-    names = list(schema.names)
-    for col in watched:
-        if col not in types:
-            continue
-        j, total, known = names.index(col), 0, True
-        for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(j).statistics
-            if stats is None or not stats.has_null_count:
-                known = False
-                break
-            total += stats.null_count
-        if known and total:
-            nulls[col] = total
     if timestamp in types and types[timestamp].startswith("timestamp"):
         j = names.index(timestamp)
         for g in range(meta.num_row_groups):

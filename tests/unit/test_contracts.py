@@ -93,6 +93,17 @@ def test_statistics_off_still_reads(tmp_path):
     _check([str(path)])
 
 
+def test_null_keys_in_a_file_without_statistics_name_the_file(tmp_path):
+    """A writer that kept no statistics: the key column alone is read, so the message still names the file."""
+    df = _events().astype({"user_id": "Int64"})
+    df.loc[df.index[:106], "user_id"] = pd.NA
+    good = _write(tmp_path, "good.parquet", _events(seed=1))
+    bad = tmp_path / "nostats.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), bad, write_statistics=False)
+    with pytest.raises(DataError, match=r"nostats.parquet: 106 null user_id values"):
+        _check([good, str(bad)])
+
+
 def test_timestamps_beyond_what_pandas_holds_are_named(tmp_path):
     from datetime import datetime, timezone
 
