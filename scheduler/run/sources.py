@@ -62,12 +62,25 @@ def _format(pattern: str, *, start: datetime, end: datetime, date: datetime) -> 
     return _Fmt().format(pattern, start=start, end=end, date=day)
 
 
-def resolve(store: ObjectStore, pattern: str, start: datetime, end: datetime) -> list[str]:
-    """Keys in ``store`` matching the expanded pattern; DataError if none."""
+def resolve(store: ObjectStore, pattern: str, start: datetime, end: datetime,
+            window_start: datetime | None = None) -> list[str]:
+    """Keys in ``store`` matching the expanded pattern; DataError if none.
+
+    With ``window_start`` (the window's own start, where ``start`` may reach back a lookback), a ``{date}``
+    pattern must match a file for every day the window itself touches: a window computed without its own
+    day's input would publish features that look fresh and are not. Days of the lookback before the window
+    may have none (data that began recently)."""
     keys: list[str] = []
     for p in expand(pattern, start, end):
         keys += store.glob(p)
     keys = sorted(dict.fromkeys(keys))
+    if keys and window_start is not None and "date" in placeholders(pattern):
+        missing = [p for p in expand(pattern, max(start, window_start), end) if not store.glob(p)]
+        if missing:
+            w, e = window_start.astimezone(UTC), end.astimezone(UTC)
+            raise DataError(f"no source file matches {missing[0]!r} under {store.url()}: the window "
+                            f"{w:%Y-%m-%dT%H:%M:%SZ}/{e:%Y-%m-%dT%H:%M:%SZ} has no input for a day it covers "
+                            f"(files of {len(keys)} other match(es) of {pattern!r} are there)")
     if not keys:
         s, e = start.astimezone(UTC), end.astimezone(UTC)
         raise DataError(f"no source files match {pattern!r} for {s:%Y-%m-%dT%H:%M:%SZ}/{e:%Y-%m-%dT%H:%M:%SZ} under {store.url()}")

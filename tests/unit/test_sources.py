@@ -188,6 +188,23 @@ def test_resolve_skips_missing_days(store):
     assert keys == ["events/events-2026-11-22.parquet", "events/events-2026-11-23.parquet"]
 
 
+def test_a_window_whose_own_day_has_no_file_is_a_data_error(store):
+    """Lookback days before the window may lack files; a day the window itself covers may not: features
+    computed without it would be published as fresh."""
+    read_start, window_start = u(2026, 11, 17, 11), u(2026, 11, 24, 11)  # 7 days of lookback
+    with pytest.raises(DataError, match=r"no source file matches 'events/events-2026-11-24.parquet' under .*: the "
+                                        r"window 2026-11-24T11:00:00Z/2026-11-24T12:00:00Z has no input for a day"):
+        resolve(store, "events/events-{date}.parquet", read_start, u(2026, 11, 24, 12), window_start=window_start)
+    # the window's day is there; the lookback's days before 2026-11-20 are not, and need not be
+    keys = resolve(store, "events/events-{date}.parquet", u(2026, 11, 16, 11), u(2026, 11, 23, 12),
+                   window_start=u(2026, 11, 23, 11))
+    assert keys == [f"events/events-2026-11-{d}.parquet" for d in (20, 21, 22, 23)]
+    # a window over midnight needs both days
+    with pytest.raises(DataError, match="events-2026-11-24.parquet"):
+        resolve(store, "events/events-{date}.parquet", u(2026, 11, 23, 23), u(2026, 11, 24, 1),
+                window_start=u(2026, 11, 23, 23))
+
+
 def test_resolve_glob_keys_sorted_and_unique(store):
     keys = resolve(store, "hourly/{start:%Y%m%d}/part-*.parquet", u(2026, 11, 28, 9), u(2026, 11, 28, 12))
     assert keys == sorted(keys) and len(keys) == len(set(keys)) == 6
