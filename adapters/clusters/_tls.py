@@ -68,8 +68,13 @@ def translate_comm_error(exc: BaseException, what: str) -> AdapterError | None:
 
     TLS refused (bad or missing certificate, or TLS spoken to a plain TCP
     port and back) is :class:`PermissionDenied`: retrying will not help.
-    Anything else that looks like the network is :class:`Transient`.
+    A scheduler that does not answer in time (:class:`~skyfeast.adapters.clusters._client.SchedulerTimeout`)
+    and anything else that looks like the network is :class:`Transient`.
     """
+    from skyfeast.adapters.clusters._client import SchedulerTimeout
+
+    if isinstance(exc, SchedulerTimeout):
+        return Transient(f"{what}: {exc.describe(with_address=not exc.address or exc.address not in what)}")
     text = str(exc) or type(exc).__name__
     for e in _chain(exc):
         if isinstance(e, ssl.SSLError):

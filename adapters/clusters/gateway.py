@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skyfeast.adapters.base import AdapterError, NotFound, PermissionDenied, Transient
-from skyfeast.adapters.clusters._client import open_client
+from skyfeast.adapters.clusters._client import SchedulerTimeout, open_client
 from skyfeast.adapters.clusters._sdk import SDKConnector, require
 from skyfeast.adapters.clusters._tls import translate_comm_error
 
@@ -79,6 +79,8 @@ class GatewayConnector(SDKConnector):
             if exc.status in (401, 403):
                 return PermissionDenied(f"{what}: gateway {self.gateway_address} refused auth {self.auth!r}: {exc}")
             return Transient(f"{what}: gateway {self.gateway_address} answered {exc.status}: {exc.message}")
+        if isinstance(exc, SchedulerTimeout):  # the cluster's scheduler (through the proxy), not the gateway's API
+            return translate_comm_error(exc, what)
         if isinstance(exc, TimeoutError):
             return Transient(f"{what}: timed out talking to gateway {self.gateway_address} "
                              f"(connect_timeout {self.connect_timeout:g}s)")
