@@ -25,7 +25,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from skyfeast.scheduler.config import load_config
 
-    cfg = load_config(args.config)
+    # model groups are checked against the registry in the ledger (group_problems below, whose open is
+    # bounded too): reach its server while the jobs' imports and Feast's repo load, as `run` does
+    cfg = load_config(args.config, meanwhile=_reach_for_groups)
     from skyfeast.scheduler.errors import ConfigError
     from skyfeast.scheduler.run.preflight import group_problems
 
@@ -37,3 +39,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out.print(f"{args.config}: ok ({len(cfg.providers)} provider(s), {len(cfg.jobs)} job(s), "
               f"Feast repo {cfg.feast_repo})")
     return 0
+
+
+def _reach_for_groups(cfg):
+    """:func:`~skyfeast.scheduler.ledger.reach_ledger` when a model-group job needs the ledger; else nothing."""
+    if not any(j.kind == "model" and j.group is not None for j in cfg.jobs):
+        return lambda: None
+    from skyfeast.scheduler.ledger import reach_ledger
+
+    return reach_ledger(cfg)

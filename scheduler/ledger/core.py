@@ -16,10 +16,12 @@ raises :class:`Fenced` otherwise — a deposed leader cannot commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,8 +140,12 @@ class Ledger(CopyBook, ProbeBook, ActionBook, DrillBook, RunModelBook):
                 self.engine = _server_engine(url, connect_timeout, statement_timeout,
                                              pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.is_pg = self.engine.dialect.name == "postgresql"
-            with waiting(f"the ledger at {_safe(url)}", connect_timeout if self.is_pg else statement_timeout), \
-                    self.engine.begin() as conn:
+            if not url.startswith("sqlite:"):
+                # a server that completes the login and then never answers would hang the open below for
+                # good (its statement_timeout is the server's to enforce): it must answer first, within
+                # a deadline; the connection goes back to the pool for the open to use
+                _Reach(self.engine, url, connect_timeout, statement_timeout).wait()
+            with waiting(f"the ledger at {_safe(url)}", statement_timeout), self.engine.begin() as conn:
                 if self.is_pg:  # serialise concurrent first starts
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7707001)"))
                 migrate(conn)
@@ -646,47 +652,122 @@ def _server_engine(url: str, connect_timeout: float, statement_timeout: float, *
     return sa.create_engine(url, connect_args=args, **kw)
 
 
+def _answer_seconds(connect_seconds: float, statement_timeout: float) -> float:
+    """How long a server that has just accepted a login may take to answer its first statements
+    (the driver's set-up queries, then ``SELECT 1``): as long as connecting may take, and no longer
+    than the server itself would let them run (its ``statement_timeout``, and a second for its error
+    to arrive). Those statements do no work: a server that has not answered them by then is as
+    unreachable as one that never accepts the login, whatever ``ledger_statement_timeout`` allows
+    the ledger's real statements (30 s by default)."""
+    return min(connect_seconds, statement_timeout + 1)
+
+
+class _Reach:
+    """Connects with ``engine`` and has the server answer ``SELECT 1``, on a daemon thread (a socket
+    read of a silent server cannot be interrupted), each step under its own deadline and announced
+    with it past :data:`~skyfeast.adapters.waiting.NOTICE_AFTER`: connecting, the driver's connect
+    timeout (the client gives up one second later, should the driver not); then the first answer,
+    :func:`_answer_seconds` from the moment the login was accepted. :meth:`wait` waits for the end and
+    raises :class:`LedgerError` when a deadline passed, or what reaching raised (a
+    :class:`LedgerError` for the ways :func:`_opening` knows)."""
+
+    def __init__(self, engine: sa.Engine, url: str, connect_timeout: float, statement_timeout: float, *,
+                 dispose: bool = False):
+        self.url, self.engine, self._dispose = url, engine, dispose
+        self.connect_s = _connect_seconds(url, connect_timeout)
+        self.answer_s = _answer_seconds(self.connect_s, statement_timeout)
+        self.what = f"the ledger at {_safe(url)}"
+        self._lock = threading.Lock()
+        self._notice: Any = None  # the current step's waiting()
+        self._over = False  # given up on: the thread, should it ever wake, announces nothing more
+        self._answer_by: float | None = None  # monotonic deadline of the first answer, once connected
+        self._failed: list[BaseException] = []
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="skyfeast-reach-ledger", daemon=True)
+        self._thread.start()
+
+    def _step(self, what: str | None, seconds: float = 0) -> None:
+        """Take the current step's notice down; start ``what``'s (None: none)."""
+        with self._lock:
+            if self._notice is not None:
+                self._notice.__exit__(None, None, None)
+                self._notice = None
+            if what is not None and not self._over:
+                self._notice = waiting(what, seconds)
+                self._notice.__enter__()
+
+    def _connected(self, *_: Any) -> None:  # the pool's "connect" event: the server accepted the login
+        if threading.current_thread() is self._thread and self._answer_by is None:
+            self._answer_by = time.monotonic() + self.answer_s
+            self._step(f"{self.what} to answer", self.answer_s)
+
+    def _run(self) -> None:
+        sa.event.listen(self.engine, "connect", self._connected, insert=True)  # before the driver's set-up
+        self._step(self.what, self.connect_s)
+        try:
+            with _opening(self.url), self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except BaseException as exc:  # noqa: BLE001  (raised by wait(), in the caller's thread)
+            self._failed.append(exc)
+        finally:
+            self._step(None)
+            with contextlib.suppress(Exception):
+                sa.event.remove(self.engine, "connect", self._connected)
+            if self._dispose:
+                self.engine.dispose()
+
+    def wait(self) -> None:
+        while self._thread.is_alive():
+            by = self._answer_by or self._t0 + self.connect_s + 1
+            left = by - time.monotonic()
+            if left <= 0:
+                self._over = True
+                self._step(None)
+                if self._answer_by is None:
+                    raise LedgerError(f"state: cannot open ledger {_safe(self.url)}: no connection within "
+                                      f"{self.connect_s + 1:.0f} s (connect timeout {self.connect_s:.0f} s)")
+                raise LedgerError(
+                    f"state: the ledger at {_safe(self.url)} accepted the connection but did not answer within "
+                    f"{self.answer_s:.0f} s (a server answers SELECT 1 at once; "
+                    f"daemon.ledger_connect_timeout bounds the wait)")
+            self._thread.join(min(left, 0.1))  # the first answer's deadline starts once connected
+        if self._failed:
+            raise self._failed[0]
+
+
 def reach_ledger(cfg: Any) -> Callable[[], None]:
     """Start reaching the ledger's server of a :class:`~skyfeast.scheduler.config.Config` in the
     background; returns a call that waits for it and raises :class:`LedgerError` if it could not.
 
-    Only a connection and ``SELECT 1``: no table is read or written, so a command may still fail
-    on its config afterwards and leave the ledger as it was. A command starts this before its
-    slow config checks (Feast's repo, the jobs' imports), so that a server that never answers
-    costs their time or its connect timeout, whichever is longer, not both. A SQLite ledger has
+    Only a connection and ``SELECT 1`` (:class:`_Reach`, with its deadlines): no table is read or
+    written, so a command may still fail on its config afterwards and leave the ledger as it was.
+    A command starts this before its slow config checks (Feast's repo, the jobs' imports), so that a
+    server that never answers costs their time or the reach's deadlines, whichever is longer, not
+    both. :func:`open_ledger` reaches the server under the same deadlines again. A SQLite ledger has
     no server: nothing to reach."""
     url, d = cfg.state_url, cfg.daemon
     if url.startswith("sqlite:"):
         return lambda: None
-    failed: list[LedgerError] = []
-
-    def reach() -> None:
-        try:
-            with _opening(url):
-                engine = _server_engine(url, d.ledger_connect_timeout.total_seconds(),
-                                        d.ledger_statement_timeout.total_seconds(), poolclass=sa.pool.NullPool)
-                try:
-                    with waiting(f"the ledger at {_safe(url)}", d.ledger_connect_timeout.total_seconds()), \
-                            engine.connect() as conn:
-                        conn.execute(sa.text("SELECT 1"))
-                finally:
-                    engine.dispose()
-        except LedgerError as exc:
-            failed.append(exc)
-        except Exception as exc:  # noqa: BLE001  (the real open, which follows, reports it in its words)
-            logging.getLogger(__name__).debug("reaching the ledger ahead failed: %s", exc)
-
-    thread = threading.Thread(target=reach, name="skyfeast-reach-ledger", daemon=True)
-    thread.start()
+    connect_s, statement_s = d.ledger_connect_timeout.total_seconds(), d.ledger_statement_timeout.total_seconds()
+    try:
+        with _opening(url):
+            engine = _server_engine(url, connect_s, statement_s, poolclass=sa.pool.NullPool)
+    except LedgerError as exc:
+        def failed() -> None:
+            raise exc
+        return failed
+    except Exception as exc:  # noqa: BLE001  (the real open, which follows, reports it in its words)
+        logging.getLogger(__name__).debug("reaching the ledger ahead failed: %s", exc)
+        return lambda: None
+    reach = _Reach(engine, url, connect_s, statement_s, dispose=True)
 
     def reached() -> None:
-        deadline = _connect_seconds(url, d.ledger_connect_timeout.total_seconds()) \
-            + d.ledger_statement_timeout.total_seconds() + 1
-        thread.join(deadline)
-        if thread.is_alive():
-            raise LedgerError(f"state: the ledger at {_safe(url)} did not answer within {deadline:.0f} s")
-        if failed:
-            raise failed[0]
+        try:
+            reach.wait()
+        except LedgerError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (the real open, which follows, reports it in its words)
+            logging.getLogger(__name__).debug("reaching the ledger ahead failed: %s", exc)
     return reached
 
 

@@ -6,11 +6,18 @@ Within 10 s on an idle machine (4.4 to 5.1 s measured, docs/benchmarks.md); a lo
 the process's own start-up (imports, the config, Feast's repo) well past that. So each case also
 times the same command against a ledger port that refuses at once, right before, and the hung
 ledger may cost at most the connect timeout (3 s) and a margin more than that.
+
+A server that does complete the login and then never answers a query is the other hung ledger:
+``runs``, ``validate`` and ``models list`` once waited on it for good, and ``status`` and ``run``
+for the ledger's statement timeout (34 s) while announcing 3 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -35,9 +42,10 @@ def _refusing_port() -> int:
     return port
 
 
-def _timed(argv: list[str], cfg, config_name: str = "skyfeast.yaml"):
+def _timed(argv: list[str], cfg, config_name: str = "skyfeast.yaml", *, words: int = 1):
+    """``skyfeast`` with ``-c`` after the command's first ``words`` (``models list``: 2); (process, seconds)."""
     t0 = time.monotonic()
-    proc = skyfeast(*argv[:1], "-c", str(cfg.parent / config_name), *argv[1:], cwd=cfg.parent, timeout=60)
+    proc = skyfeast(*argv[:words], "-c", str(cfg.parent / config_name), *argv[words:], cwd=cfg.parent, timeout=60)
     return proc, time.monotonic() - t0
 
 
@@ -96,3 +104,103 @@ def test_a_config_error_is_reported_before_a_hung_ledger(tmp_path):
         f"{seconds:.1f} s against a hung ledger, {fast:.1f} s against a refusing one"
     assert "feature view 'no_such_view' not found" in proc.stderr and "jobs[0].feature_view" in proc.stderr
     assert "cannot open ledger" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _pg_message(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + struct.pack("!i", len(payload) + 4) + payload
+
+
+@contextlib.contextmanager
+def login_then_silent_server():
+    """Yields the port of a PostgreSQL server on 127.0.0.1 that completes every login (no TLS, no
+    password: AuthenticationOk, the parameters libpq expects, BackendKeyData, ReadyForQuery) and then
+    reads every query and never answers one."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def read(conn: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed")
+            buf += chunk
+        return buf
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            while True:  # SSLRequest and GSSENCRequest ("N": not here), then the StartupMessage
+                length, code = struct.unpack("!ii", read(conn, 8))
+                read(conn, length - 8)
+                if code not in (80877103, 80877104):
+                    break
+                conn.sendall(b"N")
+            params = {"server_version": "16.4", "server_encoding": "UTF8", "client_encoding": "UTF8",
+                      "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC",
+                      "integer_datetimes": "on", "standard_conforming_strings": "on", "is_superuser": "off",
+                      "session_authorization": "skyfeast", "application_name": ""}
+            conn.sendall(_pg_message(b"R", struct.pack("!i", 0))
+                         + b"".join(_pg_message(b"S", f"{k}\0{v}\0".encode()) for k, v in params.items())
+                         + _pg_message(b"K", struct.pack("!ii", 4242, 1234)) + _pg_message(b"Z", b"I"))
+            while not stop.is_set() and conn.recv(65536):
+                pass  # a query read, never answered
+        except OSError:
+            pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn = srv.accept()[0]
+            except OSError:
+                continue
+            held.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(5)
+        for conn in held:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        srv.close()
+
+
+ANSWER_TIMEOUT = 3.0  # a server that accepted the login answers within the connect timeout, or is given up on
+
+
+@pytest.mark.parametrize("argv", [["runs"], ["validate"], ["models", "list"]], ids=["runs", "validate", "models-list"])
+def test_a_ledger_that_logs_in_and_never_answers_fails_the_command(tmp_path, argv):
+    """Each gives up ANSWER_TIMEOUT after the login (the statement timeout, 30 s by default, is the
+    server's to enforce, and this one never will), saying so, then exits 2 with one line naming the
+    ledger. Bound: the same command against a refusing ledger, the announced deadline and MARGIN."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+
+    def edit(cfg):
+        cfg["state"] = f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{port}/ledger"
+        if argv == ["validate"]:  # validate opens the ledger for its model groups' registry
+            cfg["jobs"].append({"name": "scores", "kind": "model", "schedule": {"type": "cron", "expr": "0 * * * *"},
+                                "source": {"type": "job", "job": "user_features"},
+                                "group": {"models": ["churn"]}, "feature_view": "user_scores"})
+
+    with login_then_silent_server() as port:
+        cfg = make_project(tmp_path / "p", users=100, per_day=500, edit=edit)
+        refused, fast = _timed(argv, cfg, _with_refusing_ledger(cfg), words=len(argv))
+        proc, seconds = _timed(argv, cfg, words=len(argv))
+    assert refused.returncode == 2 and "cannot open ledger" in refused.stderr, refused.stderr[-2000:]
+    assert proc.returncode == 2, (proc.returncode, seconds, proc.stderr[-2000:])
+    assert ANSWER_TIMEOUT <= seconds < fast + ANSWER_TIMEOUT + MARGIN, \
+        f"{seconds:.1f} s against a ledger that never answers, {fast:.1f} s against a refusing one"
+    err, ledger = proc.stderr, f"postgresql+psycopg://skyfeast:***@127.0.0.1:{port}/ledger"
+    assert f"the ledger at {ledger} accepted the connection but did not answer within 3 s" in err, err[-2000:]
+    assert "s3cret" not in err and "Traceback" not in err
+    # the wait was announced with the deadline that ended it, not the 34 s nor a 3 s it outlived
+    assert f"waiting for the ledger at {ledger} to answer (2 s so far, gives up after 3 s)" in err, err[-2000:]
