@@ -38,6 +38,8 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 # the largest id a ledger or registry row can have (a signed 64-bit column, as SQLite and PostgreSQL store it)
 MAX_ID = 2**63 - 1
+MAX_VERSION = 2**31 - 1  # a model version (a 32-bit integer column)
+MAX_LIMIT = 1_000_000  # rows a listing may ask for
 
 
 def int_arg(lo: int, hi: int):

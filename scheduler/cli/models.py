@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from skyfeast.scheduler.cli.common import add_config, add_json, print_json
+from skyfeast.scheduler.cli.common import MAX_VERSION, add_config, add_json, int_arg, print_json
 from skyfeast.scheduler.errors import UsageError, UserError
 
 CHAMPION = "champion"  # skyfeast.featurestore.models.CHAMPION (not imported here: --help stays light)
@@ -30,7 +30,7 @@ def register(sub) -> None:
     v = _verb(verbs, "list", "every model with its latest version and aliases", cmd_list)
     v = _verb(verbs, "show", "one version of a model (default: the latest) and the model's aliases", cmd_show)
     v.add_argument("name")
-    v.add_argument("--version", type=int, help="version number (default: the latest)")
+    v.add_argument("--version", type=int_arg(1, MAX_VERSION), help="version number (default: the latest)")
     v = _verb(verbs, "history", "every alias move of a model, oldest first", cmd_history)
     v.add_argument("name")
     v.add_argument("--alias", help="only this alias's moves")
@@ -47,17 +47,17 @@ def register(sub) -> None:
     v.add_argument("--features", default="", metavar="A,B,...", help="input feature names, in order")
     v.add_argument("--outputs", default="", metavar="X,Y,...", help="output field names")
     v.add_argument("--metric", action="append", default=[], metavar="KEY=NUMBER", help="a metric (repeatable)")
-    v.add_argument("--parent", type=int, metavar="N", help="the version this one was trained from")
+    v.add_argument("--parent", type=int_arg(1, MAX_VERSION), metavar="N", help="the version this one was trained from")
     v.add_argument("--description", help="the model's description (kept from its first version)")
     v = _verb(verbs, "promote", "point an alias (default champion) at a version", cmd_promote)
     v.add_argument("name")
-    v.add_argument("version", type=int)
+    v.add_argument("version", type=int_arg(1, MAX_VERSION))
     v.add_argument("--alias", default=CHAMPION)
     v.add_argument("--reason", help="why (kept in the alias's history)")
     v = _verb(verbs, "publish", "publish a model's versions and aliases to MLflow (models.mlflow_tracking_uri) "
                                 "where they are missing", _cmd_publish)
     v.add_argument("name")
-    v.add_argument("--version", type=int, help="only this version (and the aliases pointing at it)")
+    v.add_argument("--version", type=int_arg(1, MAX_VERSION), help="only this version (and the aliases pointing at it)")
     v = _verb(verbs, "rollback", "move an alias back to the version it pointed at before its last move", cmd_rollback)
     v.add_argument("name")
     v.add_argument("--alias", default=CHAMPION)

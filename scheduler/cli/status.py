@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from skyfeast.scheduler.cli.common import add_config, add_json, job_named, print_json, window_text, yes_no
+from skyfeast.scheduler.cli.common import (
+    MAX_LIMIT,
+    add_config,
+    add_json,
+    int_arg,
+    job_named,
+    print_json,
+    window_text,
+    yes_no,
+)
 
 
 def register(sub) -> None:
     p = sub.add_parser("status", help="providers, latest runs and feature view freshness")
     add_config(p)
     add_json(p)
-    p.add_argument("--limit", type=int, default=10, help="latest runs to show (default 10)")
+    p.add_argument("--limit", type=int_arg(1, MAX_LIMIT), default=10, help="latest runs to show (default 10)")
     p.add_argument("--probe", action="store_true", help="connect to every cluster and count workers now "
                    "(starts local clusters); default: the state a daemon's last probe recorded")
     p.set_defaults(func=cmd_status, starts_clusters=lambda args: args.probe)  # --probe starts them
@@ -22,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--job")
     p.add_argument("--status", choices=["queued", "running", "interrupted", "succeeded", "partial", "failed", "cancelled",
                                         "upstream_failed"])
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int_arg(1, MAX_LIMIT), default=50, help="latest runs to list (default 50)")
     p.add_argument("--drills", action="store_true",
                    help="also list drill runs (job drill:JOB, see `skyfeast drill`); hidden by default")
     p.set_defaults(func=cmd_runs)

@@ -79,11 +79,18 @@ def test_a_backfill_of_thousands_of_windows_asks_for_yes(capsys, cfg):
     (["cancel", "0"], "argument run_id: 0 is out of range"),
     (["cancel", "1.5"], "argument run_id: '1.5' is not a whole number"),
     (["daemon", "--grace", "nan"], "argument --grace: nan is out of range: 0 to 86400 seconds"),
+    (["runs", "--limit", "99999999999999999999999"], "argument --limit: 99999999999999999999999 is out of range: "
+                                                     "1 to 1,000,000"),
+    (["runs", "--limit", "-1"], "argument --limit: -1 is out of range"),
+    (["status", "--limit", "0"], "argument --limit: 0 is out of range"),
+    (["models", "show", "churn", "--version", "99999999999999999999999"],
+     "argument --version: 99999999999999999999999 is out of range: 1 to 2,147,483,647"),
+    (["models", "promote", "churn", "-3"], "argument version: -3 is out of range"),
 ])
 def test_numbers_the_ledger_or_a_wait_cannot_take_are_usage_errors(capsys, cfg, argv, message):
     """NaN, infinities, negatives and integers past 64 bits end in argparse's exit 2 naming the argument, not
     in a wait that never ends or an internal error from the database driver."""
     with pytest.raises(SystemExit) as exit_:
-        main([argv[0], "-c", cfg, *argv[1:]])
+        main([*argv, "-c", cfg])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err, err
