@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
 
 from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.errors import UserError
@@ -633,6 +633,8 @@ def _opening(url: str) -> Iterator[None]:
         raise LedgerError(f"state: {_safe(url)}: driver {exc.name or exc} is not installed{extra}") from None
     except OperationalError as exc:
         raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
+    except DatabaseError as exc:  # e.g. SQLite's "file is not a database": another file at the ledger's path
+        raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig} (is it the ledger's file?)") from None
 
 
 def _connect_seconds(url: str, connect_timeout: float) -> float:

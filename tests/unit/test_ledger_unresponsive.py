@@ -84,3 +84,25 @@ providers:
             assert time.monotonic() - t0 < 5
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("command", [["runs"], ["models", "list"], ["cancel", "7"]])
+def test_a_ledger_path_holding_another_file_is_a_usage_error(tmp_path, capsys, command):
+    """`state:` naming a file that is not SQLite (a typo, a copied binary): exit 2 naming it, not an internal
+    error from the driver; the file is left as it was."""
+    (tmp_path / "repo").mkdir()
+    junk = tmp_path / "garbage.db"
+    junk.write_bytes(bytes(range(256)) * 20)
+    cfg = tmp_path / "skyfeast.yaml"
+    cfg.write_text("""project: p
+state: garbage.db
+feast: {repo: repo}
+providers:
+  aws: {priority: 1, cluster: {type: local}, storage: {type: local, root: data}}
+jobs: []
+""")
+    code = main([*command, "-c", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"state: cannot open ledger sqlite:///{junk}: file is not a database" in err, err
+    assert "internal error" not in err and junk.read_bytes() == bytes(range(256)) * 20
