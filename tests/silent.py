@@ -36,3 +36,12 @@ def silent_server() -> Iterator[int]:
         for c in held:
             c.close()
         srv.close()
+
+
+def refusing_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection is refused at once."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -10,7 +10,6 @@ forever after "waiting for provider aws's cluster to start (2 s so far, gives up
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -20,7 +19,7 @@ import yaml
 from skyfeast.adapters.base import Transient
 from skyfeast.adapters.clusters.address import AddressConnector
 from tests.integration.conftest import QUICKSTART, skyfeast
-from tests.silent import silent_server
+from tests.silent import refusing_port, silent_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -118,14 +117,6 @@ def test_the_connection_to_a_silent_scheduler_is_closed():
     assert not [m for m in records.messages if "dangling" in m.lower()], records.messages
 
 
-def _refusing_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_status_probe_reports_a_silent_scheduler_as_down(tmp_path):
     """``skyfeast status --probe --json`` on the quickstart with aws's cluster at a silent address (and
     gcp's at a refusing one): it ends, the provider is down, and the probe error says why."""
@@ -137,7 +128,7 @@ def test_status_probe_reports_a_silent_scheduler_as_down(tmp_path):
         cfg = yaml.safe_load((project / "skyfeast.yaml").read_text())
         address = f"tcp://127.0.0.1:{port}"
         cfg["providers"]["aws"]["cluster"] = {"type": "address", "address": address, "connect_timeout": "3s"}
-        cfg["providers"]["gcp"]["cluster"] = {"type": "address", "address": f"tcp://127.0.0.1:{_refusing_port()}",
+        cfg["providers"]["gcp"]["cluster"] = {"type": "address", "address": f"tcp://127.0.0.1:{refusing_port()}",
                                               "connect_timeout": "1s"}
         cfg["jobs"] = []  # no Feast views to check: the repo needs no `feast apply`
         (project / "hung.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -24,22 +24,13 @@ import pytest
 import yaml
 
 from tests.integration.conftest import AT, END, make_project, skyfeast
-from tests.silent import silent_server
+from tests.silent import refusing_port, silent_server
 
 pytestmark = pytest.mark.integration
 
 
 CONNECT_TIMEOUT = 3.0  # the ledger's default connect timeout (docs/config.md)
 MARGIN = 3.0  # what a hung ledger may cost beyond it: the statement, the reach's join, noise
-
-
-def _refusing_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on: a connection is refused at once."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _timed(argv: list[str], cfg, config_name: str = "skyfeast.yaml", *, words: int = 1):
@@ -52,7 +43,7 @@ def _timed(argv: list[str], cfg, config_name: str = "skyfeast.yaml", *, words: i
 def _with_refusing_ledger(cfg) -> str:
     """A copy of ``cfg`` beside it whose ledger port refuses at once; its file name."""
     data = yaml.safe_load(cfg.read_text())
-    data["state"] = f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{_refusing_port()}/ledger"
+    data["state"] = f"postgresql+psycopg://skyfeast:s3cret@127.0.0.1:{refusing_port()}/ledger"
     (cfg.parent / "refusing.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return "refusing.yaml"
 
