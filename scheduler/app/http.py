@@ -22,6 +22,7 @@ address is a :class:`~skyfeast.scheduler.errors.UsageError` (exit 2) before any 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -72,8 +73,10 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], ap
     def role() -> str:
         return "leader" if daemon.is_leader else "standby"
 
+    # the probes are coroutines: they run on the event loop, not in the thread pool that API handlers can
+    # fill (a flood of slow reads queued /healthz behind them for 4-18 s, enough for a liveness probe to kill)
     @app.get("/healthz")
-    def healthz():
+    async def healthz():
         stopping = daemon.stop.is_set()
         dead, stalled = liveness.failing(bounds, stopping=stopping)
         ok = not dead and not stalled
@@ -83,7 +86,7 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], ap
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/readyz")
-    def readyz():
+    async def readyz():
         with lock:
             prev = last[0]
             if prev is not None and not prev.done():
@@ -96,8 +99,8 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], ap
             error = "the previous readiness query is still waiting for the ledger"
         else:
             try:
-                fut.result(timeout=READY_DEADLINE)
-            except FutureTimeout:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), READY_DEADLINE)
+            except (asyncio.TimeoutError, FutureTimeout):
                 error = f"the ledger did not answer within {READY_DEADLINE} s"
             except Exception as exc:  # any ledger failure: not ready
                 error = f"{type(exc).__name__}: {exc}"
@@ -139,8 +142,10 @@ class HttpServer:
         import uvicorn
 
         self._app = app
+        # proxy_headers off: the TCP peer decides who a caller is (docs/http.md), never an X-Forwarded-For
+        # header, which uvicorn would otherwise believe from 127.0.0.1
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, proxy_headers=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
                                         name="skyfeast-http", daemon=True)

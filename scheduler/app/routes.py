@@ -28,8 +28,10 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from skyfeast.scheduler.api import actions, views
 from skyfeast.scheduler.api.auth import Token, decide
@@ -37,6 +39,8 @@ from skyfeast.scheduler.errors import NotFound, UsageError, UserError
 
 log = logging.getLogger("skyfeast.http")
 MAX_CONCURRENT = 4  # API handlers using the ledger at once
+MAX_BODY = 64 * 1024  # bytes of an action's JSON body
+MAX_ERRORS = 5  # validation errors named in one answer
 MAX_ID = 2**31 - 1  # ledger ids are 32-bit integers in PostgreSQL
 SLOT_WAIT = 5.0  # seconds a handler waits for one of them before answering 503
 CHAMPION = "champion"
@@ -61,7 +65,8 @@ class Busy(Exception):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # strict: JSON's own types only (``"version": "1"`` or ``true`` is not version 1, ``"yes"`` not true)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class TriggerBody(_Body):
@@ -141,13 +146,33 @@ def _parse(body: bytes, model: type[_Body]) -> _Body:
     try:
         return model.model_validate_json(body) if body.strip() else model.model_validate({})
     except ValidationError as exc:
-        # the messages only: pydantic's errors also quote the input
+        # the messages only: pydantic's errors also quote the input; the first few (a body of a million
+        # unknown keys made a 39 MB answer)
+        errors = exc.errors(include_url=False)
+        more = f"; and {len(errors) - MAX_ERRORS:,} more" if len(errors) > MAX_ERRORS else ""
         raise Unprocessable("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                      for e in exc.errors(include_url=False))) from None
+                                      for e in errors[:MAX_ERRORS]) + more) from None
+
+
+class TooLarge(UsageError):
+    """A request body over :data:`MAX_BODY` bytes."""
+
+    http_status = 413
 
 
 async def _raw_body(request: Request) -> bytes:
-    return await request.body()
+    """The request's body, at most :data:`MAX_BODY` bytes (an action's body is a few hundred): a larger one
+    is refused as it arrives, before it is parsed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge(f"the body is {int(declared):,} bytes; an action takes at most {MAX_BODY:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise TooLarge(f"the body is over {MAX_BODY:,} bytes; an action takes at most {MAX_BODY:,}")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def install(app: FastAPI, api: Api) -> None:
@@ -159,7 +184,7 @@ def install(app: FastAPI, api: Api) -> None:
         if not request.url.path.startswith("/api/"):
             return await call_next(request)
         client = request.client.host if request.client else None
-        if request.method not in ("GET", "HEAD") and \
+        if request.method == "POST" and \
                 request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             # a browser sends a cross-site form or text/plain POST without asking; a JSON one needs a
             # CORS preflight this server never grants, so no other site can act through a local browser
@@ -171,6 +196,21 @@ def install(app: FastAPI, api: Api) -> None:
             return _error(d.status, d.error or "refused", {"WWW-Authenticate": "Bearer"} if d.status == 401 else None)
         request.state.actor = d.actor
         return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException):
+        """Routing's own errors (no such path, a method the path does not take) in the API's format."""
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(TooLarge)
+    def too_large(request: Request, exc: TooLarge):
+        return _error(413, str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    def gone(request: Request, exc: ClientDisconnect):
+        """The caller left before its body arrived: nothing to answer, and nothing to log as a crash."""
+        log.info("%s %s: the client disconnected before sending its body", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from skyfeast.scheduler.api.checks import require_closed
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.policy import place
 from skyfeast.scheduler.drills.faults import MODES
@@ -77,7 +78,9 @@ def plan_drill(cfg: Config, provider: str, mode: str | None = None, *, job: str 
         raise UsageError(f"--mode {mode}: unknown; known: {', '.join(MODES)}")
     picked = _pick_job(cfg, provider, job or scen.get("job"))
     slo = {**DEFAULT_SLO[mode], **(scen.get("slo") or {})}
-    return DrillPlan(picked, provider, mode, slo, job_window(picked, parse_time(at)))
+    window = job_window(picked, parse_time(at))
+    require_closed(window, "at")  # a drill breaks a provider: never for a window that cannot run yet
+    return DrillPlan(picked, provider, mode, slo, window)
 
 
 def check_preferred(cfg: Config, pool, plan: DrillPlan, ledger=None) -> None:

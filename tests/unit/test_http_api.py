@@ -88,6 +88,7 @@ class Served:
         self.metrics.time_ledger(self.ledger)
         api = Api(cfg=self.cfg, ledger=self.ledger, pool=self.pool, repo=repo, token=self.token,
                   drills=DrillStarter(self.cfg, self.runner, self.metrics) if drills else None)
+        self.api = api
         self.app = http_app(api, host=host, metrics=self.metrics)
         self.server, self.base = self.app.server, self.app.base
 
@@ -216,6 +217,116 @@ def test_bad_parameters_and_unknown_names(tmp_path, serve):
     assert s.call("POST", "/api/models/nope/promote", {})[0] == 422  # version is required
     assert s.call("POST", "/api/models/nope/promote", {"version": 2**40})[0] == 422  # beyond any version
     assert s.call("GET", "/api/models/nope?version=99999999999999999999")[0] == 422
+
+
+def test_bodies_methods_and_routes_that_do_not_fit_answer_in_the_api_format(tmp_path, serve):
+    """JSON's own types only; a body over 64 KiB is refused before it is parsed; a method a path does not take
+    is 405 and a path that does not exist 404, each as {"error": ...}; validation names at most five fields."""
+    from skyfeast.scheduler.app.routes import MAX_BODY
+
+    s = serve(_project(tmp_path))
+    for body in ({"version": "1"}, {"version": True}):
+        code, answer = s.call("POST", "/api/models/nope/promote", body)
+        assert code == 422 and "version" in answer["error"], (body, answer)
+    code, answer = s.call("POST", "/api/trigger", {"job": "hourly", "allow_off_grid": "yes"})
+    assert code == 422 and "allow_off_grid" in answer["error"], answer
+    code, answer = s.call("POST", "/api/providers/aws/cordon", raw=b'{"reason": "' + b"x" * MAX_BODY + b'"}')
+    assert code == 413 and "at most 65,536" in answer["error"], answer
+    code, answer = s.call("POST", "/api/providers/aws/cordon", {f"k{i}": 1 for i in range(1000)})
+    assert code == 422 and answer["error"].endswith("; and 995 more") and answer["error"].count(";") == 5, answer
+    for method in ("DELETE", "PUT", "PATCH"):
+        code, answer = s.call(method, "/api/status")
+        assert code == 405 and answer == {"error": "Method Not Allowed"}, (method, code, answer)
+    assert s.call("GET", "/api/nothing-here") == (404, {"error": "Not Found"})
+    # the refused actions are audited as refused; the body over the limit was never read, and is not
+    assert [(a["action"], a["outcome"]) for a in s.ledger.actions(100)] == [
+        ("cordon", "refused"), ("trigger", "refused"), ("promote", "refused"), ("promote", "refused")]
+
+
+def test_health_probes_answer_while_api_reads_fill_the_thread_pool(tmp_path, serve):
+    """Forty reads waiting for an API slot (all held here) fill the server's thread pool; /healthz and /readyz
+    run on the event loop and still answer at once (they queued behind the reads, seconds, which a liveness
+    probe counts as a dead daemon)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyfeast.scheduler.app.routes import MAX_CONCURRENT, SLOT_WAIT
+
+    s = serve(_project(tmp_path))
+    for _ in range(MAX_CONCURRENT):
+        assert s.api._slots.acquire(timeout=1)
+    try:
+        with ThreadPoolExecutor(40) as flood:
+            reads = [flood.submit(s.call, "GET", "/api/status") for _ in range(40)]
+            time.sleep(1.0)  # the reads are in, each waiting for a slot
+            for probe in ("/healthz", "/readyz"):
+                t0 = time.monotonic()
+                with urllib.request.urlopen(s.base + probe, timeout=30) as r:
+                    assert r.status == 200
+                assert time.monotonic() - t0 < SLOT_WAIT / 2, f"{probe} took {time.monotonic() - t0:.1f} s"
+            assert {f.result()[0] for f in reads} == {503}  # the slots stayed taken: every read said busy
+    finally:
+        for _ in range(MAX_CONCURRENT):
+            s.api._slots.release()
+
+
+def test_a_caller_that_leaves_mid_body_is_not_logged_as_a_crash(tmp_path, serve):
+    """An action's client that disconnects before its body has arrived: no "Exception in ASGI application"
+    with a traceback in the daemon's log, and the server goes on answering."""
+    import logging
+
+    class Records(logging.Handler):  # on the loggers themselves: another test's CLI run may stop propagation
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    s = serve(_project(tmp_path))
+    host, port = s.base.rsplit("/", 1)[-1].split(":")
+    seen = Records()
+    loggers = [logging.getLogger(n) for n in ("skyfeast.http", "uvicorn.error", "uvicorn")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(seen)
+        lg.setLevel(logging.INFO)
+    try:
+        _leave_mid_body(host, int(port), s.base)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(seen)
+            lg.setLevel(level)
+    crashes = [r for r in seen.records if r.exc_info or "Exception in ASGI" in r.getMessage()]
+    assert not crashes, [r.getMessage() for r in crashes]
+    assert any("disconnected before sending its body" in r.getMessage() for r in seen.records), \
+        [r.getMessage() for r in seen.records]
+
+
+def _leave_mid_body(host: str, port: int, base: str) -> None:
+    import socket
+    import time
+
+    for _ in range(2):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"POST /api/providers/gcp/uncordon HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{}")
+            time.sleep(0.3)
+    time.sleep(0.5)
+    with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_a_forwarded_for_header_does_not_change_who_the_caller_is(tmp_path, serve):
+    """The TCP peer decides (docs/http.md): a local caller cannot pose as another address, in the refusal
+    or in the log and audit, with X-Forwarded-For."""
+    s = serve(_project(tmp_path))
+    req = urllib.request.Request(s.base + "/api/providers/aws/cordon", data=b'{"reason": "x"}', method="POST",
+                                 headers={"Content-Type": "application/json", "X-Forwarded-For": "8.8.8.8"})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        assert r.status == 200
+    (entry,) = s.ledger.actions(10)
+    assert entry["source"] == "127.0.0.1", entry
 
 
 # --------------------------------------------------------------------------- actions and their audit
@@ -479,6 +590,7 @@ def test_a_drill_request_is_checked_before_anything_starts(tmp_path, serve):
         ({"provider": "aws", "mode": "melt"}, 422, "mode"),
         ({"provider": "aws", "at": "yesterday"}, 400, "at: 'yesterday' is not an ISO-8601 time"),
         ({"provider": "aws", "at": "1900-01-01T00:00:00Z"}, 400, "out of range"),
+        ({"provider": "aws", "at": "2030-01-01T00:00:00Z"}, 400, "ends after now"),  # a drill breaks a provider
         ({"provider": "gcp"}, 409, "not 'hourly''s preferred provider now"),
         ({"provider": "aws", "fault": "x"}, 422, "fault"),
         ({}, 422, "provider"),
@@ -490,7 +602,7 @@ def test_a_drill_request_is_checked_before_anything_starts(tmp_path, serve):
     assert s.call("POST", "/api/drills", raw=b"{not json")[0] == 422
     assert s.ledger.drill_reports(10) == []
     audit = s.ledger.actions(100)
-    assert {(a["action"], a["outcome"]) for a in audit} == {("drill", "refused")} and len(audit) == 10
+    assert {(a["action"], a["outcome"]) for a in audit} == {("drill", "refused")} and len(audit) == 11
     assert audit[-1]["target"] == "nope" and audit[-1]["params"] == {"provider": "nope", "mode": "kill", "job": None,
                                                                      "at": None}
 
