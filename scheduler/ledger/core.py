@@ -755,8 +755,10 @@ def reach_ledger(cfg: Any) -> Callable[[], None]:
         with _opening(url):
             engine = _server_engine(url, connect_s, statement_s, poolclass=sa.pool.NullPool)
     except LedgerError as exc:
+        error = exc  # ``exc`` itself is unbound when the except block ends
+
         def failed() -> None:
-            raise exc
+            raise error
         return failed
     except Exception as exc:  # noqa: BLE001  (the real open, which follows, reports it in its words)
         logging.getLogger(__name__).debug("reaching the ledger ahead failed: %s", exc)

@@ -106,3 +106,18 @@ jobs: []
     assert code == 2, err
     assert f"state: cannot open ledger sqlite:///{junk}: file is not a database" in err, err
     assert "internal error" not in err and junk.read_bytes() == bytes(range(256)) * 20
+
+
+def test_reaching_a_ledger_whose_url_cannot_be_used_raises_its_ledger_error():
+    """reach_ledger's early failure (no engine can be made) is the LedgerError it names, raised by the wait."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from skyfeast.scheduler.ledger import LedgerError, reach_ledger
+
+    cfg = SimpleNamespace(state_url="postgresql+nosuchdriver://u@127.0.0.1:1/db",
+                          daemon=SimpleNamespace(ledger_connect_timeout=timedelta(seconds=3),
+                                                 ledger_statement_timeout=timedelta(seconds=30)))
+    wait = reach_ledger(cfg)
+    with pytest.raises(LedgerError, match="is not a usable SQLAlchemy URL"):
+        wait()
