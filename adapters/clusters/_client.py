@@ -12,12 +12,18 @@ from types import TracebackType
 log = logging.getLogger("skyfeast.clusters")
 
 # what starting a client may take beyond its ``timeout``: the ``identity`` call and the
-# ``register-client`` reply that follow the connection (each bounded by ``timeout`` on its own)
-START_MARGIN = 1.0  # seconds
+# ``register-client`` reply that follow the connection, which a busy scheduler that is alive answers late
+START_MARGIN = 1.0  # seconds, at least; as much as ``timeout`` itself when that is longer (start_limit)
+
+
+def start_limit(timeout: float) -> float:
+    """Seconds a client's whole start-up may take: ``timeout`` for the connection, and as long again (at least
+    :data:`START_MARGIN`) for the replies after it."""
+    return timeout + max(START_MARGIN, timeout)
 
 
 class SchedulerTimeout(TimeoutError):
-    """Starting a client took longer than its ``timeout`` (and :data:`START_MARGIN`): typically a
+    """Starting a client took longer than :func:`start_limit` of its ``timeout``: typically a
     server that accepts the TCP connection and never answers. Neutral errors say so by ``address``."""
 
     def __init__(self, address: str | None, timeout: float, limit: float):
@@ -37,7 +43,7 @@ def open_client(*args, **kwargs):
     (``distributed.comm.core.connect``), and ``Client.start`` waits for its start-up without a
     deadline: a server that accepts the connection and never answers kept the caller waiting
     forever. Here the whole start-up is cut off after ``timeout`` (default: dask's
-    ``distributed.comm.timeouts.connect``) plus :data:`START_MARGIN`, with :class:`SchedulerTimeout`,
+    ``distributed.comm.timeouts.connect``) and as long again (:func:`start_limit`), with :class:`SchedulerTimeout`,
     and the connection it hung on is closed.
 
     A Client whose ``__init__`` raised (scheduler unreachable, TLS refused) has
@@ -72,7 +78,7 @@ def open_client(*args, **kwargs):
 
 @functools.cache
 def _bounded(client_cls: type) -> type:
-    """``client_cls`` whose (asynchronous) start-up gives up after ``_skyfeast_timeout`` + :data:`START_MARGIN`."""
+    """``client_cls`` whose (asynchronous) start-up gives up after :func:`start_limit` of ``_skyfeast_timeout``."""
 
     class BoundedClient(client_cls):
         def __init__(self, *args, _skyfeast_timeout: float, **kwargs):
@@ -80,7 +86,7 @@ def _bounded(client_cls: type) -> type:
             super().__init__(*args, **kwargs)
 
         async def _start(self, *args, **kwargs):
-            limit = self._skyfeast_timeout + START_MARGIN
+            limit = start_limit(self._skyfeast_timeout)
             task = asyncio.ensure_future(super()._start(*args, **kwargs))
             try:
                 done, _ = await asyncio.wait({task}, timeout=limit)

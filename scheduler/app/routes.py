@@ -198,22 +198,22 @@ def install(app: FastAPI, api: Api) -> None:
         return await call_next(request)
 
     @app.exception_handler(StarletteHTTPException)
-    def http_error(request: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
         """Routing's own errors (no such path, a method the path does not take) in the API's format."""
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(TooLarge)
-    def too_large(request: Request, exc: TooLarge):
+    async def too_large(request: Request, exc: TooLarge):
         return _error(413, str(exc))
 
     @app.exception_handler(ClientDisconnect)
-    def gone(request: Request, exc: ClientDisconnect):
+    async def gone(request: Request, exc: ClientDisconnect):
         """The caller left before its body arrived: nothing to answer, and nothing to log as a crash."""
         log.info("%s %s: the client disconnected before sending its body", request.method, request.url.path)
         return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
-    def invalid(request: Request, exc: RequestValidationError):
+    async def invalid(request: Request, exc: RequestValidationError):
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         message = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in detail)
         return JSONResponse({"error": message, "detail": detail}, status_code=422)

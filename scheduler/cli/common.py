@@ -36,8 +36,8 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
-# the largest id a ledger or registry row can have (a signed 64-bit column, as SQLite and PostgreSQL store it)
-MAX_ID = 2**63 - 1
+# the largest id a ledger row can have: runs.id is an INTEGER, 32 bits in PostgreSQL (as the HTTP API's MAX_ID)
+MAX_ID = 2**31 - 1
 MAX_VERSION = 2**31 - 1  # a model version (a 32-bit integer column)
 MAX_LIMIT = 1_000_000  # rows a listing may ask for
 

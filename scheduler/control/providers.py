@@ -10,6 +10,7 @@ import threading
 import time
 
 from skyfeast.adapters import ClusterConnector, ObjectStore, make_cluster, make_store
+from skyfeast.adapters.clusters._client import start_limit
 from skyfeast.adapters.clusters.local import LocalConnector, Preload
 from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.config import Config
@@ -54,7 +55,9 @@ class ProviderPool:
             if conn is None:
                 conn = self._clusters[name] = make_cluster(self.cfg.providers[name].cluster, name, self.cfg.base_dir,
                                                              preload=LOCAL_PRELOAD)
-            deadline = getattr(conn, "start_timeout", None) or getattr(conn, "connect_timeout", None)
+            deadline = getattr(conn, "start_timeout", None)
+            if deadline is None and getattr(conn, "connect_timeout", None) is not None:
+                deadline = start_limit(conn.connect_timeout)  # what a client's start-up may take in all
             try:
                 with waiting(f"provider {name}'s cluster to start", deadline):
                     client = conn.connect()

@@ -230,9 +230,13 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     def step(what: str, at: float | None = None) -> None:
         say(f"+{(at if at is not None else time.monotonic()) - t_start:6.1f}s  {what}")
 
-    t = threading.Thread(target=lambda: result.update(o=runner.run_window(job, window, trigger="drill", force=True,
-                                                                          drill_as=name)),
-                         name="skyfeast-drill-run", daemon=True)
+    def run() -> None:
+        try:
+            result["o"] = runner.run_window(job, window, trigger="drill", force=True, drill_as=name)
+        except Exception as exc:  # noqa: BLE001  (reported by the drill, in its words)
+            result["error"] = exc
+
+    t = threading.Thread(target=run, name="skyfeast-drill-run", daemon=True)
     t.start()
 
     def mid_run():
@@ -245,6 +249,10 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         t.join(timeout=CANCEL_JOIN if cancelled() else 60)
         if cancelled():
             raise DrillCancelled(f"the drill was cancelled before {job.name} got part-way on {provider}")
+        if "error" in result:  # the run itself failed before it got anywhere: say how, not "too small"
+            exc = result["error"]
+            raise UsageError(f"{job.name}'s drill run on {provider} failed before it got part-way: "
+                             f"{type(exc).__name__}: {exc}")
         ended = "" if run is None else " (its run ended first)"
         raise UsageError(f"{job.name} never got part-way on {provider}{ended}; is its window too small to drill?")
     on_run(run.id)
@@ -290,7 +298,9 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     t.join(timeout=CANCEL_JOIN if cancelled() else 600)
     t_done = time.monotonic()
     outcome = result.get("o")
+    crashed = result.get("error")
     step(f"done: {outcome.status} on {outcome.provider} after {outcome.attempts} attempt(s)" if outcome
+         else f"done: the run raised {type(crashed).__name__}: {crashed}" if crashed is not None
          else "done: the run did not finish", t_done)
     fault.restore()
     t_restore0 = time.monotonic()
@@ -330,7 +340,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         "completed": bool(outcome and outcome.status == "succeeded"),
         "completed_on": outcome.provider if outcome else None,
         "error": outcome.error if outcome else
-        ("the drill was cancelled before its run finished" if cancelled() else "the run did not finish"),
+        (f"the run raised {type(crashed).__name__}: {crashed}" if crashed is not None
+         else "the drill was cancelled before its run finished" if cancelled() else "the run did not finish"),
         "rows_written": final.rows_written if final else None,
         "chunks": len(chunks), "partitions": final.partitions if final else None,
         "chunks_done_at_fault": done_at_fault,

@@ -634,16 +634,30 @@ def _opening(url: str) -> Iterator[None]:
     except OperationalError as exc:
         raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
     except DatabaseError as exc:  # e.g. SQLite's "file is not a database": another file at the ledger's path
-        raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig} (is it the ledger's file?)") from None
+        hint = " (is it the ledger's file?)" if url.startswith("sqlite:") else ""
+        raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}{hint}") from None
 
 
 def _connect_seconds(url: str, connect_timeout: float) -> float:
-    """The connect deadline the driver gets: the URL's own ``?connect_timeout=``, else ``connect_timeout``
-    (at least 2 s, libpq's floor)."""
+    """The connect deadline the driver gets: the URL's own ``?connect_timeout=``, else ``connect_timeout``;
+    at least 2 s either way (libpq's floor). The URL's 0 (libpq: wait for ever) counts as ``connect_timeout``
+    here: the client's own deadline still ends the wait."""
     try:
-        return float(sa.engine.make_url(url).query["connect_timeout"])
+        own = float(sa.engine.make_url(url).query["connect_timeout"])
     except (KeyError, ValueError, TypeError, ArgumentError):
-        return max(2, round(connect_timeout))
+        own = 0.0
+    return max(2, round(own if own > 0 else connect_timeout))
+
+
+def _hosts(url: str) -> int:
+    """How many servers libpq may try in turn for ``url`` (``?host=a&host=b`` or ``host=a,b``), each with its
+    own connect timeout."""
+    try:
+        host = sa.engine.make_url(url).query.get("host")
+    except ArgumentError:
+        return 1
+    names = host if isinstance(host, tuple) else (host or "").split(",")
+    return max(1, len([h for n in names for h in str(n).split(",") if h.strip()]))
 
 
 def _server_engine(url: str, connect_timeout: float, statement_timeout: float, **kw: Any) -> sa.Engine:
@@ -678,6 +692,10 @@ class _Reach:
         self.url, self.engine, self._dispose = url, engine, dispose
         self.connect_s = _connect_seconds(url, connect_timeout)
         self.answer_s = _answer_seconds(self.connect_s, statement_timeout)
+        # libpq tries a URL's servers in turn, each under the connect timeout (what the notice announces); the
+        # client's own deadline allows a second more, should the driver not give up
+        self.driver_s = self.connect_s * _hosts(url)
+        self.login_s = self.driver_s + 1
         self.what = f"the ledger at {_safe(url)}"
         self._lock = threading.Lock()
         self._notice: Any = None  # the current step's waiting()
@@ -705,7 +723,7 @@ class _Reach:
 
     def _run(self) -> None:
         sa.event.listen(self.engine, "connect", self._connected, insert=True)  # before the driver's set-up
-        self._step(self.what, self.connect_s)
+        self._step(self.what, self.driver_s)
         try:
             with _opening(self.url), self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -720,14 +738,14 @@ class _Reach:
 
     def wait(self) -> None:
         while self._thread.is_alive():
-            by = self._answer_by or self._t0 + self.connect_s + 1
+            by = self._answer_by or self._t0 + self.login_s
             left = by - time.monotonic()
             if left <= 0:
                 self._over = True
                 self._step(None)
                 if self._answer_by is None:
                     raise LedgerError(f"state: cannot open ledger {_safe(self.url)}: no connection within "
-                                      f"{self.connect_s + 1:.0f} s (connect timeout {self.connect_s:.0f} s)")
+                                      f"{self.login_s:.0f} s (connect timeout {self.connect_s:.0f} s)")
                 raise LedgerError(
                     f"state: the ledger at {_safe(self.url)} accepted the connection but did not answer within "
                     f"{self.answer_s:.0f} s (a server answers SELECT 1 at once; "

@@ -68,17 +68,19 @@ def _footer(url: str, storage_options: dict, watched: Sequence[str], timestamp: 
             meta = pf.metadata
             schema = meta.schema.to_arrow_schema()
             names = list(schema.names)
+            # statistics are per parquet leaf column: a nested column before a key shifts the leaves
+            leaves = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
             for col in watched:
                 if col not in names:
                     continue
-                j, total, known = names.index(col), 0, True
-                for g in range(meta.num_row_groups):
+                j, total, known = leaves.get(col), 0, True
+                for g in range(meta.num_row_groups if j is not None else 0):
                     stats = meta.row_group(g).column(j).statistics
                     if stats is None or not stats.has_null_count:
                         known = False
                         break
                     total += stats.null_count
-                if not known:  # a writer that kept no statistics: that column alone is read, to name this file
+                if not known or j is None:  # no statistics (or none found): that column alone is read
                     total = pf.read(columns=[col]).column(0).null_count
                 if total:
                     nulls[col] = total
@@ -88,8 +90,8 @@ def _footer(url: str, storage_options: dict, watched: Sequence[str], timestamp: 
         raise DataError(f"source file {url}: not readable parquet (truncated or corrupt?): {exc}") from None
     types = {f.name: _type_name(str(f.type)) for f in schema}
     out_of_range: dict[str, str] = {}
-    if timestamp in types and types[timestamp].startswith("timestamp"):
-        j = names.index(timestamp)
+    j = leaves.get(timestamp)
+    if timestamp in types and types[timestamp].startswith("timestamp") and j is not None:
         for g in range(meta.num_row_groups):
             stats = meta.row_group(g).column(j).statistics
             if stats is None or not stats.has_min_max:

@@ -69,12 +69,15 @@ def resolve(store: ObjectStore, pattern: str, start: datetime, end: datetime,
     With ``window_start`` (the window's own start, where ``start`` may reach back a lookback), a ``{date}``
     pattern must match a file for every day the window itself touches: a window computed without its own
     day's input would publish features that look fresh and are not. Days of the lookback before the window
-    may have none (data that began recently)."""
+    may have none (data that began recently). A pattern that also holds ``{start}`` or ``{end}`` is not checked
+    day by day."""
     keys: list[str] = []
     for p in expand(pattern, start, end):
         keys += store.glob(p)
     keys = sorted(dict.fromkeys(keys))
-    if keys and window_start is not None and "date" in placeholders(pattern):
+    fields = placeholders(pattern)
+    # a pattern with {start} or {end} beside {date} expands differently from a later start: checked only whole
+    if keys and window_start is not None and "date" in fields and not fields & {"start", "end"}:
         missing = [p for p in expand(pattern, max(start, window_start), end) if not store.glob(p)]
         if missing:
             w, e = window_start.astimezone(UTC), end.astimezone(UTC)

@@ -75,7 +75,8 @@ def test_a_backfill_of_thousands_of_windows_asks_for_yes(capsys, cfg):
     (["trigger", "hourly", "--wait", "-1"], "argument --wait: -1 is out of range"),
     (["trigger", "hourly", "--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
     (["cancel", "99999999999999999999999"], "argument run_id: 99999999999999999999999 is out of range: 1 to "
-                                            "9,223,372,036,854,775,807"),
+                                            "2,147,483,647"),
+    (["cancel", str(2**31)], f"argument run_id: {2**31} is out of range"),  # past PostgreSQL's INTEGER
     (["cancel", "0"], "argument run_id: 0 is out of range"),
     (["cancel", "1.5"], "argument run_id: '1.5' is not a whole number"),
     (["daemon", "--grace", "nan"], "argument --grace: nan is out of range: 0 to 86400 seconds"),

@@ -104,6 +104,24 @@ def test_null_keys_in_a_file_without_statistics_name_the_file(tmp_path):
         _check([good, str(bad)])
 
 
+def test_a_nested_column_before_the_key_does_not_shift_the_statistics_read(tmp_path):
+    """Statistics are per parquet leaf: a struct of two leaves before ``user_id`` must not make the check read
+    another column's null count (here the struct's second leaf, all null, and user_id without nulls)."""
+    n = 50
+    table = pa.table({"meta": pa.array([{"a": i, "b": None} for i in range(n)],
+                                       pa.struct([("a", pa.int64()), ("b", pa.int64())])),
+                      "user_id": pa.array(range(n), pa.int64()),
+                      "ts": pa.array([pd.Timestamp("2026-03-01", tz="UTC")] * n, pa.timestamp("us", tz="UTC")),
+                      "amount": pa.array([1.0] * n)})
+    path = tmp_path / "nested.parquet"
+    pq.write_table(table, path)
+    _check([str(path)])  # no null keys: passes
+    bad = table.set_column(1, "user_id", pa.array([None] * 3 + list(range(3, n)), pa.int64()))
+    pq.write_table(bad, path)
+    with pytest.raises(DataError, match=r"nested.parquet: 3 null user_id values"):
+        _check([str(path)])
+
+
 def test_timestamps_beyond_what_pandas_holds_are_named(tmp_path):
     from datetime import datetime, timezone
 

@@ -90,3 +90,21 @@ def test_a_run_that_ends_before_it_is_seen_part_way_ends_the_drill_at_once(ledge
         _drill(cfg, runner, SimpleNamespace(name="user_features"), Window(T0, T0 + timedelta(hours=1)), "aws", "kill",
                [], False, 1, said.append, lambda run_id: None, None)
     assert time.monotonic() - t0 < 10
+
+
+def test_a_drill_run_that_raises_before_it_is_part_way_is_named_not_called_too_small(ledger):
+    from types import SimpleNamespace
+
+    from skyfeast.scheduler.drills.drill import _drill
+    from skyfeast.scheduler.errors import UsageError
+    from skyfeast.scheduler.timing.windows import Window
+
+    def run_window(job, window, **kw):
+        raise RuntimeError("the provider pool is closed")
+
+    runner = SimpleNamespace(ledger=ledger, pool=None, run_window=run_window)
+    cfg = SimpleNamespace(daemon=SimpleNamespace(run_lease=LEASE))
+    with pytest.raises(UsageError, match=r"user_features's drill run on aws failed before it got part-way: "
+                                        r"RuntimeError: the provider pool is closed"):
+        _drill(cfg, runner, SimpleNamespace(name="user_features"), Window(T0, T0 + timedelta(hours=1)), "aws", "kill",
+               [], False, 1, lambda line: None, lambda run_id: None, None)

@@ -121,3 +121,17 @@ def test_reaching_a_ledger_whose_url_cannot_be_used_raises_its_ledger_error():
     wait = reach_ledger(cfg)
     with pytest.raises(LedgerError, match="is not a usable SQLAlchemy URL"):
         wait()
+
+
+@pytest.mark.parametrize("url, hosts, connect", [
+    ("postgresql+psycopg://u@h/db", 1, 3),
+    ("postgresql+psycopg://u@/db?host=a&host=b", 2, 3),  # libpq tries each in turn, each with the timeout
+    ("postgresql+psycopg://u@/db?host=a,b,c", 3, 3),
+    ("postgresql+psycopg://u@h/db?connect_timeout=0", 1, 3),  # libpq's "for ever": the setting's deadline
+    ("postgresql+psycopg://u@h/db?connect_timeout=1", 1, 2),  # libpq's floor
+    ("postgresql+psycopg://u@h/db?connect_timeout=7", 1, 7),
+])
+def test_the_login_deadline_counts_every_server_the_url_names(url, hosts, connect):
+    from skyfeast.scheduler.ledger.core import _connect_seconds, _hosts
+
+    assert (_hosts(url), _connect_seconds(url, 3)) == (hosts, connect)

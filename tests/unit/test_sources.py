@@ -205,6 +205,14 @@ def test_a_window_whose_own_day_has_no_file_is_a_data_error(store):
                 window_start=u(2026, 11, 23, 23))
 
 
+def test_a_pattern_with_start_beside_date_is_not_checked_day_by_day(store):
+    """{start} expands from the read start; re-expanding from the window's start would name other files."""
+    store.write_bytes("mixed/2026-11-20/events-2026-11-20.parquet", b"x")
+    keys = resolve(store, "mixed/{start:%Y-%m-%d}/events-{date}.parquet", u(2026, 11, 20), u(2026, 11, 22, 12),
+                   window_start=u(2026, 11, 22, 11))
+    assert keys == ["mixed/2026-11-20/events-2026-11-20.parquet"]
+
+
 def test_resolve_glob_keys_sorted_and_unique(store):
     keys = resolve(store, "hourly/{start:%Y%m%d}/part-*.parquet", u(2026, 11, 28, 9), u(2026, 11, 28, 12))
     assert keys == sorted(keys) and len(keys) == len(set(keys)) == 6
