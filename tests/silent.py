@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def silent_server() -> Iterator[int]:
-    """Yields the port of a server on 127.0.0.1 that accepts and never answers; closes it on exit."""
+def silent_server(greet: Callable[[socket.socket, threading.Event], None] | None = None) -> Iterator[int]:
+    """Yields the port of a server on 127.0.0.1 that accepts and never answers; closes it on exit.
+
+    ``greet(conn, stop)``, if given, runs on its own thread for each connection first (a protocol's
+    handshake, say) and then should read and never answer until ``stop`` is set."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(64)
@@ -22,9 +25,12 @@ def silent_server() -> Iterator[int]:
         srv.settimeout(0.2)
         while not stop.is_set():
             try:
-                held.append(srv.accept()[0])
+                conn = srv.accept()[0]
             except OSError:
                 continue
+            held.append(conn)
+            if greet is not None:
+                threading.Thread(target=greet, args=(conn, stop), daemon=True).start()
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
@@ -34,6 +40,8 @@ def silent_server() -> Iterator[int]:
         stop.set()
         t.join(5)
         for c in held:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
             c.close()
         srv.close()
 

@@ -72,13 +72,17 @@ def resolve(store: ObjectStore, pattern: str, start: datetime, end: datetime,
     may have none (data that began recently). A pattern that also holds ``{start}`` or ``{end}`` is not checked
     day by day."""
     keys: list[str] = []
+    empty: set[str] = set()  # expanded patterns that matched nothing (each listed once: a LIST call on a bucket)
     for p in expand(pattern, start, end):
-        keys += store.glob(p)
+        found = store.glob(p)
+        keys += found
+        if not found:
+            empty.add(p)
     keys = sorted(dict.fromkeys(keys))
     fields = placeholders(pattern)
     # a pattern with {start} or {end} beside {date} expands differently from a later start: checked only whole
-    if keys and window_start is not None and "date" in fields and not fields & {"start", "end"}:
-        missing = [p for p in expand(pattern, max(start, window_start), end) if not store.glob(p)]
+    if keys and empty and window_start is not None and "date" in fields and not fields & {"start", "end"}:
+        missing = [p for p in expand(pattern, max(start, window_start), end) if p in empty]
         if missing:
             w, e = window_start.astimezone(UTC), end.astimezone(UTC)
             raise DataError(f"no source file matches {missing[0]!r} under {store.url()}: the window "

@@ -14,7 +14,6 @@ for the ledger's statement timeout (34 s) while announcing 3 s.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import threading
@@ -101,19 +100,15 @@ def _pg_message(kind: bytes, payload: bytes = b"") -> bytes:
     return kind + struct.pack("!i", len(payload) + 4) + payload
 
 
-@contextlib.contextmanager
 def login_then_silent_server():
-    """Yields the port of a PostgreSQL server on 127.0.0.1 that completes every login (no TLS, no
-    password: AuthenticationOk, the parameters libpq expects, BackendKeyData, ReadyForQuery) and then
-    reads every query and never answers one."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    srv.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
+    """The port of a PostgreSQL server on 127.0.0.1 that completes every login (no TLS, no password:
+    AuthenticationOk, the parameters libpq expects, BackendKeyData, ReadyForQuery) and then reads every
+    query and never answers one (:func:`tests.silent.silent_server` with that greeting)."""
+    return silent_server(_pg_login_then_silence)
 
-    def read(conn: socket.socket, n: int) -> bytes:
+
+def _pg_login_then_silence(conn: socket.socket, stop: threading.Event) -> None:
+    def read(n: int) -> bytes:
         buf = b""
         while len(buf) < n:
             chunk = conn.recv(n - len(buf))
@@ -122,47 +117,24 @@ def login_then_silent_server():
             buf += chunk
         return buf
 
-    def serve(conn: socket.socket) -> None:
-        try:
-            while True:  # SSLRequest and GSSENCRequest ("N": not here), then the StartupMessage
-                length, code = struct.unpack("!ii", read(conn, 8))
-                read(conn, length - 8)
-                if code not in (80877103, 80877104):
-                    break
-                conn.sendall(b"N")
-            params = {"server_version": "16.4", "server_encoding": "UTF8", "client_encoding": "UTF8",
-                      "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC",
-                      "integer_datetimes": "on", "standard_conforming_strings": "on", "is_superuser": "off",
-                      "session_authorization": "skyfeast", "application_name": ""}
-            conn.sendall(_pg_message(b"R", struct.pack("!i", 0))
-                         + b"".join(_pg_message(b"S", f"{k}\0{v}\0".encode()) for k, v in params.items())
-                         + _pg_message(b"K", struct.pack("!ii", 4242, 1234)) + _pg_message(b"Z", b"I"))
-            while not stop.is_set() and conn.recv(65536):
-                pass  # a query read, never answered
-        except OSError:
-            pass
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn = srv.accept()[0]
-            except OSError:
-                continue
-            held.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
     try:
-        yield srv.getsockname()[1]
-    finally:
-        stop.set()
-        t.join(5)
-        for conn in held:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-        srv.close()
+        while True:  # SSLRequest and GSSENCRequest ("N": not here), then the StartupMessage
+            length, code = struct.unpack("!ii", read(8))
+            read(length - 8)
+            if code not in (80877103, 80877104):
+                break
+            conn.sendall(b"N")
+        params = {"server_version": "16.4", "server_encoding": "UTF8", "client_encoding": "UTF8",
+                  "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC",
+                  "integer_datetimes": "on", "standard_conforming_strings": "on", "is_superuser": "off",
+                  "session_authorization": "skyfeast", "application_name": ""}
+        conn.sendall(_pg_message(b"R", struct.pack("!i", 0))
+                     + b"".join(_pg_message(b"S", f"{k}\0{v}\0".encode()) for k, v in params.items())
+                     + _pg_message(b"K", struct.pack("!ii", 4242, 1234)) + _pg_message(b"Z", b"I"))
+        while not stop.is_set() and conn.recv(65536):
+            pass  # a query read, never answered
+    except OSError:
+        pass
 
 
 ANSWER_TIMEOUT = 3.0  # a server that accepted the login answers within the connect timeout, or is given up on
