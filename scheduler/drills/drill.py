@@ -44,6 +44,7 @@ from skyfeast.scheduler.errors import UsageError
 from skyfeast.scheduler.run.executor import DRILL_STAGING
 
 STUCK_AFTER = 180.0  # seconds the drilled run may take after the fault before the fault is lifted
+ANNOUNCE_AFTER = 2.0  # a wait still going after this long says what it waits for
 CANCEL_JOIN = 5.0  # seconds a cancelled drill waits for its run before it reports
 
 
@@ -51,14 +52,20 @@ class DrillCancelled(Exception):
     """The drill was told to stop (its daemon is shutting down) before its run got part-way."""
 
 
-def _wait_for(pred, timeout: float, step: float = 0.1, cancel: threading.Event | None = None):
+def _wait_for(pred, timeout: float, step: float = 0.1, cancel: threading.Event | None = None,
+              announce: Callable[[], None] | None = None):
     """``pred()``'s first true value within ``timeout`` seconds; None on timeout, or at once when
-    ``cancel`` is set."""
-    end = time.monotonic() + timeout
+    ``cancel`` is set. ``announce()`` is called once, when the wait has lasted
+    :data:`ANNOUNCE_AFTER` seconds."""
+    t0 = time.monotonic()
+    end = t0 + timeout
     while time.monotonic() < end:
         v = pred()
         if v:
             return v
+        if announce is not None and time.monotonic() - t0 >= ANNOUNCE_AFTER:
+            announce()
+            announce = None
         if cancel is not None:
             if cancel.wait(step):
                 return None
@@ -216,8 +223,6 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()
 
-    def wait(pred, timeout: float, step: float = 0.1):  # every wait ends at once on cancel
-        return _wait_for(pred, timeout, step, cancel)
 
     name = drill_job(job.name)
     close_orphans(ledger, job.name, cfg.daemon.run_lease)
@@ -229,6 +234,20 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
 
     def step(what: str, at: float | None = None) -> None:
         say(f"+{(at if at is not None else time.monotonic()) - t_start:6.1f}s  {what}")
+
+    def wait(pred, timeout: float, step_s: float = 0.1, *, what: str):
+        """Every wait ends at once on cancel, and one still going after a couple of seconds says
+        what it waits for and for how long at most."""
+        return _wait_for(pred, timeout, step_s, cancel,
+                         announce=lambda: step(f"waiting for {what} (at most {timeout:.0f} s)"))
+
+    def join(limit: float, what: str) -> None:
+        """Wait for the run's thread: :data:`CANCEL_JOIN` seconds once cancelled, else up to ``limit``."""
+        if cancelled():
+            t.join(timeout=CANCEL_JOIN)
+        else:
+            _wait_for(lambda: not t.is_alive(), limit, 0.1,
+                      announce=lambda: step(f"waiting for {what} (at most {limit:.0f} s)"))
 
     def run() -> None:
         try:
@@ -244,9 +263,10 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         return r if r and r.status == "running" and r.partitions and len(ledger.chunks(r.id)) >= min_chunks else None
 
     # a run that ends before it is seen part-way (a window too small to drill) ends the wait at once
-    run = wait(lambda: mid_run() or (not t.is_alive() and "ended"), 180)
+    run = wait(lambda: mid_run() or (not t.is_alive() and "ended"), 180,
+               what=f"{job.name} to get part-way on {provider} ({min_chunks} chunk(s) staged)")
     if run is None or run == "ended":
-        t.join(timeout=CANCEL_JOIN if cancelled() else 60)
+        join(60, f"{job.name}'s run to end")
         if cancelled():
             raise DrillCancelled(f"the drill was cancelled before {job.name} got part-way on {provider}")
         if "error" in result:  # the run itself failed before it got anywhere: say how, not "too small"
@@ -271,7 +291,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         return (pool.breaker(provider).state is ProviderState.DOWN
                 or any(x["provider"] == provider and x["outcome"] == "failed" and x["id"] not in earlier for x in a))
 
-    t_detect = time.monotonic() if wait(detected, 120, 0.05) else None
+    t_detect = time.monotonic() if wait(detected, 120, 0.05, what=f"the failure of {provider} to be detected") else None
     step(f"detected: {provider} is down" if t_detect is not None
          else "detected: not before the drill was cancelled" if cancelled() else "detected: not within 120 s", t_detect)
 
@@ -279,7 +299,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
         attempts = {a["id"]: a["provider"] for a in ledger.attempts(run.id)}
         return any(attempts.get(c["attempt_id"]) not in (None, provider) for c in ledger.chunks(run.id).values())
 
-    t_first = time.monotonic() if wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05) \
+    t_first = time.monotonic() if wait(lambda: first_task_elsewhere() or not t.is_alive(), STUCK_AFTER, 0.05,
+                                    what="a chunk to finish on another provider") \
         and first_task_elsewhere() else None
     step("first task elsewhere: a chunk finished on another provider" if t_first is not None
          else "first task elsewhere: none (no chunk finished on another provider"
@@ -288,14 +309,15 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     # without a deadline on a future that finished just before a hang or partition; that
     # call waits for the scheduler, not for the watchdog). Such a run would never finish
     # while the fault lasts, so the fault is lifted after STUCK_AFTER and the report says so.
-    blocked = wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1) is None and not cancelled()
+    blocked = wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1, what=f"{job.name}'s run to finish") is None \
+        and not cancelled()
     if blocked:
         step(f"run blocked on {provider} for {STUCK_AFTER:.0f} s: lifting the fault")
         fault.restore()
     if cancelled():
         step("cancelled: lifting the fault")
         fault.restore()
-    t.join(timeout=CANCEL_JOIN if cancelled() else 600)
+    join(600, f"{job.name}'s run to finish" + (" now that the fault is lifted" if blocked else ""))
     t_done = time.monotonic()
     outcome = result.get("o")
     crashed = result.get("error")
@@ -305,7 +327,8 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     fault.restore()
     t_restore0 = time.monotonic()
     restored = recovery and wait(lambda: pool.breaker(provider).state is ProviderState.HEALTHY,
-                                  cfg.health.blocklist_ttl.total_seconds() + 120, 0.2)
+                                  cfg.health.blocklist_ttl.total_seconds() + 120, 0.2,
+                                  what=f"{provider} to be healthy again")
     t_restored = time.monotonic()
     if recovery:
         step(f"restored: {provider} is healthy again" if restored else f"restored: {provider} never became healthy",
@@ -313,7 +336,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     back = None
     if restored:
         back = wait(lambda: (place(cfg.allowed_providers(job), pool.views()) or [None])[0] == provider,
-                     cfg.health.failback_after.total_seconds() + 30, 0.2)
+                     cfg.health.failback_after.total_seconds() + 30, 0.2, what=f"{provider} to be preferred again")
     t_back = time.monotonic()
     if recovery:
         step(f"failback: {provider} is preferred again" if back else f"failback: {provider} is not preferred again",

@@ -108,3 +108,35 @@ def test_a_drill_run_that_raises_before_it_is_part_way_is_named_not_called_too_s
                                         r"RuntimeError: the provider pool is closed"):
         _drill(cfg, runner, SimpleNamespace(name="user_features"), Window(T0, T0 + timedelta(hours=1)), "aws", "kill",
                [], False, 1, lambda line: None, lambda run_id: None, None)
+
+
+def test_a_drill_waiting_more_than_a_couple_of_seconds_says_what_it_waits_for(ledger):
+    """A run that takes 3 s before it ends (never seen part-way): the drill's wait for it says, once,
+    after about 2 s, what it waits for and its limit; a wait that ends sooner says nothing."""
+    import time
+    from types import SimpleNamespace
+
+    from skyfeast.scheduler.drills.drill import ANNOUNCE_AFTER, _drill
+    from skyfeast.scheduler.errors import UsageError
+    from skyfeast.scheduler.timing.windows import Window
+
+    def run_window(job, window, **kw):
+        time.sleep(ANNOUNCE_AFTER + 1.0)
+
+    runner = SimpleNamespace(ledger=ledger, pool=None, run_window=run_window)
+    cfg = SimpleNamespace(daemon=SimpleNamespace(run_lease=LEASE))
+    said: list[str] = []
+    with pytest.raises(UsageError, match="never got part-way"):
+        _drill(cfg, runner, SimpleNamespace(name="user_features"), Window(T0, T0 + timedelta(hours=1)), "aws", "kill",
+               [], False, 2, said.append, lambda run_id: None, None)
+    waits = [line for line in said if "waiting for" in line]
+    assert len(waits) == 1, said
+    assert waits[0].endswith("waiting for user_features to get part-way on aws (2 chunk(s) staged) (at most 180 s)")
+    assert float(waits[0].split("s", 1)[0].lstrip("+")) >= ANNOUNCE_AFTER
+
+    said.clear()
+    runner.run_window = lambda job, window, **kw: None  # ends at once: no announcement
+    with pytest.raises(UsageError, match="never got part-way"):
+        _drill(cfg, runner, SimpleNamespace(name="user_features"), Window(T0, T0 + timedelta(hours=1)), "aws", "kill",
+               [], False, 1, said.append, lambda run_id: None, None)
+    assert not [line for line in said if "waiting for" in line], said
