@@ -98,4 +98,4 @@ def test_kill_drill_leaves_production_runs_and_feast_reads_unchanged(tmp_path):
     assert "{" not in proc.stdout, "a dict dump, not a report"
     # a wait of more than a couple of seconds says what it waits for, on a line of its own
     steps = [line for line in proc.stderr.splitlines() if line.startswith("drill: ") and " waiting for " not in line]
-    assert [next(s for s in STEPS if s in line) for line in steps] == list(STEPS), proc.stderr
+    assert [next((s for s in STEPS if s in line), line) for line in steps] == list(STEPS), proc.stderr
