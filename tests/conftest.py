@@ -29,20 +29,28 @@ REDIS_URL = os.environ.get("SKYFEAST_TEST_REDIS", "redis://127.0.0.1:6379/0")
 # * "chaos": the other tests of tests/chaos/ (killed daemons, health detection), one at a time on
 #   one worker, beside the drills and integration tests.
 # * each tests/integration/ file: its module fixtures (clusters, materialised datasets, quickstart
-#   runs) are built once, and its benchmark smoke tests do not run beside each other.
+#   runs) are built once.  The benchmark smokes (:data:`_OWN_UNIT_FILES`) share no fixture: each is a
+#   unit of its own, since together they are the suite's longest file.
 # * every other test on its own.
 # The scheduler decides this from node ids: pytest-xdist 3.8's own ``xdist_group`` marks do nothing
 # under pytest >= 9.2 (xdist issue #1386: the group suffix it writes into the node id is ignored).
 #
 # Order (:func:`pytest_collection_modifyitems`): the drills, the other chaos tests, the unit and
-# contract tests, then the integration files, those with the most tests first.  While the drills
-# hold the machine, the other workers run chaos, unit and contract tests, which they do not block;
-# integration tests, which they do block, come after.
+# contract tests, the integration files that start no Dask cluster, then the other integration
+# files, those with the most tests first.  While the drills hold the machine, the other workers run
+# chaos, unit and contract tests and the light integration files, which they do not block;
+# integration tests that start clusters, which they do block, come after.
 _CHAOS_DIR = "tests/chaos/"
 _FILE_UNIT_DIRS = ("tests/integration/",)
 # Tests that measure a failover deadline on the wall clock (a drill's first task elsewhere within 30 s,
 # which includes starting the other provider's cluster).
 _QUIET_PREFIXES = ("tests/chaos/test_drill", "tests/chaos/test_http_drill", "tests/chaos/test_group_failover")
+# Integration files that start no Dask cluster (CLI processes against silent or refusing servers, config
+# fuzzing, an install): no heavier than the unit tests' subprocesses, so they may run beside the drills.
+_LIGHT_INTEGRATION = ("tests/integration/test_unresponsive.py", "tests/integration/test_cluster_unresponsive.py",
+                      "tests/integration/test_validate_fuzz.py", "tests/integration/test_namespace.py")
+# Integration files whose tests share no module fixture: a unit per test.
+_OWN_UNIT_FILES = ("tests/integration/test_bench_smoke.py",)
 
 
 def xdist_unit(nodeid: str) -> str:
@@ -51,7 +59,7 @@ def xdist_unit(nodeid: str) -> str:
         return "chaos-drills"
     if nodeid.startswith(_CHAOS_DIR):
         return "chaos"
-    if nodeid.startswith(_FILE_UNIT_DIRS):
+    if nodeid.startswith(_FILE_UNIT_DIRS) and not nodeid.startswith(_OWN_UNIT_FILES):
         return nodeid.split("::", 1)[0]
     return nodeid
 
@@ -75,13 +83,13 @@ def pytest_xdist_make_scheduler(config, log):
 
 def xdist_order(nodeids: list[str]) -> list[int]:
     """The positions of ``nodeids`` in the order their work units are handed out: the drills, the
-    other chaos tests, unit and contract tests, then integration files, most tests first (each
-    group stable)."""
-    per_file: dict[str, int] = {}
+    other chaos tests, unit and contract tests, the light integration files, then the other
+    integration units, most tests first (each group stable)."""
+    per_unit: dict[str, int] = {}
     for nodeid in nodeids:
         if nodeid.startswith(_FILE_UNIT_DIRS):
-            f = nodeid.split("::", 1)[0]
-            per_file[f] = per_file.get(f, 0) + 1
+            unit = xdist_unit(nodeid)
+            per_unit[unit] = per_unit.get(unit, 0) + 1
 
     def key(i: int):
         nodeid = nodeids[i]
@@ -90,8 +98,10 @@ def xdist_order(nodeids: list[str]) -> list[int]:
             return (0, 0, "", i)
         if unit == "chaos":
             return (1, 0, "", i)
-        if unit in per_file:
-            return (3, -per_file[unit], unit, i)
+        if nodeid.startswith(_LIGHT_INTEGRATION):
+            return (2, 1, unit, i)
+        if unit in per_unit:
+            return (3, -per_unit[unit], unit, i)
         return (2, 0, "", i)
 
     return sorted(range(len(nodeids)), key=key)
@@ -105,8 +115,8 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [items[i] for i in order]
 
 
-# Under xdist none of the drills runs while an integration test (real Dask clusters, CPU-bound
-# starts) runs on another worker. Unit, contract and the other chaos tests still run beside them.
+# Under xdist none of the drills runs while an integration test that starts Dask clusters (CPU-bound
+# starts; all but :data:`_LIGHT_INTEGRATION`) runs on another worker. Unit, contract and the other chaos tests still run beside them.
 @pytest.fixture(autouse=True)
 def _xdist_quiet(request, tmp_path_factory):
     """Under xdist: a quiet test holds the shared lock file exclusively, an integration test holds it
@@ -114,7 +124,8 @@ def _xdist_quiet(request, tmp_path_factory):
     lock, so the workers' back-to-back integration tests cannot starve it."""
     nodeid = request.node.nodeid
     quiet = nodeid.startswith(_QUIET_PREFIXES)
-    if not os.environ.get("PYTEST_XDIST_WORKER") or not (quiet or nodeid.startswith("tests/integration/")):
+    heavy = nodeid.startswith("tests/integration/") and not nodeid.startswith(_LIGHT_INTEGRATION)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not (quiet or heavy):
         yield
         return
     import fcntl
