@@ -37,6 +37,9 @@ from skyfeast.scheduler.errors import UsageError
 
 log = logging.getLogger("skyfeast.http")
 READY_DEADLINE = 1.5  # seconds the ledger gets to answer a readiness query
+# seconds a client has to send a whole request (head and body) after it connects or after the
+# response to its previous one; a connection that has not is answered 408 and closed
+REQUEST_DEADLINE = 10.0
 
 
 def bind(address: str) -> socket.socket:
@@ -128,12 +131,73 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], ap
     return app
 
 
-class HttpServer:
-    """uvicorn serving ``app`` on an already bound socket, in a daemon thread."""
+_TIMEOUT_BODY = b'{"error": "the request did not arrive within %g s"}'
 
-    def __init__(self, sock: socket.socket):
+
+def deadline_protocol(deadline: float):
+    """uvicorn's h11 protocol, with a deadline for each request to arrive whole: uvicorn has none for a
+    request's head or body, so a client that sends half a request and then nothing held its
+    connection (and a file descriptor) for good. Once a second each connection checks whether it is
+    still waiting on its client (no request yet, or a body not yet received) for longer than
+    ``deadline`` seconds since it connected or since its previous response; if so, it answers 408
+    when no response has begun, and closes. A request being handled is never cut short."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineH11Protocol(H11Protocol):
+        _phase: tuple | None = None
+        _since = 0.0
+        _timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._since = self.loop.time()
+            self._phase = self._now_phase()
+            self._timer = self.loop.call_later(1.0, self._check)
+
+        def connection_lost(self, exc) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            super().connection_lost(exc)
+
+        def _now_phase(self) -> tuple:
+            cycle = self.cycle
+            return (id(cycle), cycle is not None and cycle.response_complete)
+
+        def _waiting_on_client(self) -> bool:
+            cycle = self.cycle
+            return cycle is None or cycle.response_complete or cycle.more_body
+
+        def _check(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            now, phase = self.loop.time(), self._now_phase()
+            if phase != self._phase:  # a request arrived, or a response completed, since the last check
+                self._phase, self._since = phase, now
+            if self._waiting_on_client() and now - self._since >= deadline:
+                cycle = self.cycle
+                if cycle is None or cycle.response_complete or not cycle.response_started:
+                    body = _TIMEOUT_BODY % deadline
+                    self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                         b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                log.info("closed a connection from %s: no whole request within %g s",
+                         "%s:%d" % tuple(self.client[:2]) if self.client else "?", deadline)
+                self.transport.close()
+                return
+            self._timer = self.loop.call_later(1.0, self._check)
+
+    return DeadlineH11Protocol
+
+
+class HttpServer:
+    """uvicorn serving ``app`` on an already bound socket, in a daemon thread; each request must
+    arrive whole within ``request_deadline`` seconds (:func:`deadline_protocol`)."""
+
+    def __init__(self, sock: socket.socket, request_deadline: float | None = None):
         self.sock = sock
         self.address = sock.getsockname()[:2]
+        self.request_deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
         self._server = None
         self._thread: threading.Thread | None = None
         self._app = None
@@ -145,7 +209,8 @@ class HttpServer:
         # proxy_headers off: the TCP peer decides who a caller is (docs/http.md), never an X-Forwarded-For
         # header, which uvicorn would otherwise believe from 127.0.0.1
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, proxy_headers=False)
+                                timeout_graceful_shutdown=2, proxy_headers=False,
+                                http=deadline_protocol(self.request_deadline))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
                                         name="skyfeast-http", daemon=True)
@@ -162,4 +227,4 @@ class HttpServer:
         self.sock.close()
 
 
-__all__ = ["READY_DEADLINE", "HttpServer", "bind", "build_app"]
+__all__ = ["READY_DEADLINE", "REQUEST_DEADLINE", "HttpServer", "bind", "build_app", "deadline_protocol"]

@@ -317,6 +317,33 @@ def _leave_mid_body(host: str, port: int, base: str) -> None:
         assert r.status == 200
 
 
+def test_an_action_whose_body_never_arrives_is_answered_408_and_changes_nothing(tmp_path, serve, monkeypatch):
+    """A POST that sends its head and part of its body, then nothing: the connection was held for good.
+    Once the request deadline (1.5 s here) has passed it is answered 408 and closed, the action is not
+    carried out, and the server goes on answering."""
+    import socket
+    import time
+
+    import skyfeast.scheduler.app.http as http_mod
+
+    monkeypatch.setattr(http_mod, "REQUEST_DEADLINE", 1.5)
+    s = serve(_project(tmp_path))
+    host, port = s.base.rsplit("/", 1)[-1].split(":")
+    assert s.call("POST", "/api/providers/gcp/cordon", {"reason": "drill"})[0] == 200
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /api/providers/gcp/uncordon HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{}")
+        t0, got = time.monotonic(), b""
+        sock.settimeout(8)
+        while part := sock.recv(4096):
+            got += part
+        took = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 ") and got.endswith(b'"the request did not arrive within 1.5 s"}'), got
+    assert 1.4 <= took <= 4.0, took
+    code, body = s.call("GET", "/api/status")
+    assert code == 200 and next(p for p in body["providers"] if p["name"] == "gcp")["cordoned"], body
+
+
 def test_a_forwarded_for_header_does_not_change_who_the_caller_is(tmp_path, serve):
     """The TCP peer decides (docs/http.md): a local caller cannot pose as another address, in the refusal
     or in the log and audit, with X-Forwarded-For."""

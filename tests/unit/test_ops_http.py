@@ -192,10 +192,12 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served():
+def served(request):
+    """The daemon's health and metrics app over stand-ins; ``@pytest.mark.parametrize("served", [S],
+    indirect=True)`` gives it a request deadline of S seconds."""
     liveness, ledger, metrics = Liveness(), _Ledger(), _exercised()
     daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event())
-    server = HttpServer(bind("127.0.0.1:0"))
+    server = HttpServer(bind("127.0.0.1:0"), request_deadline=getattr(request, "param", None))
     server.start(build_app(daemon=daemon, liveness=liveness, ledger=ledger, metrics=metrics,
                            bounds={"dispatch": 0.5, "health": 30.0}))
     base = "http://%s:%d" % server.address
@@ -208,7 +210,7 @@ def served():
             assert time.monotonic() < deadline
             time.sleep(0.05)
     try:
-        yield SimpleNamespace(base=base, liveness=liveness, ledger=ledger, daemon=daemon)
+        yield SimpleNamespace(base=base, liveness=liveness, ledger=ledger, daemon=daemon, address=server.address)
     finally:
         ledger.release.set()
         server.close()
@@ -239,6 +241,55 @@ def test_readyz_says_role_and_fails_fast_on_a_hung_ledger(served):
     assert code == 503 and json.loads(body)["role"] == "standby" and time.monotonic() - t0 < 3
     code, body = _get(served.base + "/readyz")  # the hung query is not stacked up
     assert code == 503 and "still waiting" in json.loads(body)["error"]
+
+
+def _until_closed(sock: socket.socket, limit: float = 8.0) -> tuple[bytes, float]:
+    """Everything the server sends on ``sock`` until it closes it, and the seconds that took."""
+    t0, got = time.monotonic(), b""
+    sock.settimeout(limit)
+    while True:
+        try:
+            part = sock.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not part:
+            break
+        got += part
+    return got, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("served", [1.5], indirect=True)
+def test_a_client_that_sends_no_whole_request_is_answered_408_and_closed(served):
+    """uvicorn has no deadline of its own for a request's head: a connection that sent nothing, or half a
+    head, was held for good. Each is answered 408 and closed once the request deadline (1.5 s here) has
+    passed, within the once-a-second check; the server goes on answering meanwhile."""
+    silent = socket.create_connection(served.address, timeout=5)
+    half = socket.create_connection(served.address, timeout=5)
+    half.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line: the head never ends
+    t0 = time.monotonic()
+    code, _ = _get(served.base + "/healthz")
+    assert code == 200
+    try:
+        for sock in (silent, half):
+            got, _ = _until_closed(sock)
+            took = time.monotonic() - t0
+            assert got.startswith(b"HTTP/1.1 408 "), got
+            assert got.endswith(b'\r\n\r\n{"error": "the request did not arrive within 1.5 s"}'), got
+            assert 1.4 <= took <= 4.0, took
+    finally:
+        silent.close()
+        half.close()
+
+
+@pytest.mark.parametrize("served", [1.0], indirect=True)
+def test_a_request_whose_handler_outlasts_the_request_deadline_is_answered_in_full(served):
+    """The deadline is the client's, for sending its request: a whole request the server takes longer
+    than that to answer (a hung ledger's /readyz: 1.5 s) gets its answer, not a 408."""
+    served.ledger.hang.set()
+    t0 = time.monotonic()
+    code, body = _get(served.base + "/readyz")
+    assert time.monotonic() - t0 >= 1.4
+    assert code == 503 and "ledger" in json.loads(body)
 
 
 def test_metrics_endpoint_serves_the_exposition(served):
