@@ -423,6 +423,9 @@ class ParquetSource(_Strict):
     columns: dict[str, str | None] | None = Field(
         None, description="columns every input file must have, each with its type (e.g. int64, double, string, "
                           "timestamp[utc]) or null for any type; the join keys and timestamp are always required")
+    require_window_days: bool = Field(
+        True, description="with a {date} path, every day the window itself covers must have a file (else the "
+                          "window fails as data); false for sources that write no file for a day without events")
 
     def replica_path(self, provider: str) -> str | None:
         """The path of the replica on ``provider``'s own storage, or None if it has none."""

@@ -403,7 +403,8 @@ class Runner:
             src_store, src_path = self._source_replica(job, provider)
             # an unreachable storage must fail over, not look like a window with no input files
             src_store.check()
-            keys = resolve(src_store, src_path, start, end, window_start=window.start)
+            keys = resolve(src_store, src_path, start, end,
+                           window_start=window.start if job.source.require_window_days else None)
             fn = import_callable(job.transform, self.cfg.base_dir)
             client = self.pool.client(provider)
             return run_feature_job(client=client, store=store, job=job, window=window, target=target, transform=fn,

@@ -219,7 +219,7 @@ jobs:
   - name: feat
     kind: feature
     schedule: {{type: cron, expr: "0 * * * *"}}
-    source: {{type: parquet, path: "events/*.parquet"}}
+    source: {source}
     transform: tests.unit.test_runner:transform
     feature_view: fv
     retries: {retries}
@@ -229,13 +229,15 @@ jobs:
 
 class Project:
     def __init__(self, tmp_path, monkeypatch, *, retries=2, timeout="20m", extra="", run_lease="30s",
-                 poll="1s", sources=("p1", "p2"), repo: FakeRepo | None = None):
+                 poll="1s", sources=("p1", "p2"), repo: FakeRepo | None = None,
+                 source='{type: parquet, path: "events/*.parquet"}', files=("e1.parquet",)):
         for p in sources:  # the source files the runner resolves (never read: the executor is fake)
             d = tmp_path / "data" / p / "events"
             d.mkdir(parents=True)
-            (d / "e1.parquet").write_bytes(b"")
+            for f in files:
+                (d / f).write_bytes(b"")
         path = tmp_path / "skyfeast.yaml"
-        path.write_text(CONFIG.format(retries=retries, timeout=timeout, run_lease=run_lease, poll=poll,
+        path.write_text(CONFIG.format(retries=retries, timeout=timeout, run_lease=run_lease, poll=poll, source=source,
                                       extra=textwrap.indent(extra, "    ")))
         self.cfg = load_config(path, check_feast=False)
         self.url = f"sqlite:///{tmp_path / 'state.db'}"
@@ -595,6 +597,24 @@ def test_missing_source_files_are_a_data_error_without_failover(project):
     assert (out.status, out.failure_class, out.attempts) == ("failed", "data", 1)
     assert "no source files match" in out.error
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_a_window_day_without_a_file_fails_unless_the_source_does_not_require_it(project, required):
+    """A {date} source with its lookback day's file but none for the window's own day: a data failure
+    naming the missing file, unless the source sets ``require_window_days: false`` (a source that writes
+    no file for a day without events), when the run goes on with the files there are."""
+    flag = "" if required else ", require_window_days: false"
+    p = project(source='{type: parquet, path: "events/{date}.parquet", lookback: 1d' + flag + "}",
+                files=("2026-03-01.parquet",))
+    fake = p.script(Act())
+    out = p.run()
+    if required:
+        assert (out.status, out.failure_class, out.attempts) == ("failed", "data", 1)
+        assert "'events/2026-03-02.parquet'" in out.error and "has no input for a day it covers" in out.error
+        assert fake.calls == []
+    else:
+        assert out.status == "succeeded" and [c.provider for c in fake.calls] == ["p1"]
 
 
 @pytest.mark.parametrize("exc", [ConfigError([Problem("skyfeast.yaml", 3, "feast", "no feature_store.yaml")])],
