@@ -135,23 +135,25 @@ _TIMEOUT_BODY = b'{"error": "the request did not arrive within %g s"}'
 
 
 def deadline_protocol(deadline: float):
-    """uvicorn's h11 protocol, with a deadline for each request to arrive whole: uvicorn has none for a
-    request's head or body, so a client that sends half a request and then nothing held its
-    connection (and a file descriptor) for good. Once a second each connection checks whether it is
-    still waiting on its client (no request yet, or a body not yet received) for longer than
-    ``deadline`` seconds since it connected or since its previous response; if so, it answers 408
-    when no response has begun, and closes. A request being handled is never cut short."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """uvicorn's HTTP protocol (httptools when installed, else h11: what its ``http="auto"`` picks), with
+    a deadline for each request to arrive whole: uvicorn has none for a request's head or body, so a
+    client that sent half a request and then nothing held its connection (and a file descriptor) for
+    good. Once a second each connection checks whether it is still waiting on its client (no request
+    yet, or a body not yet received) ``deadline`` seconds or more after it connected or after its
+    previous response completed; if so, it answers 408 when no response has begun, and closes. A
+    request being handled is never cut short."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # httptools is not installed
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
 
-    class DeadlineH11Protocol(H11Protocol):
-        _phase: tuple | None = None
+    class DeadlineProtocol(Base):
         _since = 0.0
         _timer = None
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._since = self.loop.time()
-            self._phase = self._now_phase()
             self._timer = self.loop.call_later(1.0, self._check)
 
         def connection_lost(self, exc) -> None:
@@ -160,9 +162,9 @@ def deadline_protocol(deadline: float):
                 self._timer = None
             super().connection_lost(exc)
 
-        def _now_phase(self) -> tuple:
-            cycle = self.cycle
-            return (id(cycle), cycle is not None and cycle.response_complete)
+        def on_response_complete(self) -> None:
+            self._since = self.loop.time()  # the next request's time starts now
+            super().on_response_complete()
 
         def _waiting_on_client(self) -> bool:
             cycle = self.cycle
@@ -172,10 +174,7 @@ def deadline_protocol(deadline: float):
             self._timer = None
             if self.transport.is_closing():
                 return
-            now, phase = self.loop.time(), self._now_phase()
-            if phase != self._phase:  # a request arrived, or a response completed, since the last check
-                self._phase, self._since = phase, now
-            if self._waiting_on_client() and now - self._since >= deadline:
+            if self._waiting_on_client() and self.loop.time() - self._since >= deadline:
                 cycle = self.cycle
                 if cycle is None or cycle.response_complete or not cycle.response_started:
                     body = _TIMEOUT_BODY % deadline
@@ -187,7 +186,7 @@ def deadline_protocol(deadline: float):
                 return
             self._timer = self.loop.call_later(1.0, self._check)
 
-    return DeadlineH11Protocol
+    return DeadlineProtocol
 
 
 class HttpServer:
@@ -210,7 +209,7 @@ class HttpServer:
         # header, which uvicorn would otherwise believe from 127.0.0.1
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, proxy_headers=False,
-                                http=deadline_protocol(self.request_deadline))
+                                http=deadline_protocol(self.request_deadline), ws="none")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
                                         name="skyfeast-http", daemon=True)

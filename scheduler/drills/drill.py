@@ -309,7 +309,7 @@ def _drill(cfg: Config, runner, job, window, provider: str, mode: str, faults: l
     # without a deadline on a future that finished just before a hang or partition; that
     # call waits for the scheduler, not for the watchdog). Such a run would never finish
     # while the fault lasts, so the fault is lifted after STUCK_AFTER and the report says so.
-    blocked = wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1, what=f"{job.name}'s run to finish") is None \
+    blocked = wait(lambda: not t.is_alive(), STUCK_AFTER, 0.1, what=f"{job.name}'s run to finish, before the fault is lifted") is None \
         and not cancelled()
     if blocked:
         step(f"run blocked on {provider} for {STUCK_AFTER:.0f} s: lifting the fault")

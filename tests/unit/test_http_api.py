@@ -339,7 +339,9 @@ def test_an_action_whose_body_never_arrives_is_answered_408_and_changes_nothing(
             got += part
         took = time.monotonic() - t0
     assert got.startswith(b"HTTP/1.1 408 ") and got.endswith(b'"the request did not arrive within 1.5 s"}'), got
-    assert 1.4 <= took <= 4.0, took
+    # checked once a second: cut at about 2 s, the deadline counted from the connection, not restarted
+    # when the head arrived (which cut it at about 3 s: a client had the deadline twice)
+    assert 1.4 <= took <= 2.6, took
     code, body = s.call("GET", "/api/status")
     assert code == 200 and next(p for p in body["providers"] if p["name"] == "gcp")["cordoned"], body
 
