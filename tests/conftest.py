@@ -35,9 +35,9 @@ REDIS_URL = os.environ.get("SKYFEAST_TEST_REDIS", "redis://127.0.0.1:6379/0")
 # The scheduler decides this from node ids: pytest-xdist 3.8's own ``xdist_group`` marks do nothing
 # under pytest >= 9.2 (xdist issue #1386: the group suffix it writes into the node id is ignored).
 #
-# Order (:func:`pytest_collection_modifyitems`): the drills, the other chaos tests, the unit and
-# contract tests, the integration files that start no Dask cluster, then the other integration
-# files, those with the most tests first.  While the drills hold the machine, the other workers run
+# Order (:func:`pytest_collection_modifyitems`): the drills, the other chaos tests, the integration
+# files that start no Dask cluster, the unit and contract tests, then the other integration units,
+# those with the most tests first.  While the drills hold the machine, the other workers run
 # chaos, unit and contract tests and the light integration files, which they do not block;
 # integration tests that start clusters, which they do block, come after.
 _CHAOS_DIR = "tests/chaos/"
@@ -51,6 +51,12 @@ _LIGHT_INTEGRATION = ("tests/integration/test_unresponsive.py", "tests/integrati
                       "tests/integration/test_validate_fuzz.py", "tests/integration/test_namespace.py")
 # Integration files whose tests share no module fixture: a unit per test.
 _OWN_UNIT_FILES = ("tests/integration/test_bench_smoke.py",)
+# Integration units of a minute or so each in spite of few tests (a timeline of 2026-12-07): handed out
+# with the bench smokes before the other integration files, so that the run does not end on one of
+# them while the other workers idle (the longest first, as far as the test count tells).
+_LONG_UNITS = _OWN_UNIT_FILES + ("tests/integration/test_run_many.py", "tests/integration/test_model_groups_mlflow.py",
+                                 "tests/integration/test_durability.py", "tests/integration/test_daemon.py",
+                                 "tests/integration/test_failures.py")
 
 
 def xdist_unit(nodeid: str) -> str:
@@ -83,8 +89,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 def xdist_order(nodeids: list[str]) -> list[int]:
     """The positions of ``nodeids`` in the order their work units are handed out: the drills, the
-    other chaos tests, unit and contract tests, the light integration files, then the other
-    integration units, most tests first (each group stable)."""
+    other chaos tests, the light integration files, unit and contract tests, then the other
+    integration units: the long ones (:data:`_LONG_UNITS`) first, then most tests first (each group
+    stable)."""
     per_unit: dict[str, int] = {}
     for nodeid in nodeids:
         if nodeid.startswith(_FILE_UNIT_DIRS):
@@ -95,14 +102,14 @@ def xdist_order(nodeids: list[str]) -> list[int]:
         nodeid = nodeids[i]
         unit = xdist_unit(nodeid)
         if unit == "chaos-drills":
-            return (0, 0, "", i)
+            return (0, 0, 0, "", i)
         if unit == "chaos":
-            return (1, 0, "", i)
-        if nodeid.startswith(_LIGHT_INTEGRATION):
-            return (2, 1, unit, i)
+            return (1, 0, 0, "", i)
+        if nodeid.startswith(_LIGHT_INTEGRATION):  # first of their group: taken while the drills run
+            return (2, 0, 0, unit, i)
         if unit in per_unit:
-            return (3, -per_unit[unit], unit, i)
-        return (2, 0, "", i)
+            return (3, not nodeid.startswith(_LONG_UNITS), -per_unit[unit], unit, i)
+        return (2, 1, 0, "", i)
 
     return sorted(range(len(nodeids)), key=key)
 

@@ -189,6 +189,15 @@ def _copy_project(src: Path, dest: Path) -> None:
     _retarget_registry(src, dest)
 
 
+def _one_worker(text: str) -> str:
+    """The quickstart's config text with one worker a provider instead of two (as text: every line
+    stays where it was). Each cluster a test starts then costs a third less CPU (a worker is a nanny
+    and its worker process, each importing Dask, and Feast on its first task), which on the 2-core
+    CI machine is most of an integration test's time; no test needs two workers a provider."""
+    assert text.count("cluster: {type: local, workers: 2,") == 2, "the quickstart's clusters changed"
+    return text.replace("cluster: {type: local, workers: 2,", "cluster: {type: local, workers: 1,")
+
+
 def _applied_template() -> Path:
     """The quickstart after ``feast apply``, without events: made once per session."""
     if "applied" not in _TEMPLATES:
@@ -200,7 +209,7 @@ def _applied_template() -> Path:
         cfg = dest / "skyfeast.yaml"
         text = cfg.read_text()
         cut = text.index("\n  - name: scores\n")  # the group jobs are the file's last jobs
-        cfg.write_text(text[:cut + 1])
+        cfg.write_text(_one_worker(text[:cut + 1]))
         assert not [j for j in yaml.safe_load(cfg.read_text())["jobs"] if "group" in j]
         subprocess.run([str(BIN / "feast"), "apply"], cwd=dest / "feature_repo", check=True, capture_output=True,
                        timeout=180)
@@ -238,7 +247,7 @@ def make_project(dest: Path, *, end: str = END, users: int = 1500, per_day: int 
     _copy_project(_seeded_template(end, users, per_day, days), dest)
     cfg = dest / "skyfeast.yaml"
     if groups:
-        shutil.copy(QUICKSTART / "skyfeast.yaml", cfg)
+        cfg.write_text(_one_worker((QUICKSTART / "skyfeast.yaml").read_text()))
         proc = subprocess.run([sys.executable, "register_models.py"], cwd=dest, capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
