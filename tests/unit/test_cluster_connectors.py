@@ -365,6 +365,32 @@ def test_fake_sdk_kubernetes_connector_calls_from_name(tmp_path, monkeypatch):
                                                 "resource_timeout": 60, "shutdown_on_close": False, "quiet": True})]
 
 
+def test_fake_sdk_kubernetes_cluster_whose_scheduler_never_answers_is_given_up_within_its_connect_timeout(
+        monkeypatch):
+    """FAKE dask_kubernetes: KubeCluster.from_name returns a cluster whose scheduler accepts connections and
+    never answers. The client's start-up is bounded by the provider's ``connect_timeout`` (1.5 s here, so
+    at most 3 s with open_client's start limit), not by Dask's 30 s default: a Transient naming it."""
+    import time
+
+    from skyfeast.adapters.base import Transient
+    from skyfeast.adapters.clusters.kubernetes import KubernetesConnector
+    from tests.silent import silent_server
+
+    with silent_server() as port:
+        from distributed.core import Status
+
+        cluster = types.SimpleNamespace(scheduler_address=f"tcp://127.0.0.1:{port}", security=None,
+                                        status=Status.running, dashboard_link="", close=lambda: None)
+        fake_module(monkeypatch, "dask_kubernetes.operator",
+                    KubeCluster=types.SimpleNamespace(from_name=Recorder(result=cluster)))
+        conn = KubernetesConnector(cluster_name="features", namespace="dask", connect_timeout=1.5, name="p1")
+        t0 = time.monotonic()
+        with pytest.raises(Transient, match="connect_timeout 1.5 s"):
+            conn.connect()
+        assert time.monotonic() - t0 < 6, time.monotonic() - t0
+        assert not conn.connected
+
+
 def test_fake_sdk_kubernetes_missing_cluster_is_not_found(monkeypatch):
     """FAKE dask_kubernetes raising the ValueError KubeCluster raises for CONNECT_ONLY on an absent cluster."""
     from skyfeast.adapters.clusters.kubernetes import KubernetesConnector
