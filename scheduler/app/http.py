@@ -141,7 +141,9 @@ def deadline_protocol(deadline: float):
     good. Once a second each connection checks whether it is still waiting on its client (no request
     yet, or a body not yet received) ``deadline`` seconds or more after it connected or after its
     previous response completed; if so, it answers 408 when no response has begun, and closes. A
-    request being handled is never cut short."""
+    request being handled is never cut short. A client that stops reading its response for
+    ``deadline`` seconds (the server's write buffer stays full) is cut off too: its handler would
+    otherwise wait for it for good."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
     except ImportError:  # httptools is not installed
@@ -150,6 +152,15 @@ def deadline_protocol(deadline: float):
     class DeadlineProtocol(Base):
         _since = 0.0
         _timer = None
+        _stalled_since: float | None = None  # when the client last stopped reading what is sent to it
+
+        def pause_writing(self) -> None:
+            self._stalled_since = self.loop.time()
+            super().pause_writing()
+
+        def resume_writing(self) -> None:
+            self._stalled_since = None
+            super().resume_writing()
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -174,14 +185,18 @@ def deadline_protocol(deadline: float):
             self._timer = None
             if self.transport.is_closing():
                 return
+            who = "%s:%d" % tuple(self.client[:2]) if self.client else "?"
+            if self._stalled_since is not None and self.loop.time() - self._stalled_since >= deadline:
+                log.info("closed a connection from %s: it read nothing of its response for %g s", who, deadline)
+                self.transport.abort()  # what it has not read is dropped; the handler sees a disconnect
+                return
             if self._waiting_on_client() and self.loop.time() - self._since >= deadline:
                 cycle = self.cycle
                 if cycle is None or cycle.response_complete or not cycle.response_started:
                     body = _TIMEOUT_BODY % deadline
                     self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                                          b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-                log.info("closed a connection from %s: no whole request within %g s",
-                         "%s:%d" % tuple(self.client[:2]) if self.client else "?", deadline)
+                log.info("closed a connection from %s: no whole request within %g s", who, deadline)
                 self.transport.close()
                 return
             self._timer = self.loop.call_later(1.0, self._check)

@@ -198,8 +198,9 @@ def served(request):
     liveness, ledger, metrics = Liveness(), _Ledger(), _exercised()
     daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event())
     server = HttpServer(bind("127.0.0.1:0"), request_deadline=getattr(request, "param", None))
-    server.start(build_app(daemon=daemon, liveness=liveness, ledger=ledger, metrics=metrics,
-                           bounds={"dispatch": 0.5, "health": 30.0}))
+    app = build_app(daemon=daemon, liveness=liveness, ledger=ledger, metrics=metrics,
+                    bounds={"dispatch": 0.5, "health": 30.0})
+    server.start(app)
     base = "http://%s:%d" % server.address
     deadline = time.monotonic() + 10
     while True:
@@ -210,7 +211,8 @@ def served(request):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     try:
-        yield SimpleNamespace(base=base, liveness=liveness, ledger=ledger, daemon=daemon, address=server.address)
+        yield SimpleNamespace(base=base, liveness=liveness, ledger=ledger, daemon=daemon, address=server.address,
+                              app=app)
     finally:
         ledger.release.set()
         server.close()
@@ -293,6 +295,53 @@ def test_the_request_deadline_starts_again_after_each_response(served):
                 got += sock.recv(4096)
             assert got.startswith(b"HTTP/1.1 200 "), got
             time.sleep(1.0)
+
+
+@pytest.mark.parametrize("served", [1.5], indirect=True)
+def test_a_client_that_stops_reading_its_response_is_cut_off(served):
+    """A client that asks for a large response and reads none of it: once the server's write buffer has
+    stayed full for the deadline (1.5 s here), the connection is dropped (its handler waited for that
+    client for good); the server goes on answering, and nothing is logged as a crash."""
+    import logging
+
+    from fastapi.responses import Response
+
+    big = 64 * 2**20
+    served.app.add_api_route("/big", lambda: Response(b"x" * big, media_type="application/octet-stream"))
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage() + (" [exc]" if record.exc_info else ""))
+
+    seen = Records()
+    loggers = [logging.getLogger(n) for n in ("skyfeast.http", "uvicorn.error")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(seen)
+        lg.setLevel(logging.INFO)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.connect(served.address)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while not any("read nothing of its response" in line for line in seen.lines):
+            assert time.monotonic() < deadline, seen.lines
+            time.sleep(0.1)
+        got, _ = _until_closed(sock, limit=10)  # what was in flight, then the end: far from all of it
+        sock.close()
+        assert len(got) < big, len(got)
+        code, _ = _get(served.base + "/healthz")
+        assert code == 200
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(seen)
+            lg.setLevel(level)
+    assert not [line for line in seen.lines if "[exc]" in line or "Exception" in line], seen.lines
 
 
 @pytest.mark.parametrize("served", [1.0], indirect=True)
