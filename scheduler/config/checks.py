@@ -100,6 +100,16 @@ def _pattern_problem(path: str) -> str | None:
     return None
 
 
+def _has_date(path: str) -> bool:
+    from skyfeast.scheduler.errors import DataError
+    from skyfeast.scheduler.run.sources import placeholders
+
+    try:
+        return "date" in placeholders(path)
+    except DataError:  # reported as the path's own problem
+        return True
+
+
 def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
     """Source paths stay inside their provider's storage root, source replicas name real providers,
     every allowed provider can read its source, and the offline primary exists."""
@@ -116,6 +126,9 @@ def _data_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
                                              "without '..' (absolute paths and URLs are not allowed)"))
             elif (why := _pattern_problem(path)) is not None:
                 out.append(smap.problem(loc, why))
+        if not src.require_window_days and not any(_has_date(path) for _, path in paths):
+            out.append(smap.problem(("jobs", i, "source", "require_window_days"),
+                                    "applies only to a path with {date}, and this source's path has none: remove it"))
     if cfg.offline.primary is not None and cfg.offline.primary not in cfg.providers:
         out.append(smap.problem(("offline", "primary"),
                                 f"unknown provider {cfg.offline.primary!r}; defined: {sorted(cfg.providers)}"))

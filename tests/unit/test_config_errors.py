@@ -612,6 +612,23 @@ CASES: list[Case] = [
             transform: transforms:feat
             feature_view: fv
     """), "jobs[0].source.path", 12, "source path 'events/events-{date.parquet': expected '}' before end of string"),
+    Case("require-window-days-without-date", y("""
+        project: t
+        feast:
+          repo: "@REPO@"
+        providers:
+          p1:
+            cluster: {type: local, workers: 1}
+            storage: {type: local, root: data}
+        jobs:
+          - name: a
+            kind: feature
+            schedule: {type: cron, expr: "0 * * * *"}
+            source: {type: parquet, path: "events/*.parquet", require_window_days: false}  # <-
+            transform: transforms:feat
+            feature_view: fv
+    """), "jobs[0].source.require_window_days", 12,
+        "applies only to a path with {date}, and this source's path has none: remove it"),
     Case("cron-wrong-field-count", y("""
         project: t
         feast:
