@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import threading
@@ -316,13 +317,18 @@ class Daemon:
     def _drain(self) -> None:
         # a run that ends submits the runs below it (WindowDags): wait until none is left, not only
         # for the ones running now
+        from skyfeast.adapters.waiting import waiting
+
         deadline = time.monotonic() + self.grace
         running = self._running()
         if running:
             log.info("waiting up to %.0fs for %d running run(s) and the runs after them", self.grace, len(running))
-        while running and time.monotonic() < deadline:
-            wait(running, timeout=deadline - time.monotonic())
-            running = self._running()
+        # a shutdown that lasts says so where the operator sees it (the line above is INFO)
+        with waiting(f"{len(running)} run(s) under way here and the runs after them to finish before stopping "
+                     "(SIGTERM again cancels them)", self.grace) if running else contextlib.nullcontext():
+            while running and time.monotonic() < deadline:
+                wait(running, timeout=deadline - time.monotonic())
+                running = self._running()
         if running:
             log.warning("grace period over; cancelling %d running run(s)", len(running))
             self.cancel.set()  # the runs below them are released, not started

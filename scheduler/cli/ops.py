@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.cli.common import (
     MAX_ID,
     add_config,
@@ -110,9 +111,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             err.print("skyfeast: warning: no daemon leads this ledger now; the run waits in the queue until one "
                       "does (start `skyfeast daemon`, or use `skyfeast run` to run it here)", markup=False)
         deadline = time.monotonic() + (args.wait or 0)
-        while args.wait and status not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(0.5)
-            status = ledger.get_run(run_id).status
+        with waiting(f"run {run_id} ({job.name} {window}) to finish", args.wait) if args.wait \
+                else contextlib.nullcontext():
+            while args.wait and status not in TERMINAL and time.monotonic() < deadline:
+                time.sleep(0.5)
+                status = ledger.get_run(run_id).status
         row = ledger.get_run(run_id)
     finally:
         ledger.close()
@@ -197,10 +200,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 o = runner.run_window(job, w, trigger="backfill", force=args.force)
                 # a window still "running" under a dead process's lease: wait for the lease, then resume it
                 give_up = time.monotonic() + lease_wait
-                while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
-                       and not stop.is_set()):
-                    time.sleep(1)
-                    o = runner.run_window(job, w, trigger="backfill", force=args.force)
+                held = o.status == "skipped" and o.reason == "already running"
+                with waiting(f"{job.name} {w}, left running by another process, to be released (its lease to "
+                             "expire if that process is gone)", lease_wait) if held else contextlib.nullcontext():
+                    while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
+                           and not stop.is_set()):
+                        time.sleep(1)
+                        o = runner.run_window(job, w, trigger="backfill", force=args.force)
                 results[w] = o
                 bar.advance(task)
                 if bar.disable and not args.json and o.status != "failed":  # failures: one line each, below

@@ -63,6 +63,22 @@ def test_wait_that_runs_out_says_so_with_its_own_exit_code(capsys, cfg):
     assert "--wait: run 1 is still queued after 0.6s" in err
 
 
+def test_a_wait_for_a_triggered_run_says_what_it_waits_for(capsys, cfg, caplog, monkeypatch):
+    """``--wait`` past the notice mark (0.2 s here, 2 s in use) says once which run it waits for and how long
+    at most, as every other long wait does."""
+    import logging
+
+    from skyfeast.adapters import waiting
+
+    monkeypatch.setattr(waiting, "NOTICE_AFTER", 0.2)
+    with caplog.at_level(logging.INFO, "skyfeast.wait"):
+        code, _, _ = _cli(capsys, "trigger", "-c", cfg, "hourly", "--window", WINDOW, "--wait", "1")
+    assert code == EXIT_WAIT_TIMED_OUT
+    notices = [r.getMessage() for r in caplog.records if r.name == "skyfeast.wait"]
+    assert len(notices) == 1 and notices[0].startswith("waiting for run 1 (hourly 2026-") \
+        and notices[0].endswith("to finish (0 s so far, gives up after 1 s)"), notices
+
+
 def test_a_backfill_of_thousands_of_windows_asks_for_yes(capsys, cfg):
     code, _, err = _cli(capsys, "backfill", "-c", cfg, "hourly", "--start", "2016-01-01", "--end", "2026-01-01")
     assert code == 2 and "spans more than 1,000 windows" in err and "--yes" in err

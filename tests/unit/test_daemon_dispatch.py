@@ -416,3 +416,26 @@ def test_shutdown_releases_runs_that_never_started(env):
     assert sorted(r.status for r in runs) == ["queued", "queued", "succeeded"]
     assert all(r.owner is None for r in runs if r.status == "queued")
     assert e.ledgers[0].leader()["lease_until"].startswith("1970-")  # the lease was released
+
+
+def test_a_shutdown_waiting_on_running_runs_says_so(env, caplog, monkeypatch):
+    """Stopping while a run is in flight: the wait for it (up to ``grace``, 5 s here) says once, past the
+    notice mark (0.2 s here, 2 s in use), what it waits for, how long at most, and how to cut it short."""
+    import logging
+
+    from skyfeast.adapters import waiting
+
+    monkeypatch.setattr(waiting, "NOTICE_AFTER", 0.2)
+    e = env(catchup="all")
+    e.ledger("setup").set_last_fires({"a": T0 - 2 * H})  # a missed fire: a run to have in flight
+    d, ex = e.daemon(gated=True, max_parallel=1)
+    poll(lambda: len(ex.calls) == 1)
+    with caplog.at_level(logging.INFO, "skyfeast.wait"):
+        d.stop.set()
+        poll(lambda: any(r.name == "skyfeast.wait" for r in caplog.records), timeout=3)
+        ex.gate.release()
+        e.stop(d)
+    notices = [r.getMessage() for r in caplog.records if r.name == "skyfeast.wait"]
+    # two missed fires: one run started, one in the pool's queue behind it
+    assert notices == ["waiting for 2 run(s) under way here and the runs after them to finish before stopping "
+                       "(SIGTERM again cancels them) (0 s so far, gives up after 5 s)"], notices
