@@ -187,7 +187,7 @@ def deadline_protocol(deadline: float):
                 return
             who = "%s:%d" % tuple(self.client[:2]) if self.client else "?"
             if self._stalled_since is not None and self.loop.time() - self._stalled_since >= deadline:
-                log.info("closed a connection from %s: it read nothing of its response for %g s", who, deadline)
+                log.info("closed a connection from %s: it stopped reading its response for %g s", who, deadline)
                 self.transport.abort()  # what it has not read is dropped; the handler sees a disconnect
                 return
             if self._waiting_on_client() and self.loop.time() - self._since >= deadline:
