@@ -43,7 +43,7 @@ def open_client(*args, **kwargs):
     (``distributed.comm.core.connect``), and ``Client.start`` waits for its start-up without a
     deadline: a server that accepts the connection and never answers kept the caller waiting
     forever. Here the whole start-up is cut off after ``timeout`` (default: dask's
-    ``distributed.comm.timeouts.connect``) and as long again (:func:`start_limit`), with :class:`SchedulerTimeout`,
+    ``distributed.comm.timeouts.connect``; None is the default too) and as long again (:func:`start_limit`), with :class:`SchedulerTimeout`,
     and the connection it hung on is closed.
 
     A Client whose ``__init__`` raised (scheduler unreachable, TLS refused) has
@@ -58,9 +58,11 @@ def open_client(*args, **kwargs):
     from dask.utils import parse_timedelta
     from distributed import Client
 
-    timeout = kwargs.get("timeout")
+    timeout = kwargs.pop("timeout", None)  # None: dask's default, as if not given
     if timeout is None:
         timeout = dask.config.get("distributed.comm.timeouts.connect")
+    else:
+        kwargs["timeout"] = timeout
     timeout = parse_timedelta(timeout, "s")
     try:
         return _bounded(Client)(*args, _skyfeast_timeout=timeout, **kwargs)

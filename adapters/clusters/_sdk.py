@@ -61,9 +61,8 @@ class SDKConnector(ClusterConnector):
         # Client(cluster) does not take the cluster's own Security (cloudprovider and coiled make one);
         # a connector with a connect_timeout (kubernetes) bounds the client's start-up by it, the others
         # by Dask's connect timeout (open_client's start_limit either way)
-        timeout = getattr(self, "connect_timeout", None)
         return open_client(cluster, set_as_default=False, security=getattr(cluster, "security", None),
-                           **({"timeout": timeout} if timeout is not None else {}))
+                           timeout=getattr(self, "connect_timeout", None))
 
     def _close_cluster(self, cluster) -> None:
         cluster.close()

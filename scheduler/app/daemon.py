@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import threading
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 
+from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.app.dag import WindowDags
 from skyfeast.scheduler.config import Config
 from skyfeast.scheduler.control.liveness import Liveness
@@ -317,15 +317,11 @@ class Daemon:
     def _drain(self) -> None:
         # a run that ends submits the runs below it (WindowDags): wait until none is left, not only
         # for the ones running now
-        from skyfeast.adapters.waiting import waiting
-
         deadline = time.monotonic() + self.grace
         running = self._running()
-        if running:
-            log.info("waiting up to %.0fs for %d running run(s) and the runs after them", self.grace, len(running))
-        # a shutdown that lasts says so where the operator sees it (the line above is INFO)
+        # a shutdown that lasts says so where the operator sees it (a wait over at once shows nothing)
         with waiting(f"{len(running)} run(s) under way here and the runs after them to finish before stopping "
-                     "(SIGTERM again cancels them)", self.grace) if running else contextlib.nullcontext():
+                     "(SIGTERM again cancels them)", self.grace):
             while running and time.monotonic() < deadline:
                 wait(running, timeout=deadline - time.monotonic())
                 running = self._running()

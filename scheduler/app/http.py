@@ -177,6 +177,9 @@ def deadline_protocol(deadline: float):
             self._since = self.loop.time()  # the next request's time starts now
             super().on_response_complete()
 
+        def _peer(self) -> str:
+            return "%s:%d" % tuple(self.client[:2]) if self.client else "?"
+
         def _waiting_on_client(self) -> bool:
             cycle = self.cycle
             return cycle is None or cycle.response_complete or cycle.more_body
@@ -185,9 +188,8 @@ def deadline_protocol(deadline: float):
             self._timer = None
             if self.transport.is_closing():
                 return
-            who = "%s:%d" % tuple(self.client[:2]) if self.client else "?"
             if self._stalled_since is not None and self.loop.time() - self._stalled_since >= deadline:
-                log.info("closed a connection from %s: it stopped reading its response for %g s", who, deadline)
+                log.info("closed a connection from %s: it stopped reading its response for %g s", self._peer(), deadline)
                 self.transport.abort()  # what it has not read is dropped; the handler sees a disconnect
                 return
             if self._waiting_on_client() and self.loop.time() - self._since >= deadline:
@@ -196,7 +198,7 @@ def deadline_protocol(deadline: float):
                     body = _TIMEOUT_BODY % deadline
                     self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                                          b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-                log.info("closed a connection from %s: no whole request within %g s", who, deadline)
+                log.info("closed a connection from %s: no whole request within %g s", self._peer(), deadline)
                 self.transport.close()
                 return
             self._timer = self.loop.call_later(1.0, self._check)

@@ -111,8 +111,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             err.print("skyfeast: warning: no daemon leads this ledger now; the run waits in the queue until one "
                       "does (start `skyfeast daemon`, or use `skyfeast run` to run it here)", markup=False)
         deadline = time.monotonic() + (args.wait or 0)
-        with waiting(f"run {run_id} ({job.name} {window}) to finish", args.wait) if args.wait \
-                else contextlib.nullcontext():
+        with waiting(f"run {run_id} ({job.name} {window}) to finish", args.wait):  # no --wait: over at once
             while args.wait and status not in TERMINAL and time.monotonic() < deadline:
                 time.sleep(0.5)
                 status = ledger.get_run(run_id).status
@@ -200,9 +199,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 o = runner.run_window(job, w, trigger="backfill", force=args.force)
                 # a window still "running" under a dead process's lease: wait for the lease, then resume it
                 give_up = time.monotonic() + lease_wait
-                held = o.status == "skipped" and o.reason == "already running"
                 with waiting(f"{job.name} {w}, left running by another process, to be released (its lease to "
-                             "expire if that process is gone)", lease_wait) if held else contextlib.nullcontext():
+                             "expire if that process is gone)", lease_wait):
                     while (o.status == "skipped" and o.reason == "already running" and time.monotonic() < give_up
                            and not stop.is_set()):
                         time.sleep(1)
