@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from skyfeast.adapters.waiting import waiting
 from skyfeast.featurestore.chunks import ChunkBook
 from skyfeast.featurestore.materialize import (
     ProgressFn,
@@ -132,7 +133,9 @@ def run_in_process(plans: Sequence[ViewPlan], *, progress: ProgressFn | None = N
         for run in runs.values():
             run.t0 = time.monotonic()
             try:
-                stats = _write_partition(_frame(run.plan), run.plan.target)
+                with waiting(f"{run.plan.name} to be read and written to the online store "
+                             f"({run.plan.target.online_label})"):
+                    stats = _write_partition(_frame(run.plan), run.plan.target)
                 run.book.done[0] = stats
                 run.seconds = time.monotonic() - run.t0
                 if record is not None:

@@ -52,7 +52,8 @@ from typing import Any
 
 import pandas as pd
 
-from skyfeast.adapters.failures import is_infrastructure
+from skyfeast.adapters.failures import describe, is_infrastructure
+from skyfeast.adapters.waiting import waiting
 from skyfeast.featurestore.alloc import in_batch
 from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
 from skyfeast.featurestore.partitioning import ordered_writes
@@ -375,7 +376,12 @@ def run_plans(client, plans: Sequence[ViewPlan], *, books: dict | None = None, p
             run.error = exc
             client.cancel([f for f in run.futures if not f.done()], force=True)
 
-    watch(client, futures, on_result=on_result, on_error=on_error)
+    if futures:
+        views = [name for name, run in runs.items() if run.futures]
+        named = ", ".join(views) if len(views) <= 3 else f"{len(views)} feature views"
+        label = runs[views[0]].plan.target.online_label
+        with waiting(f"{len(futures)} partition(s) of {named} to be read and written to the online store ({label})"):
+            watch(client, futures, on_result=on_result, on_error=on_error)
     return {name: _view_result(run) for name, run in runs.items()}
 
 
@@ -390,7 +396,7 @@ def _view_result(run: _Run) -> ViewResult:
     res.values = res.rows * len(run.plan.target.features)
     if run.error is not None:
         exc = run.error
-        res.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, MaterializeError) else str(exc)
+        res.error = str(exc) if isinstance(exc, MaterializeError) else describe(exc)
         res.infrastructure = is_infrastructure(exc)
     return res
 

@@ -85,6 +85,26 @@ class WriteTarget:
     def name(self) -> str:
         return self.feature_view.name
 
+    @property
+    def online_label(self) -> str:
+        """The online store, for messages: its type and where it is, never its credentials."""
+        return online_store_label(self.repo_config.online_store)
+
+
+def online_store_label(store: Any) -> str:
+    """``redis at host:port``, ``postgres at host:port/database``, ``sqlite at path`` or the type
+    alone: what a message about the online store names (a Redis connection string's parameters,
+    its password among them, are left out)."""
+    kind = str(getattr(store, "type", None) or type(store).__name__)
+    if kind == "redis":
+        nodes = [n for n in str(getattr(store, "connection_string", "")).split(",") if n and "=" not in n]
+        return f"redis at {','.join(nodes)}" if nodes else "redis"
+    if kind == "postgres":
+        return f"postgres at {store.host}:{store.port}/{store.database}"
+    if kind == "sqlite":
+        return f"sqlite at {store.path}"
+    return kind
+
 
 def coalesce_intervals(registry_proto: Any, project: str, view: str) -> int:
     """Merge the overlapping or touching materialisation intervals of ``view`` in a Feast registry

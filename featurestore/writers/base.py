@@ -12,6 +12,8 @@ Exceptions::
     └── EncodingError                          a null join key or event timestamp, an
                                                uncastable value (message names the column)
     WriterError
+    ├── StoreUnreachableError                  the store did not answer the writer's first
+    │                                          contact within FIRST_CONTACT_S seconds
     └── StoreNotReadyError                     the view's online table is missing: run
                                                ``feast apply`` first
 
@@ -44,7 +46,9 @@ __all__ = [
     "EncodingError",
     "EncodingWriter",
     "OnlineWriter",
+    "FIRST_CONTACT_S",
     "StoreNotReadyError",
+    "StoreUnreachableError",
     "WriterError",
     "prepare",
     "writer_class",
@@ -52,8 +56,21 @@ __all__ = [
 ]
 
 
+#: Seconds a network store (Redis, PostgreSQL) has to answer a writer's first contact. Its client
+#: libraries' own defaults wait a minute (redis-py's ten retries) to over two (psycopg's connect)
+#: on a server that accepts and never answers; later commands keep the libraries' timeouts.
+FIRST_CONTACT_S = 10.0
+
+
 class WriterError(Exception):
     """A writer cannot do its job for a reason other than bad input."""
+
+
+class StoreUnreachableError(WriterError):
+    """The online store did not answer a writer's first contact in time (a server that is down, or
+    one that accepts connections and never answers). Another provider's workers may reach it."""
+
+    failure_class = "infrastructure"  # see skyfeast.adapters.failures
 
 
 class StoreNotReadyError(WriterError):

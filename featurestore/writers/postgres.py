@@ -37,7 +37,13 @@ import pyarrow as pa
 from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.featurestore.writers import _columns as col
 from skyfeast.featurestore.writers._columns import to_list
-from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
+from skyfeast.featurestore.writers.base import (
+    FIRST_CONTACT_S,
+    Batch,
+    EncodingWriter,
+    StoreNotReadyError,
+    StoreUnreachableError,
+)
 
 _STAGE = "skyfeast_online_stage"
 _STAGE_COLUMNS = ("entity_key", "feature_name", "value", "value_text", "value_num", "event_ts", "created_ts")
@@ -97,10 +103,8 @@ class PostgresWriter(EncodingWriter):
     def _connect(self):
         if self._conn is not None and not (self._conn.closed or self._conn.broken):
             return self._conn
-        from feast.infra.utils.postgres.connection_utils import _get_conn
-
         store = self.target.repo_config.online_store
-        conn = _get_conn(store)
+        conn = connect(store, self.target.online_label)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT to_regclass(quote_ident(%s))", (self.table_name,))
@@ -235,3 +239,17 @@ class PostgresWriter(EncodingWriter):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def connect(store, label: str, limit: float = FIRST_CONTACT_S):
+    """Feast's own connection (``_get_conn``: the same conninfo, options and SSL settings), with
+    ``limit`` seconds to connect: psycopg waits 130 s by default on a server that never answers.
+    Raises :class:`StoreUnreachableError` naming the store (``label``) when it runs out."""
+    import psycopg
+    from feast.infra.utils.postgres.connection_utils import _get_conn_kwargs, _get_conninfo
+
+    try:
+        return psycopg.connect(conninfo=_get_conninfo(store), keepalives_idle=store.keepalives_idle,
+                               connect_timeout=max(2, round(limit)), **_get_conn_kwargs(store))
+    except psycopg.errors.ConnectionTimeout as exc:
+        raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s: {exc}") from exc

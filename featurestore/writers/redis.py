@@ -37,6 +37,8 @@ per-value work, and are pipelined in windows of a few megabytes (:mod:`._resp`).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 
@@ -50,7 +52,7 @@ from skyfeast.featurestore.writers._guard import write_guarded
 from skyfeast.featurestore.writers._lua import MAX_FEATURES, UPSERT_LUA
 from skyfeast.featurestore.writers._multi import commands_per_key, hset_rows, write_new
 from skyfeast.featurestore.writers._resp import borrowed, bulk_rows, replies
-from skyfeast.featurestore.writers.base import Batch, EncodingWriter
+from skyfeast.featurestore.writers.base import FIRST_CONTACT_S, Batch, EncodingWriter, StoreUnreachableError
 
 
 class RedisWriter(EncodingWriter):
@@ -121,9 +123,9 @@ class RedisWriter(EncodingWriter):
             from feast.infra.online_stores.redis import RedisOnlineStore
 
             # Feast's own connection-string parsing, so db/password/ssl mean the same.
-            self._client = RedisOnlineStore()._get_client(self.target.repo_config.online_store)
-        if self._sha is None:
-            self._sha = self._client.script_load(UPSERT_LUA).encode()
+            client = RedisOnlineStore()._get_client(self.target.repo_config.online_store)
+            self._sha = first_contact(client, self.target.online_label, UPSERT_LUA).encode()
+            self._client = client
         return self._client
 
     def _write_chunk(self, chunk: Batch) -> None:
@@ -269,3 +271,36 @@ class RedisWriter(EncodingWriter):
         self.fresh_groups += len(done)
         self.written += sum(b - a for a, b in done)
         return left
+
+
+def first_contact(client, label: str, script: str, limit: float = FIRST_CONTACT_S) -> str:
+    """``SCRIPT LOAD`` of ``script`` through ``client``'s settings, within ``limit`` seconds in all.
+
+    redis-py's defaults give a server that accepts and never answers a minute (ten retries of a
+    5 s read); a writer's first command gets ``limit``, on a connection of its own, tried again
+    every half second while a refusal leaves time. Later commands keep the client's own timeouts
+    and retries. Raises :class:`StoreUnreachableError` naming the store (``label``)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = client.connection_pool
+    end = time.monotonic() + limit
+    tries = 0
+    while True:
+        tries += 1
+        left = max(0.1, end - time.monotonic())
+        probe = redis.ConnectionPool(connection_class=pool.connection_class, **{
+            **pool.connection_kwargs, "socket_connect_timeout": left, "socket_timeout": left,
+            "retry": Retry(NoBackoff(), 0)})
+        try:
+            return redis.Redis(connection_pool=probe).script_load(script)
+        except redis.AuthenticationError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + 0.5 >= end:
+                raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s "
+                                            f"({tries} {'try' if tries == 1 else 'tries'}): {exc}") from exc
+        finally:
+            probe.disconnect()
+        time.sleep(0.5)

@@ -58,6 +58,7 @@ import pandas as pd
 # inside the worker-side functions, or a cold scheduler stops answering for that long.
 from skyfeast.adapters.base import ObjectStore
 from skyfeast.adapters.failures import FailureClass
+from skyfeast.adapters.waiting import waiting
 from skyfeast.featurestore.alloc import in_batch
 from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
 from skyfeast.featurestore.online import OutputSchemaError, check_columns, write_latest
@@ -466,7 +467,8 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
             sources[i] = (stats["file"], stores[owner[0]].storage_options if owner else spec.storage_options)
     published: dict[int, dict] = {i: {} for i in sources}
     since, keys = task_phases.start(client), set()
-    for step in (publish_online, publish_offline):
+    for step, what in ((publish_online, f"to be written to the online store ({spec.target.online_label})"),
+                       (publish_offline, "to be published offline")):
         futs, where = [], {}
         for i, (src, opts) in sources.items():
             if step is publish_offline and not spec.assign:
@@ -474,8 +476,9 @@ def _run_chunks(client, tasks: dict[int, Any], spec: PartitionSpec, deadline: fl
             futs.append(client.submit(step, src, opts, i, spec, pure=False))
             where[futs[-1].key] = i
             keys.add(futs[-1].key)
-        watch(client, futs, on_result=lambda fut, res, where=where: published[where[fut.key]].update(res),
-              deadline=deadline, cancelled=cancelled)
+        with waiting(f"{len(futs)} chunk(s) of {spec.target.name} {spec.window} {what}", deadline - time.monotonic()):
+            watch(client, futs, on_result=lambda fut, res, where=where: published[where[fut.key]].update(res),
+                  deadline=deadline, cancelled=cancelled)
     client.cancel(list(computed.values()))  # frees the chunks' outputs on the workers
     task_phases.collect(client, since, keys, into=work)
     phases["write"] = time.perf_counter() - t
@@ -498,7 +501,9 @@ def _run_small(client, urls: list[str], storage_options: dict, spec: PartitionSp
     fut = client.submit(small_window, urls, storage_options, spec, pure=False)
     phases["submit"], t = time.perf_counter() - t, time.perf_counter()
     result: dict = {}
-    watch(client, [fut], on_result=lambda _, stats: result.update(stats), deadline=deadline, cancelled=cancelled)
+    with waiting(f"the one task of {spec.target.name} {spec.window} (read, transform, then write to the online "
+                 f"store ({spec.target.online_label}) and offline)", deadline - time.monotonic()):
+        watch(client, [fut], on_result=lambda _, stats: result.update(stats), deadline=deadline, cancelled=cancelled)
     write_s = result.pop("write_s")
     for phase, secs in (result.pop("work", None) or {}).items():
         if work is not None:

@@ -1,0 +1,134 @@
+"""An online store that accepts connections and never answers costs a writer FIRST_CONTACT_S, not the
+client libraries' own patience (redis-py: ten retries of a 5 s read, about a minute; psycopg: a 130 s
+connect), and the error names the store without its credentials, as an infrastructure failure (another
+provider's workers may reach it)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+
+from skyfeast.adapters.failures import FailureClass, classify
+from skyfeast.featurestore.repo import online_store_label
+from skyfeast.featurestore.writers.base import StoreUnreachableError
+from tests.conftest import REDIS_URL, _host_port, need_service
+from tests.silent import refusing_port, silent_server
+
+
+@pytest.fixture
+def silent_port():
+    with silent_server() as port:
+        yield port
+
+
+def _redis_client(connection_string: str):
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+
+    cfg = RedisOnlineStoreConfig(connection_string=connection_string)
+    return RedisOnlineStore()._get_client(cfg), online_store_label(cfg)
+
+
+def test_redis_first_contact_with_a_silent_server_gives_up_within_its_limit(silent_port):
+    from skyfeast.featurestore.writers.redis import first_contact
+
+    client, label = _redis_client(f"127.0.0.1:{silent_port},password=s3cret")
+    assert label == f"redis at 127.0.0.1:{silent_port}"
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnreachableError) as ei:
+        first_contact(client, label, "return 1", limit=1.5)
+    seconds = time.monotonic() - t0
+    assert 1.4 < seconds < 4, seconds  # redis-py's own retries would take about a minute
+    msg = str(ei.value)
+    assert f"the online store (redis at 127.0.0.1:{silent_port}) did not answer within 1.5 s" in msg, msg
+    assert "s3cret" not in msg and "imeout" in msg
+    assert classify(ei.value) is FailureClass.INFRASTRUCTURE
+
+
+@contextlib.contextmanager
+def _proxy_after(delay: float, upstream: tuple[str, int]):
+    """A port that refuses connections for ``delay`` seconds, then forwards them to ``upstream``."""
+    port = refusing_port()
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        if stop.wait(delay):
+            return
+        srv = socket.create_server(("127.0.0.1", port))
+        srv.settimeout(0.2)
+        with srv:
+            while not stop.is_set():
+                try:
+                    conn = srv.accept()[0]
+                except OSError:
+                    continue
+                up = socket.create_connection(upstream)
+                for a, b in ((conn, up), (up, conn)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_redis_first_contact_tries_again_while_the_server_refuses():
+    """A server restarting (refusing for a moment) is tried again within the limit, not given up at once."""
+    from skyfeast.featurestore.writers.redis import first_contact
+
+    upstream = _host_port(REDIS_URL, 6379)
+    need_service("Redis", *upstream)
+    with _proxy_after(1.0, upstream) as port:
+        client, label = _redis_client(f"127.0.0.1:{port}")
+        t0 = time.monotonic()
+        sha = first_contact(client, label, "return 1", limit=8)
+        assert time.monotonic() - t0 >= 0.9
+    assert sha == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"  # SHA-1 of the script, as Redis answers it
+
+
+def test_redis_first_contact_with_nothing_listening_says_how_often_it_tried():
+    from skyfeast.featurestore.writers.redis import first_contact
+
+    client, label = _redis_client(f"127.0.0.1:{refusing_port()}")
+    with pytest.raises(StoreUnreachableError, match=r"did not answer within 1\.5 s \([2-9] tries\): .*refused"):
+        first_contact(client, label, "return 1", limit=1.5)
+
+
+def test_postgres_connect_to_a_silent_server_gives_up_within_its_limit(silent_port):
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from feast.infra.online_stores.postgres_online_store.postgres import PostgreSQLOnlineStoreConfig
+
+    from skyfeast.featurestore.writers.postgres import connect
+
+    cfg = PostgreSQLOnlineStoreConfig(host="127.0.0.1", port=silent_port, database="feast", user="u",
+                                      password="s3cret")
+    label = online_store_label(cfg)
+    assert label == f"postgres at 127.0.0.1:{silent_port}/feast"
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnreachableError) as ei:
+        connect(cfg, label, limit=2)
+    seconds = time.monotonic() - t0
+    assert 1.9 < seconds < 5, seconds  # psycopg's default connect timeout is 130 s
+    assert f"the online store ({label}) did not answer within 2 s" in str(ei.value)
+    assert "s3cret" not in str(ei.value)
+
+
+def test_the_online_store_label_names_each_store_without_credentials():
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+    assert online_store_label(SqliteOnlineStoreConfig(path="data/online.db")) == "sqlite at data/online.db"
+    redis = _redis_client("r1:6379,r2:6380,ssl=true,password=s3cret")[1]
+    assert redis == "redis at r1:6379,r2:6380"
