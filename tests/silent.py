@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 
@@ -53,3 +54,44 @@ def refusing_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def _pg_message(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + struct.pack("!i", len(payload) + 4) + payload
+
+
+def login_then_silent_server():
+    """The port of a PostgreSQL server on 127.0.0.1 that completes every login (no TLS, no password:
+    AuthenticationOk, the parameters libpq expects, BackendKeyData, ReadyForQuery) and then reads every
+    query and never answers one (:func:`tests.silent.silent_server` with that greeting)."""
+    return silent_server(_pg_login_then_silence)
+
+
+def _pg_login_then_silence(conn: socket.socket, stop: threading.Event) -> None:
+    def read(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed")
+            buf += chunk
+        return buf
+
+    try:
+        while True:  # SSLRequest and GSSENCRequest ("N": not here), then the StartupMessage
+            length, code = struct.unpack("!ii", read(8))
+            read(length - 8)
+            if code not in (80877103, 80877104):
+                break
+            conn.sendall(b"N")
+        params = {"server_version": "16.4", "server_encoding": "UTF8", "client_encoding": "UTF8",
+                  "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC",
+                  "integer_datetimes": "on", "standard_conforming_strings": "on", "is_superuser": "off",
+                  "session_authorization": "skyfeast", "application_name": ""}
+        conn.sendall(_pg_message(b"R", struct.pack("!i", 0))
+                     + b"".join(_pg_message(b"S", f"{k}\0{v}\0".encode()) for k, v in params.items())
+                     + _pg_message(b"K", struct.pack("!ii", 4242, 1234)) + _pg_message(b"Z", b"I"))
+        while not stop.is_set() and conn.recv(65536):
+            pass  # a query read, never answered
+    except OSError:
+        pass

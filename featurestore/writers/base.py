@@ -89,6 +89,8 @@ class OnlineWriter(abc.ABC):
     #: True when the store keeps rows in a B-tree ordered by the serialised entity key:
     #: callers then split work by key range (:mod:`skyfeast.featurestore.partitioning`), not by hash.
     key_ordered: bool = False
+    #: Seconds a network store has to answer this writer's first contact (:data:`FIRST_CONTACT_S`).
+    first_contact_s: float = FIRST_CONTACT_S
     #: True when one writer at a time, in ascending key-range order, beats writers in parallel:
     #: the store takes one writer at a time anyway, and rows inserted below stored keys cost it
     #: more than rows appended past them (:func:`skyfeast.featurestore.materialize.run_plans`

@@ -29,7 +29,12 @@ with a unique violation, and it is redone as the upsert.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import struct
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -104,9 +109,11 @@ class PostgresWriter(EncodingWriter):
         if self._conn is not None and not (self._conn.closed or self._conn.broken):
             return self._conn
         store = self.target.repo_config.online_store
-        conn = connect(store, self.target.online_label)
+        label, limit = self.target.online_label, self.first_contact_s
+        by = time.monotonic() + limit
+        conn = connect(store, label, limit)
         try:
-            with conn.cursor() as cur:
+            with answering(conn, by - time.monotonic(), label, limit), conn.cursor() as cur:
                 cur.execute("SELECT to_regclass(quote_ident(%s))", (self.table_name,))
                 if cur.fetchone()[0] is None:
                     raise StoreNotReadyError(
@@ -125,7 +132,7 @@ class PostgresWriter(EncodingWriter):
                 cur.execute("SELECT current_setting('TimeZone')")
                 self._direct = cur.fetchone()[0] in ("UTC", "Etc/UTC", "GMT", "Etc/GMT", "Universal", "Zulu")
                 cur.execute(_STAGE_DDL)
-            conn.commit()
+                conn.commit()
         except BaseException:
             conn.close()
             raise
@@ -253,3 +260,38 @@ def connect(store, label: str, limit: float = FIRST_CONTACT_S):
                                connect_timeout=max(2, round(limit)), **_get_conn_kwargs(store))
     except psycopg.errors.ConnectionTimeout as exc:
         raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s: {exc}") from exc
+
+
+@contextlib.contextmanager
+def answering(conn, seconds: float, label: str, limit: float = FIRST_CONTACT_S):
+    """The block (a connection's first statements) gets ``seconds`` to finish. Past them a timer shuts
+    the connection's socket down: libpq has no read timeout, and nothing else ends a read from a server
+    that accepted the login and never answers. The block's error then becomes a
+    :class:`StoreUnreachableError` naming the store (``label``), as does a shutdown that came just
+    as the block ended."""
+    lock, state = threading.Lock(), {"done": False, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["fired"] = True
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)  # the same socket as libpq's: its read returns at once
+
+    timer = threading.Timer(max(0.0, seconds), fire)
+    timer.daemon = True
+    timer.start()
+    message = f"the online store ({label}) accepted the connection but did not answer within {limit:g} s"
+    try:
+        yield
+    except Exception as exc:
+        if state["fired"]:
+            raise StoreUnreachableError(message) from exc
+        raise
+    finally:
+        timer.cancel()
+        with lock:
+            state["done"] = True
+    if state["fired"]:
+        raise StoreUnreachableError(message)

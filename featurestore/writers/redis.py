@@ -124,7 +124,7 @@ class RedisWriter(EncodingWriter):
 
             # Feast's own connection-string parsing, so db/password/ssl mean the same.
             client = RedisOnlineStore()._get_client(self.target.repo_config.online_store)
-            self._sha = first_contact(client, self.target.online_label, UPSERT_LUA).encode()
+            self._sha = first_contact(client, self.target.online_label, UPSERT_LUA, self.first_contact_s).encode()
             self._client = client
         return self._client
 

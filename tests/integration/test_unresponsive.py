@@ -14,16 +14,13 @@ for the ledger's statement timeout (34 s) while announcing 3 s.
 
 from __future__ import annotations
 
-import socket
-import struct
-import threading
 import time
 
 import pytest
 import yaml
 
 from tests.integration.conftest import AT, END, make_project, skyfeast
-from tests.silent import refusing_port, silent_server
+from tests.silent import login_then_silent_server, refusing_port, silent_server
 
 pytestmark = pytest.mark.integration
 
@@ -94,47 +91,6 @@ def test_a_config_error_is_reported_before_a_hung_ledger(tmp_path):
         f"{seconds:.1f} s against a hung ledger, {fast:.1f} s against a refusing one"
     assert "feature view 'no_such_view' not found" in proc.stderr and "jobs[0].feature_view" in proc.stderr
     assert "cannot open ledger" not in proc.stderr and "Traceback" not in proc.stderr
-
-
-def _pg_message(kind: bytes, payload: bytes = b"") -> bytes:
-    return kind + struct.pack("!i", len(payload) + 4) + payload
-
-
-def login_then_silent_server():
-    """The port of a PostgreSQL server on 127.0.0.1 that completes every login (no TLS, no password:
-    AuthenticationOk, the parameters libpq expects, BackendKeyData, ReadyForQuery) and then reads every
-    query and never answers one (:func:`tests.silent.silent_server` with that greeting)."""
-    return silent_server(_pg_login_then_silence)
-
-
-def _pg_login_then_silence(conn: socket.socket, stop: threading.Event) -> None:
-    def read(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                raise OSError("closed")
-            buf += chunk
-        return buf
-
-    try:
-        while True:  # SSLRequest and GSSENCRequest ("N": not here), then the StartupMessage
-            length, code = struct.unpack("!ii", read(8))
-            read(length - 8)
-            if code not in (80877103, 80877104):
-                break
-            conn.sendall(b"N")
-        params = {"server_version": "16.4", "server_encoding": "UTF8", "client_encoding": "UTF8",
-                  "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC",
-                  "integer_datetimes": "on", "standard_conforming_strings": "on", "is_superuser": "off",
-                  "session_authorization": "skyfeast", "application_name": ""}
-        conn.sendall(_pg_message(b"R", struct.pack("!i", 0))
-                     + b"".join(_pg_message(b"S", f"{k}\0{v}\0".encode()) for k, v in params.items())
-                     + _pg_message(b"K", struct.pack("!ii", 4242, 1234)) + _pg_message(b"Z", b"I"))
-        while not stop.is_set() and conn.recv(65536):
-            pass  # a query read, never answered
-    except OSError:
-        pass
 
 
 ANSWER_TIMEOUT = 3.0  # a server that accepted the login answers within the connect timeout, or is given up on

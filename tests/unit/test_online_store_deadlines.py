@@ -16,7 +16,7 @@ from skyfeast.adapters.failures import FailureClass, classify
 from skyfeast.featurestore.repo import online_store_label
 from skyfeast.featurestore.writers.base import StoreUnreachableError
 from tests.conftest import REDIS_URL, _host_port, need_service
-from tests.silent import refusing_port, silent_server
+from tests.silent import login_then_silent_server, refusing_port, silent_server
 
 
 @pytest.fixture
@@ -132,3 +132,39 @@ def test_the_online_store_label_names_each_store_without_credentials():
     assert online_store_label(SqliteOnlineStoreConfig(path="data/online.db")) == "sqlite at data/online.db"
     redis = _redis_client("r1:6379,r2:6380,ssl=true,password=s3cret")[1]
     assert redis == "redis at r1:6379,r2:6380"
+
+
+def _target(online_store: dict):
+    """A real one-feature view's WriteTarget on ``online_store`` (nothing applied: the writer gets no further)."""
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.repo_config import RepoConfig
+    from feast.types import Float32, Int64
+
+    from skyfeast.featurestore.repo import WriteTarget
+
+    view = FeatureView(name="v", entities=[Entity(name="user", join_keys=["user_id"])],
+                       schema=[Field(name="user_id", dtype=Int64), Field(name="x", dtype=Float32)],
+                       source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"))
+    cfg = RepoConfig(project="p", registry="registry.db", provider="local", online_store=online_store,
+                     entity_key_serialization_version=3)
+    return WriteTarget(repo_config=cfg, view_proto=view.to_proto().SerializeToString(), join_keys=("user_id",),
+                       features=("x",), timestamp_field="event_timestamp")
+
+
+def test_postgres_writer_against_a_server_that_logs_in_and_never_answers_gives_up_within_its_limit():
+    """libpq's connect timeout ends with the login; the writer's first statements get the rest of the limit."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from skyfeast.featurestore.writers.postgres import PostgresWriter
+
+    with login_then_silent_server() as port:
+        target = _target({"type": "postgres", "host": "127.0.0.1", "port": port, "database": "feast",
+                          "user": "u", "password": "s3cret", "sslmode": "disable"})
+        writer = PostgresWriter(target)
+        writer.first_contact_s = 2.5
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnreachableError) as ei:
+            writer._connect()
+        seconds = time.monotonic() - t0
+    assert 2.4 < seconds < 5, seconds  # without the socket's shutdown: for ever
+    assert str(ei.value) == (f"the online store (postgres at 127.0.0.1:{port}/feast) accepted the connection but "
+                             "did not answer within 2.5 s")
