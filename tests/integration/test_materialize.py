@@ -361,6 +361,30 @@ def test_command_as_a_process_exit_status_and_messages(dataset, tmp_path):
     assert proc.returncode == 1 and "stats.parquet" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
+def test_command_against_a_silent_redis_says_what_it_waits_for_and_gives_up_in_seconds(dataset, tmp_path):
+    """An online store that accepts connections and never answers: after 2 s the command says it waits
+    for the view's rows to be written to it, naming it; it gives up after the writer's first-contact
+    limit (10 s), not redis-py's minute, with exit 1 and the store named (never its password)."""
+    from tests.silent import silent_server
+
+    repo = make_repo(tmp_path / "silent", dataset["root"])
+    config = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    with silent_server() as port:
+        config["online_store"] = {"type": "redis", "connection_string": f"127.0.0.1:{port},password=s3cret"}
+        (repo / "feature_store.yaml").write_text(yaml.safe_dump(config))  # Redis needs nothing applied
+        t0 = time.monotonic()
+        proc = subprocess.run([str(BIN / "skyfeast"), "materialize", "--feast-repo", str(repo), "--feature-view",
+                               "user_stats", "--start", T0.isoformat(), "--end", T3.isoformat()],
+                              capture_output=True, text=True, timeout=120)
+        seconds = time.monotonic() - t0
+    out, store = proc.stdout + proc.stderr, f"redis at 127.0.0.1:{port}"
+    assert proc.returncode == 1, out[-3000:]
+    assert seconds < 10 + 25, f"{seconds:.1f} s"  # the limit, and a loaded machine's start-up
+    assert f"waiting for user_stats to be read and written to the online store ({store}) (2 s so far)" in proc.stderr
+    assert f"the online store ({store}) did not answer within 10 s" in out
+    assert "s3cret" not in out and "Traceback" not in out
+
+
 def write_skyfeast_config(path: Path, repo: str, live_address: str) -> Path:
     """Two providers: the preferred one is unreachable, the next is this module's cluster."""
     path.write_text(yaml.safe_dump({
