@@ -18,6 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from skyfeast.adapters.waiting import waiting
+
 
 class FeastRepoError(Exception):
     """The Feast repo cannot be loaded or lacks an object; message is user-facing."""
@@ -38,15 +40,49 @@ def _quiet():
             logging.getLogger("feast").setLevel(prev)
 
 
+#: Seconds to connect to a SQL registry's server, unless the registry's own config sets a
+#: ``connect_timeout`` (libpq waits 130 s by default on a server that never answers).
+REGISTRY_CONNECT_S = 10
+
+
 def load_store(repo: Path):
     with _quiet():
         try:
             from feast import FeatureStore
 
             with contextlib.redirect_stdout(io.StringIO()):
-                return FeatureStore(repo_path=str(repo))
+                store = FeatureStore(repo_path=str(repo))
         except Exception as exc:  # feast raises many unrelated types for a bad repo
             raise FeastRepoError(f"cannot load Feast repo {repo}: {type(exc).__name__}: {exc}") from None
+        where, deadline = _sql_registry(store.config.registry)
+        if where is not None:  # a server: reached here, once, under a deadline, and announced while it takes
+            with waiting(f"the Feast registry at {where}", deadline):
+                try:
+                    store.list_feature_views()
+                except Exception as exc:
+                    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a link line
+                    raise FeastRepoError(f"cannot reach the Feast registry at {where}: "
+                                         f"{type(orig).__name__}: {orig}".strip()) from None
+    return store
+
+
+def _sql_registry(registry: Any) -> tuple[str | None, float | None]:
+    """A SQL registry's URL, password masked, and the connect timeout its server gets: the registry's
+    own, else :data:`REGISTRY_CONNECT_S`, set in Feast's config in memory (the file is not changed).
+    (None, None) for other registries; (URL, None) for a SQL one on no server, or with its own timeout."""
+    if getattr(registry, "registry_type", None) != "sql":
+        return None, None
+    from sqlalchemy.engine import make_url
+
+    url, deadline = make_url(registry.path), None
+    if url.get_backend_name() in ("postgresql", "mysql"):
+        kwargs = dict(registry.sqlalchemy_config_kwargs or {})
+        args = dict(kwargs.get("connect_args") or {})
+        if "connect_timeout" not in args and "connect_timeout" not in url.query:
+            kwargs["connect_args"] = {**args, "connect_timeout": REGISTRY_CONNECT_S}
+            registry.sqlalchemy_config_kwargs = kwargs
+            deadline = REGISTRY_CONNECT_S
+    return url.render_as_string(hide_password=True), deadline
 
 
 def feature_view_names(repo: Path) -> set[str]:

@@ -72,6 +72,30 @@ def test_a_hung_ledger_fails_the_command_within_10s(hung_ledger_project, argv):
     assert "waiting for the ledger at postgresql+psycopg://skyfeast:***@" in err  # said so while it waited
 
 
+REGISTRY_CONNECT = 10.0  # featurestore.repo.REGISTRY_CONNECT_S
+
+
+def test_a_feast_sql_registry_that_never_answers_fails_the_command_within_its_connect_timeout(tmp_path):
+    """Feast's SQL registry on a server that accepts and never answers: libpq's own default held ``status``
+    for 2 min 13 s without a line. Now the registry's server gets 10 s (set in Feast's config in memory),
+    the wait says so after 2 s, and the command exits 2 naming the registry, its password masked."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    cfg = make_project(tmp_path / "p", users=100, per_day=500)
+    fs_yaml = cfg.parent / "feature_repo" / "feature_store.yaml"
+    repo = yaml.safe_load(fs_yaml.read_text())
+    with silent_server() as port:
+        url = f"postgresql+psycopg://feast:s3cret@127.0.0.1:{port}/registry"
+        repo["registry"] = {"registry_type": "sql", "path": url, "cache_ttl_seconds": 60}
+        fs_yaml.write_text(yaml.safe_dump(repo, sort_keys=False))
+        proc, seconds = _timed(["status"], cfg)
+    err, masked = proc.stderr, f"postgresql+psycopg://feast:***@127.0.0.1:{port}/registry"
+    assert proc.returncode == 2, (proc.returncode, seconds, err[-2000:])
+    assert REGISTRY_CONNECT <= seconds < REGISTRY_CONNECT + 25, f"{seconds:.1f} s"  # 25: a loaded machine's start
+    assert f"waiting for the Feast registry at {masked} (2 s so far, gives up after 10 s)" in err, err[-2000:]
+    assert f"feast.repo: cannot reach the Feast registry at {masked}: ConnectionTimeout" in err, err[-2000:]
+    assert "s3cret" not in err + proc.stdout and "Traceback" not in err
+
+
 def test_a_config_error_is_reported_before_a_hung_ledger(tmp_path):
     """The ledger is reached while Feast's repo loads; a config that is wrong as well is reported as
     such (its file, key and line), no later than the ledger's connect timeout would be."""

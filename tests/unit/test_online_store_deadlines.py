@@ -168,3 +168,21 @@ def test_postgres_writer_against_a_server_that_logs_in_and_never_answers_gives_u
     assert 2.4 < seconds < 5, seconds  # without the socket's shutdown: for ever
     assert str(ei.value) == (f"the online store (postgres at 127.0.0.1:{port}/feast) accepted the connection but "
                              "did not answer within 2.5 s")
+
+
+def test_a_sql_registry_gets_a_connect_timeout_unless_its_config_sets_one():
+    from feast.infra.registry.sql import SqlRegistryConfig
+
+    from skyfeast.featurestore.repo import REGISTRY_CONNECT_S, _sql_registry
+
+    plain = SqlRegistryConfig(path="postgresql+psycopg://feast:s3cret@db:5432/registry")
+    assert _sql_registry(plain) == ("postgresql+psycopg://feast:***@db:5432/registry", REGISTRY_CONNECT_S)
+    assert plain.sqlalchemy_config_kwargs["connect_args"] == {"connect_timeout": REGISTRY_CONNECT_S}
+    assert plain.sqlalchemy_config_kwargs["echo"] is False  # Feast's own default kept
+    own_args = SqlRegistryConfig(path="postgresql+psycopg://db/registry",
+                                 sqlalchemy_config_kwargs={"connect_args": {"connect_timeout": 3}})
+    own_url = SqlRegistryConfig(path="postgresql+psycopg://db/registry?connect_timeout=4")
+    for own, timeout in ((own_args, 3), (own_url, None)):
+        assert _sql_registry(own)[1] is None
+        assert own.sqlalchemy_config_kwargs.get("connect_args", {}).get("connect_timeout", None) == timeout
+    assert _sql_registry(SqlRegistryConfig(path="sqlite:///registry.db")) == ("sqlite:///registry.db", None)
