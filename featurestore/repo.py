@@ -54,8 +54,8 @@ def load_store(repo: Path):
                 store = FeatureStore(repo_path=str(repo))
         except Exception as exc:  # feast raises many unrelated types for a bad repo
             raise FeastRepoError(f"cannot load Feast repo {repo}: {type(exc).__name__}: {exc}") from None
-        where, deadline = _sql_registry(store.config.registry)
-        if where is not None:  # a server: reached here, once, under a deadline, and announced while it takes
+        where, deadline = _registry_server(store.config.registry)
+        if where is not None:  # a server: reached here, once, announced while it takes (under a deadline: SQL)
             with waiting(f"the Feast registry at {where}", deadline):
                 try:
                     store.list_feature_views()
@@ -66,12 +66,18 @@ def load_store(repo: Path):
     return store
 
 
-def _sql_registry(registry: Any) -> tuple[str | None, float | None]:
-    """A SQL registry's URL, password masked, and the connect timeout its server gets: the registry's
-    own, else :data:`REGISTRY_CONNECT_S`, set in Feast's config in memory (the file is not changed).
-    (None, None) for other registries; (URL, None) for a SQL one on no server, or with its own timeout."""
-    if getattr(registry, "registry_type", None) != "sql":
-        return None, None
+def _registry_server(registry: Any) -> tuple[str | None, float | None]:
+    """Where a registry on a server is, for messages (a SQL URL's password masked), and the deadline
+    this sets for reaching it; (None, None) for a registry in a local file.
+
+    A SQL registry's server gets :data:`REGISTRY_CONNECT_S` to connect unless its own config sets a
+    timeout: set in Feast's config in memory (the file is not changed). Other servers (an object
+    store, Feast's registry server) keep their clients' own deadlines (None here)."""
+    kind, path = getattr(registry, "registry_type", "file"), str(getattr(registry, "path", ""))
+    if kind == "file":
+        return (path, None) if "://" in path and not path.startswith("file://") else (None, None)
+    if kind != "sql":
+        return f"{path} ({kind})" if path else kind, None
     from sqlalchemy.engine import make_url
 
     url, deadline = make_url(registry.path), None

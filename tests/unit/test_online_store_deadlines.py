@@ -13,7 +13,7 @@ import time
 import pytest
 
 from skyfeast.adapters.failures import FailureClass, classify
-from skyfeast.featurestore.repo import online_store_label
+from skyfeast.featurestore.repo import _registry_server, online_store_label
 from skyfeast.featurestore.writers.base import StoreUnreachableError
 from tests.conftest import REDIS_URL, _host_port, need_service
 from tests.silent import login_then_silent_server, refusing_port, silent_server
@@ -170,19 +170,29 @@ def test_postgres_writer_against_a_server_that_logs_in_and_never_answers_gives_u
                              "did not answer within 2.5 s")
 
 
-def test_a_sql_registry_gets_a_connect_timeout_unless_its_config_sets_one():
+def test_a_registry_server_gets_a_connect_timeout_unless_its_config_sets_one():
     from feast.infra.registry.sql import SqlRegistryConfig
 
-    from skyfeast.featurestore.repo import REGISTRY_CONNECT_S, _sql_registry
+    from skyfeast.featurestore.repo import REGISTRY_CONNECT_S
 
     plain = SqlRegistryConfig(path="postgresql+psycopg://feast:s3cret@db:5432/registry")
-    assert _sql_registry(plain) == ("postgresql+psycopg://feast:***@db:5432/registry", REGISTRY_CONNECT_S)
+    assert _registry_server(plain) == ("postgresql+psycopg://feast:***@db:5432/registry", REGISTRY_CONNECT_S)
     assert plain.sqlalchemy_config_kwargs["connect_args"] == {"connect_timeout": REGISTRY_CONNECT_S}
     assert plain.sqlalchemy_config_kwargs["echo"] is False  # Feast's own default kept
     own_args = SqlRegistryConfig(path="postgresql+psycopg://db/registry",
                                  sqlalchemy_config_kwargs={"connect_args": {"connect_timeout": 3}})
     own_url = SqlRegistryConfig(path="postgresql+psycopg://db/registry?connect_timeout=4")
     for own, timeout in ((own_args, 3), (own_url, None)):
-        assert _sql_registry(own)[1] is None
+        assert _registry_server(own)[1] is None
         assert own.sqlalchemy_config_kwargs.get("connect_args", {}).get("connect_timeout", None) == timeout
-    assert _sql_registry(SqlRegistryConfig(path="sqlite:///registry.db")) == ("sqlite:///registry.db", None)
+    assert _registry_server(SqlRegistryConfig(path="sqlite:///registry.db")) == ("sqlite:///registry.db", None)
+
+
+def test_registries_on_other_servers_are_named_and_local_files_are_not():
+    from feast.repo_config import RegistryConfig
+
+    assert _registry_server(RegistryConfig(path="s3://bucket/registry.pb")) == ("s3://bucket/registry.pb", None)
+    assert _registry_server(RegistryConfig(path="gs://bucket/registry.pb")) == ("gs://bucket/registry.pb", None)
+    assert _registry_server(RegistryConfig(path="data/registry.db")) == (None, None)
+    assert _registry_server(RegistryConfig(registry_type="remote", path="feast-registry:6570")) == \
+        ("feast-registry:6570 (remote)", None)
