@@ -260,9 +260,11 @@ def _frame(plan: ViewPlan):
             ddf = dd.read_parquet(plan.path, columns=list(plan.source_columns), storage_options=plan.storage_options,
                                   blocksize=INPUT_BLOCK)
         except (FileNotFoundError, ValueError, KeyError) as exc:
+            # dask wraps the reader's error in a paragraph of its own: the reader's message is the line after it
+            why = str(exc).rpartition("Original Message: ")[2].strip() or str(exc)
             raise SourceError(
                 f"feature view {plan.name!r}: cannot read {plan.path} with columns {list(plan.source_columns)}: "
-                f"{type(exc).__name__}: {exc}") from None
+                f"{type(exc).__name__}: {why}") from None
     return _filtered(ddf, plan, dd.to_datetime)
 
 

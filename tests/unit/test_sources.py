@@ -254,3 +254,20 @@ def test_resolve_empty_store(tmp_path):
 def test_resolve_unknown_placeholder_is_data_error(store):
     with pytest.raises(DataError, match="unknown placeholder"):
         resolve(store, "events/{when}.parquet", u(2026, 1, 1), u(2026, 1, 2))
+
+
+def test_a_missing_materialize_source_is_one_line_naming_the_path(tmp_path):
+    """dask wraps the reader's error in a paragraph of its own; the message keeps the reader's line."""
+    from types import SimpleNamespace
+
+    from skyfeast.featurestore.materialize import SourceError, ViewPlan, _frame
+
+    missing = tmp_path / "offline" / "user_features"
+    plan = ViewPlan(target=SimpleNamespace(name="user_features"), start=u(2026, 3, 1),
+                    end=u(2026, 3, 2), path=str(missing), storage_options=None,
+                    source_columns=("user_id", "x", "event_timestamp"), rename={})
+    with pytest.raises(SourceError) as ei:
+        _frame(plan)
+    msg = str(ei.value)
+    assert "\n" not in msg and "An error occurred" not in msg, msg
+    assert msg.endswith(f"FileNotFoundError: {missing}"), msg
