@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -52,27 +53,38 @@ def load_store(repo: Path):
 
             with contextlib.redirect_stdout(io.StringIO()):
                 store = FeatureStore(repo_path=str(repo))
+            where, deadline = _registry_server(store.config.registry)
         except Exception as exc:  # feast raises many unrelated types for a bad repo
             raise FeastRepoError(f"cannot load Feast repo {repo}: {type(exc).__name__}: {exc}") from None
-        where, deadline = _registry_server(store.config.registry)
         if where is not None:  # a server: reached here, once, announced while it takes (under a deadline: SQL)
             with waiting(f"the Feast registry at {where}", deadline):
                 try:
-                    store.list_feature_views()
+                    store.list_feature_views(allow_cache=True)
                 except Exception as exc:
                     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a link line
-                    raise FeastRepoError(f"cannot reach the Feast registry at {where}: "
-                                         f"{type(orig).__name__}: {orig}".strip()) from None
+                    verb = "reach" if isinstance(orig, (OSError, TimeoutError)) or "OperationalError" in \
+                        type(exc).__name__ + type(orig).__name__ else "read"
+                    first = (str(orig).strip().splitlines() or [""])[0]
+                    raise FeastRepoError(f"cannot {verb} the Feast registry at {where}: "
+                                         f"{type(orig).__name__}: {first}".strip()) from None
     return store
 
 
+# SQLAlchemy drivers of a registry's server, and the keyword each takes for its connect timeout
+_CONNECT_TIMEOUT_ARG = {"psycopg": "connect_timeout", "psycopg2": "connect_timeout", "pg8000": "timeout",
+                        "pymysql": "connect_timeout", "mysqldb": "connect_timeout"}
+
+
 def _registry_server(registry: Any) -> tuple[str | None, float | None]:
-    """Where a registry on a server is, for messages (a SQL URL's password masked), and the deadline
+    """Where a registry on a server is, for messages (a SQL URL's passwords masked), and the deadline
     this sets for reaching it; (None, None) for a registry in a local file.
 
     A SQL registry's server gets :data:`REGISTRY_CONNECT_S` to connect unless its own config sets a
-    timeout: set in Feast's config in memory (the file is not changed). Other servers (an object
-    store, Feast's registry server) keep their clients' own deadlines (None here)."""
+    timeout (its ``connect_args``, its URL, or ``PGCONNECT_TIMEOUT`` for libpq's drivers): set in
+    Feast's config in memory (the file is not changed). Other servers (an object store, Feast's
+    registry server) keep their clients' own deadlines (None here)."""
+    import os
+
     kind, path = getattr(registry, "registry_type", "file"), str(getattr(registry, "path", ""))
     if kind == "file":
         return (path, None) if "://" in path and not path.startswith("file://") else (None, None)
@@ -81,14 +93,18 @@ def _registry_server(registry: Any) -> tuple[str | None, float | None]:
     from sqlalchemy.engine import make_url
 
     url, deadline = make_url(registry.path), None
-    if url.get_backend_name() in ("postgresql", "mysql"):
-        kwargs = dict(registry.sqlalchemy_config_kwargs or {})
-        args = dict(kwargs.get("connect_args") or {})
-        if "connect_timeout" not in args and "connect_timeout" not in url.query:
-            kwargs["connect_args"] = {**args, "connect_timeout": REGISTRY_CONNECT_S}
-            registry.sqlalchemy_config_kwargs = kwargs
-            deadline = REGISTRY_CONNECT_S
-    return url.render_as_string(hide_password=True), deadline
+    if url.get_backend_name() == "sqlite":
+        return None, None
+    arg = _CONNECT_TIMEOUT_ARG.get(url.get_driver_name())
+    kwargs = dict(registry.sqlalchemy_config_kwargs or {})
+    args = dict(kwargs.get("connect_args") or {})
+    libpq_env = url.get_driver_name().startswith("psycopg") and "PGCONNECT_TIMEOUT" in os.environ
+    if arg is not None and arg not in args and arg not in url.query and not libpq_env:
+        kwargs["connect_args"] = {**args, arg: REGISTRY_CONNECT_S}
+        registry.sqlalchemy_config_kwargs = kwargs
+        deadline = REGISTRY_CONNECT_S
+    shown = url.render_as_string(hide_password=True)  # the user's password; a query's passwords too:
+    return re.sub(r"([?&][^=&]*password[^=&]*=)[^&]*", r"\1***", shown, flags=re.IGNORECASE), deadline
 
 
 def feature_view_names(repo: Path) -> set[str]:

@@ -14,6 +14,7 @@ Exceptions::
     WriterError
     ├── StoreUnreachableError                  the store did not answer the writer's first
     │                                          contact within FIRST_CONTACT_S seconds
+    ├── StoreRefusedError                      the store refused the writer's credentials
     └── StoreNotReadyError                     the view's online table is missing: run
                                                ``feast apply`` first
 
@@ -24,7 +25,9 @@ whole ``write``, which is safe because every write is newest-wins idempotent.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -48,7 +51,9 @@ __all__ = [
     "OnlineWriter",
     "FIRST_CONTACT_S",
     "StoreNotReadyError",
+    "StoreRefusedError",
     "StoreUnreachableError",
+    "cut_off_after",
     "WriterError",
     "prepare",
     "writer_class",
@@ -62,6 +67,32 @@ __all__ = [
 FIRST_CONTACT_S = 10.0
 
 
+@contextlib.contextmanager
+def cut_off_after(seconds: float, cut: Callable[[], None]) -> Iterator[Callable[[], bool]]:
+    """Run the block; if it still runs after ``seconds``, a timer thread calls ``cut()`` (which closes the
+    block's connection, so that a read blocked on a server that never answers returns). Yields a function
+    that tells whether the cut happened; once the block has ended, the timer does nothing."""
+    lock, state = threading.Lock(), {"done": False, "cut": False}
+
+    def fire() -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["cut"] = True
+            with contextlib.suppress(Exception):
+                cut()
+
+    timer = threading.Timer(max(0.0, seconds), fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield lambda: state["cut"]
+    finally:
+        timer.cancel()
+        with lock:
+            state["done"] = True
+
+
 class WriterError(Exception):
     """A writer cannot do its job for a reason other than bad input."""
 
@@ -71,6 +102,12 @@ class StoreUnreachableError(WriterError):
     one that accepts connections and never answers). Another provider's workers may reach it."""
 
     failure_class = "infrastructure"  # see skyfeast.adapters.failures
+
+
+class StoreRefusedError(WriterError):
+    """The online store refused the writer's credentials: the same for every provider's workers."""
+
+    failure_class = "config"  # see skyfeast.adapters.failures
 
 
 class StoreNotReadyError(WriterError):

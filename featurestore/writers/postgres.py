@@ -30,10 +30,10 @@ with a unique violation, and it is redone as the upsert.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import struct
-import threading
 import time
 
 import numpy as np
@@ -48,6 +48,7 @@ from skyfeast.featurestore.writers.base import (
     EncodingWriter,
     StoreNotReadyError,
     StoreUnreachableError,
+    cut_off_after,
 )
 
 _STAGE = "skyfeast_online_stage"
@@ -250,16 +251,30 @@ class PostgresWriter(EncodingWriter):
 
 def connect(store, label: str, limit: float = FIRST_CONTACT_S):
     """Feast's own connection (``_get_conn``: the same conninfo, options and SSL settings), with
-    ``limit`` seconds to connect: psycopg waits 130 s by default on a server that never answers.
-    Raises :class:`StoreUnreachableError` naming the store (``label``) when it runs out."""
+    ``limit`` seconds to connect (psycopg waits 130 s by default on a server that never answers); a
+    refusal is tried again every half second while time is left. Raises :class:`StoreUnreachableError`
+    naming the store (``label``) when time runs out; the server's own refusals (a wrong password, a
+    missing database) propagate as psycopg raised them."""
     import psycopg
     from feast.infra.utils.postgres.connection_utils import _get_conn_kwargs, _get_conninfo
 
-    try:
-        return psycopg.connect(conninfo=_get_conninfo(store), keepalives_idle=store.keepalives_idle,
-                               connect_timeout=max(2, round(limit)), **_get_conn_kwargs(store))
-    except psycopg.errors.ConnectionTimeout as exc:
-        raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s: {exc}") from exc
+    end = time.monotonic() + limit
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            # libpq's floor is 2 s, and it counts per address of a host that has several
+            return psycopg.connect(conninfo=_get_conninfo(store), keepalives_idle=store.keepalives_idle,
+                                   connect_timeout=max(2, math.ceil(end - time.monotonic())), **_get_conn_kwargs(store))
+        except psycopg.OperationalError as exc:
+            timed_out = isinstance(exc, psycopg.errors.ConnectionTimeout)
+            if not (timed_out or "Connection refused" in str(exc)):
+                raise
+            if timed_out or time.monotonic() >= end:
+                first = str(exc).strip().splitlines()[0]
+                raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s "
+                                            f"({tries} {'try' if tries == 1 else 'tries'}): {first}") from exc
+        time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
 
 @contextlib.contextmanager
@@ -269,29 +284,18 @@ def answering(conn, seconds: float, label: str, limit: float = FIRST_CONTACT_S):
     that accepted the login and never answers. The block's error then becomes a
     :class:`StoreUnreachableError` naming the store (``label``), as does a shutdown that came just
     as the block ended."""
-    lock, state = threading.Lock(), {"done": False, "fired": False}
 
-    def fire() -> None:
-        with lock:
-            if state["done"]:
-                return
-            state["fired"] = True
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                sock.shutdown(socket.SHUT_RDWR)  # the same socket as libpq's: its read returns at once
+    def shut() -> None:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)  # the same socket as libpq's: its read returns at once
 
-    timer = threading.Timer(max(0.0, seconds), fire)
-    timer.daemon = True
-    timer.start()
     message = f"the online store ({label}) accepted the connection but did not answer within {limit:g} s"
-    try:
-        yield
-    except Exception as exc:
-        if state["fired"]:
-            raise StoreUnreachableError(message) from exc
-        raise
-    finally:
-        timer.cancel()
-        with lock:
-            state["done"] = True
-    if state["fired"]:
+    with cut_off_after(seconds, shut) as was_cut:
+        try:
+            yield
+        except Exception as exc:
+            if was_cut():
+                raise StoreUnreachableError(message) from exc
+            raise
+    if was_cut():
         raise StoreUnreachableError(message)

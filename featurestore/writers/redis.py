@@ -52,7 +52,14 @@ from skyfeast.featurestore.writers._guard import write_guarded
 from skyfeast.featurestore.writers._lua import MAX_FEATURES, UPSERT_LUA
 from skyfeast.featurestore.writers._multi import commands_per_key, hset_rows, write_new
 from skyfeast.featurestore.writers._resp import borrowed, bulk_rows, replies
-from skyfeast.featurestore.writers.base import FIRST_CONTACT_S, Batch, EncodingWriter, StoreUnreachableError
+from skyfeast.featurestore.writers.base import (
+    FIRST_CONTACT_S,
+    Batch,
+    EncodingWriter,
+    StoreRefusedError,
+    StoreUnreachableError,
+    cut_off_after,
+)
 
 
 class RedisWriter(EncodingWriter):
@@ -273,34 +280,45 @@ class RedisWriter(EncodingWriter):
         return left
 
 
+# a pool's own bookkeeping, not connection settings: a probe pool must not share them with the client's
+_POOL_ONLY = ("maint_notifications_pool_handler", "orig_socket_timeout", "orig_socket_connect_timeout")
+
+
 def first_contact(client, label: str, script: str, limit: float = FIRST_CONTACT_S) -> str:
     """``SCRIPT LOAD`` of ``script`` through ``client``'s settings, within ``limit`` seconds in all.
 
     redis-py's defaults give a server that accepts and never answers a minute (ten retries of a
-    5 s read); a writer's first command gets ``limit``, on a connection of its own, tried again
-    every half second while a refusal leaves time. Later commands keep the client's own timeouts
-    and retries. Raises :class:`StoreUnreachableError` naming the store (``label``)."""
+    5 s read); a writer's first command gets ``limit``, handshake included, on a connection of its
+    own that a timer closes at the deadline. A refusal is tried again every half second while time
+    is left. Later commands keep the client's own timeouts and retries. Raises
+    :class:`StoreUnreachableError` or, for refused credentials, :class:`StoreRefusedError`, naming
+    the store (``label``)."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     pool = client.connection_pool
+    settings = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_ONLY}
     end = time.monotonic() + limit
     tries = 0
     while True:
         tries += 1
-        left = max(0.1, end - time.monotonic())
+        left = max(0.05, end - time.monotonic())
         probe = redis.ConnectionPool(connection_class=pool.connection_class, **{
-            **pool.connection_kwargs, "socket_connect_timeout": left, "socket_timeout": left,
-            "retry": Retry(NoBackoff(), 0)})
+            **settings, "socket_connect_timeout": left, "socket_timeout": left, "retry": Retry(NoBackoff(), 0)})
+        was_cut = lambda: False  # noqa: E731  (until the block below starts)
         try:
-            return redis.Redis(connection_pool=probe).script_load(script)
-        except redis.AuthenticationError:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if time.monotonic() + 0.5 >= end:
+            with cut_off_after(left, lambda: probe.disconnect(inuse_connections=True)) as was_cut:
+                return redis.Redis(connection_pool=probe).script_load(script)
+        except redis.AuthenticationError as exc:
+            raise StoreRefusedError(f"the online store ({label}) refused the writer's credentials: {exc}") from exc
+        except Exception as exc:
+            if not (was_cut() or isinstance(exc, (redis.ConnectionError, redis.TimeoutError))):
+                raise
+            if was_cut() or time.monotonic() >= end:
                 raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s "
-                                            f"({tries} {'try' if tries == 1 else 'tries'}): {exc}") from exc
+                                            f"({tries} {'try' if tries == 1 else 'tries'}): "
+                                            f"{'no answer' if was_cut() else exc}") from exc
         finally:
             probe.disconnect()
-        time.sleep(0.5)
+        time.sleep(min(0.5, max(0.0, end - time.monotonic())))

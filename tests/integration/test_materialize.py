@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -380,7 +381,8 @@ def test_command_against_a_silent_redis_says_what_it_waits_for_and_gives_up_in_s
     out, store = proc.stdout + proc.stderr, f"redis at 127.0.0.1:{port}"
     assert proc.returncode == 1, out[-3000:]
     assert seconds < 10 + 25, f"{seconds:.1f} s"  # the limit, and a loaded machine's start-up
-    assert f"waiting for user_stats to be read and written to the online store ({store}) (2 s so far)" in proc.stderr
+    assert re.search(re.escape(f"waiting for user_stats to be read and written to the online store ({store}) (")
+                     + r"\d s so far\)", proc.stderr), proc.stderr[-2000:]  # 2 s, or 3 on a loaded machine
     assert f"the online store ({store}) did not answer within 10 s" in out
     assert "s3cret" not in out and "Traceback" not in out
 

@@ -58,4 +58,3 @@ def test_a_run_against_a_silent_redis_says_so_and_gives_up_in_seconds(tmp_path):
     assert row["status"] == "failed" and row["failure_class"] == "infrastructure", row
     assert not list((cfg.parent / "data" / "aws").glob("offline/user_features/**/*.parquet")), \
         "a window whose online write failed published an offline part"
-

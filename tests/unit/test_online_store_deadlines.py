@@ -6,6 +6,7 @@ provider's workers may reach it)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -43,9 +44,40 @@ def test_redis_first_contact_with_a_silent_server_gives_up_within_its_limit(sile
     seconds = time.monotonic() - t0
     assert 1.4 < seconds < 4, seconds  # redis-py's own retries would take about a minute
     msg = str(ei.value)
-    assert f"the online store (redis at 127.0.0.1:{silent_port}) did not answer within 1.5 s" in msg, msg
-    assert "s3cret" not in msg and "imeout" in msg
+    # the read's own timeout or the timer's cut at the same deadline, whichever comes first
+    assert msg.startswith(f"the online store (redis at 127.0.0.1:{silent_port}) did not answer within 1.5 s "
+                          f"(1 try): "), msg
+    assert msg.endswith(("no answer", f"Timeout reading from 127.0.0.1:{silent_port}")), msg
+    assert "s3cret" not in msg
     assert classify(ei.value) is FailureClass.INFRASTRUCTURE
+
+
+def _slow_then_silent(conn: socket.socket, stop: threading.Event) -> None:
+    """A Redis server that answers every handshake command after 1.2 s (HELLO with an error, as servers
+    before Redis 6 do) and never answers SCRIPT LOAD."""
+    import re
+
+    with contextlib.suppress(OSError):
+        while not stop.is_set() and (data := conn.recv(65536)):
+            if b"SCRIPT" in data.upper():
+                continue  # read, never answered
+            stop.wait(1.2)
+            reply = b"-ERR unknown command\r\n" if b"HELLO" in data.upper() else b"+OK\r\n"  # an old server: RESP2
+            conn.sendall(reply * len(re.findall(rb"(?:^|\r\n)\*\d+\r\n", data)))
+
+
+def test_redis_first_contact_bounds_the_handshake_too():
+    """Each handshake command (CLIENT SETINFO, SELECT) answered just inside the read timeout must not add
+    up past the limit: the timer closes the probe connection at the deadline."""
+    from skyfeast.featurestore.writers.redis import first_contact
+
+    with silent_server(_slow_then_silent) as port:
+        client, label = _redis_client(f"127.0.0.1:{port},db=3")
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnreachableError, match=r"did not answer within 1\.5 s \(1 try\)"):
+            first_contact(client, label, "return 1", limit=1.5)
+        seconds = time.monotonic() - t0
+    assert seconds < 2.5, seconds  # 5.1 s before the timer: 1.2 s per handshake command, then the read
 
 
 @contextlib.contextmanager
@@ -99,6 +131,22 @@ def test_redis_first_contact_tries_again_while_the_server_refuses():
     assert sha == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"  # SHA-1 of the script, as Redis answers it
 
 
+def test_redis_credentials_the_store_refuses_are_a_config_error_at_once():
+    """Every provider's workers would meet the same refusal: named, not retried, not failed over."""
+    from skyfeast.featurestore.writers.base import StoreRefusedError
+    from skyfeast.featurestore.writers.redis import first_contact
+
+    host, port = _host_port(REDIS_URL, 6379)
+    need_service("Redis", host, port)
+    client, label = _redis_client(f"{host}:{port},username=nobody,password=s3cret")
+    t0 = time.monotonic()
+    with pytest.raises(StoreRefusedError) as ei:
+        first_contact(client, label, "return 1", limit=5)
+    assert time.monotonic() - t0 < 1
+    assert str(ei.value).startswith(f"the online store (redis at {host}:{port}) refused the writer's credentials: ")
+    assert "s3cret" not in str(ei.value) and classify(ei.value) is FailureClass.CONFIG
+
+
 def test_redis_first_contact_with_nothing_listening_says_how_often_it_tried():
     from skyfeast.featurestore.writers.redis import first_contact
 
@@ -132,6 +180,24 @@ def test_the_online_store_label_names_each_store_without_credentials():
     assert online_store_label(SqliteOnlineStoreConfig(path="data/online.db")) == "sqlite at data/online.db"
     redis = _redis_client("r1:6379,r2:6380,ssl=true,password=s3cret")[1]
     assert redis == "redis at r1:6379,r2:6380"
+
+
+def test_postgres_connect_tries_again_while_refused_and_says_so():
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from feast.infra.online_stores.postgres_online_store.postgres import PostgreSQLOnlineStoreConfig
+
+    from skyfeast.featurestore.writers.postgres import connect
+
+    cfg = PostgreSQLOnlineStoreConfig(host="127.0.0.1", port=refusing_port(), database="feast", user="u",
+                                      password="s3cret")
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnreachableError) as ei:
+        connect(cfg, online_store_label(cfg), limit=1.5)
+    assert 1.4 < time.monotonic() - t0 < 4
+    msg = str(ei.value)
+    assert re.fullmatch(r"the online store \(postgres at 127\.0\.0\.1:\d+/feast\) did not answer within 1\.5 s "
+                        r"\([2-9] tries\): connection failed: .*Connection refused", msg), msg
+    assert "s3cret" not in msg
 
 
 def _target(online_store: dict):
@@ -170,7 +236,7 @@ def test_postgres_writer_against_a_server_that_logs_in_and_never_answers_gives_u
                              "did not answer within 2.5 s")
 
 
-def test_a_registry_server_gets_a_connect_timeout_unless_its_config_sets_one():
+def test_a_sql_registry_gets_a_connect_timeout_unless_its_config_sets_one(monkeypatch):
     from feast.infra.registry.sql import SqlRegistryConfig
 
     from skyfeast.featurestore.repo import REGISTRY_CONNECT_S
@@ -182,10 +248,19 @@ def test_a_registry_server_gets_a_connect_timeout_unless_its_config_sets_one():
     own_args = SqlRegistryConfig(path="postgresql+psycopg://db/registry",
                                  sqlalchemy_config_kwargs={"connect_args": {"connect_timeout": 3}})
     own_url = SqlRegistryConfig(path="postgresql+psycopg://db/registry?connect_timeout=4")
-    for own, timeout in ((own_args, 3), (own_url, None)):
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "5")
+    own_env = SqlRegistryConfig(path="postgresql+psycopg://db/registry")
+    for own, timeout in ((own_args, 3), (own_url, None), (own_env, None)):
         assert _registry_server(own)[1] is None
         assert own.sqlalchemy_config_kwargs.get("connect_args", {}).get("connect_timeout", None) == timeout
-    assert _registry_server(SqlRegistryConfig(path="sqlite:///registry.db")) == ("sqlite:///registry.db", None)
+    assert _registry_server(SqlRegistryConfig(path="sqlite:///registry.db")) == (None, None)  # a local file
+    pg8000 = SqlRegistryConfig(path="postgresql+pg8000://db/registry?sslpassword=s3cret&password=s3cret")
+    assert _registry_server(pg8000) == ("postgresql+pg8000://db/registry?password=***&sslpassword=***",  # sorted
+                                        REGISTRY_CONNECT_S)
+    assert pg8000.sqlalchemy_config_kwargs["connect_args"] == {"timeout": REGISTRY_CONNECT_S}  # its own keyword
+    mysql = SqlRegistryConfig(path="mysql+pymysql://u:s3cret@db/registry")
+    assert _registry_server(mysql) == ("mysql+pymysql://u:***@db/registry", REGISTRY_CONNECT_S)
+    assert mysql.sqlalchemy_config_kwargs["connect_args"] == {"connect_timeout": REGISTRY_CONNECT_S}
 
 
 def test_registries_on_other_servers_are_named_and_local_files_are_not():
@@ -196,3 +271,15 @@ def test_registries_on_other_servers_are_named_and_local_files_are_not():
     assert _registry_server(RegistryConfig(path="data/registry.db")) == (None, None)
     assert _registry_server(RegistryConfig(registry_type="remote", path="feast-registry:6570")) == \
         ("feast-registry:6570 (remote)", None)
+
+
+def test_a_sql_registry_url_that_cannot_be_parsed_is_a_repo_error(tmp_path):
+    import yaml
+
+    from skyfeast.featurestore.repo import FeastRepoError, load_store
+
+    (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump({
+        "project": "p", "provider": "local", "entity_key_serialization_version": 3,
+        "registry": {"registry_type": "sql", "path": "not a url"}, "online_store": {"type": "sqlite"}}))
+    with pytest.raises(FeastRepoError, match="cannot load Feast repo .*ArgumentError: Could not parse"):
+        load_store(tmp_path)
