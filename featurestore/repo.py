@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 import threading
 import warnings
@@ -83,8 +84,6 @@ def _registry_server(registry: Any) -> tuple[str | None, float | None]:
     timeout (its ``connect_args``, its URL, or ``PGCONNECT_TIMEOUT`` for libpq's drivers): set in
     Feast's config in memory (the file is not changed). Other servers (an object store, Feast's
     registry server) keep their clients' own deadlines (None here)."""
-    import os
-
     kind, path = getattr(registry, "registry_type", "file"), str(getattr(registry, "path", ""))
     if kind == "file":
         return (path, None) if "://" in path and not path.startswith("file://") else (None, None)
