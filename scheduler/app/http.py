@@ -40,6 +40,9 @@ READY_DEADLINE = 1.5  # seconds the ledger gets to answer a readiness query
 # seconds a client has to send a whole request (head and body) after it connects or after the
 # response to its previous one; a connection that has not is answered 408 and closed
 REQUEST_DEADLINE = 10.0
+# open connections at most; one more is closed as soon as it is accepted (a client that opens many and
+# sends nothing holds each for REQUEST_DEADLINE at most, but a file descriptor each until then)
+MAX_CONNECTIONS = 256
 
 
 def bind(address: str) -> socket.socket:
@@ -134,7 +137,7 @@ def build_app(*, daemon, liveness, ledger, metrics, bounds: dict[str, float], ap
 _TIMEOUT_BODY = b'{"error": "the request did not arrive within %g s"}'
 
 
-def deadline_protocol(deadline: float):
+def deadline_protocol(deadline: float, max_connections: int = MAX_CONNECTIONS):
     """uvicorn's HTTP protocol (httptools when installed, else h11: what its ``http="auto"`` picks), with
     a deadline for each request to arrive whole: uvicorn has none for a request's head or body, so a
     client that sent half a request and then nothing held its connection (and a file descriptor) for
@@ -143,11 +146,14 @@ def deadline_protocol(deadline: float):
     previous response completed; if so, it answers 408 when no response has begun, and closes. A
     request being handled is never cut short. A client that stops reading its response for
     ``deadline`` seconds (the server's write buffer stays full) is cut off too: its handler would
-    otherwise wait for it for good."""
+    otherwise wait for it for good. A connection beyond ``max_connections`` open ones is closed at once,
+    before it is read (the first such refusal in a minute is logged as a warning)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
     except ImportError:  # httptools is not installed
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    refused = {"logged": float("-inf")}  # when a refusal was last logged
 
     class DeadlineProtocol(Base):
         _since = 0.0
@@ -163,7 +169,15 @@ def deadline_protocol(deadline: float):
             super().resume_writing()
 
         def connection_made(self, transport) -> None:
-            super().connection_made(transport)
+            super().connection_made(transport)  # counted in server_state.connections from here
+            if len(self.server_state.connections) > max_connections:
+                now = self.loop.time()
+                if now - refused["logged"] >= 60:
+                    refused["logged"] = now
+                    log.warning("closing new connections: %d are open, the limit (first: %s)",
+                                max_connections, self._peer())
+                transport.abort()
+                return
             self._since = self.loop.time()
             self._timer = self.loop.call_later(1.0, self._check)
 
@@ -210,10 +224,11 @@ class HttpServer:
     """uvicorn serving ``app`` on an already bound socket, in a daemon thread; each request must
     arrive whole within ``request_deadline`` seconds (:func:`deadline_protocol`)."""
 
-    def __init__(self, sock: socket.socket, request_deadline: float | None = None):
+    def __init__(self, sock: socket.socket, request_deadline: float | None = None, max_connections: int | None = None):
         self.sock = sock
         self.address = sock.getsockname()[:2]
         self.request_deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
+        self.max_connections = MAX_CONNECTIONS if max_connections is None else max_connections
         self._server = None
         self._thread: threading.Thread | None = None
         self._app = None
@@ -226,7 +241,7 @@ class HttpServer:
         # header, which uvicorn would otherwise believe from 127.0.0.1
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, proxy_headers=False,
-                                http=deadline_protocol(self.request_deadline), ws="none")
+                                http=deadline_protocol(self.request_deadline, self.max_connections), ws="none")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
                                         name="skyfeast-http", daemon=True)
@@ -243,4 +258,4 @@ class HttpServer:
         self.sock.close()
 
 
-__all__ = ["READY_DEADLINE", "REQUEST_DEADLINE", "HttpServer", "bind", "build_app", "deadline_protocol"]
+__all__ = ["MAX_CONNECTIONS", "READY_DEADLINE", "REQUEST_DEADLINE", "HttpServer", "bind", "build_app", "deadline_protocol"]

@@ -194,10 +194,12 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.fixture
 def served(request):
     """The daemon's health and metrics app over stand-ins; ``@pytest.mark.parametrize("served", [S],
-    indirect=True)`` gives it a request deadline of S seconds."""
+    indirect=True)`` gives it a request deadline of S seconds, ``[(S, N)]`` also a limit of N connections."""
     liveness, ledger, metrics = Liveness(), _Ledger(), _exercised()
     daemon = SimpleNamespace(is_leader=True, identity="host:1:abc", stop=threading.Event())
-    server = HttpServer(bind("127.0.0.1:0"), request_deadline=getattr(request, "param", None))
+    param = getattr(request, "param", None)
+    deadline, cap = param if isinstance(param, tuple) else (param, None)
+    server = HttpServer(bind("127.0.0.1:0"), request_deadline=deadline, max_connections=cap)
     app = build_app(daemon=daemon, liveness=liveness, ledger=ledger, metrics=metrics,
                     bounds={"dispatch": 0.5, "health": 30.0})
     server.start(app)
@@ -281,6 +283,31 @@ def test_a_client_that_sends_no_whole_request_is_answered_408_and_closed(served)
     finally:
         silent.close()
         half.close()
+
+
+@pytest.mark.parametrize("served", [(None, 4)], indirect=True)
+def test_connections_beyond_the_limit_are_closed_at_once_and_served_again_once_some_go(served, caplog):
+    """Idle connections (each one a file descriptor until its request deadline) are capped: one more than
+    the limit (4 here) is closed as soon as it is accepted, unread, with one warning; once a held one
+    goes, the server answers again."""
+    held = [socket.create_connection(served.address, timeout=5) for _ in range(4)]
+    try:
+        time.sleep(0.3)  # all four accepted
+        with caplog.at_level("WARNING", logger="skyfeast.http"):
+            for _ in range(2):
+                with socket.create_connection(served.address, timeout=5) as extra:
+                    got, took = _until_closed(extra)
+                    assert got == b"" and took < 1.5, (got, took)
+        warnings = [r.getMessage() for r in caplog.records if r.name == "skyfeast.http"]
+        assert len(warnings) == 1 and warnings[0].startswith("closing new connections: 4 are open, the limit"), \
+            warnings
+        held.pop().close()
+        time.sleep(0.3)  # the server has seen it go
+        code, _ = _get(served.base + "/healthz")
+        assert code in (200, 503)  # answered (503: the stand-in daemon's threads have not beaten)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 @pytest.mark.parametrize("served", [1.5], indirect=True)
