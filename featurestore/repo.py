@@ -63,8 +63,7 @@ def load_store(repo: Path):
                     store.list_feature_views(allow_cache=True)
                 except Exception as exc:
                     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a link line
-                    verb = "reach" if isinstance(orig, (OSError, TimeoutError)) or "OperationalError" in \
-                        type(exc).__name__ + type(orig).__name__ else "read"
+                    verb = "reach" if isinstance(orig, OSError) or type(exc).__name__ == "OperationalError" else "read"
                     first = (str(orig).strip().splitlines() or [""])[0]
                     raise FeastRepoError(f"cannot {verb} the Feast registry at {where}: "
                                          f"{type(orig).__name__}: {first}".strip()) from None
@@ -110,7 +109,7 @@ def feature_view_names(repo: Path) -> set[str]:
     store = load_store(repo)
     with _quiet():
         try:
-            return {fv.name for fv in store.list_feature_views()}
+            return {fv.name for fv in store.list_feature_views(allow_cache=True)}  # just loaded: no second fetch
         except Exception as exc:
             raise FeastRepoError(f"cannot read the Feast registry of {repo}: {type(exc).__name__}: {exc}") from None
 

@@ -306,19 +306,19 @@ def first_contact(client, label: str, script: str, limit: float = FIRST_CONTACT_
         left = max(0.05, end - time.monotonic())
         probe = redis.ConnectionPool(connection_class=pool.connection_class, **{
             **settings, "socket_connect_timeout": left, "socket_timeout": left, "retry": Retry(NoBackoff(), 0)})
-        was_cut = lambda: False  # noqa: E731  (until the block below starts)
-        try:
-            with cut_off_after(left, lambda: probe.disconnect(inuse_connections=True)) as was_cut:
+        with cut_off_after(left, lambda: probe.disconnect(inuse_connections=True)) as was_cut:
+            try:
                 return redis.Redis(connection_pool=probe).script_load(script)
-        except redis.AuthenticationError as exc:
-            raise StoreRefusedError(f"the online store ({label}) refused the writer's credentials: {exc}") from exc
-        except Exception as exc:
-            if not (was_cut() or isinstance(exc, (redis.ConnectionError, redis.TimeoutError))):
-                raise
-            if was_cut() or time.monotonic() >= end:
-                raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s "
-                                            f"({tries} {'try' if tries == 1 else 'tries'}): "
-                                            f"{'no answer' if was_cut() else exc}") from exc
-        finally:
-            probe.disconnect()
+            except redis.AuthenticationError as exc:
+                raise StoreRefusedError(f"the online store ({label}) refused the writer's credentials: {exc}") \
+                    from exc
+            except Exception as exc:
+                if not (was_cut() or isinstance(exc, (redis.ConnectionError, redis.TimeoutError))):
+                    raise
+                if was_cut() or time.monotonic() >= end:
+                    raise StoreUnreachableError(f"the online store ({label}) did not answer within {limit:g} s "
+                                                f"({tries} {'try' if tries == 1 else 'tries'}): "
+                                                f"{'no answer' if was_cut() else exc}") from exc
+            finally:
+                probe.disconnect()
         time.sleep(min(0.5, max(0.0, end - time.monotonic())))
