@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 
@@ -54,6 +55,47 @@ def refusing_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+@contextlib.contextmanager
+def forwarding_proxy(upstream: tuple[str, int], *, refuse_for: float = 0.0) -> Iterator[tuple[int, threading.Event]]:
+    """Yields ``(port, frozen)``: a port that refuses connections for ``refuse_for`` seconds (a server
+    restarting), then forwards each one to ``upstream``. While ``frozen`` is set, the bytes it reads
+    either way are held back, not forwarded: a server that has stopped answering mid-conversation."""
+    port = refusing_port()
+    stop, frozen = threading.Event(), threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                while frozen.is_set() and not stop.is_set():
+                    time.sleep(0.05)
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        if stop.wait(refuse_for):
+            return
+        srv = socket.create_server(("127.0.0.1", port))
+        srv.settimeout(0.2)
+        with srv:
+            while not stop.is_set():
+                try:
+                    conn = srv.accept()[0]
+                except OSError:
+                    continue
+                up = socket.create_connection(upstream)
+                for a, b in ((conn, up), (up, conn)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield port, frozen
+    finally:
+        stop.set()
+        t.join(5)
 
 
 def _pg_message(kind: bytes, payload: bytes = b"") -> bytes:

@@ -13,7 +13,8 @@ Exceptions::
                                                uncastable value (message names the column)
     WriterError
     ├── StoreUnreachableError                  the store did not answer the writer's first
-    │                                          contact within FIRST_CONTACT_S seconds
+    │                                          contact within FIRST_CONTACT_S seconds, or
+    │                                          (PostgreSQL) a chunk within chunk_deadline()
     ├── StoreRefusedError                      the store refused the writer's credentials
     └── StoreNotReadyError                     the view's online table is missing: run
                                                ``feast apply`` first
@@ -50,6 +51,7 @@ __all__ = [
     "EncodingWriter",
     "OnlineWriter",
     "FIRST_CONTACT_S",
+    "chunk_deadline",
     "StoreNotReadyError",
     "StoreRefusedError",
     "StoreUnreachableError",
@@ -65,6 +67,19 @@ __all__ = [
 #: libraries' own defaults wait a minute (redis-py's ten retries) to over two (psycopg's connect)
 #: on a server that accepts and never answers; later commands keep the libraries' timeouts.
 FIRST_CONTACT_S = 10.0
+
+#: A PostgreSQL chunk's deadline (libpq has no read timeout, so a server that stops answering
+#: mid-write would hold the writer for good): this many seconds, plus a second for every
+#: CHUNK_FLOOR_VALUES_S values (feature values) the chunk carries. The floor rate is a sixth of the
+#: writer's slowest measured rate (129k values/s, newest-wins updates over stored rows) and a twentieth
+#: of its first loads' (336k to 454k; docs/benchmarks.md), so only a store that has stopped meets it.
+CHUNK_BASE_S = 60.0
+CHUNK_FLOOR_VALUES_S = 20_000
+
+
+def chunk_deadline(values: int) -> float:
+    """Seconds a store transaction of ``values`` feature values may take (see CHUNK_BASE_S)."""
+    return CHUNK_BASE_S + values / CHUNK_FLOOR_VALUES_S
 
 
 @contextlib.contextmanager
@@ -99,7 +114,8 @@ class WriterError(Exception):
 
 class StoreUnreachableError(WriterError):
     """The online store did not answer a writer's first contact in time (a server that is down, or
-    one that accepts connections and never answers). Another provider's workers may reach it."""
+    one that accepts connections and never answers), or stopped answering in the middle of a chunk.
+    Another provider's workers may reach it."""
 
     failure_class = "infrastructure"  # see skyfeast.adapters.failures
 

@@ -48,6 +48,7 @@ from skyfeast.featurestore.writers.base import (
     EncodingWriter,
     StoreNotReadyError,
     StoreUnreachableError,
+    chunk_deadline,
     cut_off_after,
 )
 
@@ -114,7 +115,8 @@ class PostgresWriter(EncodingWriter):
         by = time.monotonic() + limit
         conn = connect(store, label, limit)
         try:
-            with answering(conn, by - time.monotonic(), label, limit), conn.cursor() as cur:
+            with answering(conn, by - time.monotonic(), message=f"the online store ({label}) accepted the "
+                           f"connection but did not answer within {limit:g} s"), conn.cursor() as cur:
                 cur.execute("SELECT to_regclass(quote_ident(%s))", (self.table_name,))
                 if cur.fetchone()[0] is None:
                     raise StoreNotReadyError(
@@ -180,8 +182,12 @@ class PostgresWriter(EncodingWriter):
         else:
             created = _timestamp_field(chunk.created_us, chunk.created_present)
         n = len(chunk)
+        values = n * len(chunk.features)
+        seconds = chunk_deadline(values)
+        cut_message = (f"the online store ({self.target.online_label}) stopped answering: a chunk of {n:,} rows "
+                       f"({values:,} values) took more than {seconds:.0f} s")
         try:
-            with conn.cursor() as cur:
+            with answering(conn, seconds, message=cut_message), conn.cursor() as cur:
                 # None of the chunk's entities stored yet (the common case of a first
                 # materialisation): no conflict to resolve, so the rows need no ON CONFLICT.
                 # A concurrent insert of one of them fails the chunk with UniqueViolation,
@@ -215,9 +221,9 @@ class PostgresWriter(EncodingWriter):
                             copy.write(col.span(self._copy_rows(feature, key, event, created, stage=True), 0, n))
                         copy.write(_COPY_TRAILER)
                     cur.execute(insert if fresh else upsert)
-            conn.commit()
+                conn.commit()  # within the deadline too
         except BaseException:
-            if not conn.closed:
+            if not (conn.closed or conn.broken):
                 conn.rollback()
             raise
 
@@ -278,18 +284,17 @@ def connect(store, label: str, limit: float = FIRST_CONTACT_S):
 
 
 @contextlib.contextmanager
-def answering(conn, seconds: float, label: str, limit: float = FIRST_CONTACT_S):
-    """The block (a connection's first statements) gets ``seconds`` to finish. Past them a timer shuts
-    the connection's socket down: libpq has no read timeout, and nothing else ends a read from a server
-    that accepted the login and never answers. The block's error then becomes a
-    :class:`StoreUnreachableError` naming the store (``label``), as does a shutdown that came just
-    as the block ended."""
+def answering(conn, seconds: float, *, message: str):
+    """The block (a connection's first statements, or a chunk's) gets ``seconds`` to finish. Past them
+    a timer shuts the connection's socket down: libpq has no read timeout, and nothing else ends a read
+    from a server that accepted the login and never answers, or stopped answering. The block's error
+    then becomes a :class:`StoreUnreachableError` saying ``message`` (which names the store), as does
+    a shutdown that came just as the block ended."""
 
     def shut() -> None:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)  # the same socket as libpq's: its read returns at once
 
-    message = f"the online store ({label}) accepted the connection but did not answer within {limit:g} s"
     with cut_off_after(seconds, shut) as was_cut:
         try:
             yield

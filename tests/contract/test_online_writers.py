@@ -25,11 +25,14 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from skyfeast.adapters.failures import FailureClass, classify
 from skyfeast.featurestore.online import OutputSchemaError
 from skyfeast.featurestore.repo import FeastRepo
 from skyfeast.featurestore.writers import EncodingError, StoreNotReadyError, writer_for
+from skyfeast.featurestore.writers.base import StoreUnreachableError
 from skyfeast.featurestore.writers.fallback import FallbackWriter
 from tests.conftest import REDIS_URL, REQUIRE_SERVICES, need_service
+from tests.silent import forwarding_proxy
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -462,6 +465,37 @@ def test_postgres_fresh_probe_never_scans_the_table(pair):
     assert seq_scans() == before
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=ours.online["database"]) as conn:
         assert conn.execute(f'SELECT COUNT(*) FROM "{schema}"."{table}"').fetchone()[0] == 1600 * 2
+
+
+@pytest.mark.parametrize("pair", ["postgres"], indirect=True)
+def test_postgres_store_that_stops_answering_mid_write_fails_the_chunk_within_its_deadline(pair, monkeypatch):
+    """libpq has no read timeout: a server that goes silent after the writer's first contact would hold
+    a chunk for good. Each chunk has a deadline (base.chunk_deadline); past it the connection is cut,
+    the chunk fails as the store's (infrastructure) failure, nothing of it is stored, and the same
+    writer reconnects once the store answers again."""
+    from skyfeast.featurestore.writers import base
+
+    ours, _, make_writer = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    t_old, t_new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
+    with forwarding_proxy(("127.0.0.1", 5432)) as (port, frozen):
+        target.repo_config.online_store.port = port
+        monkeypatch.setattr(base, "CHUNK_BASE_S", 2.0)
+        with make_writer(target) as writer:
+            writer.write(_late_rows(t_old, 1.0, "old"))  # the first contact and a chunk, answered
+            frozen.set()
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnreachableError) as ei:
+                writer.write(_late_rows(t_new, 2.0, "new"))
+            took = time.monotonic() - t0
+            assert 1.9 < took < 5, took  # without the deadline: for ever
+            assert str(ei.value) == (f"the online store (postgres at 127.0.0.1:{port}/{ours.online['database']}) "
+                                     "stopped answering: a chunk of 2 rows (4 values) took more than 2 s")
+            assert classify(ei.value) is FailureClass.INFRASTRUCTURE
+            assert _read(ours)["m_str"] == ["old", "old"]
+            frozen.clear()
+            writer.write(_late_rows(t_new, 2.0, "new"))
+    assert _read(ours) == {"user_id": [7, 8], "m_f64": [2.0, 3.0], "m_str": ["new", "new"]}
 
 
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)

@@ -17,7 +17,7 @@ from skyfeast.adapters.failures import FailureClass, classify
 from skyfeast.featurestore.repo import _registry_server, online_store_label
 from skyfeast.featurestore.writers.base import StoreUnreachableError
 from tests.conftest import REDIS_URL, _host_port, need_service
-from tests.silent import login_then_silent_server, refusing_port, silent_server
+from tests.silent import forwarding_proxy, login_then_silent_server, refusing_port, silent_server
 
 
 @pytest.fixture
@@ -81,49 +81,13 @@ def test_redis_first_contact_bounds_the_handshake_too():
 
 
 @contextlib.contextmanager
-def _proxy_after(delay: float, upstream: tuple[str, int]):
-    """A port that refuses connections for ``delay`` seconds, then forwards them to ``upstream``."""
-    port = refusing_port()
-    stop = threading.Event()
-
-    def pipe(a: socket.socket, b: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := a.recv(65536):
-                b.sendall(data)
-        with contextlib.suppress(OSError):
-            b.shutdown(socket.SHUT_WR)
-
-    def serve() -> None:
-        if stop.wait(delay):
-            return
-        srv = socket.create_server(("127.0.0.1", port))
-        srv.settimeout(0.2)
-        with srv:
-            while not stop.is_set():
-                try:
-                    conn = srv.accept()[0]
-                except OSError:
-                    continue
-                up = socket.create_connection(upstream)
-                for a, b in ((conn, up), (up, conn)):
-                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield port
-    finally:
-        stop.set()
-        t.join(5)
-
-
 def test_redis_first_contact_tries_again_while_the_server_refuses():
     """A server restarting (refusing for a moment) is tried again within the limit, not given up at once."""
     from skyfeast.featurestore.writers.redis import first_contact
 
     upstream = _host_port(REDIS_URL, 6379)
     need_service("Redis", *upstream)
-    with _proxy_after(1.0, upstream) as port:
+    with forwarding_proxy(upstream, refuse_for=1.0) as (port, _):
         client, label = _redis_client(f"127.0.0.1:{port}")
         t0 = time.monotonic()
         sha = first_contact(client, label, "return 1", limit=8)
