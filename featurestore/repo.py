@@ -58,9 +58,13 @@ def load_store(repo: Path):
         except Exception as exc:  # feast raises many unrelated types for a bad repo
             raise FeastRepoError(f"cannot load Feast repo {repo}: {type(exc).__name__}: {exc}") from None
         if where is not None:  # a server: reached here, once, announced while it takes (under a deadline: SQL)
+            from skyfeast.featurestore.registry_deadline import RegistryDeadlineError
+
             with waiting(f"the Feast registry at {where}", deadline):
                 try:
                     store.list_feature_views(allow_cache=True)
+                except RegistryDeadlineError as exc:
+                    raise FeastRepoError(str(exc)) from None
                 except Exception as exc:
                     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a link line
                     verb = "reach" if isinstance(orig, OSError) or type(exc).__name__ == "OperationalError" else "read"
@@ -80,9 +84,10 @@ def _registry_server(registry: Any) -> tuple[str | None, float | None]:
     this sets for reaching it; (None, None) for a registry in a local file.
 
     A SQL registry's server gets :data:`REGISTRY_CONNECT_S` to connect unless its own config sets a
-    timeout (its ``connect_args``, its URL, or ``PGCONNECT_TIMEOUT`` for libpq's drivers): set in
-    Feast's config in memory (the file is not changed). Other servers (an object store, Feast's
-    registry server) keep their clients' own deadlines (None here)."""
+    timeout (its ``connect_args``, its URL, or ``PGCONNECT_TIMEOUT`` for libpq's drivers), and each
+    operation then gets ``registry_deadline.REGISTRY_USE_S`` (an engine plugin): both set in Feast's
+    config in memory (the file is not changed). Other servers (an object store, Feast's registry
+    server) keep their clients' own deadlines (None here)."""
     kind, path = getattr(registry, "registry_type", "file"), str(getattr(registry, "path", ""))
     if kind == "file":
         return (path, None) if "://" in path and not path.startswith("file://") else (None, None)
@@ -93,16 +98,22 @@ def _registry_server(registry: Any) -> tuple[str | None, float | None]:
     url, deadline = make_url(registry.path), None
     if url.get_backend_name() == "sqlite":
         return None, None
+    from skyfeast.featurestore import registry_deadline
+
+    shown = url.render_as_string(hide_password=True)  # the user's password; a query's passwords too:
+    shown = re.sub(r"([?&][^=&]*password[^=&]*=)[^&]*", r"\1***", shown, flags=re.IGNORECASE)
     arg = _CONNECT_TIMEOUT_ARG.get(url.get_driver_name())
     kwargs = dict(registry.sqlalchemy_config_kwargs or {})
     args = dict(kwargs.get("connect_args") or {})
     libpq_env = url.get_driver_name().startswith("psycopg") and "PGCONNECT_TIMEOUT" in os.environ
     if arg is not None and arg not in args and arg not in url.query and not libpq_env:
         kwargs["connect_args"] = {**args, arg: REGISTRY_CONNECT_S}
-        registry.sqlalchemy_config_kwargs = kwargs
-        deadline = REGISTRY_CONNECT_S
-    shown = url.render_as_string(hide_password=True)  # the user's password; a query's passwords too:
-    return re.sub(r"([?&][^=&]*password[^=&]*=)[^&]*", r"\1***", shown, flags=re.IGNORECASE), deadline
+        deadline = REGISTRY_CONNECT_S + registry_deadline.REGISTRY_USE_S
+    registry_deadline.register()
+    kwargs["plugins"] = [*kwargs.get("plugins", []), registry_deadline.PLUGIN]
+    kwargs["skyfeast_registry"] = shown
+    registry.sqlalchemy_config_kwargs = kwargs
+    return shown, deadline
 
 
 def feature_view_names(repo: Path) -> set[str]:
@@ -201,9 +212,13 @@ class FeastRepo:
         return self.store.config.project
 
     def feature_view(self, name: str):
+        from skyfeast.featurestore.registry_deadline import RegistryDeadlineError
+
         with self._lock, _quiet():
             try:
                 return self.store.get_feature_view(name)
+            except RegistryDeadlineError:
+                raise  # the registry's server, not the view
             except Exception as exc:
                 raise FeastRepoError(f"feature view {name!r} not found in {self.path}: {exc}") from None
 

@@ -92,7 +92,7 @@ def test_a_feast_sql_registry_that_never_answers_fails_the_command_within_its_co
     err, masked = proc.stderr, f"postgresql+psycopg://feast:***@127.0.0.1:{port}/registry"
     assert proc.returncode == 2, (proc.returncode, seconds, err[-2000:])
     assert REGISTRY_CONNECT <= seconds < REGISTRY_CONNECT + 25, f"{seconds:.1f} s"  # 25: a loaded machine's start
-    assert re.search(re.escape(f"waiting for the Feast registry at {masked} (") + r"\d s so far, gives up after 10 s\)",
+    assert re.search(re.escape(f"waiting for the Feast registry at {masked} (") + r"\d s so far, gives up after 70 s\)",
                      err), err[-2000:]  # 2 s so far, or 3 on a loaded machine
     assert f"feast.repo: cannot reach the Feast registry at {masked}: ConnectionTimeout" in err, err[-2000:]
     assert "s3cret" not in err + proc.stdout and "Traceback" not in err

@@ -203,11 +203,15 @@ def test_postgres_writer_against_a_server_that_logs_in_and_never_answers_gives_u
 def test_a_sql_registry_gets_a_connect_timeout_unless_its_config_sets_one(monkeypatch):
     from feast.infra.registry.sql import SqlRegistryConfig
 
+    from skyfeast.featurestore.registry_deadline import PLUGIN, REGISTRY_USE_S
     from skyfeast.featurestore.repo import REGISTRY_CONNECT_S
 
+    limit = REGISTRY_CONNECT_S + REGISTRY_USE_S  # to connect, then for the first read
     plain = SqlRegistryConfig(path="postgresql+psycopg://feast:s3cret@db:5432/registry")
-    assert _registry_server(plain) == ("postgresql+psycopg://feast:***@db:5432/registry", REGISTRY_CONNECT_S)
+    assert _registry_server(plain) == ("postgresql+psycopg://feast:***@db:5432/registry", limit)
     assert plain.sqlalchemy_config_kwargs["connect_args"] == {"connect_timeout": REGISTRY_CONNECT_S}
+    assert plain.sqlalchemy_config_kwargs["plugins"] == [PLUGIN]  # each use of a connection bounded too
+    assert plain.sqlalchemy_config_kwargs["skyfeast_registry"] == "postgresql+psycopg://feast:***@db:5432/registry"
     assert plain.sqlalchemy_config_kwargs["echo"] is False  # Feast's own default kept
     own_args = SqlRegistryConfig(path="postgresql+psycopg://db/registry",
                                  sqlalchemy_config_kwargs={"connect_args": {"connect_timeout": 3}})
@@ -215,15 +219,16 @@ def test_a_sql_registry_gets_a_connect_timeout_unless_its_config_sets_one(monkey
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "5")
     own_env = SqlRegistryConfig(path="postgresql+psycopg://db/registry")
     for own, timeout in ((own_args, 3), (own_url, None), (own_env, None)):
-        assert _registry_server(own)[1] is None
+        assert _registry_server(own)[1] is None  # the connect's limit is the user's: none announced
         assert own.sqlalchemy_config_kwargs.get("connect_args", {}).get("connect_timeout", None) == timeout
+        assert own.sqlalchemy_config_kwargs["plugins"] == [PLUGIN]
     assert _registry_server(SqlRegistryConfig(path="sqlite:///registry.db")) == (None, None)  # a local file
     pg8000 = SqlRegistryConfig(path="postgresql+pg8000://db/registry?sslpassword=s3cret&password=s3cret")
     assert _registry_server(pg8000) == ("postgresql+pg8000://db/registry?password=***&sslpassword=***",  # sorted
-                                        REGISTRY_CONNECT_S)
+                                        limit)
     assert pg8000.sqlalchemy_config_kwargs["connect_args"] == {"timeout": REGISTRY_CONNECT_S}  # its own keyword
     mysql = SqlRegistryConfig(path="mysql+pymysql://u:s3cret@db/registry")
-    assert _registry_server(mysql) == ("mysql+pymysql://u:***@db/registry", REGISTRY_CONNECT_S)
+    assert _registry_server(mysql) == ("mysql+pymysql://u:***@db/registry", limit)
     assert mysql.sqlalchemy_config_kwargs["connect_args"] == {"connect_timeout": REGISTRY_CONNECT_S}
 
 
@@ -247,3 +252,47 @@ def test_a_sql_registry_url_that_cannot_be_parsed_is_a_repo_error(tmp_path):
         "registry": {"registry_type": "sql", "path": "not a url"}, "online_store": {"type": "sqlite"}}))
     with pytest.raises(FeastRepoError, match="cannot load Feast repo .*ArgumentError: Could not parse"):
         load_store(tmp_path)
+
+
+def test_a_sql_registry_that_stops_answering_fails_the_operation_within_its_deadline(tmp_path, pg_url, monkeypatch):
+    """Feast's SQL registry on PostgreSQL, through a proxy that stops forwarding after the repo has
+    loaded: recording an interval (the daemon's registry phase) would wait for good on libpq's reads.
+    Each use of a registry connection has a deadline (the engine plugin); past it the operation fails
+    naming the registry, and the registry works again once its server answers."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from datetime import datetime, timezone
+
+    import yaml
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.types import Float32, Int64
+    from sqlalchemy.engine import make_url
+
+    from skyfeast.featurestore import registry_deadline
+    from skyfeast.featurestore.registry_deadline import RegistryDeadlineError
+    from skyfeast.featurestore.repo import FeastRepo, load_store
+
+    with forwarding_proxy(_host_port(pg_url, 5432)) as (port, frozen):
+        url = pg_url.replace(":5432/", f":{port}/")
+        (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump({
+            "project": "p", "provider": "local", "entity_key_serialization_version": 3,
+            "registry": {"registry_type": "sql", "path": url, "cache_ttl_seconds": 0},
+            "online_store": {"type": "sqlite", "path": "online.db"}}))
+        user = Entity(name="user", join_keys=["user_id"])
+        load_store(tmp_path).apply([user, FeatureView(
+            name="v", entities=[user], schema=[Field(name="user_id", dtype=Int64), Field(name="x", dtype=Float32)],
+            source=FileSource(path=str(tmp_path / "unused.parquet"), timestamp_field="event_timestamp"))])
+        repo = FeastRepo(tmp_path)
+        start, end = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc)
+        monkeypatch.setattr(registry_deadline, "REGISTRY_USE_S", 1.5)
+        frozen.set()
+        t0 = time.monotonic()
+        with pytest.raises(RegistryDeadlineError) as ei:
+            repo.record_materialization("v", start, end)
+        took = time.monotonic() - t0
+        assert 1.4 < took < 5, took  # without the plugin: for ever
+        shown = make_url(url).render_as_string(hide_password=True)  # no password here; the query as rendered
+        assert str(ei.value) == (f"the Feast registry at {shown} stopped answering: an operation took more than 1.5 s")
+        frozen.clear()
+        repo.record_materialization("v", start, end)
+        intervals = load_store(tmp_path).get_feature_view("v").materialization_intervals
+    assert [(s.replace(tzinfo=timezone.utc), e.replace(tzinfo=timezone.utc)) for s, e in intervals] == [(start, end)]
