@@ -64,6 +64,7 @@ def forwarding_proxy(upstream: tuple[str, int], *, refuse_for: float = 0.0) -> I
     either way are held back, not forwarded: a server that has stopped answering mid-conversation."""
     port = refusing_port()
     stop, frozen = threading.Event(), threading.Event()
+    bound = None if refuse_for else socket.create_server(("127.0.0.1", port))  # listening before it is yielded
 
     def pipe(a: socket.socket, b: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -75,9 +76,9 @@ def forwarding_proxy(upstream: tuple[str, int], *, refuse_for: float = 0.0) -> I
             b.shutdown(socket.SHUT_WR)
 
     def serve() -> None:
-        if stop.wait(refuse_for):
+        if refuse_for and stop.wait(refuse_for):
             return
-        srv = socket.create_server(("127.0.0.1", port))
+        srv = bound if bound is not None else socket.create_server(("127.0.0.1", port))
         srv.settimeout(0.2)
         with srv:
             while not stop.is_set():
