@@ -52,7 +52,7 @@ from typing import Any
 
 import pandas as pd
 
-from skyfeast.adapters.failures import describe, is_infrastructure
+from skyfeast.adapters.failures import classify, describe, is_infrastructure
 from skyfeast.adapters.waiting import waiting
 from skyfeast.featurestore.alloc import in_batch
 from skyfeast.featurestore.chunks import INPUT_BLOCK, ChunkBook, by_chunk, fix_partitioning, n_workers, watch
@@ -102,6 +102,7 @@ class ViewResult:
     seconds: float = 0.0
     error: str | None = None
     infrastructure: bool = False  # the error was the cluster's (another cluster may succeed)
+    failure_class: str | None = None  # the error's class (skyfeast.adapters.failures): "data", "config"...
     first_write_at: float | None = None  # wall clock (time.time()) the first partition's write started
     last_write_at: float | None = None  # ...and the last one's ended
 
@@ -400,6 +401,7 @@ def _view_result(run: _Run) -> ViewResult:
         exc = run.error
         res.error = str(exc) if isinstance(exc, MaterializeError) else describe(exc)
         res.infrastructure = is_infrastructure(exc)
+        res.failure_class = classify(exc).value
     return res
 
 

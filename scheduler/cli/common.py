@@ -86,6 +86,17 @@ def yes_no(value: object) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
 
+#: failure classes (skyfeast.adapters.failures) that are the input's fault: bad data, bad config
+INPUT_FAILURES = frozenset({"data", "config"})
+
+
+def failed_status(classes: list[str | None]) -> int:
+    """Exit status of a command whose runs failed with ``classes``: 2 (bad input: what the standard
+    gives bad config, data or arguments) when every one of them failed on its input, 1 otherwise
+    (the infrastructure, user code, a timeout or a cancellation: trying again may succeed)."""
+    return 2 if classes and all(c in INPUT_FAILURES for c in classes) else 1
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 

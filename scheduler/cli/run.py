@@ -8,6 +8,7 @@ import contextlib
 from skyfeast.scheduler.cli.common import (
     add_config,
     add_json,
+    failed_status,
     install_signal_handlers,
     parse_at,
     print_json,
@@ -20,7 +21,8 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run jobs now for their latest complete window, wait, summarise",
                        description="Run jobs now for their latest complete window, wait, and summarise.",
                        epilog="exit status: 0 every run succeeded; 1 a run failed, or some never started; "
-                              "2 bad config or arguments; 3 no run failed, but a model group's run is partial "
+                              "2 bad config or arguments, or every run that failed failed on its input (a data or "
+                              "config failure); 3 no run failed, but a model group's run is partial "
                               "(some of its models failed and their fields were not written); 130 interrupted")
     add_config(p)
     add_json(p)
@@ -121,7 +123,12 @@ def _report(args: argparse.Namespace, at, outcomes: list, not_started: list, int
         out.print(summary(outcomes, not_started), markup=False)
     if interrupted:
         return 130  # interrupted (SIGINT/SIGTERM): unfinished windows were released for resume
-    return 0 if ok else 3 if partial else 1
+    if ok or partial:
+        return 0 if ok else 3
+    # every failure the input's (a missing column, a null key, a file from the future...): 2, as for
+    # any bad input; the runs that never started waited on a failed upstream
+    return failed_status([o.failure_class for o in outcomes
+                          if o.status not in ("succeeded", "skipped", "partial", "upstream_failed")])
 
 
 SHOW_ALL = 50  # above this many runs the table lists only those that did not succeed

@@ -103,7 +103,7 @@ def test_a_file_missing_a_column_fails_the_window_naming_file_and_column(project
     _break_day(project, lambda df: df.drop(columns=["amount"]))
     code, report = _run(project)
     (run,) = report["runs"]
-    assert code == 1 and run["status"] == "failed" and run["failure_class"] == "data"
+    assert code == 2 and run["status"] == "failed" and run["failure_class"] == "data"
     assert DAY in run["error"] and "'amount'" in run["error"]
     assert (run["attempts"], run["provider"]) == (1, "aws"), "bad data is neither retried nor failed over"
     _assert_readers_see_the_baseline(project)
@@ -119,7 +119,7 @@ def test_null_keys_are_counted_and_nothing_is_written(project):
     n = int(pd.read_parquet(project["project"] / "data" / "aws" / "events" / DAY)["user_id"].isna().sum())
     code, report = _run(project)
     (run,) = report["runs"]
-    assert code == 1 and run["failure_class"] == "data"
+    assert code == 2 and run["failure_class"] == "data"
     assert f"{n:,} null user_id values" in run["error"] and DAY in run["error"]
     _assert_readers_see_the_baseline(project)
 
@@ -128,7 +128,7 @@ def test_a_missing_key_column_is_not_retried(project):
     _break_day(project, lambda df: df.drop(columns=["user_id"]))
     code, report = _run(project)
     (run,) = report["runs"]
-    assert code == 1 and run["failure_class"] == "data" and "'user_id'" in run["error"]
+    assert code == 2 and run["failure_class"] == "data" and "'user_id'" in run["error"]
     assert run["attempts"] == 1
     _assert_readers_see_the_baseline(project)
 
@@ -159,7 +159,7 @@ def test_a_truncated_file_is_a_data_failure_without_failover(project):
     path.write_bytes(data[: len(data) // 3])
     code, report = _run(project)
     (run,) = report["runs"]
-    assert code == 1 and run["failure_class"] == "data" and DAY in run["error"]
+    assert code == 2 and run["failure_class"] == "data" and DAY in run["error"]
     assert (run["attempts"], run["provider"]) == (1, "aws")
     _assert_readers_see_the_baseline(project)
 
@@ -176,7 +176,7 @@ def test_timestamps_in_the_year_2300_are_a_data_failure_naming_the_file(project)
     pq.write_table(table.set_column(i, "event_timestamp", pa.array(values, col.type)), path)
     code, report = _run(project)
     (run,) = report["runs"]
-    assert code == 1 and run["failure_class"] == "data" and DAY in run["error"] and "2300-01-01" in run["error"]
+    assert code == 2 and run["failure_class"] == "data" and DAY in run["error"] and "2300-01-01" in run["error"]
     assert (run["attempts"], run["provider"]) == (1, "aws")
     _assert_readers_see_the_baseline(project)
 
@@ -216,7 +216,7 @@ def test_an_online_write_that_fails_leaves_no_offline_part(project, partitions):
         cfg.write_text(text)
         shutil.move(saved, db)
     (run,) = report["runs"]
-    assert code == 1 and run["status"] == "failed" and table in run["error"], run
+    assert code == 2 and run["status"] == "failed" and table in run["error"], run  # not applied: the input
     _assert_readers_see_the_baseline(project)
 
 

@@ -334,8 +334,9 @@ def test_command_usage_errors(dataset, tmp_path):
 
 def test_command_as_a_process_exit_status_and_messages(dataset, tmp_path):
     """As the process's own command (which may end the process at once after its output): bad
-    input is exit 2 with one readable line and no traceback; a view whose source is missing is
-    exit 1 naming the file; a good run is 0 and stores what the library stores."""
+    input is exit 2 with one readable line and no traceback, and so is a view whose source is missing
+    (naming the file) or lacks a column (naming it): a ``data`` failure, the input's fault; a good run
+    is 0 and stores what the library stores."""
     repo = make_repo(tmp_path / "proc", dataset["root"])
 
     def skyfeast(*argv: str) -> subprocess.CompletedProcess:
@@ -359,7 +360,17 @@ def test_command_as_a_process_exit_status_and_messages(dataset, tmp_path):
         proc = skyfeast("--start", T0.isoformat(), "--end", T3.isoformat(), "--feature-view", "user_stats")
     finally:
         (dataset["root"] / "stats.moved").rename(dataset["root"] / "stats.parquet")
-    assert proc.returncode == 1 and "stats.parquet" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "stats.parquet" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    (dataset["root"] / "stats.parquet").rename(dataset["root"] / "stats.moved")
+    try:
+        pd.read_parquet(dataset["root"] / "stats.moved").drop(columns=["i1"]).to_parquet(
+            dataset["root"] / "stats.parquet", index=False)
+        proc = skyfeast("--start", T0.isoformat(), "--end", T3.isoformat(), "--feature-view", "user_stats", "--json")
+    finally:
+        (dataset["root"] / "stats.moved").replace(dataset["root"] / "stats.parquet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    (view,) = json.loads(proc.stdout)["views"]
+    assert view["failure_class"] == "data" and "i1" in view["error"], view
 
 
 def test_command_against_a_silent_redis_says_what_it_waits_for_and_gives_up_in_seconds(dataset, tmp_path):
