@@ -55,6 +55,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 try:
@@ -366,7 +367,8 @@ class SqliteWriter(EncodingWriter):
         contend for the one write lock lose that much per handover; ``flock``
         wakes the next writer as soon as the previous one commits.  Feast's own
         writers and readers ignore this file and still meet SQLite's locking
-        (``busy_timeout_s``), so it is an optimisation, never a requirement.
+        (``busy_timeout_s``), so it is an optimisation, never a requirement: a
+        writer that waits ``busy_timeout_s`` for the lock file goes on without it.
         """
         if fcntl is None or not self.serialize:
             yield
@@ -378,7 +380,11 @@ class SqliteWriter(EncodingWriter):
                 self.serialize = False
                 yield
                 return
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        if not _flock_within(self._lock_fd, self.busy_timeout_s):
+            # held for busy_timeout_s by a writer that is stopped or hung: go on without the queue;
+            # SQLite's own lock and busy timeout decide, as they do for Feast's writers
+            yield
+            return
         try:
             yield
         finally:
@@ -392,3 +398,20 @@ class SqliteWriter(EncodingWriter):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _flock_within(fd: int, seconds: float) -> bool:
+    """Take ``fd``'s exclusive ``flock`` within ``seconds`` (False: not taken). A blocking ``flock``
+    has no timeout, and a stopped or hung holder would keep its waiters for good; this polls, with
+    pauses of at most 2 ms, so a handover still takes milliseconds, not SQLite's 100 ms sleeps."""
+    end, pause = time.monotonic() + seconds, 0.0002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.002)

@@ -11,6 +11,7 @@ server, PostgreSQL pairs two schemas of the per-test database.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -496,6 +497,29 @@ def test_postgres_store_that_stops_answering_mid_write_fails_the_chunk_within_it
             frozen.clear()
             writer.write(_late_rows(t_new, 2.0, "new"))
     assert _read(ours) == {"user_id": [7, 8], "m_f64": [2.0, 3.0], "m_str": ["new", "new"]}
+
+
+@pytest.mark.parametrize("pair", ["sqlite"], indirect=True)
+def test_sqlite_writer_waits_for_a_held_lock_file_no_longer_than_its_busy_timeout(pair):
+    """skyfeast's SQLite writers queue on a lock file beside the database. A holder that is stopped
+    or hung (here: this process, on a descriptor of its own) keeps it for good; a writer waits for
+    it no longer than its busy timeout, then goes on under SQLite's own locking."""
+    import fcntl
+
+    ours, _, make_writer = pair
+    target = FeastRepo(ours.repo).write_target("user_more")
+    with make_writer(target) as writer:
+        writer.busy_timeout_s = 1.0
+        held = os.open(writer.db_path + ".skyfeast-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            t0 = time.monotonic()
+            writer.write(_late_rows(datetime(2024, 1, 1, tzinfo=UTC), 1.0, "written"))
+            took = time.monotonic() - t0
+        finally:
+            os.close(held)
+    assert 0.9 < took < 5, took  # without the bound: for ever
+    assert _read(ours)["m_str"] == ["written", "written"]
 
 
 @pytest.mark.parametrize("pair", ["redis"], indirect=True)
