@@ -235,7 +235,13 @@ def test_a_sql_registry_gets_a_connect_timeout_unless_its_config_sets_one(monkey
 def test_registries_on_other_servers_are_named_and_local_files_are_not():
     from feast.repo_config import RegistryConfig
 
-    assert _registry_server(RegistryConfig(path="s3://bucket/registry.pb")) == ("s3://bucket/registry.pb", None)
+    from skyfeast.adapters.storage import feast_registry
+
+    s3 = RegistryConfig(path="s3://bucket/registry.pb")
+    assert _registry_server(s3) == ("s3://bucket/registry.pb", feast_registry.deadline())  # 81 s
+    assert s3.registry_store_type == "skyfeast.adapters.storage.feast_registry.BoundedS3RegistryStore"
+    own = RegistryConfig(path="s3://bucket/registry.pb", registry_store_type="my.own.S3RegistryStore")
+    assert _registry_server(own) == ("s3://bucket/registry.pb", None) and own.registry_store_type == "my.own.S3RegistryStore"
     assert _registry_server(RegistryConfig(path="gs://bucket/registry.pb")) == ("gs://bucket/registry.pb", None)
     assert _registry_server(RegistryConfig(path="data/registry.db")) == (None, None)
     assert _registry_server(RegistryConfig(registry_type="remote", path="feast-registry:6570")) == \
@@ -296,3 +302,58 @@ def test_a_sql_registry_that_stops_answering_fails_the_operation_within_its_dead
         repo.record_materialization("v", start, end)
         intervals = load_store(tmp_path).get_feature_view("v").materialization_intervals
     assert [(s.replace(tzinfo=timezone.utc), e.replace(tzinfo=timezone.utc)) for s, e in intervals] == [(start, end)]
+
+
+def _s3_registry_repo(path, monkeypatch, endpoint: str, bucket: str):
+    import yaml
+
+    from tests.emulators import S3_KEYS
+
+    monkeypatch.setenv("FEAST_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEYS["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_KEYS["secret_access_key"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", S3_KEYS["region"])
+    (path / "feature_store.yaml").write_text(yaml.safe_dump({
+        "project": "p", "provider": "local", "entity_key_serialization_version": 3,
+        "registry": {"path": f"s3://{bucket}/registry.pb", "cache_ttl_seconds": 60},
+        "online_store": {"type": "sqlite", "path": "online.db"}}))
+    return path
+
+
+def test_an_s3_registry_file_is_read_by_feasts_store_with_our_timeouts(tmp_path, monkeypatch, moto_server):
+    """Feast's own S3 registry store reads and writes the file (moto's S3 server here); only its client's
+    timeouts are ours, so a vanilla FeatureStore on the same repo reads what we read."""
+    pytest.importorskip("boto3", reason="the s3 extra is not installed")
+    from feast import Entity, FeatureStore
+
+    from skyfeast.adapters.storage import feast_registry
+    from skyfeast.featurestore.repo import load_store
+    from tests.emulators import make_s3_bucket
+
+    repo = _s3_registry_repo(tmp_path, monkeypatch, moto_server.endpoint, make_s3_bucket(moto_server.endpoint))
+    FeatureStore(repo_path=str(repo)).apply([Entity(name="user", join_keys=["user_id"])])  # vanilla Feast writes it
+    store = load_store(repo)
+    client = store.registry._registry_store.s3_client.meta.client
+    assert type(store.registry._registry_store).__name__ == "BoundedS3RegistryStore"
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (feast_registry.CONNECT_S,
+                                                                                      feast_registry.READ_S)
+    assert [e.name for e in store.list_entities()] == ["user"]
+
+
+def test_an_s3_registry_endpoint_that_never_answers_fails_the_load_within_our_deadline(tmp_path, monkeypatch):
+    """boto3's defaults (a 60 s connect and read, retried) held a load for minutes; ours end it."""
+    pytest.importorskip("boto3", reason="the s3 extra is not installed")
+    from skyfeast.adapters.storage import feast_registry
+    from skyfeast.featurestore.repo import FeastRepoError, load_store
+
+    monkeypatch.setattr(feast_registry, "CONNECT_S", 1.0)
+    monkeypatch.setattr(feast_registry, "READ_S", 1.0)
+    monkeypatch.setattr(feast_registry, "ATTEMPTS", 1)
+    with silent_server() as port:
+        repo = _s3_registry_repo(tmp_path, monkeypatch, f"http://127.0.0.1:{port}", "bucket")
+        t0 = time.monotonic()
+        with pytest.raises(FeastRepoError, match="s3://bucket/registry.pb") as ei:
+            load_store(repo)
+        took = time.monotonic() - t0
+    assert took < 8, took  # without our timeouts: minutes
+    assert "Traceback" not in str(ei.value)
