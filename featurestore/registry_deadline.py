@@ -3,11 +3,13 @@
 The registry's connect has a timeout (``repo.REGISTRY_CONNECT_S``), but a server that accepts the
 login and then stops answering would hold a registry read or write for good: libpq has no read
 timeout. :class:`RegistryDeadline` is a SQLAlchemy engine plugin that ``repo.load_store`` adds to
-the registry's engines (``sqlalchemy_config_kwargs``, in memory). Each checkout of a connection from
+the registry's engines (``sqlalchemy_config_kwargs``, in memory). Each new connection (its first
+statements: on an engine's first connect, the dialect's own) and each checkout of a connection from
 the engine's pool gets :data:`REGISTRY_USE_S` seconds; past them a timer shuts the connection's
 socket down, so that the blocked read returns, and the statement's error becomes
 :class:`RegistryDeadlineError` naming the registry. Feast takes a connection for one short
-transaction at a time (``with engine.begin()``), so the bound is per registry operation.
+transaction at a time (``with engine.begin()``), so the bound is per registry operation. A cut that
+comes as a COMMIT is answered may leave the write done: recording an interval again is harmless.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 #: Seconds one registry operation (a connection's checkout: a read, or the write that records an
@@ -32,13 +35,13 @@ class RegistryDeadlineError(Exception):
 
 
 def _socket_of(dbapi_connection: Any) -> int | None:
-    """The connection's socket descriptor: psycopg, psycopg2 and MySQLdb have ``fileno()``;
-    pymysql and pg8000 keep the socket (pg8000 also has a socket timeout of its own)."""
-    fileno = getattr(dbapi_connection, "fileno", None)
-    if callable(fileno):
-        return fileno()
-    sock = getattr(dbapi_connection, "_sock", None) or getattr(dbapi_connection, "_usock", None)
-    return sock.fileno() if sock is not None else None
+    """The connection's socket descriptor: psycopg, psycopg2 and MySQLdb have ``fileno()``; pg8000
+    keeps its socket as ``_usock`` (its ``_sock`` is a buffered file: no descriptor) and pymysql as
+    ``_sock``."""
+    sock = getattr(dbapi_connection, "_usock", None) or getattr(dbapi_connection, "_sock", None)
+    if sock is not None and not callable(getattr(dbapi_connection, "fileno", None)):
+        return sock.fileno()
+    return dbapi_connection.fileno()
 
 
 def _shut(dbapi_connection: Any) -> None:
@@ -66,51 +69,54 @@ def _plugin():
 
         def engine_created(self, engine) -> None:
             where = self.where
-            timers: dict[int, tuple[threading.Timer, dict]] = {}
+            timers: dict[int, threading.Timer] = {}
             lock = threading.Lock()
+            last_cut = [float("-inf")]  # when a timer of this engine last shut a connection down
 
-            def disarm(dbapi_connection) -> None:
+            def disarm(dbapi_connection, *_) -> None:
                 with lock:
-                    held = timers.pop(id(dbapi_connection), None)
-                if held is not None:
-                    held[0].cancel()
+                    timer = timers.pop(id(dbapi_connection), None)
+                if timer is not None:
+                    timer.cancel()
 
-            def arm(dbapi_connection, record, proxy) -> None:
-                disarm(dbapi_connection)
-                state = {"cut": False}
+            def arm(dbapi_connection, *_) -> None:
+                """A new connection (its first statements: the dialect's own, on an engine's first
+                connect) or a checkout: REGISTRY_USE_S from now."""
+                key = id(dbapi_connection)
 
                 def fire() -> None:
-                    with lock:
-                        if timers.get(id(dbapi_connection), (None, None))[1] is not state:
-                            return  # checked in meanwhile
-                        state["cut"] = True
-                    try:
-                        _shut(dbapi_connection)
-                    except OSError:
-                        pass
+                    with lock:  # the shutdown under the lock: no checkin can slip between
+                        if timers.get(key) is not timer:
+                            return  # checked in, or armed again, meanwhile
+                        del timers[key]
+                        last_cut[0] = time.monotonic()
+                        try:
+                            _shut(dbapi_connection)
+                        except Exception:  # a connection the driver has closed meanwhile
+                            pass
 
                 timer = threading.Timer(REGISTRY_USE_S, fire)
                 timer.daemon = True
                 with lock:
-                    timers[id(dbapi_connection)] = (timer, state)
-                record.info["skyfeast_cut"] = state
+                    old = timers.pop(key, None)
+                    timers[key] = timer
+                if old is not None:
+                    old.cancel()
                 timer.start()
 
-            def checkin(dbapi_connection, record) -> None:
-                if dbapi_connection is not None:
-                    disarm(dbapi_connection)
-
             def handle_error(context) -> None:
-                record = getattr(context.connection, "connection", None) if context.connection is not None else None
-                state = getattr(record, "info", {}).get("skyfeast_cut") if record is not None else None
-                if state is not None and state["cut"]:
+                # the statement's failure came from a cut if a timer cut a connection of this engine
+                # just now (an engine's first connect has no checkout, and its record may be closed)
+                if time.monotonic() - last_cut[0] < 5.0:
                     raise RegistryDeadlineError(
                         f"the Feast registry at {where} stopped answering: an operation took more than "
                         f"{REGISTRY_USE_S:g} s") from context.original_exception
 
+            for name in ("first_connect", "connect"):
+                event.listen(engine.pool, name, arm, insert=True)
             event.listen(engine.pool, "checkout", arm)
-            event.listen(engine.pool, "checkin", checkin)
-            event.listen(engine.pool, "close", lambda dbapi_connection, record: disarm(dbapi_connection))
+            for name in ("checkin", "close", "detach", "close_detached"):
+                event.listen(engine.pool, name, disarm)
             event.listen(engine, "handle_error", handle_error)
 
     return RegistryDeadline

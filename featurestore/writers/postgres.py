@@ -289,7 +289,7 @@ def answering(conn, seconds: float, *, message: str):
     a timer shuts the connection's socket down: libpq has no read timeout, and nothing else ends a read
     from a server that accepted the login and never answers, or stopped answering. The block's error
     then becomes a :class:`StoreUnreachableError` saying ``message`` (which names the store), as does
-    a shutdown that came just as the block ended."""
+    a shutdown that came just as the block ended; either way the connection is closed."""
 
     def shut() -> None:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
@@ -300,7 +300,9 @@ def answering(conn, seconds: float, *, message: str):
             yield
         except Exception as exc:
             if was_cut():
+                conn.close()  # its socket is shut: the writer's next chunk connects again
                 raise StoreUnreachableError(message) from exc
             raise
-    if was_cut():
+    if was_cut():  # as the block ended (a COMMIT that was answered may have stored the chunk)
+        conn.close()
         raise StoreUnreachableError(message)

@@ -116,6 +116,7 @@ def test_numbers_the_ledger_or_a_wait_cannot_take_are_usage_errors(capsys, cfg, 
 @pytest.mark.parametrize("classes, status", [
     (["data"], 2), (["data", "config"], 2),  # every failure the input's: bad input's status
     (["data", "infrastructure"], 1), (["user_code"], 1), (["timeout"], 1), (["data", "cancelled"], 1),
+    (["data", "partial"], 1),  # a group run that wrote some of its models: their own errors
 ])
 def test_run_exits_2_when_every_failed_run_failed_on_its_input(capsys, classes, status):
     """The standard gives bad data exit 2: a window whose file misses a column fails as ``data``. Any
@@ -128,8 +129,8 @@ def test_run_exits_2_when_every_failed_run_failed_on_its_input(capsys, classes, 
 
     at = datetime(2026, 3, 2, 12, tzinfo=timezone.utc)
     window = Window(datetime(2026, 3, 2, 11, tzinfo=timezone.utc), at)
-    outcomes = [Outcome(f"j{i}", window, "cancelled" if c == "cancelled" else "failed", failure_class=c)
-                for i, c in enumerate(classes)]
+    outcomes = [Outcome(f"j{i}", window, c if c in ("cancelled", "partial") else "failed",
+                        failure_class=None if c == "partial" else c) for i, c in enumerate(classes)]
     outcomes += [Outcome("ok", window, "succeeded"), Outcome("after", window, "upstream_failed")]
     assert _report(argparse.Namespace(json=True), at, outcomes, [], False) == status
     assert _report(argparse.Namespace(json=True), at, outcomes, [], True) == 130  # interrupted first

@@ -357,3 +357,47 @@ def test_an_s3_registry_endpoint_that_never_answers_fails_the_load_within_our_de
         took = time.monotonic() - t0
     assert took < 8, took  # without our timeouts: minutes
     assert "Traceback" not in str(ei.value)
+
+
+def test_a_sql_registry_that_logs_in_and_never_answers_fails_the_load_within_its_deadline(tmp_path, monkeypatch):
+    """An engine's first connection runs the dialect's own statements before any checkout: they are
+    bounded too, so a registry server that completes the login and then stays silent ends the
+    repo's load, naming the registry without its password."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    import yaml
+
+    from skyfeast.featurestore import registry_deadline
+    from skyfeast.featurestore.repo import FeastRepoError, load_store
+
+    monkeypatch.setattr(registry_deadline, "REGISTRY_USE_S", 1.5)
+    with login_then_silent_server() as port:
+        (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump({
+            "project": "p", "provider": "local", "entity_key_serialization_version": 3,
+            "registry": {"registry_type": "sql", "path": f"postgresql+psycopg://u:s3cret@127.0.0.1:{port}/feast"},
+            "online_store": {"type": "sqlite", "path": "online.db"}}))
+        t0 = time.monotonic()
+        with pytest.raises(FeastRepoError) as ei:
+            load_store(tmp_path)
+        took = time.monotonic() - t0
+    assert 1.4 < took < 6, took  # without the bound on a new connection: for ever
+    assert str(ei.value) == (f"the Feast registry at postgresql+psycopg://u:***@127.0.0.1:{port}/feast stopped "
+                             "answering: an operation took more than 1.5 s")
+
+
+def test_a_postgres_cut_that_comes_as_the_block_ends_closes_the_connection():
+    """The timer may shut the socket down just as a chunk's COMMIT was answered: the chunk is then
+    reported failed (writing it again is harmless: newest wins), and the connection is closed, so
+    the writer's next chunk connects again instead of meeting a dead socket."""
+    psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from skyfeast.featurestore.writers.postgres import answering
+
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    conn = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    try:
+        with pytest.raises(StoreUnreachableError, match="^cut$"):
+            with answering(conn, 0.05, message="cut"):
+                conn.execute("SELECT 1")
+                time.sleep(0.5)  # the block ends without an error, after the cut
+        assert conn.closed
+    finally:
+        conn.close()
