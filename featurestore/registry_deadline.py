@@ -105,13 +105,25 @@ def _plugin():
                 timer.start()
 
             def handle_error(context) -> None:
-                # the statement's failure came from a cut if a timer cut a connection of this engine
-                # just now (an engine's first connect has no checkout, and its record may be closed)
-                if time.monotonic() - last_cut[0] < 5.0:
+                # a disconnect came from a cut if a timer cut a connection of this engine just now (an
+                # engine's first connect has no checkout, and its record may be closed); a pre-ping's
+                # is left to SQLAlchemy, which connects again (and arms the new connection)
+                if context.is_disconnect and not context.is_pre_ping and time.monotonic() - last_cut[0] < 5.0:
                     raise RegistryDeadlineError(
                         f"the Feast registry at {where} stopped answering: an operation took more than "
                         f"{REGISTRY_USE_S:g} s") from context.original_exception
 
+            ping = engine.dialect.do_ping
+
+            def do_ping(dbapi_connection):
+                """``pool_pre_ping`` (a user's kwarg) pings before the checkout event: armed too."""
+                arm(dbapi_connection)
+                try:
+                    return ping(dbapi_connection)
+                finally:
+                    disarm(dbapi_connection)
+
+            engine.dialect.do_ping = do_ping
             for name in ("first_connect", "connect"):
                 event.listen(engine.pool, name, arm, insert=True)
             event.listen(engine.pool, "checkout", arm)

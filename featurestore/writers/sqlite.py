@@ -52,6 +52,7 @@ order that no other chunk shares.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -69,6 +70,8 @@ from skyfeast.featurestore.repo import WriteTarget
 from skyfeast.featurestore.writers._columns import to_list
 from skyfeast.featurestore.writers._encode import sqlite_seconds
 from skyfeast.featurestore.writers.base import Batch, EncodingWriter, StoreNotReadyError
+
+log = logging.getLogger(__name__)
 
 _STAGE = "skyfeast_stage"
 # Features per staging pass: 3 + 3 * 200 columns and bound variables stay far
@@ -381,8 +384,12 @@ class SqliteWriter(EncodingWriter):
                 yield
                 return
         if not _flock_within(self._lock_fd, self.busy_timeout_s):
-            # held for busy_timeout_s by a writer that is stopped or hung: go on without the queue;
-            # SQLite's own lock and busy timeout decide, as they do for Feast's writers
+            # held for busy_timeout_s by a writer that is stopped or hung: go on without the queue,
+            # for the rest of this writer's life (not a wait per chunk); SQLite's own lock and busy
+            # timeout decide, as they do for Feast's writers
+            log.warning("%s.skyfeast-lock held for %.0f s by another writer: writing without it",
+                        self.db_path, self.busy_timeout_s)
+            self.serialize = False
             yield
             return
         try:

@@ -126,8 +126,8 @@ def _report(args: argparse.Namespace, at, outcomes: list, not_started: list, int
     if ok or partial:
         return 0 if ok else 3
     # every failure the input's (a missing column, a null key, a file from the future...): 2, as for
-    # any bad input; the runs that never started waited on a failed upstream, and a partial group
-    # run counts as a failure a retry may mend (its models' own errors)
+    # any bad input; runs whose upstream failed do not count, and a partial group run counts as a
+    # failure a retry may mend (its models' own errors)
     return failed_status(["partial" if o.status == "partial" else o.failure_class for o in outcomes
                           if o.status not in ("succeeded", "skipped", "upstream_failed")])
 

@@ -300,6 +300,12 @@ def test_a_sql_registry_that_stops_answering_fails_the_operation_within_its_dead
         assert str(ei.value) == (f"the Feast registry at {shown} stopped answering: an operation took more than 1.5 s")
         frozen.clear()
         repo.record_materialization("v", start, end)
+        # moments after the cut, an error that is not a disconnect stays what it is
+        from sqlalchemy import exc as sa_exc
+        from sqlalchemy import text
+
+        with pytest.raises(sa_exc.ProgrammingError), repo.store.registry.write_engine.connect() as conn:
+            conn.execute(text("SELECT * FROM no_such_table"))
         intervals = load_store(tmp_path).get_feature_view("v").materialization_intervals
     assert [(s.replace(tzinfo=timezone.utc), e.replace(tzinfo=timezone.utc)) for s, e in intervals] == [(start, end)]
 
@@ -401,3 +407,33 @@ def test_a_postgres_cut_that_comes_as_the_block_ends_closes_the_connection():
         assert conn.closed
     finally:
         conn.close()
+
+
+def test_a_registry_pre_ping_is_bounded_too(pg_url, monkeypatch):
+    """With ``pool_pre_ping`` (a user's engine kwarg), SQLAlchemy pings a pooled connection before the
+    checkout event: the ping is armed as well, so a server gone silent fails the checkout in seconds."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy import exc as sa_exc
+
+    from skyfeast.featurestore import registry_deadline
+
+    registry_deadline.register()
+    monkeypatch.setattr(registry_deadline, "REGISTRY_USE_S", 1.0)
+    with forwarding_proxy(_host_port(pg_url, 5432)) as (port, frozen):
+        engine = create_engine(pg_url.replace(":5432/", f":{port}/"), pool_pre_ping=True,
+                               connect_args={"connect_timeout": 2}, plugins=[registry_deadline.PLUGIN],
+                               skyfeast_registry="the registry")
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+            frozen.set()
+            t0 = time.monotonic()
+            with pytest.raises(sa_exc.SQLAlchemyError):  # the ping cut, then a new connection's timeout
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            took = time.monotonic() - t0
+        finally:
+            frozen.clear()
+            engine.dispose()
+    assert took < 8, took  # without the armed ping: for ever
