@@ -94,12 +94,21 @@ def fix_partitioning(client, items: Sequence[tuple[Any, WriteTarget, ChunkBook, 
     try:
         with client.as_current():
             samples = client.compute([sample_rows(items[i][0], items[i][1]) for i in ranged], sync=True)
-    except Exception as exc:
+    except Exception:
+        # one view's input failed the joint computation: sample each alone, so that only the views
+        # whose input fails carry an error (a view's failure cancels that view only)
+        samples = []
         for i in ranged:
-            errors[i], items[i][2].partitions = exc, None
-        return errors
+            try:
+                with client.as_current():
+                    samples.append(client.compute(sample_rows(items[i][0], items[i][1]), sync=True))
+            except Exception as exc:
+                errors[i], items[i][2].partitions = exc, None
+                samples.append(None)
     for i, sample in zip(ranged, samples):
         _, target, book, _ = items[i]
+        if sample is None:  # its error is set above
+            continue
         try:
             ranges = key_ranges(serialised_keys(sample.dropna(), target), book.partitions)
         except Exception:  # keys Feast cannot serialise (a transform may still convert them): hash chunks

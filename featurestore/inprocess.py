@@ -42,7 +42,7 @@ from skyfeast.featurestore.materialize import (
     _write_partition,
 )
 
-__all__ = ["input_rows", "is_local", "run_in_process"]
+__all__ = ["check_columns", "input_rows", "is_local", "run_in_process"]
 
 
 def is_local(plan: ViewPlan) -> bool:
@@ -99,10 +99,42 @@ def _overlaps(stats, start: datetime, end: datetime) -> bool:
     return not (hi < start or lo >= end)
 
 
+def check_columns(plan: ViewPlan) -> None:
+    """Raise :class:`SourceError` naming each file of a local source that lacks a column the view
+    reads, from the files' footers. A dataset reader fills a column one file lacks with nulls, which
+    would then be written over good values as "no value"; and the cluster's reader fails such a file
+    with a bare ``KeyError``. A partition directory's key (``date=...``) counts as a column."""
+    import pyarrow.dataset as ds
+
+    if not is_local(plan):
+        return
+    try:
+        dataset = ds.dataset(_local_path(plan), format="parquet", partitioning="hive")
+        fragments = list(dataset.get_fragments())
+    except (FileNotFoundError, ValueError, OSError):
+        return  # the reader names it
+    problems = []
+    for fragment in fragments:
+        try:
+            names = list(fragment.physical_schema.names)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            problems.append(f"source file {fragment.path} is not readable parquet (truncated or corrupt?): {exc}")
+            continue
+        names += [k for k in ds.get_partition_keys(fragment.partition_expression) if k not in names]
+        missing = [c for c in plan.source_columns if c not in names]
+        if missing:
+            shown = ", ".join(n for n in names if not n.startswith("__"))
+            problems.append(f"source file {fragment.path} lacks column(s) {missing} (it has {shown})")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise SourceError(f"feature view {plan.name!r}: " + "; ".join(problems[:3]) + more)
+
+
 def _frame(plan: ViewPlan):
     """The view's rows inside [start, end) as one pandas frame, read the way Dask reads a partition."""
     import pyarrow.parquet as pq
 
+    check_columns(plan)
     try:
         table = pq.read_table(_local_path(plan), columns=list(plan.source_columns), partitioning="hive")
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:

@@ -256,6 +256,9 @@ def _frame(plan: ViewPlan):
     import dask
     import dask.dataframe as dd
 
+    from skyfeast.featurestore.inprocess import check_columns
+
+    check_columns(plan)  # a local source's files, each with every column the view reads
     with dask.config.set({"dataframe.convert-string": False}):
         try:
             ddf = dd.read_parquet(plan.path, columns=list(plan.source_columns), storage_options=plan.storage_options,

@@ -252,6 +252,29 @@ def test_late_data_never_replaces_newer_values(dataset, client, tmp_path):
     assert sorted(intervals(repo, "user_stats")) == [(T0, T1), (T1, T2)]
 
 
+def test_one_views_bad_input_fails_that_view_only(dataset, client, tmp_path):
+    """On a cluster, the key-range samples of every view are computed together; a view whose input
+    fails there (event times that are not times) fails alone, and the others are written."""
+    import shutil
+
+    from skyfeast.featurestore.materialize import MaterializeFailed, materialize
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(dataset["root"] / "scores.parquet", data / "scores.parquet")
+    stats = pd.read_parquet(dataset["root"] / "stats.parquet")
+    stats["event_ts"] = "not a time"
+    stats.to_parquet(data / "stats.parquet", index=False)
+    repo = make_repo(tmp_path / "one_bad", data)
+    with pytest.raises(MaterializeFailed) as ei:
+        materialize(repo, None, T0, T3, client=client)
+    views = ei.value.result.per_view
+    want = len(expected(dataset["scores"], T0, T3, ["event_ts", "created_ts"]))  # users with a score inside
+    assert views["user_scores"].ok and views["user_scores"].rows == want, views
+    assert not views["user_stats"].ok and "not a time" in views["user_stats"].error, views
+    assert views["user_stats"].failure_class == "data"
+
+
 def test_key_range_chunks_hold_one_slice_each_and_resume_exactly(dataset, client, tmp_path):
     """SQLite keeps Feast's rows in key order, so chunks are key ranges fixed from a sample.  Each
     chunk writes exactly the entities of its range; an attempt given an earlier attempt's book

@@ -271,3 +271,30 @@ def test_a_missing_materialize_source_is_one_line_naming_the_path(tmp_path):
     msg = str(ei.value)
     assert "\n" not in msg and "An error occurred" not in msg, msg
     assert msg.endswith(f"FileNotFoundError: {missing}"), msg
+
+
+@pytest.mark.parametrize("reader", ["in-process", "cluster"])
+def test_a_materialize_source_file_that_lacks_a_column_fails_the_view_naming_file_and_column(tmp_path, reader):
+    """A dataset reader fills a column that one file of several lacks with nulls, which Feast's readers
+    would then get as "no value" in place of good ones. Both readers check every file's footer first."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from skyfeast.featurestore import inprocess, materialize
+
+    root = tmp_path / "offline" / "user_features"
+    (root / "date=2026-03-01").mkdir(parents=True)  # a partition directory's key counts as a column
+    t = pd.Timestamp("2026-03-01T01:00Z")
+    pd.DataFrame({"user_id": [1], "x": [1.0], "event_timestamp": [t]}).to_parquet(root / "date=2026-03-01" / "a.parquet")
+    pd.DataFrame({"user_id": [2], "event_timestamp": [t]}).to_parquet(root / "date=2026-03-01" / "b.parquet")
+    plan = materialize.ViewPlan(target=SimpleNamespace(name="user_features"), start=u(2026, 3, 1),
+                                end=u(2026, 3, 2), path=str(root), storage_options=None,
+                                source_columns=("user_id", "x", "event_timestamp", "date"), rename={})
+    frame = inprocess._frame if reader == "in-process" else materialize._frame
+    with pytest.raises(materialize.SourceError) as ei:
+        frame(plan)
+    assert str(ei.value) == (f"feature view 'user_features': source file {root / 'date=2026-03-01' / 'b.parquet'} "
+                             "lacks column(s) ['x'] (it has user_id, event_timestamp, date)")
+    (root / "date=2026-03-01" / "b.parquet").unlink()
+    inprocess.check_columns(plan)  # every file has every column: nothing to say
