@@ -34,12 +34,13 @@ def artifact(coef: list[float], intercept: float) -> bytes:
     return json.dumps({"coef": coef, "intercept": intercept, "link": "logistic"}).encode()
 
 
-def skyfeast(*argv: str) -> tuple[int, str]:
-    """``skyfeast ARGV`` in this process; (exit status, stdout)."""
+def skyfeast(*argv: str, probe: bool = False) -> tuple[int, str]:
+    """``skyfeast ARGV`` in this process; (exit status, stdout). A ``probe`` keeps its stderr to itself
+    (asking for a model not registered yet is expected on a first run, not an error to show)."""
     from skyfeast.scheduler.cli import main
 
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO() if probe else sys.stderr):
         code = main(list(argv))
     return code, buf.getvalue()
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         path = HERE / "models" / f"{name}.json"
         data = artifact(coef, intercept)
         path.write_bytes(data)
-        code, shown = skyfeast("models", "show", name, "-c", args.config, "--json")
+        code, shown = skyfeast("models", "show", name, "-c", args.config, "--json", probe=True)
         if code == 0:
             doc = json.loads(shown)
             champion = doc["aliases"].get("champion")
