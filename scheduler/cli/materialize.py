@@ -62,13 +62,15 @@ def register(subparsers) -> None:
 
 def _repo(args: argparse.Namespace, cfg) -> Path:
     if args.feast_repo:
-        repo = Path(args.feast_repo).expanduser()
+        repo, where = Path(args.feast_repo).expanduser(), "--feast-repo"
     elif cfg is not None:
-        repo = cfg.feast_repo
+        repo, where = cfg.feast_repo, f"{args.config}: feast.repo"
     else:
         raise UsageError("--feast-repo is required unless -c/--config names a skyfeast.yaml")
+    if not repo.exists():
+        raise UsageError(f"{where}: {repo} does not exist")
     if not (repo / "feature_store.yaml").is_file():
-        raise UsageError(f"--feast-repo: {repo} has no feature_store.yaml")
+        raise UsageError(f"{where}: {repo} has no feature_store.yaml")
     return repo
 
 
@@ -227,6 +229,10 @@ def _print_human(s: dict[str, Any]) -> None:
                     [[v["feature_view"], v["status"], f"{v['rows']:,}", f"{v['values']:,}", v["partitions"],
                       f"{v['seconds']:.2f}", f"{v['rows_per_s']:,.0f}", f"{v['values_per_s']:,.0f}", v["error"]]
                      for v in s["views"]]))
+    empty = [v["feature_view"] for v in s["views"] if v["status"] == "succeeded" and not v["rows_in"]]
+    if empty:  # a range that misses the data: say so rather than only print zeros
+        out.print(f"no source rows inside [{s['start']}, {s['end']}) for {', '.join(empty)}: the range is half-open "
+                  "(as Feast's), so a row stamped exactly at --end is left out", markup=False)
     verdict = "materialised" if s["ok"] else "FAILED after writing"
     out.print(f"{verdict} {s['rows']:,} rows ({s['values']:,} feature values) in {s['seconds']:.2f}s: "
               f"{s['rows_per_s']:,.0f} rows/s, {s['values_per_s']:,.0f} values/s "

@@ -351,6 +351,8 @@ def test_command_usage_errors(dataset, tmp_path):
             _command(*args)
     with pytest.raises(UsageError, match="no feature_store.yaml"):
         _command("--feast-repo", str(tmp_path), "--start", "2026-03-01", "--end", "2026-03-03")
+    with pytest.raises(UsageError, match=f"--feast-repo: {tmp_path / 'nowhere'} does not exist"):
+        _command("--feast-repo", str(tmp_path / "nowhere"), "--start", "2026-03-01", "--end", "2026-03-03")
     with pytest.raises(UsageError, match="--feast-repo is required"):
         _command("--start", "2026-03-01", "--end", "2026-03-03")
 
@@ -378,6 +380,9 @@ def test_command_as_a_process_exit_status_and_messages(dataset, tmp_path):
     assert proc.returncode == 0 and report["ok"] and report["mode"] == "in-process", proc.stderr
     assert set(report["phases"]) >= {"started", "repo_loaded", "first_write", "last_write", "result"}
     assert_reads(repo, dataset, T0, T3)
+    proc = skyfeast("--start", "2020-01-01", "--end", "2020-01-02", "--feature-view", "user_stats")  # no data there
+    assert proc.returncode == 0 and "no source rows inside [2020-01-01T00:00:00+00:00, 2020-01-02T00:00:00+00:00) " \
+        "for user_stats: the range is half-open" in proc.stdout, proc.stdout + proc.stderr
     (dataset["root"] / "stats.parquet").rename(dataset["root"] / "stats.moved")
     try:
         proc = skyfeast("--start", T0.isoformat(), "--end", T3.isoformat(), "--feature-view", "user_stats")
