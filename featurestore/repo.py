@@ -86,15 +86,16 @@ def _registry_server(registry: Any) -> tuple[str | None, float | None]:
     A SQL registry's server gets :data:`REGISTRY_CONNECT_S` to connect unless its own config sets a
     timeout (its ``connect_args``, its URL, or ``PGCONNECT_TIMEOUT`` for libpq's drivers), and each
     operation then gets ``registry_deadline.REGISTRY_USE_S`` (an engine plugin): both set in Feast's
-    config in memory (the file is not changed). A registry file on S3 is read by Feast's store with
-    our timeouts (``adapters.storage.feast_registry``) unless the config names a store class. Other
-    servers (GCS, Feast's registry server) keep their clients' own deadlines (None here)."""
+    config in memory (the file is not changed). A registry file on S3 or GCS is read by Feast's store
+    with our timeouts (``adapters.storage.feast_registry``) unless the config names a store class.
+    Feast's registry server keeps its client's own deadlines (None here)."""
     kind, path = getattr(registry, "registry_type", "file"), str(getattr(registry, "path", ""))
-    if kind == "file" and path.startswith("s3://") and getattr(registry, "registry_store_type", None) is None:
+    scheme = path.partition("://")[0] if "://" in path else ""
+    if kind == "file" and scheme in ("s3", "gs") and getattr(registry, "registry_store_type", None) is None:
         from skyfeast.adapters.storage import feast_registry
 
-        registry.registry_store_type = feast_registry.STORE_CLASS  # Feast's store, with our timeouts
-        return path, feast_registry.deadline()
+        registry.registry_store_type = feast_registry.STORE_CLASSES[scheme]  # Feast's store, with our timeouts
+        return path, feast_registry.deadline(scheme)
     if kind == "file":
         return (path, None) if "://" in path and not path.startswith("file://") else (None, None)
     if kind != "sql":

@@ -242,7 +242,9 @@ def test_registries_on_other_servers_are_named_and_local_files_are_not():
     assert s3.registry_store_type == "skyfeast.adapters.storage.feast_registry.BoundedS3RegistryStore"
     own = RegistryConfig(path="s3://bucket/registry.pb", registry_store_type="my.own.S3RegistryStore")
     assert _registry_server(own) == ("s3://bucket/registry.pb", None) and own.registry_store_type == "my.own.S3RegistryStore"
-    assert _registry_server(RegistryConfig(path="gs://bucket/registry.pb")) == ("gs://bucket/registry.pb", None)
+    gs = RegistryConfig(path="gs://bucket/registry.pb")
+    assert _registry_server(gs) == ("gs://bucket/registry.pb", feast_registry.deadline("gs"))  # 135 s
+    assert gs.registry_store_type == "skyfeast.adapters.storage.feast_registry.BoundedGCSRegistryStore"
     assert _registry_server(RegistryConfig(path="data/registry.db")) == (None, None)
     assert _registry_server(RegistryConfig(registry_type="remote", path="feast-registry:6570")) == \
         ("feast-registry:6570 (remote)", None)
@@ -437,3 +439,51 @@ def test_a_registry_pre_ping_is_bounded_too(pg_url, monkeypatch):
             frozen.clear()
             engine.dispose()
     assert took < 8, took  # without the armed ping: for ever
+
+
+def _gcs_registry_repo(path, monkeypatch, endpoint: str, bucket: str):
+    import yaml
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "skyfeast-test")
+    (path / "feature_store.yaml").write_text(yaml.safe_dump({
+        "project": "p", "provider": "local", "entity_key_serialization_version": 3,
+        "registry": {"path": f"gs://{bucket}/registry.pb", "cache_ttl_seconds": 60},
+        "online_store": {"type": "sqlite", "path": "online.db"}}))
+    return path
+
+
+def test_a_gcs_registry_file_is_read_and_written_by_feasts_store_with_our_timeouts(tmp_path, monkeypatch,
+                                                                                  gcs_emulator):
+    pytest.importorskip("google.cloud.storage", reason="the gcs extra is not installed")
+    from feast import Entity, FeatureStore
+
+    from skyfeast.featurestore.repo import load_store
+    from tests.emulators import make_gcs_bucket
+
+    repo = _gcs_registry_repo(tmp_path, monkeypatch, gcs_emulator.endpoint, make_gcs_bucket(gcs_emulator.endpoint))
+    FeatureStore(repo_path=str(repo)).apply([Entity(name="user", join_keys=["user_id"])])  # vanilla Feast writes it
+    store = load_store(repo)
+    assert type(store.registry._registry_store).__name__ == "BoundedGCSRegistryStore"
+    assert [e.name for e in store.list_entities()] == ["user"]
+    store.apply([Entity(name="device", join_keys=["device_id"])])  # our store writes; vanilla Feast reads it
+    assert sorted(e.name for e in FeatureStore(repo_path=str(repo)).list_entities()) == ["device", "user"]
+
+
+def test_a_gcs_registry_endpoint_that_never_answers_fails_the_load_within_our_deadline(tmp_path, monkeypatch):
+    """google-cloud-storage's defaults (a 120 s retry budget for each of three calls) held a load for
+    minutes; ours end it."""
+    pytest.importorskip("google.cloud.storage", reason="the gcs extra is not installed")
+    from skyfeast.adapters.storage import feast_registry
+    from skyfeast.featurestore.repo import FeastRepoError, load_store
+
+    for name in ("CONNECT_S", "READ_S", "GCS_RETRY_S"):
+        monkeypatch.setattr(feast_registry, name, 1.0)
+    with silent_server() as port:
+        repo = _gcs_registry_repo(tmp_path, monkeypatch, f"http://127.0.0.1:{port}", "bucket")
+        t0 = time.monotonic()
+        with pytest.raises(FeastRepoError, match="gs://bucket/registry.pb") as ei:
+            load_store(repo)
+        took = time.monotonic() - t0
+    assert took < 10, took  # without our timeouts: minutes
+    assert "Traceback" not in str(ei.value)
