@@ -29,6 +29,13 @@ class FeastRepoError(Exception):
     failure_class = "data"  # see skyfeast.adapters.failures
 
 
+class FeastRegistryUnreachable(FeastRepoError):
+    """The Feast registry's server did not answer in time, or refused the connection: it may on the
+    next try (a daemon's supervisor restarts it: exit status 1, not bad config's 2)."""
+
+    failure_class = "infrastructure"
+
+
 @contextlib.contextmanager
 def _quiet():
     """Feast prints deprecation chatter on import/load; keep the CLI output clean."""
@@ -64,15 +71,21 @@ def load_store(repo: Path):
                 try:
                     store.list_feature_views(allow_cache=True)
                 except RegistryDeadlineError as exc:
-                    raise FeastRepoError(str(exc)) from None
+                    raise FeastRegistryUnreachable(str(exc)) from None
                 except Exception as exc:
                     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a link line
-                    verb = "reach" if isinstance(orig, OSError) or type(exc).__name__ == "OperationalError" else "read"
+                    reach = isinstance(orig, OSError) or type(exc).__name__ in _UNREACHABLE
                     first = (str(orig).strip().splitlines() or [""])[0]
-                    raise FeastRepoError(f"cannot {verb} the Feast registry at {where}: "
-                                         f"{type(orig).__name__}: {first}".strip()) from None
+                    error = FeastRegistryUnreachable if reach else FeastRepoError
+                    raise error(f"cannot {'reach' if reach else 'read'} the Feast registry at {where}: "
+                                f"{type(orig).__name__}: {first}".strip()) from None
     return store
 
+
+# errors that say the registry's server did not answer (beside OSError): SQLAlchemy's, boto3's and
+# google-api-core's
+_UNREACHABLE = {"OperationalError", "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError",
+                "ConnectionClosedError", "RetryError", "DeadlineExceeded", "ServiceUnavailable"}
 
 # SQLAlchemy drivers of a registry's server, and the keyword each takes for its connect timeout
 _CONNECT_TIMEOUT_ARG = {"psycopg": "connect_timeout", "psycopg2": "connect_timeout", "pg8000": "timeout",

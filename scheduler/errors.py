@@ -39,6 +39,9 @@ class Problem:
     line: int | None
     path: str
     message: str
+    # a server the config names could not be reached (the Feast registry's): not the config's fault,
+    # and it may answer on the next start
+    unreachable: bool = False
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -47,18 +50,33 @@ class Problem:
 
 
 class ConfigError(UserError):
-    """The config file is invalid. Carries every problem found, each with file/line/key."""
+    """The config file is invalid. Carries every problem found, each with file/line/key.
+
+    When every problem is a server the config names that could not be reached, it is not the
+    config's fault: exit status 1 and class ``infrastructure``, so that a supervisor restarts a
+    daemon that met it (its unit keeps exit 2, bad config, down)."""
 
     failure_class = "config"
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
+        if self.problems and all(p.unreachable for p in self.problems):
+            self.exit_code, self.failure_class, self.http_status = 1, "infrastructure", 503
         super().__init__(self.render())
 
     def render(self) -> str:
         n = len(self.problems)
-        head = f"invalid config ({n} problem{'s' if n != 1 else ''}):"
+        what = "unreachable" if self.failure_class == "infrastructure" else "invalid config"
+        head = f"{what} ({n} problem{'s' if n != 1 else ''}):"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+class Unavailable(UserError):
+    """A server the command needs (the Feast registry's) could not be reached: exit status 1."""
+
+    exit_code = 1
+    failure_class = "infrastructure"
+    http_status = 503
 
 
 class DataError(UserError):

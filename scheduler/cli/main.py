@@ -17,7 +17,8 @@ from skyfeast.scheduler import __version__
 from skyfeast.scheduler.errors import UserError
 
 UTC = timezone.utc
-EPILOG = """exit status: 0 ok, 1 a run failed, 2 bad config/data/arguments.
+EPILOG = """exit status: 0 ok, 1 a run failed or a server (ledger, Feast registry) did not answer,
+2 bad config/data/arguments.
 docs: README.md, docs/cli.md and docs/config.md"""
 
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, FeastRepoError):
             sys.stderr.write(f"skyfeast: error: {exc}\n")
-            return 2
+            return 1 if exc.failure_class == "infrastructure" else 2  # a registry that did not answer
         if args.debug:
             raise
         sys.stderr.write(f"skyfeast: internal error: {type(exc).__name__}: {exc}\n"

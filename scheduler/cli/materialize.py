@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from skyfeast.scheduler.cli.common import failed_status, parse_time_arg, print_json, progress_bar
-from skyfeast.scheduler.errors import UsageError
+from skyfeast.scheduler.errors import Unavailable, UsageError
 
 IN_PROCESS_ROWS = 500_000
 """Inputs up to this many rows are written without a cluster (measured: docs/benchmarks.md)."""
@@ -102,11 +102,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     repo = _repo(args, cfg)
 
     from skyfeast.featurestore.materialize import MaterializeError, prepare_plans
-    from skyfeast.featurestore.repo import FeastRepoError
+    from skyfeast.featurestore.repo import FeastRegistryUnreachable, FeastRepoError
 
     t0 = time.monotonic()
     try:
         feast_repo, plans = prepare_plans(repo, args.feature_view or None, start, end)
+    except FeastRegistryUnreachable as exc:
+        raise Unavailable(str(exc)) from None  # exit 1: the server, not the input
     except (MaterializeError, FeastRepoError) as exc:
         raise UsageError(str(exc)) from None
     phases: dict[str, float | None] = {"started": started, "repo_loaded": time.time(), "cluster_ready": None}

@@ -8,6 +8,7 @@ a Feast repo or feature view that does not exist.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -280,12 +281,13 @@ def _feast_problems(cfg: "Config", smap: SourceMap) -> list[Problem]:
     repo = cfg.feast_repo
     if not (repo / "feature_store.yaml").is_file():
         return [smap.problem(("feast", "repo"), f"no feature_store.yaml in {repo}")]
-    from skyfeast.featurestore.repo import FeastRepoError, feature_view_names
+    from skyfeast.featurestore.repo import FeastRegistryUnreachable, FeastRepoError, feature_view_names
 
     try:
         fvs = feature_view_names(repo)
     except FeastRepoError as exc:
-        return [smap.problem(("feast", "repo"), str(exc))]
+        problem = smap.problem(("feast", "repo"), str(exc))
+        return [replace(problem, unreachable=isinstance(exc, FeastRegistryUnreachable))]
     out = []
     for i, job in enumerate(cfg.jobs):
         if job.feature_view not in fvs:

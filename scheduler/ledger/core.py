@@ -77,6 +77,22 @@ class LedgerError(UserError):
     """The ledger cannot be opened or belongs to an incompatible version."""
 
 
+class LedgerUnreachable(LedgerError):
+    """The ledger's server refused the connection or did not answer in time: not the config's fault,
+    and it may answer on the next start (exit status 1, so a supervisor restarts a daemon; exit 2,
+    bad config, keeps it down)."""
+
+    exit_code = 1
+    failure_class = "infrastructure"
+    http_status = 503
+
+
+# a driver's OperationalError that says the server is not there (not a refused login or a missing database)
+_NOT_THERE = ("connection refused", "timeout expired", "timed out", "could not connect", "server closed the connection",
+              "network is unreachable", "no route to host", "connection reset", "could not translate host name",
+              "name or service not known", "temporary failure in name resolution")
+
+
 class Fenced(Exception):
     """This process's leader token is stale: a newer leader exists; the write was rolled back."""
 
@@ -632,7 +648,9 @@ def _opening(url: str) -> Iterator[None]:
         extra = " (pip install 'skyfeast[postgres]')" if url.startswith("postgresql") else ""
         raise LedgerError(f"state: {_safe(url)}: driver {exc.name or exc} is not installed{extra}") from None
     except OperationalError as exc:
-        raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
+        server = not url.startswith("sqlite") and any(w in str(exc.orig).lower() for w in _NOT_THERE)
+        error = LedgerUnreachable if server else LedgerError
+        raise error(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
     except DatabaseError as exc:  # e.g. SQLite's "file is not a database": another file at the ledger's path
         hint = " (is it the ledger's file?)" if url.startswith("sqlite:") else ""
         raise LedgerError(f"state: cannot open ledger {_safe(url)}: {exc.orig}{hint}") from None
@@ -744,9 +762,9 @@ class _Reach:
                 self._over = True
                 self._step(None)
                 if self._answer_by is None:
-                    raise LedgerError(f"state: cannot open ledger {_safe(self.url)}: no connection within "
-                                      f"{self.login_s:.0f} s (connect timeout {self.connect_s:.0f} s)")
-                raise LedgerError(
+                    raise LedgerUnreachable(f"state: cannot open ledger {_safe(self.url)}: no connection within "
+                                            f"{self.login_s:.0f} s (connect timeout {self.connect_s:.0f} s)")
+                raise LedgerUnreachable(
                     f"state: the ledger at {_safe(self.url)} accepted the connection but did not answer within "
                     f"{self.answer_s:.0f} s (a server answers SELECT 1 at once; "
                     f"daemon.ledger_connect_timeout bounds the wait)")
