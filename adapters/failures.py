@@ -52,6 +52,20 @@ class ProviderDown(Exception):
 _DATA_TYPES = (KeyError, ValueError, TypeError, UnicodeError)
 
 
+#: words of a driver's error (lower case) that say the server is not there, as opposed to a server
+#: that answered and refused (a wrong password, a missing database): the ledger's and the Feast
+#: registry's connection errors are told apart by them
+SERVER_ABSENT = ("connection refused", "timeout expired", "timed out", "could not connect",
+                 "server closed the connection", "network is unreachable", "no route to host", "connection reset",
+                 "could not translate host name", "name or service not known", "temporary failure in name resolution")
+
+
+def server_absent(message: str) -> bool:
+    """Whether a driver's error message says its server is not there (see :data:`SERVER_ABSENT`)."""
+    text = message.lower()
+    return any(w in text for w in SERVER_ABSENT)
+
+
 def classify(exc: BaseException) -> FailureClass:
     """The failure class of ``exc`` (see the module's table)."""
     declared = getattr(exc, "failure_class", None)
@@ -77,4 +91,5 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
-__all__ = ["FailureClass", "ProviderDown", "classify", "describe", "is_infrastructure"]
+__all__ = ["SERVER_ABSENT", "FailureClass", "ProviderDown", "classify", "describe", "is_infrastructure",
+           "server_absent"]

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from skyfeast.adapters.failures import server_absent
 from skyfeast.adapters.waiting import waiting
 
 
@@ -74,7 +75,8 @@ def load_store(repo: Path):
                     raise FeastRegistryUnreachable(str(exc)) from None
                 except Exception as exc:
                     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a link line
-                    reach = isinstance(orig, OSError) or type(exc).__name__ in _UNREACHABLE
+                    reach = isinstance(orig, OSError) or type(exc).__name__ in _UNREACHABLE or (
+                        type(exc).__name__ == "OperationalError" and server_absent(str(orig)))
                     first = (str(orig).strip().splitlines() or [""])[0]
                     error = FeastRegistryUnreachable if reach else FeastRepoError
                     raise error(f"cannot {'reach' if reach else 'read'} the Feast registry at {where}: "
@@ -82,9 +84,9 @@ def load_store(repo: Path):
     return store
 
 
-# errors that say the registry's server did not answer (beside OSError): SQLAlchemy's, boto3's and
-# google-api-core's
-_UNREACHABLE = {"OperationalError", "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError",
+# errors that say the registry's server did not answer (beside OSError, and a SQL driver's
+# OperationalError whose message says so): boto3's and google-api-core's
+_UNREACHABLE = {"ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError",
                 "ConnectionClosedError", "RetryError", "DeadlineExceeded", "ServiceUnavailable"}
 
 # SQLAlchemy drivers of a registry's server, and the keyword each takes for its connect timeout

@@ -33,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
 
+from skyfeast.adapters.failures import server_absent
 from skyfeast.adapters.waiting import waiting
 from skyfeast.scheduler.errors import UserError
 from skyfeast.scheduler.ledger.actions import ActionBook
@@ -86,11 +87,6 @@ class LedgerUnreachable(LedgerError):
     failure_class = "infrastructure"
     http_status = 503
 
-
-# a driver's OperationalError that says the server is not there (not a refused login or a missing database)
-_NOT_THERE = ("connection refused", "timeout expired", "timed out", "could not connect", "server closed the connection",
-              "network is unreachable", "no route to host", "connection reset", "could not translate host name",
-              "name or service not known", "temporary failure in name resolution")
 
 
 class Fenced(Exception):
@@ -648,7 +644,7 @@ def _opening(url: str) -> Iterator[None]:
         extra = " (pip install 'skyfeast[postgres]')" if url.startswith("postgresql") else ""
         raise LedgerError(f"state: {_safe(url)}: driver {exc.name or exc} is not installed{extra}") from None
     except OperationalError as exc:
-        server = not url.startswith("sqlite") and any(w in str(exc.orig).lower() for w in _NOT_THERE)
+        server = not url.startswith("sqlite") and server_absent(str(exc.orig))  # not a refused login
         error = LedgerUnreachable if server else LedgerError
         raise error(f"state: cannot open ledger {_safe(url)}: {exc.orig}") from None
     except DatabaseError as exc:  # e.g. SQLite's "file is not a database": another file at the ledger's path

@@ -487,3 +487,28 @@ def test_a_gcs_registry_endpoint_that_never_answers_fails_the_load_within_our_de
         took = time.monotonic() - t0
     assert took < 10, took  # without our timeouts: minutes
     assert "Traceback" not in str(ei.value)
+
+
+def test_a_registry_server_that_refuses_is_bad_config_and_one_that_is_not_there_is_an_outage(tmp_path):
+    """A server that answers and refuses (no such database) is the config's fault: FeastRepoError (exit 2).
+    A port nothing listens on is an outage: FeastRegistryUnreachable (exit 1, a daemon is restarted)."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    import yaml
+
+    from skyfeast.featurestore.repo import FeastRegistryUnreachable, FeastRepoError, load_store
+    from tests.conftest import PG_URL
+
+    host, port = _host_port(PG_URL, 5432)
+    need_service("PostgreSQL", host, port)
+
+    def load(url: str):
+        (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump({
+            "project": "p", "provider": "local", "entity_key_serialization_version": 3,
+            "registry": {"registry_type": "sql", "path": url}, "online_store": {"type": "sqlite"}}))
+        return load_store(tmp_path)
+
+    with pytest.raises(FeastRepoError, match="skyfeast_no_such_database") as ei:
+        load(f"postgresql+psycopg://postgres@{host}:{port}/skyfeast_no_such_database")
+    assert not isinstance(ei.value, FeastRegistryUnreachable)
+    with pytest.raises(FeastRegistryUnreachable, match="cannot reach the Feast registry"):
+        load(f"postgresql+psycopg://postgres@127.0.0.1:{refusing_port()}/registry")
