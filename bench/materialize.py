@@ -355,6 +355,70 @@ def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int, upsert: bool
     return statistics.median(times), len(keys)
 
 
+def sqlite_stage_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tuple[float, int]:
+    """(median seconds, entities): the same rows as :func:`sqlite_ceiling`, prebuilt instead in the
+    skyfeast writer's own wide TEMP stage (one row per entity, each feature's value and text in
+    columns), then inserted by the writer's own fresh-range ``INSERT ... SELECT`` (which unpivots the
+    stage with a ``CASE`` tree), one transaction, into a fresh table with Feast's DDL: SQLite's cost of
+    the statement the writer runs, with no Python, no encoding and no staging (first loads only)."""
+    import sqlite3
+
+    from skyfeast.featurestore.repo import FeastRepo
+    from skyfeast.featurestore.writers.sqlite import _STAGE, SqliteWriter
+
+    table = f"{sky.project}_{VIEW}"
+    writer = SqliteWriter(FeastRepo(sky.path).write_target(VIEW))
+    try:
+        stage_ddl = [r[0] for r in writer._connect().execute(
+            "SELECT sql FROM sqlite_temp_master WHERE name = ?", (_STAGE,))]
+        with_num = writer._with_num
+    finally:
+        writer.close()
+    with contextlib.closing(sqlite3.connect(sky.path / "online.db")) as src:
+        ddl = [r[0] for r in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
+                                         (table,))]
+        keys = [r[0] for r in src.execute(f'SELECT DISTINCT entity_key FROM "{table}" ORDER BY entity_key LIMIT ?',
+                                          (entities,))]
+        rows = src.execute(f'SELECT entity_key, feature_name, value, value_text, value_num, event_ts, created_ts '
+                           f'FROM "{table}" WHERE entity_key <= ? ORDER BY entity_key, feature_name'
+                           if with_num else
+                           f'SELECT entity_key, feature_name, value, value_text, event_ts, created_ts '
+                           f'FROM "{table}" WHERE entity_key <= ? ORDER BY entity_key, feature_name', (keys[-1],)).fetchall()
+    names = sorted({r[1] for r in rows})
+    width = len(names)
+    wide = []
+    for i in range(0, len(rows), width):  # every entity has every feature, in name order
+        group = rows[i:i + width]
+        cells = [c for r in group for c in (r[2:5] if with_num else r[2:4])]
+        wide.append((group[0][0], group[0][-2], group[0][-1], *cells))
+    times = []
+    for i in range(runs):
+        db = dest / f"stage-ceiling-{i}.db"
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+            for statement in ddl:
+                conn.execute(statement)
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA cache_size = -65536")
+            for statement in stage_ddl:  # sqlite_temp_master keeps it as CREATE TABLE: a TEMP table again
+                conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+            conn.execute("BEGIN")
+            conn.executemany(f"INSERT INTO {_STAGE} VALUES ({', '.join('?' * len(wide[0]))})", wide)
+            conn.execute("COMMIT")
+            writer = SqliteWriter.__new__(SqliteWriter)  # the writer's SQL only: no target, no connection
+            writer._with_num, writer.target = with_num, FeastRepo(sky.path).write_target(VIEW)
+            sql = writer._upsert_sql(width, upsert=False)
+            t = time.perf_counter()
+            conn.execute("BEGIN")
+            conn.execute(sql, names)
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - t)
+            if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != len(rows):
+                raise RuntimeError("the SQLite stage ceiling lost rows; fix the bench")
+        db.unlink()
+    print_runs("sqlite", "stage ceiling", times)
+    return statistics.median(times), len(keys)
+
+
 def postgres_ceiling(sky: Repo, entities: int, runs: int, connections: int = 1,
                      upsert: bool = False) -> tuple[float, int]:
     """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
@@ -665,6 +729,13 @@ def time_sql_ceiling(b: Bench, kind: str, sky: Repo, rates: dict[str, float], ro
               f"{parallel / rates['vanilla Feast']:>9.1f}x", flush=True)
     print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / ceiling:.0%} of the {what} into Feast's "
           "table (prebuilt rows)", flush=True)
+    if kind == "sqlite" and not args.update:
+        secs3, m3 = sqlite_stage_ceiling(sky, b.tmp / kind, m, args.runs)
+        stage = row["stage_ceiling"] = _rate(m3, secs3)
+        print(f"{kind:<9} {'SQL stage ceil.':<16} {m3:>10,} {secs3:>9.2f} {stage:>10,.0f} "
+              f"{stage * args.features:>12,.0f} {stage / rates['vanilla Feast']:>9.1f}x", flush=True)
+        print(f"{kind:<9} skyfeast reaches {rates['skyfeast'] / stage:.0%} of the writer's own INSERT ... SELECT "
+              "from its wide stage, prebuilt (the statement skyfeast runs, without its Python)", flush=True)
     first = rates.get("first_write_s")
     if kind == "sqlite" and first is not None:
         # SQLite takes one writer at a time: a run lasts at least until its first write, plus every
