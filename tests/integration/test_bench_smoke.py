@@ -38,6 +38,9 @@ def test_materialize_bench_small():
     # when the first write began, and the share of the ceiling that leaves (docs/benchmarks.md, run u)
     first = re.search(r"first write began ([0-9.]+) s into its run .* at most ([0-9]+)% of the ceiling", out)
     assert first and 0 < float(first.group(1)) < 30 and 0 < int(first.group(2)) < 100, out[-2000:]
+    # the writer's own statement from its stage, prebuilt: the same run's second ceiling (run w)
+    assert re.search(r"skyfeast reaches [0-9]+% of the writer's own INSERT \.\.\. SELECT from its wide stage", out), \
+        out[-2000:]
     need_service("Redis", *_host_port(REDIS_URL, 6379))
     assert float(re.search(r"redis: skyfeast .* = ([0-9.]+)x", out).group(1)) >= 2.0, out[-2000:]
 
