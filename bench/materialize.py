@@ -302,6 +302,46 @@ def _upsert_set(table: str, cols: list[str], excluded: str) -> str:
             f'WHERE "{table}".event_ts IS NULL OR {excluded}.event_ts >= "{table}".event_ts')
 
 
+def _stored_rows(sky: Repo, entities: int, cols: list[str] | None = None) -> tuple[list, list, list, list]:
+    """``(ddl, cols, keys, rows)`` of the rows skyfeast stored for its first ``entities`` entities: the
+    table's DDL, the columns read (default: all), those entities' keys, and their rows in primary-key
+    order (entity, then feature name)."""
+    import sqlite3
+
+    table = f"{sky.project}_{VIEW}"
+    with contextlib.closing(sqlite3.connect(sky.path / "online.db")) as src:
+        ddl = [r[0] for r in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
+                                         (table,))]
+        cols = cols or [r[1] for r in src.execute(f'PRAGMA table_info("{table}")')]
+        keys = [r[0] for r in src.execute(f'SELECT DISTINCT entity_key FROM "{table}" ORDER BY entity_key LIMIT ?',
+                                          (entities,))]
+        rows = src.execute(f'SELECT {", ".join(cols)} FROM "{table}" WHERE entity_key <= ? '
+                           "ORDER BY entity_key, feature_name", (keys[-1],)).fetchall()
+    return ddl, cols, keys, rows
+
+
+def _time_in_fresh_db(db: Path, ddl: list[str], table: str, expect: int, prepare) -> float:
+    """Seconds of one timed statement in a fresh database ``db`` holding Feast's table (``ddl``):
+    ``prepare(conn)`` fills what it reads (untimed) and returns ``(statement, parameters)``; the
+    statement runs in one transaction, and the table must then hold ``expect`` rows."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for statement in ddl:
+            conn.execute(statement)
+        conn.execute("PRAGMA temp_store = MEMORY")
+        statement, params = prepare(conn)
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute(statement, params)
+        conn.execute("COMMIT")
+        seconds = time.perf_counter() - t
+        if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != expect:
+            raise RuntimeError(f"a SQLite ceiling lost rows in {db.name}; fix the bench")
+    db.unlink()
+    return seconds
+
+
 def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int, upsert: bool = False) -> tuple[float, int]:
     """(median seconds, entities): the rows skyfeast stored for the first ``entities`` entities,
     prebuilt in an in-memory TEMP table in primary-key order, then copied by one ``INSERT INTO
@@ -311,46 +351,26 @@ def sqlite_ceiling(sky: Repo, dest: Path, entities: int, runs: int, upsert: bool
     ceiling no writer of Feast's layout passes on one connection.  With ``upsert`` the table
     already holds the same keys with older rows (loaded untimed) and the timed statement is the
     newest-wins upsert over them, every row an update: the same ceiling for an incremental run."""
-    import sqlite3
-
     table = f"{sky.project}_{VIEW}"
-    with contextlib.closing(sqlite3.connect(sky.path / "online.db")) as src:
-        ddl = [r[0] for r in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
-                                         (table,))]
-        cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")')]
-        keys = [r[0] for r in src.execute(f'SELECT DISTINCT entity_key FROM "{table}" ORDER BY entity_key LIMIT ?',
-                                          (entities,))]
-        last = keys[-1]
-        rows = src.execute(f'SELECT {", ".join(cols)} FROM "{table}" WHERE entity_key <= ? '
-                           "ORDER BY entity_key, feature_name", (last,)).fetchall()
-    times = []
-    for i in range(runs):
-        db = dest / f"ceiling-{i}.db"
-        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
-            for statement in ddl:
-                conn.execute(statement)
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute(f'CREATE TEMP TABLE prebuilt AS SELECT {", ".join(cols)} FROM "{table}" WHERE 0')
-            conn.execute("BEGIN")
-            conn.executemany(f'INSERT INTO prebuilt VALUES ({", ".join("?" * len(cols))})', rows)
-            conn.execute("COMMIT")
-            load = f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT * FROM prebuilt'
-            if upsert:
-                # The stored rows the timed upsert updates: a day older, other value bytes of the
-                # same size.  (Rewriting a row with identical bytes lets SQLite skip the page
-                # write, which no real update does.)
-                older = ["randomblob(length(value))" if c == "value" else "event_ts - 86400" if c == "event_ts"
-                         else c for c in cols]
-                conn.execute(f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT {", ".join(older)} FROM prebuilt')
-                load += " WHERE true " + _upsert_set(table, cols, "excluded")
-            t = time.perf_counter()
-            conn.execute("BEGIN")
-            conn.execute(load)
-            conn.execute("COMMIT")
-            times.append(time.perf_counter() - t)
-            if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != len(rows):
-                raise RuntimeError("the SQLite ceiling lost rows; fix the bench")
-        db.unlink()
+    ddl, cols, keys, rows = _stored_rows(sky, entities)
+
+    def prepare(conn) -> tuple[str, tuple]:
+        conn.execute(f'CREATE TEMP TABLE prebuilt AS SELECT {", ".join(cols)} FROM "{table}" WHERE 0')
+        conn.execute("BEGIN")
+        conn.executemany(f'INSERT INTO prebuilt VALUES ({", ".join("?" * len(cols))})', rows)
+        conn.execute("COMMIT")
+        load = f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT * FROM prebuilt'
+        if upsert:
+            # The stored rows the timed upsert updates: a day older, other value bytes of the
+            # same size.  (Rewriting a row with identical bytes lets SQLite skip the page
+            # write, which no real update does.)
+            older = ["randomblob(length(value))" if c == "value" else "event_ts - 86400" if c == "event_ts"
+                     else c for c in cols]
+            conn.execute(f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT {", ".join(older)} FROM prebuilt')
+            load += " WHERE true " + _upsert_set(table, cols, "excluded")
+        return load, ()
+
+    times = [_time_in_fresh_db(dest / f"ceiling-{i}.db", ddl, table, len(rows), prepare) for i in range(runs)]
     print_runs("sqlite", "ceiling", times)
     return statistics.median(times), len(keys)
 
@@ -361,60 +381,39 @@ def sqlite_stage_ceiling(sky: Repo, dest: Path, entities: int, runs: int) -> tup
     columns), then inserted by the writer's own fresh-range ``INSERT ... SELECT`` (which unpivots the
     stage with a ``CASE`` tree), one transaction, into a fresh table with Feast's DDL: SQLite's cost of
     the statement the writer runs, with no Python, no encoding and no staging (first loads only)."""
-    import sqlite3
-
     from skyfeast.featurestore.repo import FeastRepo
     from skyfeast.featurestore.writers.sqlite import _STAGE, SqliteWriter
 
     table = f"{sky.project}_{VIEW}"
     writer = SqliteWriter(FeastRepo(sky.path).write_target(VIEW))
-    try:
+    try:  # the writer's own stage DDL and statement (its connection reads the table's columns)
         stage_ddl = [r[0] for r in writer._connect().execute(
             "SELECT sql FROM sqlite_temp_master WHERE name = ?", (_STAGE,))]
         with_num = writer._with_num
+        values = ["value", "value_text", *(["value_num"] if with_num else [])]
+        ddl, _, keys, rows = _stored_rows(sky, entities, ["entity_key", "feature_name", *values, "event_ts",
+                                                          "created_ts"])
+        names = sorted({r[1] for r in rows})
+        width = len(names)
+        sql = writer._upsert_sql(width, upsert=False)
     finally:
         writer.close()
-    with contextlib.closing(sqlite3.connect(sky.path / "online.db")) as src:
-        ddl = [r[0] for r in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
-                                         (table,))]
-        keys = [r[0] for r in src.execute(f'SELECT DISTINCT entity_key FROM "{table}" ORDER BY entity_key LIMIT ?',
-                                          (entities,))]
-        rows = src.execute(f'SELECT entity_key, feature_name, value, value_text, value_num, event_ts, created_ts '
-                           f'FROM "{table}" WHERE entity_key <= ? ORDER BY entity_key, feature_name'
-                           if with_num else
-                           f'SELECT entity_key, feature_name, value, value_text, event_ts, created_ts '
-                           f'FROM "{table}" WHERE entity_key <= ? ORDER BY entity_key, feature_name', (keys[-1],)).fetchall()
-    names = sorted({r[1] for r in rows})
-    width = len(names)
     wide = []
     for i in range(0, len(rows), width):  # every entity has every feature, in name order
         group = rows[i:i + width]
-        cells = [c for r in group for c in (r[2:5] if with_num else r[2:4])]
+        cells = [c for r in group for c in r[2:2 + len(values)]]
         wide.append((group[0][0], group[0][-2], group[0][-1], *cells))
-    times = []
-    for i in range(runs):
-        db = dest / f"stage-ceiling-{i}.db"
-        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
-            for statement in ddl:
-                conn.execute(statement)
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA cache_size = -65536")
-            for statement in stage_ddl:  # sqlite_temp_master keeps it as CREATE TABLE: a TEMP table again
-                conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-            conn.execute("BEGIN")
-            conn.executemany(f"INSERT INTO {_STAGE} VALUES ({', '.join('?' * len(wide[0]))})", wide)
-            conn.execute("COMMIT")
-            writer = SqliteWriter.__new__(SqliteWriter)  # the writer's SQL only: no target, no connection
-            writer._with_num, writer.target = with_num, FeastRepo(sky.path).write_target(VIEW)
-            sql = writer._upsert_sql(width, upsert=False)
-            t = time.perf_counter()
-            conn.execute("BEGIN")
-            conn.execute(sql, names)
-            conn.execute("COMMIT")
-            times.append(time.perf_counter() - t)
-            if conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] != len(rows):
-                raise RuntimeError("the SQLite stage ceiling lost rows; fix the bench")
-        db.unlink()
+
+    def prepare(conn) -> tuple[str, tuple]:
+        conn.execute("PRAGMA cache_size = -65536")  # as the writer sets it (the bulk ceiling keeps the default)
+        for statement in stage_ddl:  # sqlite_temp_master keeps it as CREATE TABLE: a TEMP table again
+            conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+        conn.execute("BEGIN")
+        conn.executemany(f"INSERT INTO {_STAGE} VALUES ({', '.join('?' * len(wide[0]))})", wide)
+        conn.execute("COMMIT")
+        return sql, tuple(names)
+
+    times = [_time_in_fresh_db(dest / f"stage-ceiling-{i}.db", ddl, table, len(rows), prepare) for i in range(runs)]
     print_runs("sqlite", "stage ceiling", times)
     return statistics.median(times), len(keys)
 
